@@ -1,0 +1,7 @@
+//! The appliance's runtime: the site profile and project catalog (shared with xtask), the static
+//! HTTP server and the sync service. The two binaries in `src/bin` are thin shells over this.
+
+pub mod catalog;
+pub mod diagnostics;
+pub mod profile;
+mod toml_load;

@@ -1,0 +1,174 @@
+//! The disk layout and its GPT: where the ESP and the root filesystem go, written with the `gpt`
+//! crate with disk and partition UUIDs derived from a seed (the site name), so the same site
+//! always gets the same table. The data partition is not here: the box makes it on first boot.
+
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
+
+use gpt::partition_types::{Type, EFI, LINUX_ROOT_X64};
+use uuid::Uuid;
+
+use crate::ImageError;
+
+pub const MIB: u64 = 1 << 20;
+const SECTOR: u64 = 512;
+/// GPT backup header plus its 128-entry array at the end of the disk.
+const GPT_TAIL: u64 = 33 * SECTOR;
+
+/// Byte offsets of each partition; everything 1 MiB aligned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub esp_offset: u64,
+    pub esp_size: u64,
+    pub root_offset: u64,
+    pub root_size: u64,
+    pub disk_size: u64,
+}
+
+/// Plans a disk holding an ESP and a root filesystem of the given sizes (rounded up to MiB).
+pub fn plan(esp_size: u64, root_size: u64) -> Layout {
+    let esp_size = esp_size.div_ceil(MIB) * MIB;
+    let root_size = root_size.div_ceil(MIB) * MIB;
+    let esp_offset = MIB;
+    let root_offset = esp_offset + esp_size;
+    // One spare MiB at the end holds the backup GPT and keeps the size a whole number of MiB.
+    let disk_size = root_offset + root_size + MIB;
+    Layout {
+        esp_offset,
+        esp_size,
+        root_offset,
+        root_size,
+        disk_size,
+    }
+}
+
+/// Partition labels, matched by the kernel command line and by first-boot units.
+pub const ESP_LABEL: &str = "esp";
+pub const ROOT_LABEL: &str = "root";
+
+/// A UUID that is the same for the same seed and purpose ("disk", "esp", "root", "rootfs").
+pub fn seeded_uuid(seed: &str, purpose: &str) -> Uuid {
+    // A fixed namespace of our own; v5 hashes (namespace, name).
+    const NAMESPACE: Uuid = Uuid::from_u128(0x6d69_6372_6f6d_6972_726f_7220_696d_6167);
+    Uuid::new_v5(&NAMESPACE, format!("{seed}/{purpose}").as_bytes())
+}
+
+/// Writes a protective MBR and primary and backup GPT describing `layout` onto `file`, whose
+/// length must already be `layout.disk_size`.
+pub fn write_gpt(file: &mut File, layout: &Layout, seed: &str) -> Result<(), ImageError> {
+    let len = file.metadata().map_err(ImageError::Io)?.len();
+    if len != layout.disk_size {
+        return Err(ImageError::Layout(format!(
+            "disk file is {len} bytes, layout wants {}",
+            layout.disk_size
+        )));
+    }
+    let gpt_err = |e: gpt::GptError| ImageError::Gpt(e.to_string());
+    let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(
+        u32::try_from((layout.disk_size / SECTOR) - 1).unwrap_or(0xFFFF_FFFF),
+    );
+    mbr.overwrite_lba0(file)
+        .map_err(|e| ImageError::Gpt(e.to_string()))?;
+
+    let mut disk = gpt::GptConfig::new()
+        .writable(true)
+        .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
+        .create_from_device(&mut *file, Some(seeded_uuid(seed, "disk")))
+        .map_err(gpt_err)?;
+    let parts = [
+        (1u32, ESP_LABEL, EFI, layout.esp_offset, layout.esp_size),
+        (
+            2u32,
+            ROOT_LABEL,
+            LINUX_ROOT_X64,
+            layout.root_offset,
+            layout.root_size,
+        ),
+    ];
+    let mut table = std::collections::BTreeMap::new();
+    for (id, name, kind, offset, size) in parts {
+        table.insert(id, partition(seed, name, kind, offset, size));
+    }
+    disk.update_partitions(table).map_err(gpt_err)?;
+    disk.write().map_err(gpt_err)?;
+    file.flush().map_err(ImageError::Io)?;
+    debug_assert!(layout.disk_size >= layout.root_offset + layout.root_size + GPT_TAIL);
+    Ok(())
+}
+
+fn partition(
+    seed: &str,
+    name: &str,
+    kind: Type,
+    offset: u64,
+    size: u64,
+) -> gpt::partition::Partition {
+    gpt::partition::Partition {
+        part_type_guid: kind,
+        part_guid: seeded_uuid(seed, name),
+        first_lba: offset / SECTOR,
+        last_lba: (offset + size) / SECTOR - 1,
+        flags: 0,
+        name: name.to_string(),
+    }
+}
+
+/// Writes `data` at `offset` leaving all-zero 64 KiB blocks as holes, so the image stays sparse.
+pub fn write_sparse(file: &mut File, offset: u64, data: &[u8]) -> Result<(), ImageError> {
+    const BLOCK: usize = 64 << 10;
+    for (i, chunk) in data.chunks(BLOCK).enumerate() {
+        if chunk.iter().all(|&b| b == 0) {
+            continue;
+        }
+        file.seek(SeekFrom::Start(offset + (i * BLOCK) as u64))
+            .map_err(ImageError::Io)?;
+        file.write_all(chunk).map_err(ImageError::Io)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_aligned_and_ordered() {
+        let l = plan(256 * MIB, 700 * MIB + 5);
+        assert_eq!(l.esp_offset, MIB);
+        assert_eq!(l.root_offset, 257 * MIB);
+        assert_eq!(l.root_size, 701 * MIB);
+        assert_eq!(l.disk_size, 257 * MIB + 701 * MIB + MIB);
+    }
+
+    #[test]
+    fn seeded_uuids_are_stable_and_distinct() {
+        assert_eq!(seeded_uuid("fmt2", "disk"), seeded_uuid("fmt2", "disk"));
+        assert_ne!(seeded_uuid("fmt2", "disk"), seeded_uuid("fmt2", "root"));
+        assert_ne!(seeded_uuid("fmt2", "disk"), seeded_uuid("demo", "disk"));
+    }
+
+    #[test]
+    fn gpt_reads_back_with_seeded_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.img");
+        let l = plan(64 * MIB, 64 * MIB);
+        let mut f = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        f.set_len(l.disk_size).unwrap();
+        write_gpt(&mut f, &l, "lab").unwrap();
+        drop(f);
+        let disk = gpt::GptConfig::new().open(&path).unwrap();
+        assert_eq!(*disk.guid(), seeded_uuid("lab", "disk"));
+        let parts: Vec<_> = disk.partitions().values().collect();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].part_type_guid, EFI);
+        assert_eq!(parts[1].name, "root");
+        assert_eq!(parts[1].first_lba * 512, l.root_offset);
+        assert_eq!(parts[1].part_guid, seeded_uuid("lab", "root"));
+    }
+}

@@ -22,6 +22,9 @@ pub struct Project {
     pub module: String,
     /// Folder under /srv/mirror and first path segment of its URLs; also the public rsync module.
     pub path: String,
+    /// Name of the public read-only rsync module on our box; `path` when absent.
+    #[serde(default)]
+    pub rsync_module: Option<String>,
     /// Rough size on disk, for the check that a site's projects fit its disk.
     pub size_gb: u64,
     /// Per-project bandwidth limit; the site's limit applies when absent.
@@ -90,6 +93,10 @@ impl Project {
         } else {
             self.topics.clone()
         }
+    }
+
+    pub fn rsync_module(&self) -> &str {
+        self.rsync_module.as_deref().unwrap_or(&self.path)
     }
 
     pub fn passes(&self) -> Vec<Pass> {

@@ -5,3 +5,5 @@ pub mod catalog;
 pub mod diagnostics;
 pub mod profile;
 mod toml_load;
+pub mod server;
+pub mod site_config;

@@ -545,6 +545,7 @@ fn validate_mirror(m: &Mirror, disk_gb: u64, catalog: &Catalog, r: &mut Reporter
         );
     }
     let mut seen = std::collections::BTreeSet::new();
+    let mut folders: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
     let mut total_gb = 0;
     for (i, name) in m.projects.iter().enumerate() {
         if !seen.insert(name) {
@@ -556,7 +557,12 @@ fn validate_mirror(m: &Mirror, disk_gb: u64, catalog: &Catalog, r: &mut Reporter
             continue;
         }
         match catalog.get(name) {
-            Some(p) => total_gb += p.size_gb,
+            Some(p) => {
+                total_gb += p.size_gb;
+                if let Some(other) = folders.insert(&p.path, name) {
+                    r.error(&format!("mirror.projects[{i}]"), format!("`{name}` and `{other}` both live in /srv/mirror/{}", p.path), "host only one variant of a project (e.g. epel or epel-x86_64)");
+                }
+            }
             None => {
                 let known: Vec<&str> = catalog.projects.keys().map(String::as_str).collect();
                 r.error(

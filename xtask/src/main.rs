@@ -1,1 +1,50 @@
-fn main() {}
+//! `cargo xtask`: the developer's and operator's entry point. Each subcommand lives in its own
+//! module; `image` is the pipeline (pipeline/), the rest drive QEMU, disks and tests.
+
+mod boot;
+mod cmd;
+mod host;
+mod paths;
+mod pipeline;
+mod profiles;
+mod progress;
+mod testing;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, boot and test micro mirror images")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bake the disk image of a site: target/images/SITE/SITE.img, .img.zst, manifest.json
+    Image(pipeline::ImageArgs),
+    /// Boot a throwaway copy of a site's image in QEMU, serial console on this terminal
+    Boot(boot::BootArgs),
+    /// Validate site profiles and the project catalog
+    Profiles {
+        #[command(subcommand)]
+        command: profiles::ProfilesCommand,
+    },
+    /// Install what the tests need, then run every test (what CI runs)
+    Test(testing::TestArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result: Result<()> = match cli.command {
+        Command::Image(args) => pipeline::run(args).map(|_| ()),
+        Command::Boot(args) => boot::run(args),
+        Command::Profiles { command } => profiles::run(command),
+        Command::Test(args) => testing::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,131 @@
+//! mirror-server: the micro mirror's static file server. On the appliance it reads the site
+//! profile; by hand: `mirror-server --root DIR --listen 127.0.0.1:8080`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use mirror_server::server::{self, Config};
+use mirror_server::site_config;
+
+#[derive(Parser, Clone)]
+#[command(name = "mirror-server", version, about = "Static file server for a micro mirror")]
+struct Args {
+    /// Site profile (the appliance's is /etc/micromirror/site.toml)
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Serve this folder (overrides the profile's /srv/mirror)
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Address to listen on; repeat for several
+    #[arg(long)]
+    listen: Vec<SocketAddr>,
+    /// Prometheus metrics listener (never the public port)
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// Access log file, or "-" for stdout
+    #[arg(long)]
+    access_log: Option<PathBuf>,
+    /// Folder with favicon.ico, robots.txt, listing.css and 404.html
+    #[arg(long)]
+    assets: Vec<PathBuf>,
+    /// Folder of mirror-sync's status files (bytes on disk per project)
+    #[arg(long)]
+    status_dir: Option<PathBuf>,
+    /// Host name shown in listings (development mode)
+    #[arg(long, default_value = "localhost")]
+    hostname: String,
+    /// Do not mark packets DSCP CS1
+    #[arg(long)]
+    no_scavenger: bool,
+    /// Seconds an idle keep-alive connection stays open
+    #[arg(long)]
+    idle_timeout: Option<u64>,
+    /// Seconds to let transfers finish after SIGTERM
+    #[arg(long)]
+    shutdown_grace: Option<u64>,
+    /// Worker threads (default: one per core)
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn config(args: &Args) -> Result<Config> {
+    let mut c = match &args.config {
+        Some(path) => Config::from_profile(&site_config::load(path)?.profile),
+        None => {
+            let root = args.root.clone().context("give --config PROFILE or --root DIR")?;
+            let mut c = Config::from_profile(&dev_profile(&args.hostname));
+            c.root = root;
+            c.listen = vec!["127.0.0.1:8080".parse()?];
+            c.metrics_listen = None;
+            c.access_log = Some(PathBuf::from("-"));
+            c.assets = vec![];
+            c
+        }
+    };
+    if let Some(r) = &args.root {
+        c.root = r.clone();
+    }
+    if !args.listen.is_empty() {
+        c.listen = args.listen.clone();
+    }
+    if args.metrics_listen.is_some() {
+        c.metrics_listen = args.metrics_listen;
+    }
+    if let Some(l) = &args.access_log {
+        c.access_log = Some(l.clone());
+    }
+    if !args.assets.is_empty() {
+        c.assets = args.assets.clone();
+    }
+    if let Some(d) = &args.status_dir {
+        c.status_dir = d.clone();
+    }
+    if args.no_scavenger {
+        c.scavenger = false;
+    }
+    if let Some(s) = args.idle_timeout {
+        c.limits.idle_timeout = std::time::Duration::from_secs(s);
+    }
+    if let Some(s) = args.shutdown_grace {
+        c.limits.shutdown_grace = std::time::Duration::from_secs(s);
+    }
+    Ok(c)
+}
+
+/// A profile for development runs without a site: only what the server shows.
+fn dev_profile(hostname: &str) -> mirror_server::profile::Profile {
+    use mirror_server::profile::*;
+    Profile {
+        site: Site {
+            name: "dev".into(),
+            hostname: hostname.into(),
+            sponsor_name: "development".into(),
+            sponsor_url: "https://example.net/".into(),
+            location: String::new(),
+            timezone: "UTC".into(),
+            test: true,
+            disk_gb: 100,
+        },
+        base: Base::default(),
+        network: Network::default(),
+        access: Access { admin_user: "mirror".into(), ssh_keys: vec![], admin_prefixes: vec![] },
+        mirror: Mirror { upstream: "localhost".into(), bwlimit_mbit: 200, sync_interval_hours: 24, projects: vec![], push: None },
+        server: Server::default(),
+    }
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).with_writer(std::io::stderr).init();
+    let args = Args::parse();
+    let initial = config(&args)?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = args.threads {
+        rt.worker_threads(n);
+    }
+    let rt = rt.build()?;
+    let reload_args = args.clone();
+    rt.block_on(server::run(initial, move || config(&reload_args)))
+}

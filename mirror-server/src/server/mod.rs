@@ -1,0 +1,276 @@
+//! The static file server that replaces nginx: configuration, shared state, listeners, signals
+//! (SIGHUP reload, SIGUSR1 log reopen, SIGTERM graceful stop). The request path lives in
+//! `conn` and `respond`; it never writes under the mirror root and never waits on telemetry.
+
+pub mod accesslog;
+pub mod cache;
+pub mod cond;
+pub mod conn;
+pub mod files;
+pub mod http;
+pub mod listing;
+pub mod metrics;
+pub mod mime;
+pub mod ratelimit;
+pub mod respond;
+pub mod timefmt;
+pub mod urlpath;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{mpsc, watch};
+
+use crate::profile::Profile;
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub idle_timeout: Duration,
+    pub header_timeout: Duration,
+    pub max_connections: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { idle_timeout: Duration::from_secs(15), header_timeout: Duration::from_secs(10), max_connections: 20_000, shutdown_grace: Duration::from_secs(30) }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub root: PathBuf,
+    pub listen: Vec<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub hostname: String,
+    pub sponsor_name: String,
+    pub sponsor_url: String,
+    /// Asset folders, first match wins: the site's overrides, then the defaults.
+    pub assets: Vec<PathBuf>,
+    pub access_log: Option<PathBuf>,
+    pub scavenger: bool,
+    pub rate_limits: Vec<ratelimit::Rule>,
+    pub allowlist: Vec<ipnet::IpNet>,
+    pub status_dir: PathBuf,
+    pub limits: Limits,
+}
+
+impl Clone for ratelimit::Rule {
+    fn clone(&self) -> Self {
+        ratelimit::Rule { prefixes: self.prefixes.clone(), per_second: self.per_second, burst: self.burst }
+    }
+}
+
+impl std::fmt::Debug for ratelimit::Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} prefixes at {}/s burst {}", self.prefixes.len(), self.per_second, self.burst)
+    }
+}
+
+pub const DEFAULT_ASSETS: &str = "/usr/share/micromirror/assets";
+pub const SITE_ASSETS: &str = "/etc/micromirror/assets";
+pub const STATUS_DIR: &str = "/var/lib/micromirror/sync";
+
+impl Config {
+    /// The appliance's configuration, from the site profile.
+    pub fn from_profile(p: &Profile) -> Config {
+        let parse_nets = |v: &[String]| v.iter().filter_map(|s| s.parse().ok()).collect::<Vec<ipnet::IpNet>>();
+        Config {
+            root: PathBuf::from("/srv/mirror"),
+            listen: vec![SocketAddr::from(([0u16; 8], 80))],
+            metrics_listen: Some(SocketAddr::from(([0u16; 8], 9100))),
+            hostname: p.site.hostname.clone(),
+            sponsor_name: p.site.sponsor_name.clone(),
+            sponsor_url: p.site.sponsor_url.clone(),
+            assets: vec![PathBuf::from(SITE_ASSETS), PathBuf::from(DEFAULT_ASSETS)],
+            access_log: Some(PathBuf::from("/var/log/micromirror/access.log")),
+            scavenger: p.server.scavenger,
+            rate_limits: p.server.rate_limits.iter().map(|r| ratelimit::Rule { prefixes: parse_nets(&r.prefixes), per_second: f64::from(r.per_second), burst: f64::from(r.burst) }).collect(),
+            allowlist: parse_nets(&p.server.allowlist),
+            status_dir: PathBuf::from(STATUS_DIR),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// State every connection reads.
+pub struct Shared {
+    pub root: files::Root,
+    pub assets: HashMap<String, Vec<u8>>,
+    pub listings: cache::ListingCache,
+    pub hostname: String,
+    pub sponsor_name: String,
+    pub sponsor_url: String,
+    pub limits: Limits,
+    pub limiter: ratelimit::Limiter,
+    pub metrics: Arc<metrics::Metrics>,
+    pub access_log: accesslog::AccessLog,
+    pub shutdown: watch::Sender<bool>,
+}
+
+impl Shared {
+    pub fn site_view(&self) -> listing::Site<'_> {
+        listing::Site { hostname: &self.hostname, sponsor_name: &self.sponsor_name, sponsor_url: &self.sponsor_url }
+    }
+}
+
+/// Reads the asset files (favicon.ico, robots.txt, listing.css, 404.html) into memory.
+pub fn load_assets(dirs: &[PathBuf]) -> HashMap<String, Vec<u8>> {
+    let mut out = HashMap::new();
+    for name in ["favicon.ico", "robots.txt", "listing.css", "404.html"] {
+        if let Some(data) = dirs.iter().find_map(|d| std::fs::read(d.join(name)).ok()) {
+            out.insert(name.to_string(), data);
+        }
+    }
+    out
+}
+
+fn build_shared(config: &Config, metrics: Arc<metrics::Metrics>, access_log: accesslog::AccessLog, shutdown: watch::Sender<bool>) -> Result<Shared> {
+    let root = files::Root::open(&config.root).with_context(|| format!("opening the mirror root {}", config.root.display()))?;
+    Ok(Shared {
+        root,
+        assets: load_assets(&config.assets),
+        listings: cache::ListingCache::default(),
+        hostname: config.hostname.clone(),
+        sponsor_name: config.sponsor_name.clone(),
+        sponsor_url: config.sponsor_url.clone(),
+        limits: config.limits.clone(),
+        limiter: ratelimit::Limiter::new(config.rate_limits.clone(), config.allowlist.clone()),
+        metrics,
+        access_log,
+        shutdown,
+    })
+}
+
+fn bind(addr: SocketAddr, scavenger: bool) -> Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    if scavenger {
+        set_scavenger(&socket, addr.is_ipv6());
+    }
+    socket.bind(addr).with_context(|| format!("binding {addr}"))?;
+    Ok(socket.listen(4096)?)
+}
+
+/// DSCP CS1 ("scavenger", TOS byte 0x20) on everything we send, IPv4 and IPv6; accepted
+/// sockets inherit it from the listener.
+pub fn set_scavenger(socket: &impl std::os::fd::AsRawFd, ipv6: bool) {
+    let tos: libc::c_int = 0x20;
+    let fd = socket.as_raw_fd();
+    let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: valid socket fd, int option value of the right size.
+    unsafe {
+        libc::setsockopt(fd, libc::IPPROTO_IP, libc::IP_TOS, (&tos as *const libc::c_int).cast(), size);
+        if ipv6 {
+            libc::setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_TCLASS, (&tos as *const libc::c_int).cast(), size);
+        }
+    }
+}
+
+/// Runs the server until SIGTERM/SIGINT, then lets transfers finish up to the grace period.
+pub async fn run(config: Config, reload: impl Fn() -> Result<Config> + Send + Sync + 'static) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (reopen_tx, reopen_rx) = mpsc::channel(4);
+    let log_target = match &config.access_log {
+        Some(p) if p.as_os_str() == "-" => accesslog::Target::Stdout,
+        Some(p) => accesslog::Target::File(p.clone()),
+        None => accesslog::Target::Off,
+    };
+    let access_log = accesslog::AccessLog::start(log_target, reopen_rx);
+    let metrics = Arc::new(metrics::Metrics::default());
+    let (shutdown_tx, _) = watch::channel(false);
+    let shared = Arc::new(tokio::sync::RwLock::new(Arc::new(build_shared(&config, metrics.clone(), access_log.clone(), shutdown_tx.clone())?)));
+    let active = Arc::new(AtomicUsize::new(0));
+
+    let mut listeners = Vec::new();
+    for addr in &config.listen {
+        listeners.push(bind(*addr, config.scavenger)?);
+        tracing::info!(%addr, root = %config.root.display(), "serving");
+    }
+    if let Some(addr) = config.metrics_listen {
+        let l = bind(addr, false)?;
+        tracing::info!(%addr, "metrics");
+        tokio::spawn(serve_metrics(l, metrics.clone(), config.status_dir.clone()));
+    }
+    for listener in listeners {
+        tokio::spawn(accept_loop(listener, shared.clone(), active.clone(), shutdown_tx.subscribe()));
+    }
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match reload().and_then(|c| build_shared(&c, metrics.clone(), access_log.clone(), shutdown_tx.clone())) {
+                Ok(new) => { *shared.write().await = Arc::new(new); tracing::info!("configuration reloaded"); }
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the running configuration"),
+            },
+            _ = usr1.recv() => { let _ = reopen_tx.try_send(()); }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!(active = active.load(Ordering::Relaxed), "stopping: no new connections, letting transfers finish");
+    let _ = shutdown_tx.send(true);
+    let deadline = tokio::time::Instant::now() + config.limits.shutdown_grace;
+    while active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<tokio::sync::RwLock<Arc<Shared>>>, active: Arc<AtomicUsize>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let current = shared.read().await.clone();
+        if active.load(Ordering::Relaxed) >= current.limits.max_connections {
+            drop(stream);
+            continue;
+        }
+        active.fetch_add(1, Ordering::Relaxed);
+        let active = active.clone();
+        tokio::spawn(async move {
+            conn::serve(stream, peer, current).await;
+            active.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// The metrics listener: Prometheus text at any path. Never on the public port.
+async fn serve_metrics(listener: TcpListener, metrics: Arc<metrics::Metrics>, status_dir: PathBuf) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let metrics = metrics.clone();
+        let status_dir = status_dir.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+            let on_disk = tokio::task::spawn_blocking(move || metrics::disk_usage_from_status(&status_dir)).await.unwrap_or_default();
+            let mut body = metrics.prometheus(&on_disk);
+            body.push_str(&format!("# TYPE micromirror_access_log_dropped_total counter\nmicromirror_access_log_dropped_total {}\n", accesslog::DROPPED_LINES.load(Ordering::Relaxed)));
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body.as_bytes()).await;
+        });
+    }
+}

@@ -1,0 +1,192 @@
+//! From a parsed request to a reply: method check, path resolution under the root, redirects,
+//! site assets, listings, conditionals and ranges. Touches the filesystem only to open and stat;
+//! sending bytes is the connection's job.
+
+use std::fs::File;
+use std::sync::Arc;
+
+use super::cond::{self, Conditions, Decision, FileMeta};
+use super::files::{self, Opened};
+use super::http::{Method, Request};
+use super::urlpath::{self, Refused, Target};
+use super::{listing, mime, Shared};
+
+pub enum Body {
+    Empty,
+    Bytes(Vec<u8>),
+    File { file: Arc<File>, offset: u64, len: u64 },
+    /// multipart/byteranges: (part header, offset, len) for each range, then the closing line.
+    Multipart { file: Arc<File>, parts: Vec<(Vec<u8>, u64, u64)>, trailer: Vec<u8> },
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Body,
+    /// Content-Length: the body's size (sent for HEAD too, though the body is not).
+    pub length: u64,
+    /// Close the connection after this reply.
+    pub close: bool,
+    /// First path segment, for per-project accounting.
+    pub project: Option<String>,
+}
+
+impl Reply {
+    fn new(status: u16) -> Reply {
+        Reply { status, headers: Vec::new(), body: Body::Empty, length: 0, close: false, project: None }
+    }
+
+    fn bytes(status: u16, content_type: &str, data: Vec<u8>) -> Reply {
+        let mut r = Reply::new(status);
+        r.headers.push(("Content-Type", content_type.to_string()));
+        r.length = data.len() as u64;
+        r.body = Body::Bytes(data);
+        r
+    }
+}
+
+/// The reply for an error status, with the site's 404 page where there is one.
+pub fn error(shared: &Shared, status: u16) -> Reply {
+    if status == 404 {
+        if let Some(page) = shared.assets.get("404.html") {
+            return Reply::bytes(404, "text/html; charset=utf-8", page.to_vec());
+        }
+    }
+    let text = format!("{status} {}\n", super::http::reason(status));
+    Reply::bytes(status, "text/plain; charset=utf-8", text.into_bytes())
+}
+
+pub fn handle(shared: &Shared, req: &Request) -> Reply {
+    if let Method::Other(_) = req.method {
+        let mut r = error(shared, 405);
+        r.headers.push(("Allow", "GET, HEAD".into()));
+        return r;
+    }
+    let target = match urlpath::parse_target(&req.target) {
+        Ok(t) => t,
+        Err(Refused::BadRequest) => return error(shared, 400),
+        Err(Refused::NotFound) => return error(shared, 404),
+    };
+    if let Some(asset) = site_asset(shared, &target) {
+        return asset;
+    }
+    let mut reply = match shared.root.open_beneath(&target.relative_path()) {
+        Ok(Opened::File { file, len, mtime }) => {
+            if target.trailing_slash {
+                error(shared, 404)
+            } else {
+                file_reply(req, &target, file, FileMeta { len, mtime })
+            }
+        }
+        Ok(Opened::Dir { file, stamp }) => dir_reply(shared, req, &target, &file, stamp),
+        Err(_) => error(shared, 404),
+    };
+    reply.project = target.segments.first().cloned();
+    reply
+}
+
+/// /favicon.ico, /robots.txt and the listing stylesheet come from the site's assets, never
+/// from the mirror tree.
+fn site_asset(shared: &Shared, target: &Target) -> Option<Reply> {
+    let name = match target.segments.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["favicon.ico"] => "favicon.ico",
+        ["robots.txt"] => "robots.txt",
+        [".micromirror", "listing.css"] => "listing.css",
+        _ => return None,
+    };
+    let data = shared.assets.get(name)?;
+    let mut r = Reply::bytes(200, mime::content_type(name), data.to_vec());
+    r.headers.push(("Cache-Control", "max-age=3600".into()));
+    Some(r)
+}
+
+fn file_reply(req: &Request, target: &Target, file: File, meta: FileMeta) -> Reply {
+    let name = target.segments.last().map(String::as_str).unwrap_or("");
+    let content_type = mime::content_type(name);
+    let conditions = Conditions {
+        if_none_match: req.header("if-none-match"),
+        if_modified_since: req.header("if-modified-since"),
+        if_range: req.header("if-range"),
+        range: req.header("range"),
+    };
+    let mut r = Reply::new(200);
+    r.headers.push(("Last-Modified", meta.last_modified()));
+    r.headers.push(("ETag", meta.etag()));
+    r.headers.push(("Accept-Ranges", "bytes".into()));
+    let file = Arc::new(file);
+    match cond::decide(&conditions, &meta) {
+        Decision::NotModified => r.status = 304,
+        Decision::Full => {
+            r.headers.push(("Content-Type", content_type.into()));
+            r.length = meta.len;
+            r.body = Body::File { file, offset: 0, len: meta.len };
+        }
+        Decision::Partial(ranges) if ranges.len() == 1 => {
+            let (a, b) = ranges[0];
+            r.status = 206;
+            r.headers.push(("Content-Type", content_type.into()));
+            r.headers.push(("Content-Range", format!("bytes {a}-{b}/{}", meta.len)));
+            r.length = b - a + 1;
+            r.body = Body::File { file, offset: a, len: b - a + 1 };
+        }
+        Decision::Partial(ranges) => {
+            let boundary = format!("{:016x}", meta.mtime as u64 ^ meta.len.rotate_left(17));
+            let parts: Vec<(Vec<u8>, u64, u64)> = ranges
+                .iter()
+                .map(|&(a, b)| {
+                    let head = format!("\r\n--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: bytes {a}-{b}/{}\r\n\r\n", meta.len);
+                    (head.into_bytes(), a, b - a + 1)
+                })
+                .collect();
+            let trailer = format!("\r\n--{boundary}--\r\n").into_bytes();
+            r.status = 206;
+            r.headers.push(("Content-Type", format!("multipart/byteranges; boundary={boundary}")));
+            r.length = parts.iter().map(|(h, _, l)| h.len() as u64 + l).sum::<u64>() + trailer.len() as u64;
+            r.body = Body::Multipart { file, parts, trailer };
+        }
+        Decision::Unsatisfiable => {
+            r.status = 416;
+            r.headers.retain(|(n, _)| *n != "ETag" && *n != "Last-Modified");
+            r.headers.push(("Content-Range", format!("bytes */{}", meta.len)));
+            r.headers.push(("Content-Type", "text/plain; charset=utf-8".into()));
+            let text = b"416 Range Not Satisfiable\n".to_vec();
+            r.length = text.len() as u64;
+            r.body = Body::Bytes(text);
+        }
+    }
+    r
+}
+
+fn dir_reply(shared: &Shared, req: &Request, target: &Target, dir: &File, stamp: i128) -> Reply {
+    if !target.trailing_slash && !target.segments.is_empty() {
+        let mut location = target.url_path(true);
+        if let Some(q) = &target.query {
+            location.push('?');
+            location.push_str(q);
+        }
+        let mut r = Reply::bytes(301, "text/html; charset=utf-8", format!("<a href=\"{}\">moved here</a>\n", listing::escape(&location)).into_bytes());
+        r.headers.push(("Location", location));
+        return r;
+    }
+    let index = if target.segments.is_empty() { "index.html".to_string() } else { format!("{}/index.html", target.relative_path()) };
+    if let Ok(Opened::File { file, len, mtime }) = shared.root.open_beneath(&index) {
+        let mut t = target.clone();
+        t.segments.push("index.html".into());
+        return file_reply(req, &t, file, FileMeta { len, mtime });
+    }
+    let json = req.wants_json() || target.query_param("format") == Some("json");
+    let url_path = target.url_path(true);
+    let body = shared.listings.get_or_render(&target.relative_path(), stamp, json, || {
+        let entries = files::read_entries(dir, &shared.root, &target.relative_path()).ok()?;
+        Some(if json { listing::json(&url_path, &entries) } else { listing::html(&shared.site_view(), &url_path, &entries) })
+    });
+    match body {
+        Some(text) => {
+            let content_type = if json { "application/json" } else { "text/html; charset=utf-8" };
+            let mut r = Reply::bytes(200, content_type, text.as_bytes().to_vec());
+            r.headers.push(("Vary", "Accept".into()));
+            r
+        }
+        None => error(shared, 404),
+    }
+}

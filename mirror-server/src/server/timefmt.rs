@@ -1,0 +1,49 @@
+//! UTC timestamps in the few shapes the server prints (listings, JSON, access log), computed
+//! with the civil-from-days algorithm rather than a date library for three formats.
+
+const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/// "2024-05-01 12:34"
+pub fn format_time(t: i64) -> String {
+    let (y, m, d, hh, mm, _) = civil(t);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}")
+}
+
+/// "2024-05-01T12:34:56Z"
+pub fn format_time_iso(t: i64) -> String {
+    let (y, m, d, hh, mm, ss) = civil(t);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+}
+
+/// nginx's $time_local, in UTC: "01/May/2024:12:34:56 +0000"
+pub fn format_clf(t: i64) -> String {
+    let (y, m, d, hh, mm, ss) = civil(t);
+    format!("{d:02}/{}/{y:04}:{hh:02}:{mm:02}:{ss:02} +0000", MONTHS[(m - 1) as usize])
+}
+
+pub fn civil(t: i64) -> (i64, u32, u32, i64, i64, i64) {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, secs / 3600, (secs % 3600) / 60, secs % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_instants() {
+        assert_eq!(format_time_iso(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_time_iso(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(format_clf(1_700_000_000), "14/Nov/2023:22:13:20 +0000");
+    }
+}

@@ -1,0 +1,101 @@
+//! The build host's own tools: which packages each command needs, and installing the missing
+//! ones (apt on Debian, dnf on Fedora/AlmaLinux), or naming the exact command when not root.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Result};
+
+use crate::cmd;
+
+/// A host tool, found by command name or by a file it installs.
+pub struct Need {
+    pub probe: &'static str,
+    pub debian: &'static str,
+    pub fedora: &'static str,
+}
+
+const fn need(probe: &'static str, debian: &'static str, fedora: &'static str) -> Need {
+    Need { probe, debian, fedora }
+}
+
+/// What `cargo xtask image` needs for a Debian 12 base.
+pub const IMAGE_DEBIAN: &[Need] = &[
+    need("mmdebstrap", "mmdebstrap", "mmdebstrap"),
+    need("mkfs.ext4", "e2fsprogs", "e2fsprogs"),
+    need("zstd", "zstd", "zstd"),
+    need("/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "systemd-boot-efi", "systemd-boot-unsigned"),
+    need("unshare", "util-linux", "util-linux"),
+];
+
+/// What `cargo xtask image` needs for an AlmaLinux 9 base.
+pub const IMAGE_ALMALINUX: &[Need] = &[
+    need("dnf", "dnf", "dnf"),
+    need("rpm", "rpm", "rpm"),
+    need("curl", "curl", "curl"),
+    need("mkfs.ext4", "e2fsprogs", "e2fsprogs"),
+    need("zstd", "zstd", "zstd"),
+    need("/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "systemd-boot-efi", "systemd-boot-unsigned"),
+];
+
+/// What `cargo xtask boot` and the boot tests need.
+pub const BOOT: &[Need] = &[need("qemu-system-x86_64", "qemu-system-x86", "qemu-system-x86"), need("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf", "edk2-ovmf")];
+
+/// What the rest of the tests need: real peers and checkers.
+pub const TESTS: &[Need] = &[
+    need("fsck.vfat", "dosfstools", "dosfstools"),
+    need("sgdisk", "gdisk", "gdisk"),
+    need("mkfs.xfs", "xfsprogs", "xfsprogs"),
+    need("rsync", "rsync", "rsync"),
+    need("mosquitto", "mosquitto", "mosquitto"),
+    need("mosquitto_pub", "mosquitto-clients", "mosquitto"),
+    need("curl", "curl", "curl"),
+    need("wget", "wget", "wget"),
+    need("createrepo_c", "createrepo-c", "createrepo_c"),
+    need("rpmbuild", "rpm", "rpm-build"),
+    need("gpg", "gnupg", "gnupg2"),
+    need("ssh", "openssh-client", "openssh-clients"),
+    need("dpkg-scanpackages", "dpkg-dev", "dpkg-dev"),
+];
+
+fn present(n: &Need) -> bool {
+    if n.probe.starts_with('/') {
+        Path::new(n.probe).exists()
+    } else {
+        cmd::exists(n.probe)
+    }
+}
+
+/// Installs the missing packages of `needs`, or fails naming the command that would.
+pub fn ensure(needs: &[&[Need]]) -> Result<()> {
+    let missing: Vec<&Need> = needs.iter().flat_map(|n| n.iter()).filter(|n| !present(n)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let apt = cmd::exists("apt-get");
+    let mut packages: Vec<&str> = missing.iter().map(|n| if apt { n.debian } else { n.fedora }).collect();
+    packages.sort();
+    packages.dedup();
+    let install = if apt {
+        format!("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y {}", packages.join(" "))
+    } else if cmd::exists("dnf") {
+        format!("dnf install -y {}", packages.join(" "))
+    } else {
+        bail!("missing host tools ({}); install these packages with your package manager: {}", probes(&missing), packages.join(" "));
+    };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("missing host tools ({}); install them as root with:\n  sudo sh -c '{install}'", probes(&missing));
+    }
+    eprintln!("installing host packages: {}", packages.join(" "));
+    cmd::run_visible(Command::new("sh").arg("-c").arg(&install))?;
+    let still: Vec<&Need> = missing.into_iter().filter(|n| !present(n)).collect();
+    if !still.is_empty() {
+        bail!("installed packages but still missing: {}", probes(&still));
+    }
+    Ok(())
+}
+
+fn probes(needs: &[&Need]) -> String {
+    needs.iter().map(|n| n.probe).collect::<Vec<_>>().join(", ")
+}

@@ -1,0 +1,238 @@
+//! Stage 2: the base tree, installed by the distribution's own package manager (mmdebstrap for
+//! Debian 12, `dnf --installroot` for AlmaLinux 9) and cached as tar+zstd keyed by distro,
+//! release, package set and package source, so a second site reuses it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use mirror_server::profile::{Distro, LoadedProfile};
+use sha2::{Digest, Sha256};
+
+use crate::host::{self, Need};
+use crate::{cmd, paths, progress};
+
+/// Bump when the way a base is made changes, so old caches are not reused.
+const RECIPE_VERSION: u32 = 1;
+
+pub fn host_needs(distro: Distro) -> &'static [Need] {
+    match distro {
+        Distro::Debian12 => host::IMAGE_DEBIAN,
+        Distro::Almalinux9 => host::IMAGE_ALMALINUX,
+    }
+}
+
+/// Packages of a headless micro mirror, by role, in each distro's names.
+pub fn packages(distro: Distro) -> Vec<&'static str> {
+    let list: &[&str] = match distro {
+        Distro::Debian12 => &[
+            // boot and system
+            "linux-image-amd64", "systemd", "systemd-sysv", "udev", "dbus", "initramfs-tools", "zstd", "kmod", "tzdata",
+            // storage: the data partition is XFS
+            "xfsprogs",
+            // mirroring
+            "rsync", "ca-certificates",
+            // access, network, time, firewall
+            "openssh-server", "sudo", "iproute2", "systemd-timesyncd", "nftables",
+        ],
+        Distro::Almalinux9 => &[
+            "kernel-core", "kernel-modules", "systemd", "systemd-udev", "dracut", "zstd", "tzdata",
+            "xfsprogs",
+            "rsync", "rsync-daemon", "ca-certificates",
+            "openssh-server", "sudo", "iproute", "chrony", "nftables", "NetworkManager",
+            "selinux-policy-targeted", "policycoreutils", "dnf-automatic",
+        ],
+    };
+    let mut v = list.to_vec();
+    v.sort_unstable();
+    v
+}
+
+/// The package sources of a base: (name, URL) pairs.
+pub fn sources(site: &LoadedProfile) -> Vec<(String, String)> {
+    let base = &site.profile.base;
+    let mirror = base.mirror_url();
+    match base.distro {
+        Distro::Debian12 => {
+            let mut v = vec![("main".to_string(), format!("deb {mirror} bookworm main"))];
+            if base.mirror.is_none() {
+                v.push(("updates".into(), format!("deb {mirror} bookworm-updates main")));
+                v.push(("security".into(), "deb http://deb.debian.org/debian-security bookworm-security main".into()));
+            }
+            v
+        }
+        Distro::Almalinux9 => {
+            let mut v = vec![
+                ("baseos".to_string(), format!("{mirror}/9/BaseOS/x86_64/os")),
+                ("appstream".to_string(), format!("{mirror}/9/AppStream/x86_64/os")),
+            ];
+            if let Some(epel) = &base.epel_mirror {
+                v.push(("epel".into(), format!("{}/9/Everything/x86_64", epel.trim_end_matches('/'))));
+            }
+            v
+        }
+    }
+}
+
+/// GPG keys packages must be signed with (AlmaLinux).
+pub fn gpg_keys(site: &LoadedProfile) -> Vec<String> {
+    let base = &site.profile.base;
+    if !base.gpg_keys.is_empty() {
+        return base.gpg_keys.clone();
+    }
+    let mut keys = vec![format!("{}/RPM-GPG-KEY-AlmaLinux-9", base.mirror_url())];
+    if let Some(epel) = &base.epel_mirror {
+        keys.push(format!("{}/RPM-GPG-KEY-EPEL-9", epel.trim_end_matches('/')));
+    }
+    keys
+}
+
+/// The cache key: everything that changes the bytes of a base tree.
+pub fn cache_key(site: &LoadedProfile) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("recipe={RECIPE_VERSION}\ndistro={}\n", site.profile.base.distro.as_str()));
+    for p in packages(site.profile.base.distro) {
+        h.update(format!("package={p}\n"));
+    }
+    for (name, url) in sources(site) {
+        h.update(format!("source={name} {url}\n"));
+    }
+    for k in gpg_keys(site) {
+        h.update(format!("key={k}\n"));
+    }
+    let digest = h.finalize();
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("{}-{hex}", site.profile.base.distro.as_str())
+}
+
+pub struct Base {
+    pub archive: PathBuf,
+    pub key: String,
+    pub reused: bool,
+}
+
+pub fn prepare(site: &LoadedProfile, refresh: bool) -> Result<Base> {
+    let key = cache_key(site);
+    let dir = paths::base_cache();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let archive = dir.join(format!("{key}.tar.zst"));
+    if archive.exists() && !refresh {
+        let stage = progress::stage("base", &format!("reusing cached {key}"));
+        stage.done(&format!("cached base {}", archive.display()));
+        return Ok(Base { archive, key, reused: true });
+    }
+    let partial = dir.join(format!(".{key}.partial.tar.zst"));
+    let _ = std::fs::remove_file(&partial);
+    let stage = progress::stage("base", &format!("installing {} packages ({})", packages(site.profile.base.distro).len(), site.profile.base.distro.as_str()));
+    match site.profile.base.distro {
+        Distro::Debian12 => debootstrap(site, &partial)?,
+        Distro::Almalinux9 => dnf_installroot(site, &partial, &dir)?,
+    }
+    std::fs::rename(&partial, &archive).with_context(|| format!("storing {}", archive.display()))?;
+    let size = std::fs::metadata(&archive).map(|m| m.len()).unwrap_or(0);
+    stage.done(&format!("base {key} ({})", progress::human_bytes(size)));
+    Ok(Base { archive, key, reused: false })
+}
+
+fn debootstrap(site: &LoadedProfile, out: &Path) -> Result<()> {
+    let mut c = Command::new("mmdebstrap");
+    c.env("INITRD", "No") // the kernel's postinst would build an initramfs we rebuild anyway
+        .arg("--variant=minbase")
+        .arg("--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr")
+        .arg("--aptopt=Acquire::Retries \"3\"")
+        .arg("--dpkgopt=path-exclude=/usr/share/doc/*")
+        .arg("--dpkgopt=path-exclude=/usr/share/man/*")
+        .arg("--dpkgopt=path-exclude=/usr/share/locale/*")
+        .arg("--dpkgopt=path-include=/usr/share/doc/*/copyright")
+        .arg(format!("--include={}", packages(Distro::Debian12).join(",")))
+        .arg("bookworm")
+        .arg(out);
+    for (_, line) in sources(site) {
+        c.arg(line);
+    }
+    cmd::run(&mut c).map(|_| ()).with_context(|| {
+        format!("installing the Debian base from {} failed; if that mirror is unreachable, set base.mirror in {} to one that is", site.profile.base.mirror_url(), site.path.display())
+    })
+}
+
+fn dnf_installroot(site: &LoadedProfile, out: &Path, cache: &Path) -> Result<()> {
+    for (name, url) in sources(site) {
+        probe_repository(site, &name, &url)?;
+    }
+    let tmp = tempfile::Builder::new().prefix(".dnf-").tempdir_in(cache)?;
+    let root = tmp.path().join("root");
+    let conf = dnf_config(site, tmp.path());
+    std::fs::create_dir_all(tmp.path().join("repos"))?;
+    std::fs::write(tmp.path().join("dnf.conf"), conf.main)?;
+    std::fs::write(tmp.path().join("repos/micromirror.repo"), conf.repos)?;
+    let mut c = Command::new("dnf");
+    c.args(dnf_args(tmp.path(), &root)).args(packages(Distro::Almalinux9));
+    cmd::run(&mut c).with_context(|| format!("dnf could not install the AlmaLinux base; check base.mirror in {}", site.path.display()))?;
+    // Package caches and logs are not part of the image.
+    for junk in ["var/cache/dnf", "var/log/dnf.log", "var/log/dnf.librepo.log", "var/log/dnf.rpm.log", "var/log/hawkey.log"] {
+        let p = root.join(junk);
+        let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+    }
+    let mut tar = Command::new("tar");
+    tar.args(["--zstd", "-cpf"]).arg(out).args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "--sort=name", "-C"]).arg(&root).arg(".");
+    cmd::run(&mut tar)?;
+    Ok(())
+}
+
+pub struct DnfConfig {
+    pub main: String,
+    pub repos: String,
+}
+
+/// dnf's configuration for an installroot: our repositories only, GPG checks on.
+pub fn dnf_config(site: &LoadedProfile, dir: &Path) -> DnfConfig {
+    let main = format!(
+        "[main]\ngpgcheck=1\ninstallonly_limit=2\ninstall_weak_deps=0\nkeepcache=0\nskip_if_unavailable=0\nreposdir={}\ncachedir={}\n",
+        dir.join("repos").display(),
+        dir.join("cache").display()
+    );
+    let keys = gpg_keys(site).join(" ");
+    let repos = sources(site)
+        .into_iter()
+        .map(|(name, url)| format!("[{name}]\nname=micromirror {name}\nbaseurl={url}\nenabled=1\ngpgcheck=1\nrepo_gpgcheck=0\ngpgkey={keys}\n\n"))
+        .collect();
+    DnfConfig { main, repos }
+}
+
+pub fn dnf_args(confdir: &Path, root: &Path) -> Vec<String> {
+    vec![
+        format!("--config={}", confdir.join("dnf.conf").display()),
+        format!("--installroot={}", root.display()),
+        "--releasever=9".into(),
+        "--forcearch=x86_64".into(),
+        "--setopt=tsflags=nodocs".into(),
+        "--assumeyes".into(),
+        "--quiet".into(),
+        "install".into(),
+    ]
+}
+
+/// Fails early and clearly when a repository cannot be reached (dnf's own error is long).
+fn probe_repository(site: &LoadedProfile, name: &str, url: &str) -> Result<()> {
+    let repomd = format!("{url}/repodata/repomd.xml");
+    let out = Command::new("curl").args(["-fsS", "--max-time", "20", "-o", "/dev/null"]).arg(&repomd).output().context("running curl")?;
+    if !out.status.success() {
+        let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        bail!(
+            "cannot reach the {name} repository: {repomd}\n  ({why})\n  fix: make that URL reachable from this machine, or point base.mirror (and base.epel_mirror) in {} at a mirror that is",
+            site.path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Unpacks a cached base into `root` (which must not exist yet).
+pub fn extract(archive: &Path, root: &Path) -> Result<()> {
+    let stage = progress::stage("extract", "unpacking the base tree");
+    std::fs::create_dir_all(root)?;
+    let mut tar = Command::new("tar");
+    tar.args(["--zstd", "-xpf"]).arg(archive).args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-C"]).arg(root);
+    cmd::run(&mut tar)?;
+    stage.done("base tree unpacked");
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! Stage 6: the outputs in target/images/SITE/: the raw image, its zstd copy and manifest.json.
+//! Everything is made in a staging folder and swapped in with one atomic rename, so a failed or
+//! interrupted build leaves the previous outputs untouched and no partial file.
+
+use std::ffi::CString;
+use std::io::{BufReader, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use mirror_server::profile::{Distro, LoadedProfile};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::base::Base;
+use super::disk::Disk;
+use super::{tree, Built};
+use crate::{paths, progress};
+
+/// The build's timestamp: SOURCE_DATE_EPOCH, else the last commit's time, so that the same
+/// sources give the same bytes.
+pub fn build_epoch() -> i64 {
+    if let Some(v) = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.parse().ok()) {
+        return v;
+    }
+    Command::new("git")
+        .args(["log", "-1", "--format=%ct"])
+        .current_dir(paths::workspace())
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1_700_000_000)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn finish(site: &LoadedProfile, base: &Base, disk: &Disk, root: &Path, staging: &Path, epoch: i64, compress: bool, started: Instant) -> Result<Built> {
+    let name = &site.profile.site.name;
+    let stage = progress::stage("outputs", "hashing and compressing");
+    let image_sha = sha256_file(&disk.image)?;
+    let mut artifacts = vec![json!({"file": format!("{name}.img"), "sha256": image_sha, "size": disk.layout.disk_size, "allocated": allocated(&disk.image)?})];
+    if compress {
+        let zst = staging.join(format!("{name}.img.zst"));
+        compress_zstd(&disk.image, &zst)?;
+        artifacts.push(json!({"file": format!("{name}.img.zst"), "sha256": sha256_file(&zst)?, "size": std::fs::metadata(&zst)?.len()}));
+    }
+    let manifest = json!({
+        "site": name,
+        "hostname": site.profile.site.hostname,
+        "distro": site.profile.base.distro.as_str(),
+        "base": {"key": base.key, "reused_from_cache": base.reused},
+        "profile_sha256": hex(&Sha256::digest(site.text.as_bytes())),
+        "build_epoch": epoch,
+        "artifacts": artifacts,
+        "layout": {
+            "esp": {"offset": disk.layout.esp_offset, "size": disk.layout.esp_size},
+            "root": {"offset": disk.layout.root_offset, "size": disk.layout.root_size},
+            "data": "created on first boot to fill the disk (label mirror-data, XFS)",
+        },
+        "packages": package_versions(site.profile.base.distro, root),
+        "tools": tool_versions(),
+        "build_seconds": started.elapsed().as_secs(),
+    });
+    let manifest_path = staging.join("manifest.json");
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest)?)?;
+    let final_dir = paths::images(name);
+    publish(staging, &final_dir)?;
+    stage.done(&format!("outputs in {}", final_dir.display()));
+    Ok(Built { image: final_dir.join(format!("{name}.img")), manifest: final_dir.join("manifest.json") })
+}
+
+/// Swaps `staging` in as `final_dir` atomically (renameat2 RENAME_EXCHANGE when it exists).
+pub fn publish(staging: &Path, final_dir: &Path) -> Result<()> {
+    if let Some(parent) = final_dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    // Staging must be on the same filesystem: move it next to the final folder first.
+    let next = final_dir.with_extension("next");
+    tree::remove_dir_all_if_exists(&next)?;
+    std::fs::rename(staging, &next).with_context(|| format!("moving {} into place", staging.display()))?;
+    if final_dir.exists() {
+        let a = CString::new(next.as_os_str().as_bytes())?;
+        let b = CString::new(final_dir.as_os_str().as_bytes())?;
+        // SAFETY: both are valid NUL-terminated paths.
+        let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("swapping in {}", final_dir.display()));
+        }
+        tree::remove_dir_all_if_exists(&next)?;
+    } else {
+        std::fs::rename(&next, final_dir)?;
+    }
+    Ok(())
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = BufReader::with_capacity(1 << 20, std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?);
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+pub fn allocated(path: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata(path)?.blocks() * 512)
+}
+
+fn compress_zstd(src: &Path, dest: &Path) -> Result<()> {
+    let input = std::fs::File::open(src)?;
+    let out = std::fs::File::create(dest)?;
+    let mut enc = zstd::Encoder::new(out, 9)?;
+    enc.multithread(std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1))?;
+    std::io::copy(&mut BufReader::with_capacity(4 << 20, input), &mut enc)?;
+    enc.finish()?.flush()?;
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// name → version of every package in the tree, from the package database.
+fn package_versions(distro: Distro, root: &Path) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    match distro {
+        Distro::Debian12 => {
+            let status = std::fs::read_to_string(root.join("var/lib/dpkg/status")).unwrap_or_default();
+            for para in status.split("\n\n") {
+                let field = |k: &str| para.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
+                if let (Some(p), Some(v)) = (field("Package:"), field("Version:")) {
+                    map.insert(p.to_string(), json!(v));
+                }
+            }
+        }
+        Distro::Almalinux9 => {
+            let out = Command::new("rpm").arg("--root").arg(root).args(["-qa", "--qf", "%{NAME} %{VERSION}-%{RELEASE}\n"]).output();
+            if let Ok(o) = out {
+                for line in String::from_utf8_lossy(&o.stdout).lines() {
+                    if let Some((n, v)) = line.split_once(' ') {
+                        map.insert(n.to_string(), json!(v));
+                    }
+                }
+            }
+        }
+    }
+    serde_json::Value::Object(map)
+}
+
+fn tool_versions() -> serde_json::Value {
+    let version = |prog: &str, arg: &str| -> String {
+        Command::new(prog)
+            .arg(arg)
+            .output()
+            .ok()
+            .map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+            .and_then(|s| s.lines().next().map(str::to_string))
+            .unwrap_or_else(|| "not found".into())
+    };
+    json!({
+        "xtask": env!("CARGO_PKG_VERSION"),
+        "mkfs.ext4": version("mkfs.ext4", "-V"),
+        "mmdebstrap": version("mmdebstrap", "--version"),
+        "dnf": version("dnf", "--version"),
+        "rustc": version("rustc", "--version"),
+    })
+}

@@ -1,0 +1,207 @@
+//! Stage 3: lay `overlay/common` and `overlay/<distro>` over the base tree, rendering `*.j2`
+//! templates from the profile (undefined values are errors), install our binaries and the site
+//! configuration, enable units, and strip the machine identity so it is made on first boot.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use minijinja::{Environment, UndefinedBehavior};
+use mirror_server::profile::{Distro, LoadedProfile};
+
+use super::binaries::Binaries;
+use super::tree;
+use crate::{cmd, paths, progress};
+
+/// Units we enable in every image, and the distro's own additions.
+pub fn units_to_enable(distro: Distro) -> Vec<&'static str> {
+    let mut v = vec!["mirror-server.service", "mirror-sync.service", "micromirror-host-keys.service", "micromirror-boot-report.service", "srv-mirror.mount"];
+    match distro {
+        Distro::Debian12 => v.extend(["systemd-networkd.service", "systemd-timesyncd.service", "ssh.service"]),
+        Distro::Almalinux9 => v.extend(["NetworkManager.service", "chronyd.service", "sshd.service"]),
+    }
+    v
+}
+
+/// Units that must not run on an appliance nobody answers prompts on.
+pub fn units_to_mask(distro: Distro) -> Vec<&'static str> {
+    let mut v = vec!["systemd-firstboot.service"];
+    if distro == Distro::Debian12 {
+        // Debian's sshd-keygen equivalent is in the package's postinst; ours runs at first boot.
+        v.push("e2scrub_reap.service");
+    }
+    v
+}
+
+/// Files that would make every box written from one image the same machine.
+pub const MACHINE_IDENTITY: &[&str] = &[
+    "etc/ssh/ssh_host_rsa_key",
+    "etc/ssh/ssh_host_rsa_key.pub",
+    "etc/ssh/ssh_host_ecdsa_key",
+    "etc/ssh/ssh_host_ecdsa_key.pub",
+    "etc/ssh/ssh_host_ed25519_key",
+    "etc/ssh/ssh_host_ed25519_key.pub",
+    "var/lib/systemd/random-seed",
+    "var/lib/dbus/machine-id",
+];
+
+pub fn apply(site: &LoadedProfile, root: &Path, bins: &Binaries) -> Result<()> {
+    let stage = progress::stage("overlay", "rendering the site's files");
+    let distro = site.profile.base.distro;
+    let env = environment();
+    let ctx = context(site);
+    let mut count = 0;
+    for layer in ["common", distro.as_str()] {
+        let dir = paths::overlay().join(layer);
+        if dir.is_dir() {
+            count += lay(&dir, root, &env, &ctx)?;
+        }
+    }
+    install_site_config(site, root)?;
+    for (name, path) in &bins.files {
+        let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        tree::write_file(&root.join("usr/bin").join(name), &data, 0o755)?;
+    }
+    set_timezone(site, root)?;
+    forget_machine_identity(root)?;
+    systemctl(root, "enable", &units_to_enable(distro))?;
+    systemctl(root, "mask", &units_to_mask(distro))?;
+    stage.done(&format!("{count} overlay files, {} units enabled", units_to_enable(distro).len()));
+    Ok(())
+}
+
+pub fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    env
+}
+
+/// What templates see: the whole profile, its projects' catalog entries, and the distro.
+pub fn context(site: &LoadedProfile) -> minijinja::Value {
+    minijinja::context! {
+        profile => minijinja::Value::from_serialize(&site.profile),
+        projects => minijinja::Value::from_serialize(&site.projects),
+        distro => site.profile.base.distro.as_str(),
+    }
+}
+
+pub fn render(env: &Environment, name: &str, text: &str, ctx: &minijinja::Value) -> Result<String> {
+    env.render_str(text, ctx.clone()).map_err(|e| anyhow::anyhow!("{name}: {e:#}"))
+}
+
+/// Copies (or renders) every file of one overlay layer into `root`; returns the file count.
+fn lay(layer: &Path, root: &Path, env: &Environment, ctx: &minijinja::Value) -> Result<usize> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut count = 0;
+    for src in tree::walk(layer)? {
+        let rel = src.strip_prefix(layer).context("overlay path outside its layer")?;
+        let meta = std::fs::symlink_metadata(&src)?;
+        if meta.is_dir() {
+            continue;
+        }
+        let mode = mode_for(rel, meta.permissions().mode());
+        let (dest, data): (PathBuf, Vec<u8>) = match rel.to_str().and_then(|s| s.strip_suffix(".j2")) {
+            Some(stripped) => {
+                let text = std::fs::read_to_string(&src).with_context(|| format!("reading {}", src.display()))?;
+                (root.join(stripped), render(env, &src.display().to_string(), &text, ctx)?.into_bytes())
+            }
+            None => (root.join(rel), std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?),
+        };
+        tree::write_file(&dest, &data, mode)?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Git keeps only the executable bit, so modes that matter are decided here: NetworkManager
+/// ignores keyfiles others can read, sudo wants 0440, everything else is 0644 or 0755.
+pub fn mode_for(rel: &Path, source_mode: u32) -> u32 {
+    let s = rel.to_string_lossy();
+    if s.starts_with("etc/NetworkManager/system-connections/") {
+        0o600
+    } else if s.starts_with("etc/sudoers.d/") {
+        0o440
+    } else if source_mode & 0o111 != 0 {
+        0o755
+    } else {
+        0o644
+    }
+}
+
+/// /etc/micromirror: the profile as written, and the catalog entries of the hosted projects.
+fn install_site_config(site: &LoadedProfile, root: &Path) -> Result<()> {
+    let etc = root.join("etc/micromirror");
+    tree::write_file(&etc.join("site.toml"), site.text.as_bytes(), 0o644)?;
+    let access = &site.profile.access;
+    let keys: String = access.ssh_keys.iter().map(|k| format!("{}\n", k.trim())).collect();
+    tree::write_file(&root.join("etc/ssh/authorized_keys").join(&access.admin_user), keys.as_bytes(), 0o644)?;
+    for p in &site.projects {
+        let src = paths::catalog().join(format!("{}.toml", p.name));
+        let data = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
+        tree::write_file(&etc.join("projects").join(format!("{}.toml", p.name)), &data, 0o644)?;
+    }
+    Ok(())
+}
+
+fn set_timezone(site: &LoadedProfile, root: &Path) -> Result<()> {
+    let tz = &site.profile.site.timezone;
+    let zone = root.join("usr/share/zoneinfo").join(tz);
+    if !zone.exists() {
+        bail!("site.timezone `{tz}` in {} is not a zone of the base (no /usr/share/zoneinfo/{tz})", site.path.display());
+    }
+    let link = root.join("etc/localtime");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(format!("../usr/share/zoneinfo/{tz}"), &link).context("linking /etc/localtime")?;
+    tree::write_file(&root.join("etc/timezone"), format!("{tz}\n").as_bytes(), 0o644)
+}
+
+fn forget_machine_identity(root: &Path) -> Result<()> {
+    for rel in MACHINE_IDENTITY {
+        let p = root.join(rel);
+        if std::fs::symlink_metadata(&p).is_ok() {
+            std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+        }
+    }
+    // Empty (not missing): systemd makes a fresh id on first boot and treats it as first boot.
+    tree::write_file(&root.join("etc/machine-id"), b"", 0o444)
+}
+
+fn systemctl(root: &Path, verb: &str, units: &[&str]) -> Result<()> {
+    let mut c = Command::new("systemctl");
+    c.arg(format!("--root={}", root.display())).arg(verb).args(units);
+    cmd::run(&mut c).with_context(|| format!("systemctl {verb} in the image tree"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn undefined_values_are_errors_and_newlines_stay() {
+        let env = environment();
+        let ctx = minijinja::context! { a => "x" };
+        assert_eq!(render(&env, "t", "{{ a }}\n", &ctx).unwrap(), "x\n");
+        let err = render(&env, "t.j2", "{{ missing.key }}\n", &ctx).unwrap_err();
+        assert!(err.to_string().contains("t.j2"), "{err}");
+    }
+
+    #[test]
+    fn modes_follow_what_the_daemons_demand() {
+        assert_eq!(mode_for(Path::new("etc/NetworkManager/system-connections/wan0.nmconnection"), 0o644), 0o600);
+        assert_eq!(mode_for(Path::new("etc/sudoers.d/micromirror"), 0o644), 0o440);
+        assert_eq!(mode_for(Path::new("usr/libexec/micromirror/boot-report"), 0o755), 0o755);
+        assert_eq!(mode_for(Path::new("etc/hostname"), 0o664), 0o644);
+    }
+
+    #[test]
+    fn every_enabled_unit_of_ours_is_in_the_overlay() {
+        for distro in [Distro::Debian12, Distro::Almalinux9] {
+            for unit in units_to_enable(distro).into_iter().filter(|u| u.starts_with("mirror") || u.starts_with("micromirror") || u.starts_with("srv-")) {
+                let path = paths::overlay().join("common/etc/systemd/system").join(unit);
+                assert!(path.exists(), "{} missing", path.display());
+            }
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! `cargo xtask test`: install the host tools the tests drive (real QEMU, rsync, mosquitto, …),
+//! then run formatting and lint checks and every test of the workspace. CI runs exactly this.
+
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::{cmd, host, paths};
+
+#[derive(clap::Args)]
+pub struct TestArgs {
+    /// Only run tests whose name contains this
+    pub filter: Option<String>,
+    /// Skip `cargo fmt --check` and clippy
+    #[arg(long)]
+    pub no_lint: bool,
+}
+
+pub fn run(args: TestArgs) -> Result<()> {
+    host::ensure(&[host::IMAGE_DEBIAN, host::BOOT, host::TESTS])?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let ws = paths::workspace();
+    if !args.no_lint {
+        eprintln!("[test] cargo fmt --check");
+        cmd::run_visible(Command::new(&cargo).current_dir(&ws).args(["fmt", "--all", "--check"]))?;
+        eprintln!("[test] cargo clippy");
+        cmd::run_visible(Command::new(&cargo).current_dir(&ws).args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
+    }
+    eprintln!("[test] cargo test --workspace");
+    let mut test = Command::new(&cargo);
+    test.current_dir(&ws).args(["test", "--workspace", "--locked"]);
+    if let Some(f) = &args.filter {
+        test.arg(f);
+    }
+    // The boot tests print the serial console on failure; keep their output readable.
+    test.args(["--", "--test-threads=1"]);
+    cmd::run_visible(&mut test)
+}

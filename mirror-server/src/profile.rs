@@ -238,18 +238,25 @@ pub enum ProfileError {
     Invalid(Problems),
 }
 
-/// Reads and validates a profile against the catalog.
+/// Reads and validates a profile of the repository (`profiles/NAME.toml`: the file is named
+/// after the site).
 pub fn load(path: &Path, catalog: &Catalog) -> Result<LoadedProfile, ProfileError> {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    load_named(path, catalog, Some(&stem))
+}
+
+/// Reads and validates the profile installed on an appliance (/etc/micromirror/site.toml).
+pub fn load_installed(path: &Path, catalog: &Catalog) -> Result<LoadedProfile, ProfileError> {
+    load_named(path, catalog, None)
+}
+
+fn load_named(path: &Path, catalog: &Catalog, file_stem: Option<&str>) -> Result<LoadedProfile, ProfileError> {
     let text = read_file(path).map_err(|p| ProfileError::Invalid(Problems(vec![p])))?;
     let mut r = Reporter::new(path, &text);
     let Some(profile) = parse_collecting_unknown::<Profile>(&text, &mut r) else {
         return Err(ProfileError::Invalid(Problems(r.problems)));
     };
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    validate(&profile, &stem, catalog, &mut r);
+    validate(&profile, file_stem, catalog, &mut r);
     if r.has_errors() {
         return Err(ProfileError::Invalid(Problems(r.problems)));
     }
@@ -270,7 +277,7 @@ pub fn load(path: &Path, catalog: &Catalog) -> Result<LoadedProfile, ProfileErro
 }
 
 /// Every rule a profile must meet; each broken rule becomes one problem naming its key.
-pub fn validate(p: &Profile, file_stem: &str, catalog: &Catalog, r: &mut Reporter) {
+pub fn validate(p: &Profile, file_stem: Option<&str>, catalog: &Catalog, r: &mut Reporter) {
     validate_site(&p.site, file_stem, r);
     validate_base(&p.base, r);
     validate_network(&p.network, p.site.test, r);
@@ -279,8 +286,8 @@ pub fn validate(p: &Profile, file_stem: &str, catalog: &Catalog, r: &mut Reporte
     validate_server(&p.server, r);
 }
 
-fn validate_site(s: &Site, file_stem: &str, r: &mut Reporter) {
-    if s.name != file_stem {
+fn validate_site(s: &Site, file_stem: Option<&str>, r: &mut Reporter) {
+    if let Some(file_stem) = file_stem.filter(|stem| s.name != *stem) {
         r.error(
             "site.name",
             format!("`{}` differs from the file name `{file_stem}.toml`", s.name),

@@ -22,7 +22,8 @@ pub fn load(profile_path: &Path) -> Result<LoadedProfile> {
         Err(CatalogError::Invalid(p)) => return Err(anyhow!("the project catalog is not usable:\n{p}")),
         Err(e) => return Err(e.into()),
     };
-    match profile::load(profile_path, &catalog) {
+    // The installed copy is named site.toml, not after the site: no file-name rule here.
+    match profile::load_installed(profile_path, &catalog) {
         Ok(p) => Ok(p),
         Err(ProfileError::Invalid(p)) => Err(anyhow!("{} is not usable:\n{p}", profile_path.display())),
     }

@@ -117,7 +117,7 @@ pub fn allocated(path: &Path) -> Result<u64> {
 fn compress_zstd(src: &Path, dest: &Path) -> Result<()> {
     let input = std::fs::File::open(src)?;
     let out = std::fs::File::create(dest)?;
-    let mut enc = zstd::Encoder::new(out, 9)?;
+    let mut enc = zstd::Encoder::new(out, 3)?;
     enc.multithread(std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1))?;
     std::io::copy(&mut BufReader::with_capacity(4 << 20, input), &mut enc)?;
     enc.finish()?.flush()?;

@@ -87,7 +87,10 @@ pub fn context(site: &LoadedProfile) -> minijinja::Value {
 }
 
 pub fn render(env: &Environment, name: &str, text: &str, ctx: &minijinja::Value) -> Result<String> {
-    env.render_str(text, ctx.clone()).map_err(|e| anyhow::anyhow!("{name}: {e:#}"))
+    env.render_str(text, ctx.clone()).map_err(|e| {
+        let line = e.line().map(|l| format!(":{l}")).unwrap_or_default();
+        anyhow::anyhow!("{name}{line}: {e}\n  fix: the template may use only keys the profile has (see the README's profile reference)")
+    })
 }
 
 /// Copies (or renders) every file of one overlay layer into `root`; returns the file count.

@@ -7,3 +7,4 @@ pub mod profile;
 mod toml_load;
 pub mod server;
 pub mod site_config;
+pub mod sync;

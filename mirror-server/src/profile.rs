@@ -160,6 +160,12 @@ pub struct Mirror {
     pub projects: Vec<String>,
     #[serde(default)]
     pub push: Option<Push>,
+    /// The max-delete guard: a run may delete at most this share of a project's files.
+    #[serde(default = "default_max_delete")]
+    pub max_delete_percent: u32,
+    /// A run starts only with at least this much free space on the data partition.
+    #[serde(default = "default_min_free")]
+    pub min_free_mb: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -214,6 +220,12 @@ fn default_admin() -> String {
 }
 fn default_bwlimit() -> u32 {
     200
+}
+fn default_max_delete() -> u32 {
+    10
+}
+fn default_min_free() -> u64 {
+    2048
 }
 fn default_interval() -> u32 {
     24
@@ -586,14 +598,7 @@ fn validate_mirror(m: &Mirror, disk_gb: u64, catalog: &Catalog, r: &mut Reporter
         r.error("mirror.projects", format!("the projects need about {total_gb} GB but the {disk_gb} GB disk offers {usable} GB"), "host fewer projects or raise site.disk_gb to the box's real disk size");
     }
     if let Some(push) = &m.push {
-        let ok = match push.broker.rsplit_once(':') {
-            Some((host, port)) => {
-                let host = host.trim_matches(['[', ']']);
-                (is_hostname(host) || host.parse::<IpAddr>().is_ok()) && port.parse::<u16>().is_ok()
-            }
-            None => false,
-        };
-        if !ok {
+        if !is_host_port(&push.broker, false) {
             r.error(
                 "mirror.push.broker",
                 format!("`{}` is not host:port", push.broker),
@@ -720,6 +725,21 @@ fn is_hostname(s: &str) -> bool {
                 && !l.ends_with('-')
                 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
+}
+
+/// "host", "host:port", "[v6]:port" (the port optional when `port_optional`).
+pub fn is_host_port(s: &str, port_optional: bool) -> bool {
+    let host_ok = |h: &str| {
+        let h = h.trim_matches(['[', ']']);
+        is_hostname(h) || h.parse::<IpAddr>().is_ok()
+    };
+    if port_optional && host_ok(s) {
+        return true;
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) => host_ok(host) && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
 }
 
 fn is_url(s: &str) -> bool {

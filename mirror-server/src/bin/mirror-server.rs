@@ -111,7 +111,7 @@ fn dev_profile(hostname: &str) -> mirror_server::profile::Profile {
         base: Base::default(),
         network: Network::default(),
         access: Access { admin_user: "mirror".into(), ssh_keys: vec![], admin_prefixes: vec![] },
-        mirror: Mirror { upstream: "localhost".into(), bwlimit_mbit: 200, sync_interval_hours: 24, projects: vec![], push: None },
+        mirror: Mirror { upstream: "localhost".into(), bwlimit_mbit: 200, sync_interval_hours: 24, projects: vec![], push: None, max_delete_percent: 10, min_free_mb: 2048 },
         server: Server::default(),
     }
 }

@@ -4,7 +4,7 @@
 pub mod catalog;
 pub mod diagnostics;
 pub mod profile;
-mod toml_load;
 pub mod server;
 pub mod site_config;
 pub mod sync;
+mod toml_load;

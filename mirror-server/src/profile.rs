@@ -253,7 +253,10 @@ pub enum ProfileError {
 /// Reads and validates a profile of the repository (`profiles/NAME.toml`: the file is named
 /// after the site).
 pub fn load(path: &Path, catalog: &Catalog) -> Result<LoadedProfile, ProfileError> {
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     load_named(path, catalog, Some(&stem))
 }
 
@@ -262,7 +265,11 @@ pub fn load_installed(path: &Path, catalog: &Catalog) -> Result<LoadedProfile, P
     load_named(path, catalog, None)
 }
 
-fn load_named(path: &Path, catalog: &Catalog, file_stem: Option<&str>) -> Result<LoadedProfile, ProfileError> {
+fn load_named(
+    path: &Path,
+    catalog: &Catalog,
+    file_stem: Option<&str>,
+) -> Result<LoadedProfile, ProfileError> {
     let text = read_file(path).map_err(|p| ProfileError::Invalid(Problems(vec![p])))?;
     let mut r = Reporter::new(path, &text);
     let Some(profile) = parse_collecting_unknown::<Profile>(&text, &mut r) else {
@@ -579,7 +586,11 @@ fn validate_mirror(m: &Mirror, disk_gb: u64, catalog: &Catalog, r: &mut Reporter
             Some(p) => {
                 total_gb += p.size_gb;
                 if let Some(other) = folders.insert(&p.path, name) {
-                    r.error(&format!("mirror.projects[{i}]"), format!("`{name}` and `{other}` both live in /srv/mirror/{}", p.path), "host only one variant of a project (e.g. epel or epel-x86_64)");
+                    r.error(
+                        &format!("mirror.projects[{i}]"),
+                        format!("`{name}` and `{other}` both live in /srv/mirror/{}", p.path),
+                        "host only one variant of a project (e.g. epel or epel-x86_64)",
+                    );
                 }
             }
             None => {

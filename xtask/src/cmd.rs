@@ -8,11 +8,18 @@ use anyhow::{bail, Context, Result};
 /// Runs a command, capturing its output; fails with the command line and its last output lines.
 pub fn run(cmd: &mut Command) -> Result<String> {
     let shown = describe(cmd);
-    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("cannot start `{shown}` (is it installed?)"))?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot start `{shown}` (is it installed?)"))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        bail!("`{shown}` failed ({}):\n{}", out.status, tail(&format!("{stdout}{stderr}"), 40));
+        bail!(
+            "`{shown}` failed ({}):\n{}",
+            out.status,
+            tail(&format!("{stdout}{stderr}"), 40)
+        );
     }
     Ok(stdout)
 }
@@ -20,7 +27,10 @@ pub fn run(cmd: &mut Command) -> Result<String> {
 /// Runs a command with its output shown live (long steps whose progress matters).
 pub fn run_visible(cmd: &mut Command) -> Result<()> {
     let shown = describe(cmd);
-    let status = cmd.stdin(Stdio::null()).status().with_context(|| format!("cannot start `{shown}` (is it installed?)"))?;
+    let status = cmd
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("cannot start `{shown}` (is it installed?)"))?;
     if !status.success() {
         bail!("`{shown}` failed ({status})");
     }
@@ -44,6 +54,10 @@ pub fn tail(text: &str, lines: usize) -> String {
 pub fn exists(program: impl AsRef<OsStr>) -> bool {
     let program = program.as_ref();
     std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).chain(["/usr/sbin".into(), "/sbin".into()]).any(|d| d.join(program).is_file()))
+        .map(|paths| {
+            std::env::split_paths(&paths)
+                .chain(["/usr/sbin".into(), "/sbin".into()])
+                .any(|d| d.join(program).is_file())
+        })
         .unwrap_or(false)
 }

@@ -16,7 +16,11 @@ pub struct Need {
 }
 
 const fn need(probe: &'static str, debian: &'static str, fedora: &'static str) -> Need {
-    Need { probe, debian, fedora }
+    Need {
+        probe,
+        debian,
+        fedora,
+    }
 }
 
 /// What `cargo xtask image` needs for a Debian 12 base.
@@ -24,7 +28,11 @@ pub const IMAGE_DEBIAN: &[Need] = &[
     need("mmdebstrap", "mmdebstrap", "mmdebstrap"),
     need("mkfs.ext4", "e2fsprogs", "e2fsprogs"),
     need("zstd", "zstd", "zstd"),
-    need("/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "systemd-boot-efi", "systemd-boot-unsigned"),
+    need(
+        "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+        "systemd-boot-efi",
+        "systemd-boot-unsigned",
+    ),
     need("unshare", "util-linux", "util-linux"),
 ];
 
@@ -35,16 +43,24 @@ pub const IMAGE_ALMALINUX: &[Need] = &[
     need("curl", "curl", "curl"),
     need("mkfs.ext4", "e2fsprogs", "e2fsprogs"),
     need("zstd", "zstd", "zstd"),
-    need("/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "systemd-boot-efi", "systemd-boot-unsigned"),
+    need(
+        "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+        "systemd-boot-efi",
+        "systemd-boot-unsigned",
+    ),
 ];
 
 /// What `cargo xtask boot` and the boot tests need.
-pub const BOOT: &[Need] = &[need("qemu-system-x86_64", "qemu-system-x86", "qemu-system-x86"), need("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf", "edk2-ovmf")];
+pub const BOOT: &[Need] = &[
+    need("qemu-system-x86_64", "qemu-system-x86", "qemu-system-x86"),
+    need("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf", "edk2-ovmf"),
+];
 
 /// What the rest of the tests need: real peers and checkers.
 pub const TESTS: &[Need] = &[
     need("fsck.vfat", "dosfstools", "dosfstools"),
     need("sgdisk", "gdisk", "gdisk"),
+    need("sfdisk", "fdisk", "util-linux"),
     need("mkfs.xfs", "xfsprogs", "xfsprogs"),
     need("rsync", "rsync", "rsync"),
     need("mosquitto", "mosquitto", "mosquitto"),
@@ -68,24 +84,41 @@ fn present(n: &Need) -> bool {
 
 /// Installs the missing packages of `needs`, or fails naming the command that would.
 pub fn ensure(needs: &[&[Need]]) -> Result<()> {
-    let missing: Vec<&Need> = needs.iter().flat_map(|n| n.iter()).filter(|n| !present(n)).collect();
+    let missing: Vec<&Need> = needs
+        .iter()
+        .flat_map(|n| n.iter())
+        .filter(|n| !present(n))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
     let apt = cmd::exists("apt-get");
-    let mut packages: Vec<&str> = missing.iter().map(|n| if apt { n.debian } else { n.fedora }).collect();
+    let mut packages: Vec<&str> = missing
+        .iter()
+        .map(|n| if apt { n.debian } else { n.fedora })
+        .collect();
     packages.sort();
     packages.dedup();
     let install = if apt {
-        format!("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y {}", packages.join(" "))
+        format!(
+            "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y {}",
+            packages.join(" ")
+        )
     } else if cmd::exists("dnf") {
         format!("dnf install -y {}", packages.join(" "))
     } else {
-        bail!("missing host tools ({}); install these packages with your package manager: {}", probes(&missing), packages.join(" "));
+        bail!(
+            "missing host tools ({}); install these packages with your package manager: {}",
+            probes(&missing),
+            packages.join(" ")
+        );
     };
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("missing host tools ({}); install them as root with:\n  sudo sh -c '{install}'", probes(&missing));
+        bail!(
+            "missing host tools ({}); install them as root with:\n  sudo sh -c '{install}'",
+            probes(&missing)
+        );
     }
     eprintln!("installing host packages: {}", packages.join(" "));
     cmd::run_visible(Command::new("sh").arg("-c").arg(&install))?;

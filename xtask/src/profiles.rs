@@ -21,13 +21,26 @@ pub fn run(command: ProfilesCommand) -> Result<()> {
 
 fn check_all() -> Result<()> {
     let catalog = load::load_catalog()?;
-    println!("catalog: {} projects ({})", catalog.projects.len(), catalog.projects.keys().cloned().collect::<Vec<_>>().join(", "));
+    println!(
+        "catalog: {} projects ({})",
+        catalog.projects.len(),
+        catalog
+            .projects
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let mut failed = Vec::new();
     for site in load::known_sites() {
         match profile::load(&paths::profile(&site), &catalog) {
             Ok(loaded) => {
                 let warnings = loaded.warnings.len();
-                println!("{site}: ok ({} projects, {}, {warnings} warning(s))", loaded.projects.len(), loaded.profile.base.distro.as_str());
+                println!(
+                    "{site}: ok ({} projects, {}, {warnings} warning(s))",
+                    loaded.projects.len(),
+                    loaded.profile.base.distro.as_str()
+                );
                 for w in &loaded.warnings {
                     println!("{w}");
                 }

@@ -16,7 +16,10 @@ pub struct Stage {
 pub fn stage(name: &str, what: &str) -> Stage {
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new_spinner();
-        bar.set_style(ProgressStyle::with_template("{spinner} {prefix:>8} {msg} [{elapsed}]").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {prefix:>8} {msg} [{elapsed}]")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
         bar.set_prefix(name.to_string());
         bar.set_message(what.to_string());
         bar.enable_steady_tick(Duration::from_millis(120));
@@ -25,7 +28,11 @@ pub fn stage(name: &str, what: &str) -> Stage {
         eprintln!("[{name}] {what}");
         None
     };
-    Stage { name: name.to_string(), started: Instant::now(), bar }
+    Stage {
+        name: name.to_string(),
+        started: Instant::now(),
+        bar,
+    }
 }
 
 impl Stage {
@@ -38,7 +45,11 @@ impl Stage {
 
     pub fn done(mut self, summary: &str) -> Duration {
         let elapsed = self.started.elapsed();
-        let line = format!("{:>8} {summary} ({:.1} s)", self.name, elapsed.as_secs_f64());
+        let line = format!(
+            "{:>8} {summary} ({:.1} s)",
+            self.name,
+            elapsed.as_secs_f64()
+        );
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
@@ -50,7 +61,11 @@ impl Stage {
 impl Drop for Stage {
     fn drop(&mut self) {
         if let Some(bar) = self.bar.take() {
-            bar.abandon_with_message(format!("{} failed after {:.1} s", self.name, self.started.elapsed().as_secs_f64()));
+            bar.abandon_with_message(format!(
+                "{} failed after {:.1} s",
+                self.name,
+                self.started.elapsed().as_secs_f64()
+            ));
         }
     }
 }

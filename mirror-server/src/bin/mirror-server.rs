@@ -10,7 +10,11 @@ use mirror_server::server::{self, Config};
 use mirror_server::site_config;
 
 #[derive(Parser, Clone)]
-#[command(name = "mirror-server", version, about = "Static file server for a micro mirror")]
+#[command(
+    name = "mirror-server",
+    version,
+    about = "Static file server for a micro mirror"
+)]
 struct Args {
     /// Site profile (the appliance's is /etc/micromirror/site.toml)
     #[arg(long)]
@@ -54,7 +58,10 @@ fn config(args: &Args) -> Result<Config> {
     let mut c = match &args.config {
         Some(path) => Config::from_profile(&site_config::load(path)?.profile),
         None => {
-            let root = args.root.clone().context("give --config PROFILE or --root DIR")?;
+            let root = args
+                .root
+                .clone()
+                .context("give --config PROFILE or --root DIR")?;
             let mut c = Config::from_profile(&dev_profile(&args.hostname));
             c.root = root;
             c.listen = vec!["127.0.0.1:8080".parse()?];
@@ -110,14 +117,31 @@ fn dev_profile(hostname: &str) -> mirror_server::profile::Profile {
         },
         base: Base::default(),
         network: Network::default(),
-        access: Access { admin_user: "mirror".into(), ssh_keys: vec![], admin_prefixes: vec![] },
-        mirror: Mirror { upstream: "localhost".into(), bwlimit_mbit: 200, sync_interval_hours: 24, projects: vec![], push: None, max_delete_percent: 10, min_free_mb: 2048 },
+        access: Access {
+            admin_user: "mirror".into(),
+            ssh_keys: vec![],
+            admin_prefixes: vec![],
+        },
+        mirror: Mirror {
+            upstream: "localhost".into(),
+            bwlimit_mbit: 200,
+            sync_interval_hours: 24,
+            projects: vec![],
+            push: None,
+            max_delete_percent: 10,
+            min_free_mb: 2048,
+        },
         server: Server::default(),
     }
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
     let initial = config(&args)?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();

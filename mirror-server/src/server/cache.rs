@@ -12,7 +12,13 @@ pub struct ListingCache {
 }
 
 impl ListingCache {
-    pub fn get_or_render(&self, path: &str, stamp: i128, json: bool, render: impl FnOnce() -> Option<String>) -> Option<Arc<String>> {
+    pub fn get_or_render(
+        &self,
+        path: &str,
+        stamp: i128,
+        json: bool,
+        render: impl FnOnce() -> Option<String>,
+    ) -> Option<Arc<String>> {
         let key = (path.to_string(), json);
         if let Ok(map) = self.map.lock() {
             if let Some((s, text)) = map.get(&key) {
@@ -54,7 +60,9 @@ mod tests {
             });
         }
         assert_eq!(calls, 1);
-        let again = cache.get_or_render("a", 2, false, || Some("y".into())).unwrap();
+        let again = cache
+            .get_or_render("a", 2, false, || Some("y".into()))
+            .unwrap();
         assert_eq!(again.as_str(), "y");
     }
 }

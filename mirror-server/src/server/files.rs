@@ -20,44 +20,165 @@ struct OpenHow {
 
 pub struct Root {
     fd: OwnedFd,
+    path: std::path::PathBuf,
 }
 
 pub enum Opened {
-    File { file: File, len: u64, mtime: i64 },
+    File {
+        file: File,
+        len: u64,
+        mtime: i64,
+    },
     /// `stamp` is the folder's mtime in nanoseconds: it changes whenever an entry comes or goes.
-    Dir { file: File, stamp: i128 },
+    Dir {
+        file: File,
+        stamp: i128,
+    },
 }
 
 impl Root {
     pub fn open(path: &Path) -> io::Result<Root> {
         let dir = File::open(path)?;
         if !dir.metadata()?.is_dir() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a folder", path.display())));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a folder", path.display()),
+            ));
         }
-        Ok(Root { fd: OwnedFd::from(dir) })
+        Ok(Root {
+            fd: OwnedFd::from(dir),
+            path: path.to_path_buf(),
+        })
     }
 
     /// Opens `relative` (no leading slash; "" is the root itself) without leaving the root.
     pub fn open_beneath(&self, relative: &str) -> io::Result<Opened> {
         let rel = if relative.is_empty() { "." } else { relative };
         let c = CString::new(rel).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let how = OpenHow { flags: (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY) as u64, mode: 0, resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS };
+        let how = OpenHow {
+            flags: (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64,
+            mode: 0,
+            resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
+        };
         // SAFETY: valid dirfd, NUL-terminated path, and a correctly sized open_how.
-        let fd = unsafe { libc::syscall(libc::SYS_openat2, self.fd.as_raw_fd(), c.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>()) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the kernel just gave us this descriptor.
-        let file = unsafe { File::from_raw_fd(fd as i32) };
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        let file = if fd < 0 {
+            let e = io::Error::last_os_error();
+            // systemd's seccomp sandboxes (and pre-5.6 kernels) answer openat2 with ENOSYS.
+            if e.raw_os_error() != Some(libc::ENOSYS) {
+                return Err(e);
+            }
+            self.open_by_walking(relative)?
+        } else {
+            // SAFETY: the kernel just gave us this descriptor.
+            unsafe { File::from_raw_fd(fd as i32) }
+        };
         let meta = file.metadata()?;
         if meta.is_dir() {
-            Ok(Opened::Dir { file, stamp: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()) })
+            Ok(Opened::Dir {
+                file,
+                stamp: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            })
         } else if meta.is_file() {
-            Ok(Opened::File { len: meta.len(), mtime: meta.mtime(), file })
+            Ok(Opened::File {
+                len: meta.len(),
+                mtime: meta.mtime(),
+                file,
+            })
         } else {
             Err(io::Error::from(io::ErrorKind::NotFound))
         }
     }
+}
+
+impl Root {
+    /// RESOLVE_BENEATH by hand: open one component at a time without following links, and
+    /// resolve each link ourselves, refusing absolute targets and any `..` above the root.
+    fn open_by_walking(&self, relative: &str) -> io::Result<File> {
+        const MAX_LINKS: usize = 40;
+        let mut pending: Vec<String> = relative
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .rev()
+            .map(str::to_string)
+            .collect();
+        // Folders from the root down to where we are; the root itself is not in the stack.
+        let mut stack: Vec<File> = Vec::new();
+        let mut links = 0;
+        while let Some(component) = pending.pop() {
+            if component == ".." {
+                if stack.pop().is_none() {
+                    return Err(io::Error::from_raw_os_error(libc::EXDEV));
+                }
+                continue;
+            }
+            let parent = stack.last().map_or(self.fd.as_raw_fd(), |f| f.as_raw_fd());
+            match openat(
+                parent,
+                &component,
+                libc::O_RDONLY
+                    | libc::O_CLOEXEC
+                    | libc::O_NOFOLLOW
+                    | libc::O_NOCTTY
+                    | libc::O_NONBLOCK,
+            ) {
+                Ok(f) => stack.push(f),
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Err(e);
+                    }
+                    let target = readlinkat(parent, &component)?;
+                    if target.starts_with('/') {
+                        return Err(io::Error::from_raw_os_error(libc::EXDEV));
+                    }
+                    pending.extend(
+                        target
+                            .split('/')
+                            .filter(|c| !c.is_empty() && *c != ".")
+                            .rev()
+                            .map(str::to_string),
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match stack.pop() {
+            Some(f) => Ok(f),
+            None => openat(self.fd.as_raw_fd(), ".", libc::O_RDONLY | libc::O_CLOEXEC),
+        }
+    }
+}
+
+fn openat(dir: i32, name: &str, flags: i32) -> io::Result<File> {
+    let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: valid dirfd and NUL-terminated name.
+    let fd = unsafe { libc::openat(dir, c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptor from the kernel.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+fn readlinkat(dir: i32, name: &str) -> io::Result<String> {
+    let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: buffer of the given length; valid dirfd and name.
+    let n = unsafe { libc::readlinkat(dir, c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    String::from_utf8(buf).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,33 +189,83 @@ pub struct Entry {
     pub mtime: i64,
 }
 
-/// The entries of an opened folder, sorted by name; rsync temporaries and entries that cannot
-/// be described (broken or escaping links, names that are not UTF-8) are left out.
-pub fn read_entries(dir: &File, root: &Root, relative: &str) -> io::Result<Vec<Entry>> {
-    let path = format!("/proc/self/fd/{}", dir.as_raw_fd());
+/// The entries of a folder that `open_beneath` accepted, sorted by name; rsync temporaries and
+/// entries that cannot be described (broken or escaping links, names that are not UTF-8) are
+/// left out.
+pub fn read_entries(root: &Root, relative: &str) -> io::Result<Vec<Entry>> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(path)? {
+    for entry in std::fs::read_dir(root.path.join(relative))? {
         let entry = entry?;
-        let Ok(name) = entry.file_name().into_string() else { continue };
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
         if name == RSYNC_TMP {
             continue;
         }
         let ft = entry.file_type()?;
         let meta = if ft.is_symlink() {
             // Describe a link by its target, and only when the target stays inside the root.
-            let rel = if relative.is_empty() { name.clone() } else { format!("{relative}/{name}") };
+            let rel = if relative.is_empty() {
+                name.clone()
+            } else {
+                format!("{relative}/{name}")
+            };
             match root.open_beneath(&rel) {
                 Ok(Opened::File { len, mtime, .. }) => Some((false, len, mtime)),
                 Ok(Opened::Dir { stamp, .. }) => Some((true, 0, (stamp / 1_000_000_000) as i64)),
                 Err(_) => None,
             }
         } else {
-            entry.metadata().ok().filter(|m| m.is_dir() || m.is_file()).map(|m| (m.is_dir(), m.len(), m.mtime()))
+            entry
+                .metadata()
+                .ok()
+                .filter(|m| m.is_dir() || m.is_file())
+                .map(|m| (m.is_dir(), m.len(), m.mtime()))
         };
         if let Some((is_dir, len, mtime)) = meta {
-            out.push(Entry { name, is_dir, len: if is_dir { 0 } else { len }, mtime });
+            out.push(Entry {
+                name,
+                is_dir,
+                len: if is_dir { 0 } else { len },
+                mtime,
+            });
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path().join("root");
+        std::fs::create_dir_all(r.join("a/b")).unwrap();
+        std::fs::write(r.join("a/b/f.txt"), b"x").unwrap();
+        std::fs::write(d.path().join("secret"), b"s").unwrap();
+        std::os::unix::fs::symlink("b/f.txt", r.join("a/link")).unwrap();
+        std::os::unix::fs::symlink("../a/b", r.join("a/up-and-back")).unwrap();
+        std::os::unix::fs::symlink("../../secret", r.join("a/escape")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("secret"), r.join("abs")).unwrap();
+        std::os::unix::fs::symlink("loop", r.join("loop")).unwrap();
+        d
+    }
+
+    #[test]
+    fn both_resolvers_agree_on_what_stays_inside() {
+        let d = tree();
+        let root = Root::open(&d.path().join("root")).unwrap();
+        let inside = ["a/b/f.txt", "a/link", "a/up-and-back/f.txt", "", "a"];
+        let outside = ["a/escape", "abs", "loop", "a/../../secret", "missing"];
+        for rel in inside {
+            assert!(root.open_beneath(rel).is_ok(), "openat2 refused {rel}");
+            assert!(root.open_by_walking(rel).is_ok(), "walk refused {rel}");
+        }
+        for rel in outside {
+            assert!(root.open_beneath(rel).is_err(), "openat2 allowed {rel}");
+            assert!(root.open_by_walking(rel).is_err(), "walk allowed {rel}");
+        }
+    }
 }

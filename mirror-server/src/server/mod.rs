@@ -39,7 +39,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { idle_timeout: Duration::from_secs(15), header_timeout: Duration::from_secs(10), max_connections: 20_000, shutdown_grace: Duration::from_secs(30) }
+        Limits {
+            idle_timeout: Duration::from_secs(15),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 20_000,
+            shutdown_grace: Duration::from_secs(30),
+        }
     }
 }
 
@@ -63,13 +68,23 @@ pub struct Config {
 
 impl Clone for ratelimit::Rule {
     fn clone(&self) -> Self {
-        ratelimit::Rule { prefixes: self.prefixes.clone(), per_second: self.per_second, burst: self.burst }
+        ratelimit::Rule {
+            prefixes: self.prefixes.clone(),
+            per_second: self.per_second,
+            burst: self.burst,
+        }
     }
 }
 
 impl std::fmt::Debug for ratelimit::Rule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} prefixes at {}/s burst {}", self.prefixes.len(), self.per_second, self.burst)
+        write!(
+            f,
+            "{} prefixes at {}/s burst {}",
+            self.prefixes.len(),
+            self.per_second,
+            self.burst
+        )
     }
 }
 
@@ -80,7 +95,11 @@ pub const STATUS_DIR: &str = "/var/lib/micromirror/sync";
 impl Config {
     /// The appliance's configuration, from the site profile.
     pub fn from_profile(p: &Profile) -> Config {
-        let parse_nets = |v: &[String]| v.iter().filter_map(|s| s.parse().ok()).collect::<Vec<ipnet::IpNet>>();
+        let parse_nets = |v: &[String]| {
+            v.iter()
+                .filter_map(|s| s.parse().ok())
+                .collect::<Vec<ipnet::IpNet>>()
+        };
         Config {
             root: PathBuf::from("/srv/mirror"),
             listen: vec![SocketAddr::from(([0u16; 8], 80))],
@@ -91,7 +110,16 @@ impl Config {
             assets: vec![PathBuf::from(SITE_ASSETS), PathBuf::from(DEFAULT_ASSETS)],
             access_log: Some(PathBuf::from("/var/log/micromirror/access.log")),
             scavenger: p.server.scavenger,
-            rate_limits: p.server.rate_limits.iter().map(|r| ratelimit::Rule { prefixes: parse_nets(&r.prefixes), per_second: f64::from(r.per_second), burst: f64::from(r.burst) }).collect(),
+            rate_limits: p
+                .server
+                .rate_limits
+                .iter()
+                .map(|r| ratelimit::Rule {
+                    prefixes: parse_nets(&r.prefixes),
+                    per_second: f64::from(r.per_second),
+                    burst: f64::from(r.burst),
+                })
+                .collect(),
             allowlist: parse_nets(&p.server.allowlist),
             status_dir: PathBuf::from(STATUS_DIR),
             limits: Limits::default(),
@@ -116,7 +144,11 @@ pub struct Shared {
 
 impl Shared {
     pub fn site_view(&self) -> listing::Site<'_> {
-        listing::Site { hostname: &self.hostname, sponsor_name: &self.sponsor_name, sponsor_url: &self.sponsor_url }
+        listing::Site {
+            hostname: &self.hostname,
+            sponsor_name: &self.sponsor_name,
+            sponsor_url: &self.sponsor_url,
+        }
     }
 }
 
@@ -131,8 +163,14 @@ pub fn load_assets(dirs: &[PathBuf]) -> HashMap<String, Vec<u8>> {
     out
 }
 
-fn build_shared(config: &Config, metrics: Arc<metrics::Metrics>, access_log: accesslog::AccessLog, shutdown: watch::Sender<bool>) -> Result<Shared> {
-    let root = files::Root::open(&config.root).with_context(|| format!("opening the mirror root {}", config.root.display()))?;
+fn build_shared(
+    config: &Config,
+    metrics: Arc<metrics::Metrics>,
+    access_log: accesslog::AccessLog,
+    shutdown: watch::Sender<bool>,
+) -> Result<Shared> {
+    let root = files::Root::open(&config.root)
+        .with_context(|| format!("opening the mirror root {}", config.root.display()))?;
     Ok(Shared {
         root,
         assets: load_assets(&config.assets),
@@ -149,12 +187,18 @@ fn build_shared(config: &Config, metrics: Arc<metrics::Metrics>, access_log: acc
 }
 
 fn bind(addr: SocketAddr, scavenger: bool) -> Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     if scavenger {
         set_scavenger(&socket, addr.is_ipv6());
     }
-    socket.bind(addr).with_context(|| format!("binding {addr}"))?;
+    socket
+        .bind(addr)
+        .with_context(|| format!("binding {addr}"))?;
     Ok(socket.listen(4096)?)
 }
 
@@ -166,15 +210,30 @@ pub fn set_scavenger(socket: &impl std::os::fd::AsRawFd, ipv6: bool) {
     let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: valid socket fd, int option value of the right size.
     unsafe {
-        libc::setsockopt(fd, libc::IPPROTO_IP, libc::IP_TOS, (&tos as *const libc::c_int).cast(), size);
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_TOS,
+            (&tos as *const libc::c_int).cast(),
+            size,
+        );
         if ipv6 {
-            libc::setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_TCLASS, (&tos as *const libc::c_int).cast(), size);
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_TCLASS,
+                (&tos as *const libc::c_int).cast(),
+                size,
+            );
         }
     }
 }
 
 /// Runs the server until SIGTERM/SIGINT, then lets transfers finish up to the grace period.
-pub async fn run(config: Config, reload: impl Fn() -> Result<Config> + Send + Sync + 'static) -> Result<()> {
+pub async fn run(
+    config: Config,
+    reload: impl Fn() -> Result<Config> + Send + Sync + 'static,
+) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let (reopen_tx, reopen_rx) = mpsc::channel(4);
     let log_target = match &config.access_log {
@@ -185,7 +244,12 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config> + Send + Sy
     let access_log = accesslog::AccessLog::start(log_target, reopen_rx);
     let metrics = Arc::new(metrics::Metrics::default());
     let (shutdown_tx, _) = watch::channel(false);
-    let shared = Arc::new(tokio::sync::RwLock::new(Arc::new(build_shared(&config, metrics.clone(), access_log.clone(), shutdown_tx.clone())?)));
+    let shared = Arc::new(tokio::sync::RwLock::new(Arc::new(build_shared(
+        &config,
+        metrics.clone(),
+        access_log.clone(),
+        shutdown_tx.clone(),
+    )?)));
     let active = Arc::new(AtomicUsize::new(0));
 
     let mut listeners = Vec::new();
@@ -199,7 +263,12 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config> + Send + Sy
         tokio::spawn(serve_metrics(l, metrics.clone(), config.status_dir.clone()));
     }
     for listener in listeners {
-        tokio::spawn(accept_loop(listener, shared.clone(), active.clone(), shutdown_tx.subscribe()));
+        tokio::spawn(accept_loop(
+            listener,
+            shared.clone(),
+            active.clone(),
+            shutdown_tx.subscribe(),
+        ));
     }
 
     let mut hup = signal(SignalKind::hangup())?;
@@ -217,7 +286,10 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config> + Send + Sy
             _ = int.recv() => break,
         }
     }
-    tracing::info!(active = active.load(Ordering::Relaxed), "stopping: no new connections, letting transfers finish");
+    tracing::info!(
+        active = active.load(Ordering::Relaxed),
+        "stopping: no new connections, letting transfers finish"
+    );
     let _ = shutdown_tx.send(true);
     let deadline = tokio::time::Instant::now() + config.limits.shutdown_grace;
     while active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
@@ -226,7 +298,12 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config> + Send + Sy
     Ok(())
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<tokio::sync::RwLock<Arc<Shared>>>, active: Arc<AtomicUsize>, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<tokio::sync::RwLock<Arc<Shared>>>,
+    active: Arc<AtomicUsize>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -259,13 +336,18 @@ async fn accept_loop(listener: TcpListener, shared: Arc<tokio::sync::RwLock<Arc<
 async fn serve_metrics(listener: TcpListener, metrics: Arc<metrics::Metrics>, status_dir: PathBuf) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
         let metrics = metrics.clone();
         let status_dir = status_dir.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
             let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
-            let on_disk = tokio::task::spawn_blocking(move || metrics::disk_usage_from_status(&status_dir)).await.unwrap_or_default();
+            let on_disk =
+                tokio::task::spawn_blocking(move || metrics::disk_usage_from_status(&status_dir))
+                    .await
+                    .unwrap_or_default();
             let mut body = metrics.prometheus(&on_disk);
             body.push_str(&format!("# TYPE micromirror_access_log_dropped_total counter\nmicromirror_access_log_dropped_total {}\n", accesslog::DROPPED_LINES.load(Ordering::Relaxed)));
             let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());

@@ -26,7 +26,11 @@ const MAX_BUCKETS: usize = 100_000;
 
 impl Limiter {
     pub fn new(rules: Vec<Rule>, allow: Vec<IpNet>) -> Limiter {
-        Limiter { rules, allow, buckets: Mutex::new(HashMap::new()) }
+        Limiter {
+            rules,
+            allow,
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn allow(&self, client: IpAddr) -> bool {
@@ -44,15 +48,26 @@ impl Limiter {
         if self.allow.iter().any(|n| n.contains(&client)) {
             return true;
         }
-        let Some(idx) = self.rules.iter().position(|r| r.prefixes.iter().any(|n| n.contains(&client))) else { return true };
+        let Some(idx) = self
+            .rules
+            .iter()
+            .position(|r| r.prefixes.iter().any(|n| n.contains(&client)))
+        else {
+            return true;
+        };
         let rule = &self.rules[idx];
-        let Ok(mut buckets) = self.buckets.lock() else { return true };
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return true;
+        };
         if buckets.len() > MAX_BUCKETS {
             // Full buckets carry no information; drop them all rather than grow without bound.
-            buckets.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rule.per_second < rule.burst);
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rule.per_second < rule.burst
+            });
         }
         let (tokens, at) = buckets.entry((idx, client)).or_insert((rule.burst, now));
-        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * rule.per_second).min(rule.burst);
+        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * rule.per_second)
+            .min(rule.burst);
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
@@ -70,7 +85,14 @@ mod tests {
 
     #[test]
     fn burst_then_rate_then_allowlist() {
-        let l = Limiter::new(vec![Rule { prefixes: vec!["203.0.113.0/24".parse().unwrap()], per_second: 5.0, burst: 10.0 }], vec!["203.0.113.7/32".parse().unwrap()]);
+        let l = Limiter::new(
+            vec![Rule {
+                prefixes: vec!["203.0.113.0/24".parse().unwrap()],
+                per_second: 5.0,
+                burst: 10.0,
+            }],
+            vec!["203.0.113.7/32".parse().unwrap()],
+        );
         let t0 = Instant::now();
         let client: IpAddr = "203.0.113.9".parse().unwrap();
         assert_eq!((0..20).filter(|_| l.allow_at(client, t0)).count(), 10);
@@ -78,6 +100,9 @@ mod tests {
         assert!(!l.allow_at(client, t0 + Duration::from_millis(210)));
         assert!((0..50).all(|_| l.allow_at("203.0.113.7".parse().unwrap(), t0)));
         assert!((0..50).all(|_| l.allow_at("198.51.100.1".parse().unwrap(), t0)));
-        assert!(!l.allow_at("::ffff:203.0.113.9".parse().unwrap(), t0 + Duration::from_millis(210)));
+        assert!(!l.allow_at(
+            "::ffff:203.0.113.9".parse().unwrap(),
+            t0 + Duration::from_millis(210)
+        ));
     }
 }

@@ -14,9 +14,17 @@ use super::{listing, mime, Shared};
 pub enum Body {
     Empty,
     Bytes(Vec<u8>),
-    File { file: Arc<File>, offset: u64, len: u64 },
+    File {
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+    },
     /// multipart/byteranges: (part header, offset, len) for each range, then the closing line.
-    Multipart { file: Arc<File>, parts: Vec<(Vec<u8>, u64, u64)>, trailer: Vec<u8> },
+    Multipart {
+        file: Arc<File>,
+        parts: Vec<(Vec<u8>, u64, u64)>,
+        trailer: Vec<u8>,
+    },
 }
 
 pub struct Reply {
@@ -33,7 +41,14 @@ pub struct Reply {
 
 impl Reply {
     fn new(status: u16) -> Reply {
-        Reply { status, headers: Vec::new(), body: Body::Empty, length: 0, close: false, project: None }
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: Body::Empty,
+            length: 0,
+            close: false,
+            project: None,
+        }
     }
 
     fn bytes(status: u16, content_type: &str, data: Vec<u8>) -> Reply {
@@ -78,7 +93,7 @@ pub fn handle(shared: &Shared, req: &Request) -> Reply {
                 file_reply(req, &target, file, FileMeta { len, mtime })
             }
         }
-        Ok(Opened::Dir { file, stamp }) => dir_reply(shared, req, &target, &file, stamp),
+        Ok(Opened::Dir { stamp, .. }) => dir_reply(shared, req, &target, stamp),
         Err(_) => error(shared, 404),
     };
     reply.project = target.segments.first().cloned();
@@ -88,7 +103,13 @@ pub fn handle(shared: &Shared, req: &Request) -> Reply {
 /// /favicon.ico, /robots.txt and the listing stylesheet come from the site's assets, never
 /// from the mirror tree.
 fn site_asset(shared: &Shared, target: &Target) -> Option<Reply> {
-    let name = match target.segments.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    let name = match target
+        .segments
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["favicon.ico"] => "favicon.ico",
         ["robots.txt"] => "robots.txt",
         [".micromirror", "listing.css"] => "listing.css",
@@ -119,15 +140,24 @@ fn file_reply(req: &Request, target: &Target, file: File, meta: FileMeta) -> Rep
         Decision::Full => {
             r.headers.push(("Content-Type", content_type.into()));
             r.length = meta.len;
-            r.body = Body::File { file, offset: 0, len: meta.len };
+            r.body = Body::File {
+                file,
+                offset: 0,
+                len: meta.len,
+            };
         }
         Decision::Partial(ranges) if ranges.len() == 1 => {
             let (a, b) = ranges[0];
             r.status = 206;
             r.headers.push(("Content-Type", content_type.into()));
-            r.headers.push(("Content-Range", format!("bytes {a}-{b}/{}", meta.len)));
+            r.headers
+                .push(("Content-Range", format!("bytes {a}-{b}/{}", meta.len)));
             r.length = b - a + 1;
-            r.body = Body::File { file, offset: a, len: b - a + 1 };
+            r.body = Body::File {
+                file,
+                offset: a,
+                len: b - a + 1,
+            };
         }
         Decision::Partial(ranges) => {
             let boundary = format!("{:016x}", meta.mtime as u64 ^ meta.len.rotate_left(17));
@@ -140,15 +170,29 @@ fn file_reply(req: &Request, target: &Target, file: File, meta: FileMeta) -> Rep
                 .collect();
             let trailer = format!("\r\n--{boundary}--\r\n").into_bytes();
             r.status = 206;
-            r.headers.push(("Content-Type", format!("multipart/byteranges; boundary={boundary}")));
-            r.length = parts.iter().map(|(h, _, l)| h.len() as u64 + l).sum::<u64>() + trailer.len() as u64;
-            r.body = Body::Multipart { file, parts, trailer };
+            r.headers.push((
+                "Content-Type",
+                format!("multipart/byteranges; boundary={boundary}"),
+            ));
+            r.length = parts
+                .iter()
+                .map(|(h, _, l)| h.len() as u64 + l)
+                .sum::<u64>()
+                + trailer.len() as u64;
+            r.body = Body::Multipart {
+                file,
+                parts,
+                trailer,
+            };
         }
         Decision::Unsatisfiable => {
             r.status = 416;
-            r.headers.retain(|(n, _)| *n != "ETag" && *n != "Last-Modified");
-            r.headers.push(("Content-Range", format!("bytes */{}", meta.len)));
-            r.headers.push(("Content-Type", "text/plain; charset=utf-8".into()));
+            r.headers
+                .retain(|(n, _)| *n != "ETag" && *n != "Last-Modified");
+            r.headers
+                .push(("Content-Range", format!("bytes */{}", meta.len)));
+            r.headers
+                .push(("Content-Type", "text/plain; charset=utf-8".into()));
             let text = b"416 Range Not Satisfiable\n".to_vec();
             r.length = text.len() as u64;
             r.body = Body::Bytes(text);
@@ -157,18 +201,30 @@ fn file_reply(req: &Request, target: &Target, file: File, meta: FileMeta) -> Rep
     r
 }
 
-fn dir_reply(shared: &Shared, req: &Request, target: &Target, dir: &File, stamp: i128) -> Reply {
+fn dir_reply(shared: &Shared, req: &Request, target: &Target, stamp: i128) -> Reply {
     if !target.trailing_slash && !target.segments.is_empty() {
         let mut location = target.url_path(true);
         if let Some(q) = &target.query {
             location.push('?');
             location.push_str(q);
         }
-        let mut r = Reply::bytes(301, "text/html; charset=utf-8", format!("<a href=\"{}\">moved here</a>\n", listing::escape(&location)).into_bytes());
+        let mut r = Reply::bytes(
+            301,
+            "text/html; charset=utf-8",
+            format!(
+                "<a href=\"{}\">moved here</a>\n",
+                listing::escape(&location)
+            )
+            .into_bytes(),
+        );
         r.headers.push(("Location", location));
         return r;
     }
-    let index = if target.segments.is_empty() { "index.html".to_string() } else { format!("{}/index.html", target.relative_path()) };
+    let index = if target.segments.is_empty() {
+        "index.html".to_string()
+    } else {
+        format!("{}/index.html", target.relative_path())
+    };
     if let Ok(Opened::File { file, len, mtime }) = shared.root.open_beneath(&index) {
         let mut t = target.clone();
         t.segments.push("index.html".into());
@@ -177,12 +233,22 @@ fn dir_reply(shared: &Shared, req: &Request, target: &Target, dir: &File, stamp:
     let json = req.wants_json() || target.query_param("format") == Some("json");
     let url_path = target.url_path(true);
     let body = shared.listings.get_or_render(&target.relative_path(), stamp, json, || {
-        let entries = files::read_entries(dir, &shared.root, &target.relative_path()).ok()?;
+        let entries = match files::read_entries(&shared.root, &target.relative_path()) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(path = %target.relative_path(), error = %e, "cannot list folder");
+                return None;
+            }
+        };
         Some(if json { listing::json(&url_path, &entries) } else { listing::html(&shared.site_view(), &url_path, &entries) })
     });
     match body {
         Some(text) => {
-            let content_type = if json { "application/json" } else { "text/html; charset=utf-8" };
+            let content_type = if json {
+                "application/json"
+            } else {
+                "text/html; charset=utf-8"
+            };
             let mut r = Reply::bytes(200, content_type, text.as_bytes().to_vec());
             r.headers.push(("Vary", "Accept".into()));
             r

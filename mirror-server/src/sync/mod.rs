@@ -21,7 +21,11 @@ pub const MIRROR_ROOT: &str = "/srv/mirror";
 pub fn env_from_profile(site: &LoadedProfile) -> runner::SyncEnv {
     let m = &site.profile.mirror;
     runner::SyncEnv {
-        ends: plan::Endpoints { upstream: m.upstream.clone(), mirror_root: PathBuf::from(MIRROR_ROOT), hostname: site.profile.site.hostname.clone() },
+        ends: plan::Endpoints {
+            upstream: m.upstream.clone(),
+            mirror_root: PathBuf::from(MIRROR_ROOT),
+            hostname: site.profile.site.hostname.clone(),
+        },
         state_dir: PathBuf::from(STATE_DIR),
         log_dir: PathBuf::from(LOG_DIR),
         bwlimit_mbit: m.bwlimit_mbit,
@@ -38,5 +42,9 @@ pub fn env_from_profile(site: &LoadedProfile) -> runner::SyncEnv {
 pub fn push_from_profile(site: &LoadedProfile) -> Option<(String, u16, String)> {
     let push = site.profile.mirror.push.as_ref()?;
     let (host, port) = push.broker.rsplit_once(':')?;
-    Some((host.trim_matches(['[', ']']).to_string(), port.parse().ok()?, push.topic_prefix.trim_end_matches('/').to_string()))
+    Some((
+        host.trim_matches(['[', ']']).to_string(),
+        port.parse().ok()?,
+        push.topic_prefix.trim_end_matches('/').to_string(),
+    ))
 }

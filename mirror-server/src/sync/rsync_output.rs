@@ -50,9 +50,18 @@ pub fn describe_exit(code: i32) -> &'static str {
 /// Adds the figures of one pass's --stats block to `into`.
 pub fn add_stats(output: &str, into: &mut Stats) {
     for line in output.lines() {
-        let Some((key, value)) = line.split_once(':') else { continue };
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
         let number = |v: &str| -> u64 {
-            let digits: String = v.trim().split_whitespace().next().unwrap_or("").chars().filter(|c| c.is_ascii_digit()).collect();
+            let digits: String = v
+                .trim()
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .filter(|c| c.is_ascii_digit())
+                .collect();
             digits.parse().unwrap_or(0)
         };
         match key.trim() {

@@ -46,7 +46,10 @@ pub enum RunResult {
 }
 
 pub fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// An exclusive lock on the project that the kernel releases if we crash (flock).
@@ -55,9 +58,15 @@ struct ProjectLock {
 }
 
 fn lock(env: &SyncEnv, project: &str, mode: LockMode) -> Result<Option<ProjectLock>> {
-    std::fs::create_dir_all(&env.state_dir).with_context(|| format!("creating {}", env.state_dir.display()))?;
+    std::fs::create_dir_all(&env.state_dir)
+        .with_context(|| format!("creating {}", env.state_dir.display()))?;
     let path = env.state_dir.join(format!("{project}.lock"));
-    let file = File::options().create(true).truncate(false).write(true).open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
     let flags = match mode {
         LockMode::Wait => libc::LOCK_EX,
         LockMode::Skip => libc::LOCK_EX | libc::LOCK_NB,
@@ -74,10 +83,14 @@ fn lock(env: &SyncEnv, project: &str, mode: LockMode) -> Result<Option<ProjectLo
 }
 
 pub fn run_project(env: &SyncEnv, project: &Project, mode: LockMode) -> Result<RunResult> {
-    let Some(_lock) = lock(env, &project.name, mode)? else { return Ok(RunResult::SkippedLocked) };
+    let Some(_lock) = lock(env, &project.name, mode)? else {
+        return Ok(RunResult::SkippedLocked);
+    };
     let previous = status::read(&env.state_dir, &project.name);
     let started = now();
-    let log_path = env.log_dir.join(format!("{}-{}.log", project.name, started));
+    let log_path = env
+        .log_dir
+        .join(format!("{}-{}.log", project.name, started));
     let mut st = Status {
         project: project.name.clone(),
         project_path: project.path.clone(),
@@ -124,28 +137,47 @@ impl From<anyhow::Error> for RunError {
     }
 }
 
-fn run_steps(env: &SyncEnv, project: &Project, previous: Option<&Status>, log_path: &Path, stats: &mut Stats) -> Result<(), RunError> {
+fn run_steps(
+    env: &SyncEnv,
+    project: &Project,
+    previous: Option<&Status>,
+    log_path: &Path,
+    stats: &mut Stats,
+) -> Result<(), RunError> {
     let dest = env.ends.mirror_root.join(&project.path);
-    std::fs::create_dir_all(&dest).map_err(|e| RunError::Failed(format!("cannot create {}: {e}", dest.display())))?;
+    std::fs::create_dir_all(&dest)
+        .map_err(|e| RunError::Failed(format!("cannot create {}: {e}", dest.display())))?;
     let marker = env.state_dir.join(format!("{}.in-progress", project.name));
     if marker.exists() {
         // The last run was interrupted: its rsync temporaries are garbage now.
         remove_rsync_temporaries(&dest);
     }
-    std::fs::write(&marker, b"").map_err(|e| RunError::Failed(format!("cannot write {}: {e}", marker.display())))?;
+    std::fs::write(&marker, b"")
+        .map_err(|e| RunError::Failed(format!("cannot write {}: {e}", marker.display())))?;
     check_free_space(&env.ends.mirror_root, env.min_free_mb)?;
-    std::fs::create_dir_all(&env.log_dir).map_err(|e| RunError::Failed(format!("cannot create {}: {e}", env.log_dir.display())))?;
-    let mut log = File::create(log_path).map_err(|e| RunError::Failed(format!("cannot create {}: {e}", log_path.display())))?;
+    std::fs::create_dir_all(&env.log_dir)
+        .map_err(|e| RunError::Failed(format!("cannot create {}: {e}", env.log_dir.display())))?;
+    let mut log = File::create(log_path)
+        .map_err(|e| RunError::Failed(format!("cannot create {}: {e}", log_path.display())))?;
     if project.debian_style {
         wait_for_upstream_update(env, project, &mut log)?;
     }
-    let max_delete = plan::max_delete(previous.map(|p| p.stats.files_total).filter(|n| *n > 0), f64::from(env.max_delete_percent) / 100.0);
+    let max_delete = plan::max_delete(
+        previous.map(|p| p.stats.files_total).filter(|n| *n > 0),
+        f64::from(env.max_delete_percent) / 100.0,
+    );
     let started = SystemTime::now();
     for inv in plan::plan(project, &env.ends, env.bwlimit_mbit, max_delete) {
         let mut attempt = 0;
         loop {
-            let _ = writeln!(log, "### pass: {} ({})", inv.label, inv.command_line().join(" "));
-            let (code, output) = run_rsync(&inv.command_line(), &mut log, env.echo).map_err(|e| RunError::Failed(format!("cannot run rsync: {e}")))?;
+            let _ = writeln!(
+                log,
+                "### pass: {} ({})",
+                inv.label,
+                inv.command_line().join(" ")
+            );
+            let (code, output) = run_rsync(&inv.command_line(), &mut log, env.echo)
+                .map_err(|e| RunError::Failed(format!("cannot run rsync: {e}")))?;
             match rsync_output::exit_meaning(code) {
                 ExitMeaning::Ok | ExitMeaning::OkVanished => {
                     rsync_output::add_stats(&output, stats);
@@ -163,7 +195,13 @@ fn run_steps(env: &SyncEnv, project: &Project, previous: Option<&Status>, log_pa
                 ExitMeaning::Transient if attempt < env.retries => {
                     attempt += 1;
                     let wait = backoff(env.retry_base, attempt);
-                    let _ = writeln!(log, "### rsync exit {code} ({}); retry {attempt}/{} in {:.0?}", rsync_output::describe_exit(code), env.retries, wait);
+                    let _ = writeln!(
+                        log,
+                        "### rsync exit {code} ({}); retry {attempt}/{} in {:.0?}",
+                        rsync_output::describe_exit(code),
+                        env.retries,
+                        wait
+                    );
                     std::thread::sleep(wait);
                 }
                 ExitMeaning::LocalIo => {
@@ -171,14 +209,25 @@ fn run_steps(env: &SyncEnv, project: &Project, previous: Option<&Status>, log_pa
                     return Err(RunError::Failed(format!("rsync exit {code}: {} ({free} MiB free on {}); the served tree keeps its last complete state", rsync_output::describe_exit(code), env.ends.mirror_root.display())));
                 }
                 _ => {
-                    let last = output.lines().rev().find(|l| l.contains("rsync") || l.contains("@ERROR")).unwrap_or("").trim().to_string();
-                    return Err(RunError::Failed(format!("pass `{}`: rsync exit {code}: {} {last}", inv.label, rsync_output::describe_exit(code))));
+                    let last = output
+                        .lines()
+                        .rev()
+                        .find(|l| l.contains("rsync") || l.contains("@ERROR"))
+                        .unwrap_or("")
+                        .trim()
+                        .to_string();
+                    return Err(RunError::Failed(format!(
+                        "pass `{}`: rsync exit {code}: {} {last}",
+                        inv.label,
+                        rsync_output::describe_exit(code)
+                    )));
                 }
             }
         }
     }
     if project.trace {
-        write_trace(env, project, started).map_err(|e| RunError::Failed(format!("writing the trace file: {e:#}")))?;
+        write_trace(env, project, started)
+            .map_err(|e| RunError::Failed(format!("writing the trace file: {e:#}")))?;
     }
     let _ = std::fs::remove_file(&marker);
     Ok(())
@@ -193,15 +242,24 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
 
 /// A number in [0, 1) that differs between boxes and runs (no RNG crate for one number).
 pub fn jitter_fraction() -> f64 {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    let mixed = (u64::from(nanos) ^ u64::from(std::process::id()).rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mixed = (u64::from(nanos) ^ u64::from(std::process::id()).rotate_left(32))
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (mixed >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Runs rsync, copying its output to the run's log (and the terminal when asked); returns the
 /// exit code and the output (for --stats).
 fn run_rsync(args: &[String], log: &mut File, echo: bool) -> std::io::Result<(i32, String)> {
-    let mut child = Command::new("rsync").args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut child = Command::new("rsync")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
     let stderr = child.stderr.take();
     let err_thread = std::thread::spawn(move || {
         let mut text = String::new();
@@ -240,7 +298,9 @@ fn run_rsync(args: &[String], log: &mut File, echo: bool) -> std::io::Result<(i3
 fn remove_rsync_temporaries(dir: &Path) {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let Ok(ft) = e.file_type() else { continue };
             if !ft.is_dir() {
@@ -267,19 +327,38 @@ pub fn free_mb(path: &Path) -> Option<u64> {
 
 fn check_free_space(root: &Path, min_mb: u64) -> Result<(), RunError> {
     match free_mb(root) {
-        Some(free) if free < min_mb => Err(RunError::Failed(format!("only {free} MiB free on {} (need {min_mb} MiB); not starting", root.display()))),
+        Some(free) if free < min_mb => Err(RunError::Failed(format!(
+            "only {free} MiB free on {} (need {min_mb} MiB); not starting",
+            root.display()
+        ))),
         _ => Ok(()),
     }
 }
 
 /// A Debian-style upstream mid-update shows `Archive-Update-in-Progress-<host>` at the top:
 /// wait for it to finish rather than copy a half-updated archive.
-fn wait_for_upstream_update(env: &SyncEnv, project: &Project, log: &mut File) -> Result<(), RunError> {
+fn wait_for_upstream_update(
+    env: &SyncEnv,
+    project: &Project,
+    log: &mut File,
+) -> Result<(), RunError> {
     let url = format!("rsync://{}/{}/", env.ends.upstream, project.module);
     for attempt in 0..=env.retries {
-        let out = Command::new("rsync").args(["--list-only", "--no-motd", &format!("--contimeout={}", project.timeout_s.min(60))]).arg(&url).output().map_err(|e| RunError::Failed(format!("cannot run rsync: {e}")))?;
+        let out = Command::new("rsync")
+            .args([
+                "--list-only",
+                "--no-motd",
+                &format!("--contimeout={}", project.timeout_s.min(60)),
+            ])
+            .arg(&url)
+            .output()
+            .map_err(|e| RunError::Failed(format!("cannot run rsync: {e}")))?;
         let listing = String::from_utf8_lossy(&out.stdout);
-        let busy = listing.lines().any(|l| l.split_whitespace().last().is_some_and(|n| n.starts_with("Archive-Update-in-Progress")));
+        let busy = listing.lines().any(|l| {
+            l.split_whitespace()
+                .last()
+                .is_some_and(|n| n.starts_with("Archive-Update-in-Progress"))
+        });
         if !busy {
             return Ok(());
         }
@@ -306,17 +385,29 @@ fn write_trace(env: &SyncEnv, project: &Project, started: SystemTime) -> Result<
     );
     let tmp = dir.join(format!(".{}.tmp", env.ends.hostname));
     std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, dir.join(&env.ends.hostname)).map_err(|e| anyhow!("renaming the trace file: {e}"))?;
+    std::fs::rename(&tmp, dir.join(&env.ends.hostname))
+        .map_err(|e| anyhow!("renaming the trace file: {e}"))?;
     Ok(())
 }
 
 fn prune_logs(dir: &Path, project: &str, keep: Duration) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     let cutoff = SystemTime::now() - keep;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let ours = name.strip_prefix(project).and_then(|r| r.strip_prefix('-')).is_some_and(|r| r.ends_with(".log") && r[..r.len() - 4].chars().all(|c| c.is_ascii_digit()));
-        if ours && e.metadata().and_then(|m| m.modified()).is_ok_and(|m| m < cutoff) {
+        let ours = name
+            .strip_prefix(project)
+            .and_then(|r| r.strip_prefix('-'))
+            .is_some_and(|r| {
+                r.ends_with(".log") && r[..r.len() - 4].chars().all(|c| c.is_ascii_digit())
+            });
+        if ours
+            && e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| m < cutoff)
+        {
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -331,7 +422,10 @@ mod tests {
         for attempt in 1..5 {
             let d = backoff(Duration::from_secs(10), attempt);
             let nominal = 10.0 * f64::from(1u32 << (attempt - 1));
-            assert!(d.as_secs_f64() >= nominal * 0.75 && d.as_secs_f64() <= nominal * 1.25, "{attempt}: {d:?}");
+            assert!(
+                d.as_secs_f64() >= nominal * 0.75 && d.as_secs_f64() <= nominal * 1.25,
+                "{attempt}: {d:?}"
+            );
         }
     }
 

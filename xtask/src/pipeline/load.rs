@@ -20,14 +20,18 @@ pub fn load(site: &str) -> Result<LoadedProfile> {
             }
             Ok(loaded)
         }
-        Err(ProfileError::Invalid(problems)) => bail!("profile {} is not usable:\n{problems}", path.display()),
+        Err(ProfileError::Invalid(problems)) => {
+            bail!("profile {} is not usable:\n{problems}", path.display())
+        }
     }
 }
 
 pub fn load_catalog() -> Result<Catalog> {
     match Catalog::load(&paths::catalog()) {
         Ok(c) => Ok(c),
-        Err(CatalogError::Invalid(problems)) => bail!("the project catalog is not usable:\n{problems}"),
+        Err(CatalogError::Invalid(problems)) => {
+            bail!("the project catalog is not usable:\n{problems}")
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -21,7 +21,11 @@ pub fn walk(root: &Path) -> Result<Vec<std::path::PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let mut entries: Vec<_> = std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .collect();
         entries.sort();
         for p in entries {
             let meta = std::fs::symlink_metadata(&p)?;
@@ -53,13 +57,30 @@ pub fn allocated_size(root: &Path) -> Result<u64> {
 pub fn pin_timestamps(root: &Path, epoch: i64) -> Result<()> {
     let mut paths = walk(root)?;
     paths.push(root.to_path_buf());
-    let times = [libc::timespec { tv_sec: epoch, tv_nsec: 0 }, libc::timespec { tv_sec: epoch, tv_nsec: 0 }];
+    let times = [
+        libc::timespec {
+            tv_sec: epoch,
+            tv_nsec: 0,
+        },
+        libc::timespec {
+            tv_sec: epoch,
+            tv_nsec: 0,
+        },
+    ];
     for p in paths {
         let c = CString::new(p.as_os_str().as_bytes())?;
         // SAFETY: `c` is a valid NUL-terminated path and `times` holds two timespecs.
-        let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+        let rc = unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
         if rc != 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| format!("setting times of {}", p.display()));
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("setting times of {}", p.display()));
         }
     }
     Ok(())
@@ -68,13 +89,15 @@ pub fn pin_timestamps(root: &Path, epoch: i64) -> Result<()> {
 /// Writes a file, creating parent folders, with the given mode.
 pub fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     // Replace rather than write through: the base may hold a symlink here (e.g. /etc/resolv.conf).
     if std::fs::symlink_metadata(path).is_ok() {
         std::fs::remove_file(path).with_context(|| format!("replacing {}", path.display()))?;
     }
     std::fs::write(path, data).with_context(|| format!("writing {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).with_context(|| format!("chmod {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", path.display()))?;
     Ok(())
 }

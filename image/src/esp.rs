@@ -27,7 +27,7 @@ pub fn build_esp(
     volume_id: u32,
     files: &mut [EspFile<'_>],
 ) -> Result<Vec<u8>, ImageError> {
-    if size % SECTOR != 0 || size < 64 << 20 {
+    if !size.is_multiple_of(SECTOR) || size < 64 << 20 {
         return Err(ImageError::Layout(format!(
             "ESP size {size} must be a multiple of 512 and at least 64 MiB"
         )));

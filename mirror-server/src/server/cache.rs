@@ -6,9 +6,12 @@ use std::sync::{Arc, Mutex};
 
 const MAX_ENTRIES: usize = 512;
 
+/// (folder path, JSON?) → (folder stamp, rendered text).
+type Entries = HashMap<(String, bool), (i128, Arc<String>)>;
+
 #[derive(Default)]
 pub struct ListingCache {
-    map: Mutex<HashMap<(String, bool), (i128, Arc<String>)>>,
+    map: Mutex<Entries>,
 }
 
 impl ListingCache {

@@ -55,7 +55,6 @@ pub fn add_stats(output: &str, into: &mut Stats) {
         };
         let number = |v: &str| -> u64 {
             let digits: String = v
-                .trim()
                 .split_whitespace()
                 .next()
                 .unwrap_or("")

@@ -114,6 +114,6 @@ mod tests {
     fn root_is_at_least_two_gib_and_leaves_headroom() {
         assert_eq!(root_size(100 * MIB), 2048 * MIB);
         let big = root_size(3000 * MIB);
-        assert!(big >= 4500 * MIB && big % (64 * MIB) == 0);
+        assert!(big >= 4500 * MIB && big.is_multiple_of(64 * MIB));
     }
 }

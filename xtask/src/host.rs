@@ -72,6 +72,8 @@ pub const TESTS: &[Need] = &[
     need("gpg", "gnupg", "gnupg2"),
     need("ssh", "openssh-client", "openssh-clients"),
     need("dpkg-scanpackages", "dpkg-dev", "dpkg-dev"),
+    need("apt-ftparchive", "apt-utils", "apt"),
+    need("rpmsign", "rpm", "rpm-sign"),
 ];
 
 fn present(n: &Need) -> bool {

@@ -218,3 +218,22 @@ fn tool_versions() -> serde_json::Value {
         "rustc": version("rustc", "--version"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_hash_equals_plain_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sparse");
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(5 << 20).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(b"hello", 3 << 20).unwrap();
+        f.write_all_at(b"end", (5 << 20) - 3).unwrap();
+        drop(f);
+        let plain = hex(&Sha256::digest(std::fs::read(&p).unwrap()));
+        assert_eq!(sha256_file(&p).unwrap(), plain);
+    }
+}

@@ -33,13 +33,7 @@ pub fn plan(esp_size: u64, root_size: u64) -> Layout {
     let root_offset = esp_offset + esp_size;
     // One spare MiB at the end holds the backup GPT and keeps the size a whole number of MiB.
     let disk_size = root_offset + root_size + MIB;
-    Layout {
-        esp_offset,
-        esp_size,
-        root_offset,
-        root_size,
-        disk_size,
-    }
+    Layout { esp_offset, esp_size, root_offset, root_size, disk_size }
 }
 
 /// Partition labels, matched by the kernel command line and by first-boot units.
@@ -58,17 +52,12 @@ pub fn seeded_uuid(seed: &str, purpose: &str) -> Uuid {
 pub fn write_gpt(file: &mut File, layout: &Layout, seed: &str) -> Result<(), ImageError> {
     let len = file.metadata().map_err(ImageError::Io)?.len();
     if len != layout.disk_size {
-        return Err(ImageError::Layout(format!(
-            "disk file is {len} bytes, layout wants {}",
-            layout.disk_size
-        )));
+        return Err(ImageError::Layout(format!("disk file is {len} bytes, layout wants {}", layout.disk_size)));
     }
     let gpt_err = |e: gpt::GptError| ImageError::Gpt(e.to_string());
-    let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(
-        u32::try_from((layout.disk_size / SECTOR) - 1).unwrap_or(0xFFFF_FFFF),
-    );
-    mbr.overwrite_lba0(file)
-        .map_err(|e| ImageError::Gpt(e.to_string()))?;
+    let mbr =
+        gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from((layout.disk_size / SECTOR) - 1).unwrap_or(0xFFFF_FFFF));
+    mbr.overwrite_lba0(file).map_err(|e| ImageError::Gpt(e.to_string()))?;
 
     let mut disk = gpt::GptConfig::new()
         .writable(true)
@@ -77,13 +66,7 @@ pub fn write_gpt(file: &mut File, layout: &Layout, seed: &str) -> Result<(), Ima
         .map_err(gpt_err)?;
     let parts = [
         (1u32, ESP_LABEL, EFI, layout.esp_offset, layout.esp_size),
-        (
-            2u32,
-            ROOT_LABEL,
-            LINUX_ROOT_X64,
-            layout.root_offset,
-            layout.root_size,
-        ),
+        (2u32, ROOT_LABEL, LINUX_ROOT_X64, layout.root_offset, layout.root_size),
     ];
     let mut table = std::collections::BTreeMap::new();
     for (id, name, kind, offset, size) in parts {
@@ -96,13 +79,7 @@ pub fn write_gpt(file: &mut File, layout: &Layout, seed: &str) -> Result<(), Ima
     Ok(())
 }
 
-fn partition(
-    seed: &str,
-    name: &str,
-    kind: Type,
-    offset: u64,
-    size: u64,
-) -> gpt::partition::Partition {
+fn partition(seed: &str, name: &str, kind: Type, offset: u64, size: u64) -> gpt::partition::Partition {
     gpt::partition::Partition {
         part_type_guid: kind,
         part_guid: seeded_uuid(seed, name),
@@ -120,8 +97,7 @@ pub fn write_sparse(file: &mut File, offset: u64, data: &[u8]) -> Result<(), Ima
         if chunk.iter().all(|&b| b == 0) {
             continue;
         }
-        file.seek(SeekFrom::Start(offset + (i * BLOCK) as u64))
-            .map_err(ImageError::Io)?;
+        file.seek(SeekFrom::Start(offset + (i * BLOCK) as u64)).map_err(ImageError::Io)?;
         file.write_all(chunk).map_err(ImageError::Io)?;
     }
     Ok(())
@@ -152,13 +128,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.img");
         let l = plan(64 * MIB, 64 * MIB);
-        let mut f = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
+        let mut f = File::options().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
         f.set_len(l.disk_size).unwrap();
         write_gpt(&mut f, &l, "lab").unwrap();
         drop(f);

@@ -9,10 +9,7 @@ use crate::ImageError;
 pub const SECTOR: usize = 512;
 /// FAT32 needs at least 65,525 clusters; the largest cluster size that keeps a margin above it.
 fn cluster_size(volume: usize) -> u32 {
-    [4096u32, 2048, 1024]
-        .into_iter()
-        .find(|&c| volume / c as usize >= 70_000)
-        .unwrap_or(512)
+    [4096u32, 2048, 1024].into_iter().find(|&c| volume / c as usize >= 70_000).unwrap_or(512)
 }
 
 /// A file to place on the ESP, e.g. ("EFI/BOOT/BOOTX64.EFI", bytes).
@@ -22,15 +19,9 @@ pub struct EspFile<'a> {
 }
 
 /// Builds a FAT32 volume of `size` bytes containing `files`.
-pub fn build_esp(
-    size: usize,
-    volume_id: u32,
-    files: &mut [EspFile<'_>],
-) -> Result<Vec<u8>, ImageError> {
+pub fn build_esp(size: usize, volume_id: u32, files: &mut [EspFile<'_>]) -> Result<Vec<u8>, ImageError> {
     if !size.is_multiple_of(SECTOR) || size < 64 << 20 {
-        return Err(ImageError::Layout(format!(
-            "ESP size {size} must be a multiple of 512 and at least 64 MiB"
-        )));
+        return Err(ImageError::Layout(format!("ESP size {size} must be a multiple of 512 and at least 64 MiB")));
     }
     let cluster = cluster_size(size);
     let needed: usize = files.iter().map(|f| f.data.len() + cluster as usize).sum();
@@ -50,8 +41,8 @@ pub fn build_esp(
         .volume_label(*b"ESP        ");
     fatfs::format_volume(&mut disk, options).map_err(|e| ImageError::Fat(e.to_string()))?;
     {
-        let fs = fatfs::FileSystem::new(&mut disk, fatfs::FsOptions::new())
-            .map_err(|e| ImageError::Fat(e.to_string()))?;
+        let fs =
+            fatfs::FileSystem::new(&mut disk, fatfs::FsOptions::new()).map_err(|e| ImageError::Fat(e.to_string()))?;
         for file in files.iter() {
             let root = fs.root_dir();
             let (dir_path, _) = file.path.rsplit_once('/').unwrap_or(("", file.path));
@@ -61,15 +52,11 @@ pub fn build_esp(
                     partial.push('/');
                 }
                 partial.push_str(part);
-                root.create_dir(&partial)
-                    .map_err(|e| ImageError::Fat(format!("{partial}: {e}")))?;
+                root.create_dir(&partial).map_err(|e| ImageError::Fat(format!("{partial}: {e}")))?;
             }
-            let mut f = root
-                .create_file(file.path)
-                .map_err(|e| ImageError::Fat(format!("{}: {e}", file.path)))?;
+            let mut f = root.create_file(file.path).map_err(|e| ImageError::Fat(format!("{}: {e}", file.path)))?;
             f.truncate().map_err(|e| ImageError::Fat(e.to_string()))?;
-            f.write_all(file.data)
-                .map_err(|e| ImageError::Fat(format!("{}: {e}", file.path)))?;
+            f.write_all(file.data).map_err(|e| ImageError::Fat(format!("{}: {e}", file.path)))?;
         }
         fs.unmount().map_err(|e| ImageError::Fat(e.to_string()))?;
     }
@@ -96,19 +83,15 @@ fn write_free_cluster_summary(vol: &mut [u8], bpb: &Bpb) {
     let total_sectors = u32::from_le_bytes([vol[32], vol[33], vol[34], vol[35]]) as usize;
     let clusters = (total_sectors * 512 - bpb.data_offset) / bpb.cluster_bytes;
     let fat = &vol[bpb.fat_offset..];
-    let entry = |n: usize| {
-        u32::from_le_bytes([fat[n * 4], fat[n * 4 + 1], fat[n * 4 + 2], fat[n * 4 + 3]])
-            & 0x0FFF_FFFF
-    };
+    let entry =
+        |n: usize| u32::from_le_bytes([fat[n * 4], fat[n * 4 + 1], fat[n * 4 + 2], fat[n * 4 + 3]]) & 0x0FFF_FFFF;
     let free: Vec<usize> = (2..clusters + 2).filter(|&n| entry(n) == 0).collect();
     let info = usize::from(u16::from_le_bytes([vol[48], vol[49]])) * 512;
     if &vol[info..info + 4] != b"RRaA" {
         return;
     }
     let count = u32::try_from(free.len()).unwrap_or(u32::MAX);
-    let next = free
-        .first()
-        .map_or(0xFFFF_FFFF, |&n| u32::try_from(n).unwrap_or(u32::MAX));
+    let next = free.first().map_or(0xFFFF_FFFF, |&n| u32::try_from(n).unwrap_or(u32::MAX));
     vol[info + 488..info + 492].copy_from_slice(&count.to_le_bytes());
     vol[info + 492..info + 496].copy_from_slice(&next.to_le_bytes());
 }
@@ -213,8 +196,7 @@ impl Bpb {
         let limit = (vol.len() - self.data_offset) / self.cluster_bytes;
         while out.len() <= limit {
             let o = self.fat_offset + c as usize * 4;
-            let next =
-                u32::from_le_bytes([vol[o], vol[o + 1], vol[o + 2], vol[o + 3]]) & 0x0FFF_FFFF;
+            let next = u32::from_le_bytes([vol[o], vol[o + 1], vol[o + 2], vol[o + 3]]) & 0x0FFF_FFFF;
             if !(2..0x0FFF_FFF8).contains(&next) {
                 break;
             }
@@ -239,10 +221,7 @@ mod tests {
 
     fn build() -> Vec<u8> {
         let owned = files();
-        let mut list: Vec<EspFile> = owned
-            .iter()
-            .map(|(p, d)| EspFile { path: p, data: d })
-            .collect();
+        let mut list: Vec<EspFile> = owned.iter().map(|(p, d)| EspFile { path: p, data: d }).collect();
         build_esp(64 << 20, 0x1234_5678, &mut list).unwrap()
     }
 
@@ -252,20 +231,11 @@ mod tests {
         let fs = fatfs::FileSystem::new(Cursor::new(vol.clone()), fatfs::FsOptions::new()).unwrap();
         assert_eq!(fs.fat_type(), fatfs::FatType::Fat32);
         let mut data = Vec::new();
-        fs.root_dir()
-            .open_file("EFI/BOOT/BOOTX64.EFI")
-            .unwrap()
-            .read_to_end(&mut data)
-            .unwrap();
+        fs.root_dir().open_file("EFI/BOOT/BOOTX64.EFI").unwrap().read_to_end(&mut data).unwrap();
         assert_eq!(data, vec![7u8; 100_000]);
         assert_eq!(fs.volume_id(), 0x1234_5678);
-        let names: Vec<String> = fs
-            .root_dir()
-            .open_dir("EFI/BOOT")
-            .unwrap()
-            .iter()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<String> =
+            fs.root_dir().open_dir("EFI/BOOT").unwrap().iter().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![".", "..", "BOOTX64.EFI"]);
         // Raw check: every subdirectory starts with "." then "..", not with a long-name entry.
         let dirs = subdirectory_clusters(&vol).unwrap();
@@ -287,18 +257,10 @@ mod tests {
             .arg("-n")
             .arg(&path)
             .output()
-            .expect(
-                "fsck.vfat is needed (Debian package dosfstools; `cargo xtask test` installs it)",
-            );
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
+            .expect("fsck.vfat is needed (Debian package dosfstools; `cargo xtask test` installs it)");
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "fsck.vfat -n failed:\n{text}");
-        assert!(
-            !text.contains("will be")
-                && !text.contains("Dirty")
-                && !text.to_lowercase().contains("bad"),
-            "{text}"
-        );
+        assert!(!text.contains("will be") && !text.contains("Dirty") && !text.to_lowercase().contains("bad"), "{text}");
     }
 
     #[test]

@@ -18,16 +18,11 @@ const SCN_INITIALIZED_DATA_READ: u32 = 0x0000_0040 | 0x4000_0000;
 /// Returns the stub with the parts appended as `.osrel`, `.cmdline`, `.initrd`, `.linux`.
 pub fn build_uki(stub: &[u8], parts: &UkiParts<'_>) -> Result<Vec<u8>, ImageError> {
     let mut pe = Pe::parse(stub.to_vec())?;
-    for (name, data) in [
-        (".osrel", parts.os_release),
-        (".cmdline", parts.cmdline),
-        (".initrd", parts.initrd),
-        (".linux", parts.linux),
-    ] {
+    for (name, data) in
+        [(".osrel", parts.os_release), (".cmdline", parts.cmdline), (".initrd", parts.initrd), (".linux", parts.linux)]
+    {
         if pe.has_section(name) {
-            return Err(ImageError::Uki(format!(
-                "the stub already has a {name} section; is it a UKI already?"
-            )));
+            return Err(ImageError::Uki(format!("the stub already has a {name} section; is it a UKI already?")));
         }
         pe.append_section(name, data)?;
     }
@@ -37,10 +32,7 @@ pub fn build_uki(stub: &[u8], parts: &UkiParts<'_>) -> Result<Vec<u8>, ImageErro
 /// Lists (name, virtual address, size) of every section, for tests and the manifest.
 pub fn sections(image: &[u8]) -> Result<Vec<(String, u32, u32)>, ImageError> {
     let pe = Pe::parse(image.to_vec())?;
-    Ok((0..pe.section_count())
-        .map(|i| pe.section(i))
-        .map(|s| (s.name, s.virtual_address, s.virtual_size))
-        .collect())
+    Ok((0..pe.section_count()).map(|i| pe.section(i)).map(|s| (s.name, s.virtual_address, s.virtual_size)).collect())
 }
 
 struct Pe {
@@ -74,12 +66,7 @@ impl Pe {
             return Err(bad("optional header is not PE32+"));
         }
         let table = opt + usize::from(u16_at(&bytes, coff + 16));
-        let pe = Pe {
-            bytes,
-            coff,
-            opt,
-            table,
-        };
+        let pe = Pe { bytes, coff, opt, table };
         if pe.bytes.len() < pe.table + pe.section_count() * SECTION_HEADER {
             return Err(bad("section table runs past the end"));
         }
@@ -93,9 +80,7 @@ impl Pe {
     fn section(&self, i: usize) -> Section {
         let o = self.table + i * SECTION_HEADER;
         let raw_name = &self.bytes[o..o + 8];
-        let name = String::from_utf8_lossy(raw_name)
-            .trim_end_matches('\0')
-            .to_string();
+        let name = String::from_utf8_lossy(raw_name).trim_end_matches('\0').to_string();
         Section {
             name,
             virtual_size: u32_at(&self.bytes, o + 8),
@@ -115,31 +100,17 @@ impl Pe {
         let headers_size = u32_at(&self.bytes, self.opt + 60) as usize;
         let count = self.section_count();
         let sections: Vec<Section> = (0..count).map(|i| self.section(i)).collect();
-        let first_raw = sections
-            .iter()
-            .filter(|s| s.raw_size > 0)
-            .map(|s| s.raw_pointer as usize)
-            .min()
-            .unwrap_or(headers_size);
+        let first_raw =
+            sections.iter().filter(|s| s.raw_size > 0).map(|s| s.raw_pointer as usize).min().unwrap_or(headers_size);
         let header_at = self.table + count * SECTION_HEADER;
         if header_at + SECTION_HEADER > headers_size.min(first_raw) {
-            return Err(ImageError::Uki(format!(
-                "no room for a {name} section header in the stub's headers"
-            )));
+            return Err(ImageError::Uki(format!("no room for a {name} section header in the stub's headers")));
         }
-        let end_va = sections
-            .iter()
-            .map(|s| s.virtual_address + s.virtual_size.max(s.raw_size))
-            .max()
-            .unwrap_or(0);
+        let end_va = sections.iter().map(|s| s.virtual_address + s.virtual_size.max(s.raw_size)).max().unwrap_or(0);
         let va = align(end_va, section_align);
-        let len = u32::try_from(data.len())
-            .map_err(|_| ImageError::Uki(format!("{name} is larger than 4 GiB")))?;
-        let raw_pointer = align(
-            u32::try_from(self.bytes.len())
-                .map_err(|_| ImageError::Uki("image too large".into()))?,
-            file_align,
-        );
+        let len = u32::try_from(data.len()).map_err(|_| ImageError::Uki(format!("{name} is larger than 4 GiB")))?;
+        let raw_pointer =
+            align(u32::try_from(self.bytes.len()).map_err(|_| ImageError::Uki("image too large".into()))?, file_align);
         let raw_size = align(len, file_align);
 
         self.bytes.resize(raw_pointer as usize, 0);
@@ -155,8 +126,7 @@ impl Pe {
         header[36..40].copy_from_slice(&SCN_INITIALIZED_DATA_READ.to_le_bytes());
         self.bytes[header_at..header_at + SECTION_HEADER].copy_from_slice(&header);
 
-        let new_count =
-            u16::try_from(count + 1).map_err(|_| ImageError::Uki("too many sections".into()))?;
+        let new_count = u16::try_from(count + 1).map_err(|_| ImageError::Uki("too many sections".into()))?;
         self.bytes[self.coff + 2..self.coff + 4].copy_from_slice(&new_count.to_le_bytes());
         let size_of_image = align(va + len, section_align);
         self.bytes[self.opt + 56..self.opt + 60].copy_from_slice(&size_of_image.to_le_bytes());
@@ -225,10 +195,7 @@ mod tests {
         let uki = build_uki(&tiny_stub(), &parts).unwrap();
         let s = sections(&uki).unwrap();
         let names: Vec<&str> = s.iter().map(|(n, _, _)| n.as_str()).collect();
-        assert_eq!(
-            names,
-            vec![".text", ".osrel", ".cmdline", ".initrd", ".linux"]
-        );
+        assert_eq!(names, vec![".text", ".osrel", ".cmdline", ".initrd", ".linux"]);
         for w in s.windows(2) {
             assert!(w[1].1 >= w[0].1 + w[0].2, "sections overlap: {s:?}");
             assert_eq!(w[1].1 % 0x1000, 0);
@@ -236,26 +203,14 @@ mod tests {
         let pe = Pe::parse(uki.clone()).unwrap();
         let linux = pe.section(4);
         assert_eq!(&uki[linux.raw_pointer as usize..][..9000], &[2u8; 9000][..]);
-        assert_eq!(
-            u32_at(&uki, pe.opt + 56),
-            align(linux.virtual_address + 9000, 0x1000)
-        );
+        assert_eq!(u32_at(&uki, pe.opt + 56), align(linux.virtual_address + 9000, 0x1000));
     }
 
     #[test]
     fn a_uki_is_not_wrapped_twice_and_junk_is_refused() {
-        let parts = UkiParts {
-            os_release: b"x",
-            cmdline: b"x",
-            initrd: b"x",
-            linux: b"x",
-        };
+        let parts = UkiParts { os_release: b"x", cmdline: b"x", initrd: b"x", linux: b"x" };
         let uki = build_uki(&tiny_stub(), &parts).unwrap();
         assert!(build_uki(&uki, &parts).is_err());
-        assert!(build_uki(
-            b"not a PE file at all, just text padding padding padding padding",
-            &parts
-        )
-        .is_err());
+        assert!(build_uki(b"not a PE file at all, just text padding padding padding padding", &parts).is_err());
     }
 }

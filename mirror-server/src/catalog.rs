@@ -101,11 +101,7 @@ impl Project {
 
     pub fn passes(&self) -> Vec<Pass> {
         if self.passes.is_empty() {
-            vec![Pass {
-                label: "full".into(),
-                delete: true,
-                ..Pass::default()
-            }]
+            vec![Pass { label: "full".into(), delete: true, ..Pass::default() }]
         } else {
             self.passes.clone()
         }
@@ -121,10 +117,7 @@ pub struct Catalog {
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("cannot read the catalog folder {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Invalid(Problems),
 }
@@ -132,10 +125,7 @@ pub enum CatalogError {
 impl Catalog {
     /// Loads every `*.toml` in `dir`, reporting the problems of all files at once.
     pub fn load(dir: &Path) -> Result<Catalog, CatalogError> {
-        let entries = std::fs::read_dir(dir).map_err(|source| CatalogError::Io {
-            path: dir.into(),
-            source,
-        })?;
+        let entries = std::fs::read_dir(dir).map_err(|source| CatalogError::Io { path: dir.into(), source })?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "toml"))
@@ -153,25 +143,16 @@ impl Catalog {
             };
             let mut reporter = Reporter::new(&file, &text);
             if let Some(mut project) = parse_collecting_unknown::<Project>(&text, &mut reporter) {
-                project.name = file
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default();
+                project.name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
                 validate_project(&project, &mut reporter);
                 projects.insert(project.name.clone(), project);
             }
             problems.extend(reporter.problems);
         }
-        if problems
-            .iter()
-            .any(|p| p.severity == crate::diagnostics::Severity::Error)
-        {
+        if problems.iter().any(|p| p.severity == crate::diagnostics::Severity::Error) {
             return Err(CatalogError::Invalid(Problems(problems)));
         }
-        Ok(Catalog {
-            dir: dir.to_path_buf(),
-            projects,
-        })
+        Ok(Catalog { dir: dir.to_path_buf(), projects })
     }
 
     pub fn get(&self, name: &str) -> Option<&Project> {
@@ -184,8 +165,7 @@ fn validate_project(p: &Project, r: &mut Reporter) {
         !s.is_empty()
             && !s.starts_with('/')
             && s.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
     };
     if !safe(&p.module) {
         r.error(
@@ -195,21 +175,17 @@ fn validate_project(p: &Project, r: &mut Reporter) {
         );
     }
     if !safe(&p.path) || p.path.contains('/') {
-        r.error("path", format!("`{}` is not a single folder name", p.path), "use one folder name such as \"archlinux\"; it becomes /srv/mirror/<path> and the URL prefix");
+        r.error(
+            "path",
+            format!("`{}` is not a single folder name", p.path),
+            "use one folder name such as \"archlinux\"; it becomes /srv/mirror/<path> and the URL prefix",
+        );
     }
     if p.size_gb == 0 {
-        r.error(
-            "size_gb",
-            "size must be at least 1 GB",
-            "write the project's approximate size on disk in GB",
-        );
+        r.error("size_gb", "size must be at least 1 GB", "write the project's approximate size on disk in GB");
     }
     if p.timeout_s == 0 {
-        r.error(
-            "timeout_s",
-            "a zero timeout would let a hung rsync run forever",
-            "use e.g. 600",
-        );
+        r.error("timeout_s", "a zero timeout would let a hung rsync run forever", "use e.g. 600");
     }
     for (i, pass) in p.passes.iter().enumerate() {
         if pass.delete_after && !pass.delete {
@@ -257,16 +233,8 @@ mod tests {
     #[test]
     fn reports_every_bad_file_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        write(
-            dir.path(),
-            "a.toml",
-            "title = \"A\"\nmodule = \"../x\"\npath = \"a\"\nsize_gb = 1\ncolour = 3\n",
-        );
-        write(
-            dir.path(),
-            "b.toml",
-            "title = \"B\"\nmodule = \"b\"\npath = \"b/c\"\nsize_gb = 0\n",
-        );
+        write(dir.path(), "a.toml", "title = \"A\"\nmodule = \"../x\"\npath = \"a\"\nsize_gb = 1\ncolour = 3\n");
+        write(dir.path(), "b.toml", "title = \"B\"\nmodule = \"b\"\npath = \"b/c\"\nsize_gb = 0\n");
         let Err(CatalogError::Invalid(Problems(problems))) = Catalog::load(dir.path()) else {
             panic!("expected problems")
         };

@@ -52,11 +52,7 @@ pub struct Problems(pub Vec<Problem>);
 
 impl fmt::Display for Problems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let errors = self
-            .0
-            .iter()
-            .filter(|p| p.severity == Severity::Error)
-            .count();
+        let errors = self.0.iter().filter(|p| p.severity == Severity::Error).count();
         for p in &self.0 {
             writeln!(f, "{p}")?;
         }
@@ -125,12 +121,7 @@ pub struct Reporter<'a> {
 
 impl<'a> Reporter<'a> {
     pub fn new(file: &Path, text: &'a str) -> Self {
-        Reporter {
-            file: file.to_path_buf(),
-            text,
-            doc: ImDocument::parse(text).ok(),
-            problems: Vec::new(),
-        }
+        Reporter { file: file.to_path_buf(), text, doc: ImDocument::parse(text).ok(), problems: Vec::new() }
     }
 
     pub fn error(&mut self, key: &str, message: impl Into<String>, fix: impl Into<String>) {
@@ -156,14 +147,7 @@ impl<'a> Reporter<'a> {
 
     fn push(&mut self, severity: Severity, key: &str, message: String, fix: String) {
         let line = self.line_of_key(key);
-        self.problems.push(Problem {
-            severity,
-            file: self.file.clone(),
-            line,
-            key: key.to_string(),
-            message,
-            fix,
-        });
+        self.problems.push(Problem { severity, file: self.file.clone(), line, key: key.to_string(), message, fix });
     }
 
     /// Line of the deepest part of `key` present in the file (the table when the key is absent).
@@ -178,11 +162,7 @@ impl<'a> Reporter<'a> {
     }
 }
 
-fn deepest_span(
-    table: &dyn TableLike,
-    segs: &[Seg],
-    best: Option<Range<usize>>,
-) -> Option<Range<usize>> {
+fn deepest_span(table: &dyn TableLike, segs: &[Seg], best: Option<Range<usize>>) -> Option<Range<usize>> {
     let Some((Seg::Key(first), rest)) = segs.split_first() else {
         return best;
     };
@@ -209,11 +189,7 @@ fn deepest_span(
 }
 
 pub fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 #[cfg(test)]
@@ -223,14 +199,7 @@ mod tests {
     #[test]
     fn key_paths_round_trip() {
         let segs = parse_key_path("mirror.projects[2]");
-        assert_eq!(
-            segs,
-            vec![
-                Seg::Key("mirror".into()),
-                Seg::Key("projects".into()),
-                Seg::Index(2)
-            ]
-        );
+        assert_eq!(segs, vec![Seg::Key("mirror".into()), Seg::Key("projects".into()), Seg::Index(2)]);
         assert_eq!(key_path(&segs), "mirror.projects[2]");
     }
 

@@ -193,12 +193,7 @@ pub struct Server {
 
 impl Default for Server {
     fn default() -> Self {
-        Server {
-            scavenger: true,
-            rate_limits: Vec::new(),
-            allowlist: Vec::new(),
-            blocklist: Vec::new(),
-        }
+        Server { scavenger: true, rate_limits: Vec::new(), allowlist: Vec::new(), blocklist: Vec::new() }
     }
 }
 
@@ -253,10 +248,7 @@ pub enum ProfileError {
 /// Reads and validates a profile of the repository (`profiles/NAME.toml`: the file is named
 /// after the site).
 pub fn load(path: &Path, catalog: &Catalog) -> Result<LoadedProfile, ProfileError> {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     load_named(path, catalog, Some(&stem))
 }
 
@@ -265,11 +257,7 @@ pub fn load_installed(path: &Path, catalog: &Catalog) -> Result<LoadedProfile, P
     load_named(path, catalog, None)
 }
 
-fn load_named(
-    path: &Path,
-    catalog: &Catalog,
-    file_stem: Option<&str>,
-) -> Result<LoadedProfile, ProfileError> {
+fn load_named(path: &Path, catalog: &Catalog, file_stem: Option<&str>) -> Result<LoadedProfile, ProfileError> {
     let text = read_file(path).map_err(|p| ProfileError::Invalid(Problems(vec![p])))?;
     let mut r = Reporter::new(path, &text);
     let Some(profile) = parse_collecting_unknown::<Profile>(&text, &mut r) else {
@@ -279,20 +267,9 @@ fn load_named(
     if r.has_errors() {
         return Err(ProfileError::Invalid(Problems(r.problems)));
     }
-    let projects = profile
-        .mirror
-        .projects
-        .iter()
-        .filter_map(|n| catalog.get(n).cloned())
-        .collect();
+    let projects = profile.mirror.projects.iter().filter_map(|n| catalog.get(n).cloned()).collect();
     let warnings = r.problems;
-    Ok(LoadedProfile {
-        path: path.to_path_buf(),
-        text,
-        profile,
-        projects,
-        warnings,
-    })
+    Ok(LoadedProfile { path: path.to_path_buf(), text, profile, projects, warnings })
 }
 
 /// Every rule a profile must meet; each broken rule becomes one problem naming its key.
@@ -337,10 +314,7 @@ fn validate_site(s: &Site, file_stem: Option<&str>, r: &mut Reporter) {
     let tz_ok = s.timezone == "UTC"
         || (s.timezone.contains('/')
             && s.timezone.split('/').all(|p| {
-                !p.is_empty()
-                    && p != ".."
-                    && p.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "_-+".contains(c))
+                !p.is_empty() && p != ".." && p.chars().all(|c| c.is_ascii_alphanumeric() || "_-+".contains(c))
             }));
     if !tz_ok {
         r.error(
@@ -359,10 +333,7 @@ fn validate_site(s: &Site, file_stem: Option<&str>, r: &mut Reporter) {
 }
 
 fn validate_base(b: &Base, r: &mut Reporter) {
-    for (key, url) in [
-        ("base.mirror", &b.mirror),
-        ("base.epel_mirror", &b.epel_mirror),
-    ] {
+    for (key, url) in [("base.mirror", &b.mirror), ("base.epel_mirror", &b.epel_mirror)] {
         if let Some(url) = url {
             if !is_url(url) {
                 r.error(
@@ -392,10 +363,7 @@ fn validate_base(b: &Base, r: &mut Reporter) {
 }
 
 fn validate_network(n: &Network, test_site: bool, r: &mut Reporter) {
-    let set = [&n.nic.mac, &n.nic.pci_path, &n.nic.driver]
-        .iter()
-        .filter(|v| v.is_some())
-        .count();
+    let set = [&n.nic.mac, &n.nic.pci_path, &n.nic.driver].iter().filter(|v| v.is_some()).count();
     if set > 1 {
         r.error(
             "network.nic",
@@ -405,11 +373,7 @@ fn validate_network(n: &Network, test_site: bool, r: &mut Reporter) {
     }
     if let Some(mac) = &n.nic.mac {
         if !is_mac(mac) {
-            r.error(
-                "network.nic.mac",
-                format!("`{mac}` is not a MAC address"),
-                "write it as 00:11:22:33:44:55",
-            );
+            r.error("network.nic.mac", format!("`{mac}` is not a MAC address"), "write it as 00:11:22:33:44:55");
         }
     }
     if n.dhcp && !test_site {
@@ -450,18 +414,10 @@ fn validate_network(n: &Network, test_site: bool, r: &mut Reporter) {
         }
     }
     if v4.is_some() && gw4.is_none() && n.ipv4_gateway.is_none() {
-        r.error(
-            "network.ipv4_gateway",
-            "ipv4 is set without a gateway",
-            "add ipv4_gateway",
-        );
+        r.error("network.ipv4_gateway", "ipv4 is set without a gateway", "add ipv4_gateway");
     }
     if v6.is_some() && gw6.is_none() && n.ipv6_gateway.is_none() {
-        r.error(
-            "network.ipv6_gateway",
-            "ipv6 is set without a gateway",
-            "add ipv6_gateway",
-        );
+        r.error("network.ipv6_gateway", "ipv6 is set without a gateway", "add ipv6_gateway");
     }
     for (i, d) in n.dns.iter().enumerate() {
         if d.parse::<IpAddr>().is_err() {
@@ -480,11 +436,7 @@ fn validate_network(n: &Network, test_site: bool, r: &mut Reporter) {
             .filter(|a| is_documentation(*a))
             .collect();
         for a in doc {
-            let key = if a.is_ipv4() {
-                "network.ipv4"
-            } else {
-                "network.ipv6"
-            };
+            let key = if a.is_ipv4() { "network.ipv4" } else { "network.ipv6" };
             r.warn(
                 key,
                 format!("{a} is a documentation address (placeholder)"),
@@ -542,26 +494,25 @@ fn validate_access(a: &Access, r: &mut Reporter) {
 }
 
 fn validate_mirror(m: &Mirror, disk_gb: u64, catalog: &Catalog, r: &mut Reporter) {
-    if !is_hostname(&m.upstream) {
+    if !is_host_port(&m.upstream, true) {
         r.error(
             "mirror.upstream",
-            format!("`{}` is not a host name", m.upstream),
+            format!("`{}` is not a host name (optionally with :port)", m.upstream),
             "write the upstream mirror's host name, e.g. \"mirror.fcix.net\"",
         );
     }
-    if m.bwlimit_mbit == 0 {
+    if m.max_delete_percent == 0 || m.max_delete_percent > 100 {
         r.error(
-            "mirror.bwlimit_mbit",
-            "a zero limit would stop every sync",
-            "use e.g. 200 (Mbit/s)",
+            "mirror.max_delete_percent",
+            "must be between 1 and 100",
+            "use e.g. 10: a run may delete at most 10% of a project's files",
         );
     }
+    if m.bwlimit_mbit == 0 {
+        r.error("mirror.bwlimit_mbit", "a zero limit would stop every sync", "use e.g. 200 (Mbit/s)");
+    }
     if m.sync_interval_hours == 0 {
-        r.error(
-            "mirror.sync_interval_hours",
-            "the interval must be at least one hour",
-            "use e.g. 24 for a daily run",
-        );
+        r.error("mirror.sync_interval_hours", "the interval must be at least one hour", "use e.g. 24 for a daily run");
     }
     if m.projects.is_empty() {
         r.error(
@@ -575,11 +526,7 @@ fn validate_mirror(m: &Mirror, disk_gb: u64, catalog: &Catalog, r: &mut Reporter
     let mut total_gb = 0;
     for (i, name) in m.projects.iter().enumerate() {
         if !seen.insert(name) {
-            r.error(
-                &format!("mirror.projects[{i}]"),
-                format!("`{name}` is listed twice"),
-                "remove the duplicate",
-            );
+            r.error(&format!("mirror.projects[{i}]"), format!("`{name}` is listed twice"), "remove the duplicate");
             continue;
         }
         match catalog.get(name) {
@@ -606,7 +553,11 @@ fn validate_mirror(m: &Mirror, disk_gb: u64, catalog: &Catalog, r: &mut Reporter
     // Keep a tenth of the disk free for rsync's delayed updates and the filesystem itself.
     let usable = disk_gb * 9 / 10;
     if total_gb > usable {
-        r.error("mirror.projects", format!("the projects need about {total_gb} GB but the {disk_gb} GB disk offers {usable} GB"), "host fewer projects or raise site.disk_gb to the box's real disk size");
+        r.error(
+            "mirror.projects",
+            format!("the projects need about {total_gb} GB but the {disk_gb} GB disk offers {usable} GB"),
+            "host fewer projects or raise site.disk_gb to the box's real disk size",
+        );
     }
     if let Some(push) = &m.push {
         if !is_host_port(&push.broker, false) {
@@ -645,57 +596,32 @@ fn validate_server(s: &Server, r: &mut Reporter) {
             }
         }
     }
-    for (key, list) in [
-        ("server.allowlist", &s.allowlist),
-        ("server.blocklist", &s.blocklist),
-    ] {
+    for (key, list) in [("server.allowlist", &s.allowlist), ("server.blocklist", &s.blocklist)] {
         for (i, p) in list.iter().enumerate() {
             if p.parse::<IpNet>().is_err() {
-                r.error(
-                    &format!("{key}[{i}]"),
-                    format!("`{p}` is not a prefix"),
-                    "write e.g. \"203.0.113.0/24\"",
-                );
+                r.error(&format!("{key}[{i}]"), format!("`{p}` is not a prefix"), "write e.g. \"203.0.113.0/24\"");
             }
         }
     }
 }
 
-fn parse_net<T: std::str::FromStr>(
-    r: &mut Reporter,
-    key: &str,
-    v: &Option<String>,
-    example: &str,
-) -> Option<T> {
+fn parse_net<T: std::str::FromStr>(r: &mut Reporter, key: &str, v: &Option<String>, example: &str) -> Option<T> {
     let v = v.as_ref()?;
     match v.parse::<T>() {
         Ok(n) => Some(n),
         Err(_) => {
-            r.error(
-                key,
-                format!("`{v}` is not an address with a prefix length"),
-                format!("write it as \"{example}\""),
-            );
+            r.error(key, format!("`{v}` is not an address with a prefix length"), format!("write it as \"{example}\""));
             None
         }
     }
 }
 
-fn parse_addr<T: std::str::FromStr>(
-    r: &mut Reporter,
-    key: &str,
-    v: &Option<String>,
-    example: &str,
-) -> Option<T> {
+fn parse_addr<T: std::str::FromStr>(r: &mut Reporter, key: &str, v: &Option<String>, example: &str) -> Option<T> {
     let v = v.as_ref()?;
     match v.parse::<T>() {
         Ok(a) => Some(a),
         Err(_) => {
-            r.error(
-                key,
-                format!("`{v}` is not an address"),
-                format!("write it as \"{example}\""),
-            );
+            r.error(key, format!("`{v}` is not an address"), format!("write it as \"{example}\""));
             None
         }
     }
@@ -707,23 +633,15 @@ fn is_link_local(a: Ipv6Addr) -> bool {
 
 /// RFC 5737 and RFC 3849 ranges: fine for tests, placeholders anywhere else.
 pub fn is_documentation(a: IpAddr) -> bool {
-    let nets = [
-        "192.0.2.0/24",
-        "198.51.100.0/24",
-        "203.0.113.0/24",
-        "2001:db8::/32",
-    ];
-    nets.iter()
-        .filter_map(|n| n.parse::<IpNet>().ok())
-        .any(|n| n.contains(&a))
+    let nets = ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"];
+    nets.iter().filter_map(|n| n.parse::<IpNet>().ok()).any(|n| n.contains(&a))
 }
 
 fn is_simple_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
         && s.starts_with(|c: char| c.is_ascii_lowercase())
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 fn is_hostname(s: &str) -> bool {
@@ -754,17 +672,12 @@ pub fn is_host_port(s: &str, port_optional: bool) -> bool {
 }
 
 fn is_url(s: &str) -> bool {
-    ["http://", "https://", "file://"]
-        .iter()
-        .any(|p| s.starts_with(p) && s.len() > p.len())
+    ["http://", "https://", "file://"].iter().any(|p| s.starts_with(p) && s.len() > p.len())
 }
 
 fn is_mac(s: &str) -> bool {
     let parts: Vec<&str> = s.split(':').collect();
-    parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+    parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 impl Network {
@@ -778,9 +691,7 @@ impl Network {
 
 impl LoadedProfile {
     pub fn errors_and_warnings(&self) -> impl Iterator<Item = &Problem> {
-        self.warnings
-            .iter()
-            .filter(|p| p.severity == Severity::Warning)
+        self.warnings.iter().filter(|p| p.severity == Severity::Warning)
     }
 }
 

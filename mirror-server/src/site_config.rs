@@ -19,16 +19,12 @@ pub fn catalog_dir_for(profile: &Path) -> PathBuf {
 pub fn load(profile_path: &Path) -> Result<LoadedProfile> {
     let catalog = match Catalog::load(&catalog_dir_for(profile_path)) {
         Ok(c) => c,
-        Err(CatalogError::Invalid(p)) => {
-            return Err(anyhow!("the project catalog is not usable:\n{p}"))
-        }
+        Err(CatalogError::Invalid(p)) => return Err(anyhow!("the project catalog is not usable:\n{p}")),
         Err(e) => return Err(e.into()),
     };
     // The installed copy is named site.toml, not after the site: no file-name rule here.
     match profile::load_installed(profile_path, &catalog) {
         Ok(p) => Ok(p),
-        Err(ProfileError::Invalid(p)) => {
-            Err(anyhow!("{} is not usable:\n{p}", profile_path.display()))
-        }
+        Err(ProfileError::Invalid(p)) => Err(anyhow!("{} is not usable:\n{p}", profile_path.display())),
     }
 }

@@ -20,25 +20,16 @@ pub fn read_file(path: &Path) -> Result<String, Problem> {
 
 /// Deserializes `text`; unknown keys and type errors become problems in `reporter`.
 /// Returns `None` when the text could not be turned into a `T` at all.
-pub fn parse_collecting_unknown<T: DeserializeOwned>(
-    text: &str,
-    reporter: &mut Reporter,
-) -> Option<T> {
+pub fn parse_collecting_unknown<T: DeserializeOwned>(text: &str, reporter: &mut Reporter) -> Option<T> {
     let de = match text.parse::<toml_edit::de::Deserializer>() {
         Ok(de) => de,
         Err(e) => {
-            reporter.error_at(
-                e.span(),
-                "",
-                format!("not valid TOML: {}", e.message()),
-                "fix the syntax at this line",
-            );
+            reporter.error_at(e.span(), "", format!("not valid TOML: {}", e.message()), "fix the syntax at this line");
             return None;
         }
     };
     let mut unknown: Vec<String> = Vec::new();
-    let parsed: Result<T, _> =
-        serde_ignored::deserialize(de, |path| unknown.push(path.to_string()));
+    let parsed: Result<T, _> = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()));
     for key in unknown {
         let key = key.replace(".?", "");
         reporter.error(

@@ -10,10 +10,7 @@ use std::process::Command;
 use common::{run, Server};
 
 fn curl(args: &[&str]) -> Vec<u8> {
-    run(Command::new("curl")
-        .args(["-sS", "--max-time", "30"])
-        .args(args))
-    .stdout
+    run(Command::new("curl").args(["-sS", "--max-time", "30"]).args(args)).stdout
 }
 
 #[test]
@@ -40,57 +37,30 @@ fn curl_ranges_resume_and_conditional_requests() {
 
     let head = String::from_utf8_lossy(&curl(&["-i", "-r", "5000000-", &url])).into_owned();
     assert!(
-        head.starts_with("HTTP/1.1 416")
-            && head.contains(&format!("Content-Range: bytes */{}", data.len())),
+        head.starts_with("HTTP/1.1 416") && head.contains(&format!("Content-Range: bytes */{}", data.len())),
         "{head}"
     );
 
     // Resume: a partial file completed with -C -.
     let partial = dir.path().join("disk.iso");
     std::fs::write(&partial, &data[..1_000_000]).unwrap();
-    run(Command::new("curl")
-        .args(["-sS", "-C", "-", "-o"])
-        .arg(&partial)
-        .arg(&url));
+    run(Command::new("curl").args(["-sS", "-C", "-", "-o"]).arg(&partial).arg(&url));
     assert_eq!(std::fs::read(&partial).unwrap(), data);
 
     // Conditionals: -z uses the file's time; If-None-Match the ETag.
     let code = |args: &[&str]| {
-        String::from_utf8_lossy(&curl(
-            &[
-                &["-o", "/dev/null", "-w", "%{http_code}"],
-                args,
-                &[url.as_str()],
-            ]
-            .concat(),
-        ))
-        .into_owned()
+        String::from_utf8_lossy(&curl(&[&["-o", "/dev/null", "-w", "%{http_code}"], args, &[url.as_str()]].concat()))
+            .into_owned()
     };
-    let mtime = std::fs::metadata(root.join("iso/disk.iso"))
-        .unwrap()
-        .modified()
-        .unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&partial)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    let mtime = std::fs::metadata(root.join("iso/disk.iso")).unwrap().modified().unwrap();
+    std::fs::File::options().write(true).open(&partial).unwrap().set_modified(mtime).unwrap();
     assert_eq!(code(&["-z", partial.to_str().unwrap()]), "304");
     let headers = String::from_utf8_lossy(&curl(&["-sI", &url])).into_owned();
-    let etag = headers
-        .lines()
-        .find_map(|l| l.strip_prefix("ETag: "))
-        .unwrap()
-        .trim()
-        .to_string();
+    let etag = headers.lines().find_map(|l| l.strip_prefix("ETag: ")).unwrap().trim().to_string();
     assert_eq!(code(&["-H", &format!("If-None-Match: {etag}")]), "304");
     assert_eq!(code(&["-H", "If-None-Match: \"other\""]), "200");
     assert_eq!(code(&["-H", "If-Range: \"stale\"", "-r", "0-9"]), "200");
-    assert_eq!(
-        code(&["-H", &format!("If-Range: {etag}"), "-r", "0-9"]),
-        "206"
-    );
+    assert_eq!(code(&["-H", &format!("If-Range: {etag}"), "-r", "0-9"]), "206");
 }
 
 #[test]
@@ -104,11 +74,7 @@ fn wget_continues_a_partial_download() {
     let out = dir.path().join("dl");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("big.img"), &data[..12345]).unwrap();
-    run(Command::new("wget")
-        .arg("-q")
-        .arg("-c")
-        .arg(s.url("/big.img"))
-        .current_dir(&out));
+    run(Command::new("wget").arg("-q").arg("-c").arg(s.url("/big.img")).current_dir(&out));
     assert_eq!(std::fs::read(out.join("big.img")).unwrap(), data);
 }
 
@@ -117,30 +83,17 @@ fn make_deb_repo(repo: &Path) {
     std::fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
     std::fs::create_dir_all(pkg.join("usr/share/hello-mm")).unwrap();
     std::fs::write(pkg.join("DEBIAN/control"), "Package: hello-mm\nVersion: 1.0\nArchitecture: all\nMaintainer: Test <t@example.net>\nDescription: micro mirror test package\n").unwrap();
-    std::fs::write(
-        pkg.join("usr/share/hello-mm/README"),
-        common::bytes(50_000, 9),
-    )
-    .unwrap();
+    std::fs::write(pkg.join("usr/share/hello-mm/README"), common::bytes(50_000, 9)).unwrap();
     let pool = repo.join("debian");
     std::fs::create_dir_all(&pool).unwrap();
     run(Command::new("dpkg-deb")
         .args(["--root-owner-group", "-Zgzip", "--build"])
         .arg(&pkg)
         .arg(pool.join("hello-mm_1.0_all.deb")));
-    let packages = run(Command::new("dpkg-scanpackages")
-        .args(["-m", "."])
-        .current_dir(&pool))
-    .stdout;
+    let packages = run(Command::new("dpkg-scanpackages").args(["-m", "."]).current_dir(&pool)).stdout;
     std::fs::write(pool.join("Packages"), &packages).unwrap();
-    run(Command::new("gzip")
-        .args(["-k", "-9", "Packages"])
-        .current_dir(&pool));
-    let release = run(Command::new("apt-ftparchive")
-        .arg("release")
-        .arg(".")
-        .current_dir(&pool))
-    .stdout;
+    run(Command::new("gzip").args(["-k", "-9", "Packages"]).current_dir(&pool));
+    let release = run(Command::new("apt-ftparchive").arg("release").arg(".").current_dir(&pool)).stdout;
     std::fs::write(pool.join("Release"), release).unwrap();
 }
 
@@ -154,16 +107,9 @@ fn apt_updates_and_downloads_from_the_mirror() {
     for d in ["state/lists/partial", "cache/archives/partial", "etc"] {
         std::fs::create_dir_all(apt.join(d)).unwrap();
     }
-    std::fs::write(
-        apt.join("etc/sources.list"),
-        format!("deb [trusted=yes] {} ./\n", s.url("/debian/")),
-    )
-    .unwrap();
+    std::fs::write(apt.join("etc/sources.list"), format!("deb [trusted=yes] {} ./\n", s.url("/debian/"))).unwrap();
     let opts = |c: &mut Command| {
-        c.arg("-o").arg(format!(
-            "Dir::Etc::SourceList={}",
-            apt.join("etc/sources.list").display()
-        ));
+        c.arg("-o").arg(format!("Dir::Etc::SourceList={}", apt.join("etc/sources.list").display()));
         c.args([
             "-o",
             "Dir::Etc::SourceParts=/nonexistent",
@@ -174,24 +120,17 @@ fn apt_updates_and_downloads_from_the_mirror() {
             "-o",
             "Acquire::Languages=none",
         ]);
-        c.arg("-o")
-            .arg(format!("Dir::State={}", apt.join("state").display()));
-        c.arg("-o")
-            .arg(format!("Dir::Cache={}", apt.join("cache").display()));
+        c.arg("-o").arg(format!("Dir::State={}", apt.join("state").display()));
+        c.arg("-o").arg(format!("Dir::Cache={}", apt.join("cache").display()));
     };
     let mut update = Command::new("apt-get");
     opts(&mut update);
     let out = run(update.arg("update"));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        !text.contains("Err:") && text.contains("Packages"),
-        "{text}"
-    );
+    assert!(!text.contains("Err:") && text.contains("Packages"), "{text}");
     let mut download = Command::new("apt-get");
     opts(&mut download);
-    run(download
-        .args(["download", "hello-mm"])
-        .current_dir(dir.path()));
+    run(download.args(["download", "hello-mm"]).current_dir(dir.path()));
     assert_eq!(
         std::fs::read(dir.path().join("hello-mm_1.0_all.deb")).unwrap(),
         std::fs::read(root.join("debian/hello-mm_1.0_all.deb")).unwrap()
@@ -203,11 +142,7 @@ fn dnf_installs_a_signed_package_from_the_mirror() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("mirror/rpms");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/make-rpm-repo.sh");
-    run(Command::new("sh")
-        .arg(&script)
-        .arg(&repo)
-        .arg("--sign")
-        .arg("mm-hello"));
+    run(Command::new("sh").arg(&script).arg(&repo).arg("--sign").arg("mm-hello"));
     let s = Server::start(&dir.path().join("mirror"), &[]);
     let installroot = dir.path().join("root");
     let reposdir = dir.path().join("repos");
@@ -222,19 +157,9 @@ fn dnf_installs_a_signed_package_from_the_mirror() {
         .args(["-y", "-q", "--releasever=9", "--setopt=install_weak_deps=0"])
         .arg(format!("--installroot={}", installroot.display()))
         .arg(format!("--setopt=reposdir={}", reposdir.display()))
-        .arg(format!(
-            "--setopt=cachedir={}",
-            dir.path().join("cache").display()
-        ))
+        .arg(format!("--setopt=cachedir={}", dir.path().join("cache").display()))
         .args(["install", "mm-hello"]));
-    assert_eq!(
-        std::fs::read_to_string(installroot.join("usr/share/mm-test/mm-hello")).unwrap(),
-        "mm-hello\n"
-    );
-    let log = common::log_with(
-        &s.log,
-        "repomd.xml HTTP/1.1\" 200",
-        std::time::Duration::from_secs(3),
-    );
+    assert_eq!(std::fs::read_to_string(installroot.join("usr/share/mm-test/mm-hello")).unwrap(), "mm-hello\n");
+    let log = common::log_with(&s.log, "repomd.xml HTTP/1.1\" 200", std::time::Duration::from_secs(3));
     assert!(log.contains("repomd.xml HTTP/1.1\" 200"), "{log}");
 }

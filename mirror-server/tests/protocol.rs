@@ -21,18 +21,12 @@ impl Tree {
         std::fs::create_dir_all(root.join("fedora/repodata")).unwrap();
         std::fs::create_dir_all(root.join("fedora/.~tmp~")).unwrap();
         std::fs::create_dir_all(root.join("space dir")).unwrap();
-        std::fs::write(
-            root.join("fedora/repodata/repomd.xml"),
-            b"<?xml version=\"1.0\"?><repomd/>\n",
-        )
-        .unwrap();
+        std::fs::write(root.join("fedora/repodata/repomd.xml"), b"<?xml version=\"1.0\"?><repomd/>\n").unwrap();
         std::fs::write(root.join("fedora/.~tmp~/partial.rpm"), b"half").unwrap();
         std::fs::write(root.join("fedora/a.rpm"), common::bytes(300_000, 7)).unwrap();
         std::fs::write(dir.path().join("secret.txt"), b"outside the root").unwrap();
-        std::os::unix::fs::symlink(dir.path().join("secret.txt"), root.join("fedora/escape"))
-            .unwrap();
-        std::os::unix::fs::symlink("../../secret.txt", root.join("fedora/escape-relative"))
-            .unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret.txt"), root.join("fedora/escape")).unwrap();
+        std::os::unix::fs::symlink("../../secret.txt", root.join("fedora/escape-relative")).unwrap();
         std::os::unix::fs::symlink("repodata/repomd.xml", root.join("fedora/alias.xml")).unwrap();
         let assets = dir.path().join("assets");
         std::fs::create_dir_all(&assets).unwrap();
@@ -54,11 +48,7 @@ impl Tree {
 }
 
 fn get(port: u16, path: &str) -> Vec<u8> {
-    raw(
-        port,
-        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
-        Duration::from_secs(5),
-    )
+    raw(port, format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(), Duration::from_secs(5))
 }
 
 #[test]
@@ -88,14 +78,8 @@ fn path_traversal_corpus_never_leaves_the_root() {
         let r = get(s.port, path);
         let status = status_of(&r);
         assert!(status == 404 || status == 400, "{path} gave {status}");
-        assert!(
-            !String::from_utf8_lossy(&r).contains("outside the root"),
-            "{path} leaked the secret"
-        );
-        assert!(
-            !String::from_utf8_lossy(&r).contains("half"),
-            "{path} served a temporary"
-        );
+        assert!(!String::from_utf8_lossy(&r).contains("outside the root"), "{path} leaked the secret");
+        assert!(!String::from_utf8_lossy(&r).contains("half"), "{path} served a temporary");
     }
     // The listing hides rsync's temporaries; a link inside the root is served.
     let listing = String::from_utf8_lossy(&get(s.port, "/fedora/")).into_owned();
@@ -120,32 +104,13 @@ fn malformed_requests_get_400_and_a_closed_connection() {
     ];
     for req in corpus {
         let r = raw(s.port, &req, Duration::from_secs(5));
-        assert_eq!(
-            status_of(&r),
-            400,
-            "{:?} gave {}",
-            String::from_utf8_lossy(&req),
-            String::from_utf8_lossy(&r)
-        );
+        assert_eq!(status_of(&r), 400, "{:?} gave {}", String::from_utf8_lossy(&req), String::from_utf8_lossy(&r));
     }
     let long = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(10_000));
-    assert_eq!(
-        status_of(&raw(s.port, long.as_bytes(), Duration::from_secs(5))),
-        414
-    );
-    let big = format!(
-        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
-        "b".repeat(20_000)
-    );
-    assert_eq!(
-        status_of(&raw(s.port, big.as_bytes(), Duration::from_secs(5))),
-        431
-    );
-    let post = raw(
-        s.port,
-        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
-        Duration::from_secs(5),
-    );
+    assert_eq!(status_of(&raw(s.port, long.as_bytes(), Duration::from_secs(5))), 414);
+    let big = format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n", "b".repeat(20_000));
+    assert_eq!(status_of(&raw(s.port, big.as_bytes(), Duration::from_secs(5))), 431);
+    let post = raw(s.port, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", Duration::from_secs(5));
     assert_eq!(status_of(&post), 405);
     assert!(String::from_utf8_lossy(&post).contains("Allow: GET, HEAD"));
     // Still serving after all that.
@@ -158,18 +123,12 @@ fn pipelined_requests_are_answered_in_order_on_one_connection() {
     let s = t.start(&[]);
     let req = b"GET /fedora/repodata/repomd.xml HTTP/1.1\r\nHost: t\r\n\r\nHEAD /fedora/a.rpm HTTP/1.1\r\nHost: t\r\n\r\nGET /missing HTTP/1.1\r\nHost: t\r\n\r\nGET /robots.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
     let r = String::from_utf8_lossy(&raw(s.port, req, Duration::from_secs(5))).into_owned();
-    let statuses: Vec<&str> = r
-        .match_indices("HTTP/1.1 ")
-        .map(|(i, _)| &r[i + 9..i + 12])
-        .collect();
+    let statuses: Vec<&str> = r.match_indices("HTTP/1.1 ").map(|(i, _)| &r[i + 9..i + 12]).collect();
     assert_eq!(statuses, vec!["200", "200", "404", "200"], "{r}");
     assert!(r.contains("<repomd/>"));
     assert!(r.contains("Content-Length: 300000"));
     assert!(r.contains("nothing here"), "the site's 404 page");
-    assert!(
-        r.contains("Disallow: /"),
-        "robots.txt from the assets, not the tree"
-    );
+    assert!(r.contains("Disallow: /"), "robots.txt from the assets, not the tree");
 }
 
 #[test]
@@ -179,8 +138,7 @@ fn keep_alive_serves_many_requests_and_http10_closes() {
     let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     for _ in 0..20 {
-        c.write_all(b"GET /fedora/repodata/repomd.xml HTTP/1.1\r\nHost: t\r\n\r\n")
-            .unwrap();
+        c.write_all(b"GET /fedora/repodata/repomd.xml HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
         let mut buf = vec![0u8; 4096];
         let n = c.read(&mut buf).unwrap();
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 OK"));
@@ -191,10 +149,7 @@ fn keep_alive_serves_many_requests_and_http10_closes() {
         Duration::from_secs(5),
     ))
     .into_owned();
-    assert!(
-        r.starts_with("HTTP/1.0 200 OK") && r.contains("Connection: close"),
-        "{r}"
-    );
+    assert!(r.starts_with("HTTP/1.0 200 OK") && r.contains("Connection: close"), "{r}");
 }
 
 #[test]
@@ -204,26 +159,19 @@ fn head_has_the_headers_of_get_and_never_redirects_a_file() {
     let head_of = |method: &str| {
         let r = raw(
             s.port,
-            format!("{method} /fedora/a.rpm HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
+            format!("{method} /fedora/a.rpm HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
             Duration::from_secs(5),
         );
         let text = String::from_utf8_lossy(&r).into_owned();
         let head = text.split("\r\n\r\n").next().unwrap_or("").to_string();
-        head.lines()
-            .filter(|l| !l.starts_with("Date:"))
-            .map(str::to_string)
-            .collect::<Vec<_>>()
+        head.lines().filter(|l| !l.starts_with("Date:")).map(str::to_string).collect::<Vec<_>>()
     };
     let (h, g) = (head_of("HEAD"), head_of("GET"));
     assert_eq!(h, g);
     assert_eq!(h[0], "HTTP/1.1 200 OK");
     assert!(h.iter().any(|l| l == "Content-Type: application/x-rpm"));
     let r = String::from_utf8_lossy(&get(s.port, "/fedora")).into_owned();
-    assert!(
-        r.starts_with("HTTP/1.1 301") && r.contains("Location: /fedora/"),
-        "{r}"
-    );
+    assert!(r.starts_with("HTTP/1.1 301") && r.contains("Location: /fedora/"), "{r}");
 }
 
 #[test]
@@ -234,15 +182,14 @@ fn listings_html_and_json() {
     assert!(html.contains("<a href=\"a.rpm\">a.rpm</a>"), "{html}");
     assert!(html.contains("<a href=\"repodata/\">repodata/</a>"));
     assert!(html.contains("mm.example.net"));
-    let json = raw(s.port, b"GET /fedora/ HTTP/1.1\r\nHost: t\r\nAccept: application/json\r\nConnection: close\r\n\r\n", Duration::from_secs(5));
+    let json = raw(
+        s.port,
+        b"GET /fedora/ HTTP/1.1\r\nHost: t\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    );
     let body = &json[json.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
     let v: serde_json::Value = serde_json::from_slice(body).unwrap();
-    let names: Vec<&str> = v["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = v["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
     assert_eq!(names, vec!["a.rpm", "alias.xml", "repodata"]);
     let q = get(s.port, "/space%20dir/?format=json");
     assert_eq!(status_of(&q), 200);
@@ -256,8 +203,7 @@ fn sigterm_lets_a_transfer_finish_and_sigusr1_reopens_the_log() {
     let mut s = t.start(&["--shutdown-grace", "20"]);
     // A slow reader: the transfer is in flight when SIGTERM arrives.
     let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
-    c.write_all(b"GET /big.iso HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    c.write_all(b"GET /big.iso HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
     let mut first = vec![0u8; 65536];
     let _ = c.read(&mut first).unwrap();
     std::fs::rename(&s.log, s.log.with_extension("old")).unwrap();
@@ -265,23 +211,15 @@ fn sigterm_lets_a_transfer_finish_and_sigusr1_reopens_the_log() {
     std::thread::sleep(Duration::from_millis(300));
     s.signal(libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        TcpStream::connect(("127.0.0.1", s.port)).is_err(),
-        "no new connections after SIGTERM"
-    );
+    assert!(TcpStream::connect(("127.0.0.1", s.port)).is_err(), "no new connections after SIGTERM");
     let mut rest = Vec::new();
     c.read_to_end(&mut rest).unwrap();
     let total = 65536usize.min(first.len()) + rest.len();
     assert!(total >= 64 << 20, "transfer cut short: {total} bytes");
-    let status = s
-        .wait_exit(Duration::from_secs(10))
-        .expect("exits after the transfer");
+    let status = s.wait_exit(Duration::from_secs(10)).expect("exits after the transfer");
     assert!(status.success());
     let log = std::fs::read_to_string(&s.log).unwrap_or_default();
-    assert!(
-        log.contains("GET /big.iso HTTP/1.1\" 200 67108864"),
-        "reopened log holds the transfer: {log:?}"
-    );
+    assert!(log.contains("GET /big.iso HTTP/1.1\" 200 67108864"), "reopened log holds the transfer: {log:?}");
 }
 
 #[test]
@@ -289,40 +227,17 @@ fn metrics_count_per_project_on_their_own_listener() {
     let t = Tree::new();
     let status = t.dir.path().join("status");
     std::fs::create_dir_all(&status).unwrap();
-    std::fs::write(
-        status.join("fedora.json"),
-        br#"{"project_path":"fedora","size_bytes":1000}"#,
-    )
-    .unwrap();
+    std::fs::write(status.join("fedora.json"), br#"{"project_path":"fedora","size_bytes":1000}"#).unwrap();
     let mport = common::free_port();
-    let s = t.start(&[
-        "--metrics-listen",
-        &format!("127.0.0.1:{mport}"),
-        "--status-dir",
-        status.to_str().unwrap(),
-    ]);
+    let s = t.start(&["--metrics-listen", &format!("127.0.0.1:{mport}"), "--status-dir", status.to_str().unwrap()]);
     for _ in 0..3 {
         get(s.port, "/fedora/a.rpm");
     }
     get(s.port, "/nope");
-    let m = String::from_utf8_lossy(&raw(
-        mport,
-        b"GET /metrics HTTP/1.0\r\n\r\n",
-        Duration::from_secs(5),
-    ))
-    .into_owned();
-    assert!(
-        m.contains("micromirror_http_requests_total{project=\"fedora\",class=\"2xx\"} 3"),
-        "{m}"
-    );
-    assert!(
-        m.contains("micromirror_project_disk_bytes{project=\"fedora\"} 1000"),
-        "{m}"
-    );
-    assert!(
-        m.contains("micromirror_cdn_efficiency{project=\"fedora\"} 900."),
-        "{m}"
-    );
+    let m = String::from_utf8_lossy(&raw(mport, b"GET /metrics HTTP/1.0\r\n\r\n", Duration::from_secs(5))).into_owned();
+    assert!(m.contains("micromirror_http_requests_total{project=\"fedora\",class=\"2xx\"} 3"), "{m}");
+    assert!(m.contains("micromirror_project_disk_bytes{project=\"fedora\"} 1000"), "{m}");
+    assert!(m.contains("micromirror_cdn_efficiency{project=\"fedora\"} 900."), "{m}");
     // Not on the public port.
     assert_eq!(status_of(&get(s.port, "/metrics")), 404);
 }
@@ -340,15 +255,8 @@ fn rate_limited_prefixes_get_429_after_their_burst() {
     let profile = "[site]\nname = \"lab\"\nhostname = \"lab.example.net\"\nsponsor_name = \"S\"\nsponsor_url = \"https://example.net/\"\nlocation = \"L\"\ntest = true\n\n[network]\nipv4 = \"192.0.2.10/24\"\nipv4_gateway = \"192.0.2.1\"\n\n[access]\nssh_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOpsKeyForTestsOnly t\"]\n\n[mirror]\nupstream = \"127.0.0.1\"\nprojects = [\"fedora\"]\n\n[server]\nscavenger = false\nrate_limits = [{ prefixes = [\"127.0.0.0/8\"], per_second = 1, burst = 5 }]\n";
     std::fs::write(conf.join("site.toml"), profile).unwrap();
     let metrics = format!("127.0.0.1:{}", common::free_port());
-    let s = t.start(&[
-        "--config",
-        conf.join("site.toml").to_str().unwrap(),
-        "--metrics-listen",
-        &metrics,
-    ]);
-    let statuses: Vec<u16> = (0..8)
-        .map(|_| status_of(&get(s.port, "/fedora/repodata/repomd.xml")))
-        .collect();
+    let s = t.start(&["--config", conf.join("site.toml").to_str().unwrap(), "--metrics-listen", &metrics]);
+    let statuses: Vec<u16> = (0..8).map(|_| status_of(&get(s.port, "/fedora/repodata/repomd.xml"))).collect();
     assert_eq!(&statuses[..5], &[200; 5]);
     assert!(statuses[5..].iter().all(|&c| c == 429), "{statuses:?}");
 }

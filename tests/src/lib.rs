@@ -11,16 +11,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 pub fn target() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"))
 }
 
 /// Runs `cargo xtask ARGS` from the workspace; fails with its output.
@@ -32,11 +27,7 @@ pub fn xtask(args: &[&str]) -> Result<String> {
         .args(args)
         .output()
         .context("running cargo xtask")?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if !out.status.success() {
         bail!("cargo xtask {} failed:\n{text}", args.join(" "));
     }
@@ -46,26 +37,16 @@ pub fn xtask(args: &[&str]) -> Result<String> {
 /// Builds (or rebuilds from the cached base) a site's image; returns its path.
 pub fn build_image(site: &str) -> Result<PathBuf> {
     xtask(&["image", "--site", site, "--no-compress"])?;
-    Ok(target()
-        .join("images")
-        .join(site)
-        .join(format!("{site}.img")))
+    Ok(target().join("images").join(site).join(format!("{site}.img")))
 }
 
 /// A sparse copy of `image` grown to `size` bytes, for a VM to boot and keep.
 pub fn disk_copy(image: &Path, dest: &Path, size: u64) -> Result<()> {
-    let status = Command::new("cp")
-        .arg("--sparse=always")
-        .arg(image)
-        .arg(dest)
-        .status()?;
+    let status = Command::new("cp").arg("--sparse=always").arg(image).arg(dest).status()?;
     if !status.success() {
         bail!("copying {} failed", image.display());
     }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(dest)?
-        .set_len(size)?;
+    std::fs::OpenOptions::new().write(true).open(dest)?.set_len(size)?;
     Ok(())
 }
 
@@ -74,10 +55,7 @@ pub fn free_port_base() -> u16 {
     let seed = std::process::id() as u16;
     for i in 0..200u16 {
         let base = 20_000 + (seed.wrapping_add(i * 37) % 400) * 100;
-        if [22u16, 80, 443, 873]
-            .iter()
-            .all(|p| TcpListener::bind(("127.0.0.1", base + p)).is_ok())
-        {
+        if [22u16, 80, 443, 873].iter().all(|p| TcpListener::bind(("127.0.0.1", base + p)).is_ok()) {
             return base;
         }
     }
@@ -98,17 +76,7 @@ impl Vm {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut c = Command::new(cargo);
         c.current_dir(workspace())
-            .args([
-                "run",
-                "--quiet",
-                "--package",
-                "xtask",
-                "--",
-                "boot",
-                "--site",
-                site,
-                "--no-reboot",
-            ])
+            .args(["run", "--quiet", "--package", "xtask", "--", "boot", "--site", site, "--no-reboot"])
             .arg("--disk")
             .arg(disk)
             .arg("--serial-log")
@@ -125,42 +93,28 @@ impl Vm {
             .process_group(0)
             .spawn()
             .context("starting cargo xtask boot")?;
-        Ok(Vm {
-            child,
-            serial: serial.to_path_buf(),
-            port_base,
-        })
+        Ok(Vm { child, serial: serial.to_path_buf(), port_base })
     }
 
     pub fn console(&self) -> String {
-        std::fs::read(&self.serial)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        std::fs::read(&self.serial).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
     /// Waits for a console line starting with `prefix`; returns it.
     pub fn wait_for_line(&mut self, prefix: &str, limit: Duration) -> Result<String> {
         let start = Instant::now();
         while start.elapsed() < limit {
-            if let Some(line) = self
-                .console()
-                .lines()
-                .find_map(|l| l.find(prefix).map(|i| l[i..].trim_end().to_string()))
+            if let Some(line) =
+                self.console().lines().find_map(|l| l.find(prefix).map(|i| l[i..].trim_end().to_string()))
             {
                 return Ok(line);
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                bail!(
-                    "QEMU exited ({status}) before `{prefix}` appeared; console:\n{}",
-                    tail(&self.console(), 80)
-                );
+                bail!("QEMU exited ({status}) before `{prefix}` appeared; console:\n{}", tail(&self.console(), 80));
             }
             std::thread::sleep(Duration::from_millis(500));
         }
-        bail!(
-            "no `{prefix}` on the console within {limit:?}; console:\n{}",
-            tail(&self.console(), 80)
-        )
+        bail!("no `{prefix}` on the console within {limit:?}; console:\n{}", tail(&self.console(), 80))
     }
 
     pub fn port(&self, guest: u16) -> u16 {
@@ -199,16 +153,8 @@ pub fn tail(text: &str, lines: usize) -> String {
 
 /// A plain HTTP/1.1 request; returns (status, headers, body). Short timeouts: QEMU accepts a
 /// forwarded connection before the guest listens, so "reset" or "empty" mean "not yet".
-pub fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    extra: &[(&str, &str)],
-) -> Result<(u16, String, Vec<u8>)> {
-    let mut s = TcpStream::connect_timeout(
-        &format!("127.0.0.1:{port}").parse()?,
-        Duration::from_millis(500),
-    )?;
+pub fn http(port: u16, method: &str, path: &str, extra: &[(&str, &str)]) -> Result<(u16, String, Vec<u8>)> {
+    let mut s = TcpStream::connect_timeout(&format!("127.0.0.1:{port}").parse()?, Duration::from_millis(500))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
     for (k, v) in extra {
@@ -218,16 +164,9 @@ pub fn http(
     s.write_all(req.as_bytes())?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no complete response")?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").context("no complete response")?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("no status")?;
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("no status")?;
     Ok((status, head, raw[split + 4..].to_vec()))
 }
 
@@ -247,22 +186,12 @@ pub fn http_when_ready(port: u16, path: &str, limit: Duration) -> Result<(u16, S
 
 /// The partition table as sfdisk sees it: (label, start sector, size in sectors) each.
 pub fn partitions(disk: &Path) -> Result<Vec<(String, u64, u64)>> {
-    let out = Command::new("sfdisk")
-        .arg("--json")
-        .arg(disk)
-        .output()
-        .context("running sfdisk")?;
+    let out = Command::new("sfdisk").arg("--json").arg(disk).output().context("running sfdisk")?;
     if !out.status.success() {
-        bail!(
-            "sfdisk --json {}: {}",
-            disk.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("sfdisk --json {}: {}", disk.display(), String::from_utf8_lossy(&out.stderr));
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let parts = v["partitiontable"]["partitions"]
-        .as_array()
-        .context("no partitions")?;
+    let parts = v["partitiontable"]["partitions"].as_array().context("no partitions")?;
     Ok(parts
         .iter()
         .map(|p| {
@@ -277,20 +206,11 @@ pub fn partitions(disk: &Path) -> Result<Vec<(String, u64, u64)>> {
 
 /// Runs `sgdisk -v` and returns its report.
 pub fn sgdisk_verify(disk: &Path) -> Result<String> {
-    let out = Command::new("sgdisk")
-        .arg("-v")
-        .arg(disk)
-        .output()
-        .context("running sgdisk")?;
-    Ok(format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    ))
+    let out = Command::new("sgdisk").arg("-v").arg(disk).output().context("running sgdisk")?;
+    Ok(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
 /// Parses `key=value` fields of a console line such as MICROMIRROR-BOOT.
 pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+    line.split_whitespace().find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
 }

@@ -12,24 +12,9 @@ fn assert_clean_boot(vm: &mut Vm) -> String {
     let line = vm.wait_for_line("MICROMIRROR-BOOT", BOOT_LIMIT).unwrap();
     println!("{line}");
     let console = vm.console();
-    assert_eq!(
-        field(&line, "state"),
-        Some("running"),
-        "{line}\n{}",
-        e2e::tail(&console, 60)
-    );
-    assert_eq!(
-        field(&line, "failed"),
-        Some("0"),
-        "{line}\n{}",
-        e2e::tail(&console, 60)
-    );
-    assert_eq!(
-        field(&line, "restarts"),
-        Some("0"),
-        "{line}\n{}",
-        e2e::tail(&console, 60)
-    );
+    assert_eq!(field(&line, "state"), Some("running"), "{line}\n{}", e2e::tail(&console, 60));
+    assert_eq!(field(&line, "failed"), Some("0"), "{line}\n{}", e2e::tail(&console, 60));
+    assert_eq!(field(&line, "restarts"), Some("0"), "{line}\n{}", e2e::tail(&console, 60));
     line
 }
 
@@ -37,20 +22,10 @@ fn assert_clean_boot(vm: &mut Vm) -> String {
 fn demo_boots_grows_its_data_partition_serves_http_and_reboots_unchanged() {
     let image = build_image("demo").unwrap();
     let report = sgdisk_verify(&image).unwrap();
-    assert!(
-        report.contains("No problems found"),
-        "sgdisk -v on the image:\n{report}"
-    );
-    assert_eq!(
-        partitions(&image).unwrap().len(),
-        2,
-        "the image carries ESP and root only"
-    );
+    assert!(report.contains("No problems found"), "sgdisk -v on the image:\n{report}");
+    assert_eq!(partitions(&image).unwrap().len(), 2, "the image carries ESP and root only");
 
-    let work = tempfile::Builder::new()
-        .prefix("boot-")
-        .tempdir_in(e2e::target())
-        .unwrap();
+    let work = tempfile::Builder::new().prefix("boot-").tempdir_in(e2e::target()).unwrap();
     let disk = work.path().join("demo-64g.img");
     disk_copy(&image, &disk, DISK).unwrap();
 
@@ -58,10 +33,7 @@ fn demo_boots_grows_its_data_partition_serves_http_and_reboots_unchanged() {
     let mut vm = Vm::boot("demo", &disk, &work.path().join("serial-1.log"), &[]).unwrap();
     let line = assert_clean_boot(&mut vm);
     let data = field(&line, "data").unwrap_or("none");
-    assert!(
-        data.starts_with("/dev/vda3:"),
-        "data partition not mounted at /srv/mirror: {line}"
-    );
+    assert!(data.starts_with("/dev/vda3:"), "data partition not mounted at /srv/mirror: {line}");
     let (status, head, _) = http_when_ready(vm.port(80), "/", Duration::from_secs(60)).unwrap();
     assert_eq!(status, 200, "{head}");
     assert!(head.contains("Server: mirror-server"), "{head}");
@@ -77,24 +49,14 @@ fn demo_boots_grows_its_data_partition_serves_http_and_reboots_unchanged() {
         "data partition should reach the end of the disk: ends at {end_bytes} of {DISK}"
     );
     let report = sgdisk_verify(&disk).unwrap();
-    assert!(
-        report.contains("No problems found"),
-        "sgdisk -v after first boot:\n{report}"
-    );
+    assert!(report.contains("No problems found"), "sgdisk -v after first boot:\n{report}");
 
     // Second boot of the same disk: clean, and repart leaves the table alone.
     let mut vm = Vm::boot("demo", &disk, &work.path().join("serial-2.log"), &[]).unwrap();
     let line = assert_clean_boot(&mut vm);
-    assert!(
-        field(&line, "data").unwrap_or("").starts_with("/dev/vda3:"),
-        "{line}"
-    );
+    assert!(field(&line, "data").unwrap_or("").starts_with("/dev/vda3:"), "{line}");
     let (status, _, _) = http_when_ready(vm.port(80), "/", Duration::from_secs(60)).unwrap();
     assert_eq!(status, 200);
     vm.stop();
-    assert_eq!(
-        partitions(&disk).unwrap(),
-        after_first,
-        "the second boot changed the partition table"
-    );
+    assert_eq!(partitions(&disk).unwrap(), after_first, "the second boot changed the partition table");
 }

@@ -51,22 +51,14 @@ pub fn run(args: BootArgs) -> Result<()> {
         Some(d) => d.clone(),
         None => {
             if !image.exists() {
-                bail!(
-                    "no image at {}; build it with: cargo xtask image --site {}",
-                    image.display(),
-                    args.site
-                );
+                bail!("no image at {}; build it with: cargo xtask image --site {}", image.display(), args.site);
             }
-            let copy = paths::target()
-                .join("boot")
-                .join(format!("{}-disk.img", args.site));
+            let copy = paths::target().join("boot").join(format!("{}-disk.img", args.site));
             fresh_disk(&image, &copy, &args.disk_size)?;
             copy
         }
     };
-    let vars = paths::target()
-        .join("boot")
-        .join(format!("{}-OVMF_VARS.fd", args.site));
+    let vars = paths::target().join("boot").join(format!("{}-OVMF_VARS.fd", args.site));
     std::fs::create_dir_all(paths::target().join("boot"))?;
     if !vars.exists() {
         std::fs::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS}"))?;
@@ -87,21 +79,13 @@ pub fn fresh_disk(image: &Path, copy: &Path, size: &str) -> Result<()> {
     if let Some(dir) = copy.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    cmd::run(
-        Command::new("cp")
-            .arg("--sparse=always")
-            .arg(image)
-            .arg(copy),
-    )?;
+    cmd::run(Command::new("cp").arg("--sparse=always").arg(image).arg(copy))?;
     cmd::run(Command::new("truncate").arg("-s").arg(size).arg(copy))?;
     Ok(())
 }
 
 pub fn forwards(base: u16) -> Vec<(u16, u16)> {
-    [22u16, 80, 443, 873]
-        .into_iter()
-        .map(|p| (p, base.saturating_add(p)))
-        .collect()
+    [22u16, 80, 443, 873].into_iter().map(|p| (p, base.saturating_add(p))).collect()
 }
 
 fn accel() -> &'static str {
@@ -116,34 +100,19 @@ fn accel() -> &'static str {
 /// The user-mode network matches the profile's prefixes, so the guest's static addresses work.
 pub fn netdev(site: &LoadedProfile, port_base: u16, guestfwd: &[String]) -> Result<String> {
     let net = &site.profile.network;
-    let v4 = net
-        .ipv4_net()
-        .context("QEMU boot needs the profile's network.ipv4 (the guest's static address)")?;
-    let gw = net
-        .ipv4_gateway
-        .clone()
-        .context("network.ipv4_gateway is missing")?;
+    let v4 = net.ipv4_net().context("QEMU boot needs the profile's network.ipv4 (the guest's static address)")?;
+    let gw = net.ipv4_gateway.clone().context("network.ipv4_gateway is missing")?;
     let mut s = format!("user,id=wan,restrict=on,net={},host={gw}", v4.trunc());
     if let (Some(v6), Some(gw6)) = (net.ipv6_net(), &net.ipv6_gateway) {
-        s.push_str(&format!(
-            ",ipv6-prefix={},ipv6-prefixlen={},ipv6-host={gw6}",
-            v6.trunc().addr(),
-            v6.prefix_len()
-        ));
+        s.push_str(&format!(",ipv6-prefix={},ipv6-prefixlen={},ipv6-host={gw6}", v6.trunc().addr(), v6.prefix_len()));
     }
     if let Some(dns) = net.dns.first() {
-        if dns
-            .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|d| v4.contains(&d))
-        {
+        if dns.parse::<std::net::Ipv4Addr>().is_ok_and(|d| v4.contains(&d)) {
             s.push_str(&format!(",dns={dns}"));
         }
     }
     for (guest, host) in forwards(port_base) {
-        s.push_str(&format!(
-            ",hostfwd=tcp:127.0.0.1:{host}-{}:{guest}",
-            v4.addr()
-        ));
+        s.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-{}:{guest}", v4.addr()));
     }
     for g in guestfwd {
         s.push_str(&format!(",guestfwd={g}"));
@@ -151,12 +120,7 @@ pub fn netdev(site: &LoadedProfile, port_base: u16, guestfwd: &[String]) -> Resu
     Ok(s)
 }
 
-fn qemu_command(
-    site: &LoadedProfile,
-    disk: &Path,
-    vars: &Path,
-    args: &BootArgs,
-) -> Result<Command> {
+fn qemu_command(site: &LoadedProfile, disk: &Path, vars: &Path, args: &BootArgs) -> Result<Command> {
     let mut c = Command::new("qemu-system-x86_64");
     c.args([
         "-machine",
@@ -173,19 +137,10 @@ fn qemu_command(
         "-display",
         "none",
     ]);
-    c.arg("-drive").arg(format!(
-        "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
-    ));
-    c.arg("-drive").arg(format!(
-        "if=pflash,format=raw,unit=1,file={}",
-        vars.display()
-    ));
-    c.arg("-drive").arg(format!(
-        "file={},if=virtio,format=raw,cache=unsafe,discard=unmap",
-        disk.display()
-    ));
-    c.arg("-netdev")
-        .arg(netdev(site, args.port_base, &args.guestfwd)?);
+    c.arg("-drive").arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"));
+    c.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+    c.arg("-drive").arg(format!("file={},if=virtio,format=raw,cache=unsafe,discard=unmap", disk.display()));
+    c.arg("-netdev").arg(netdev(site, args.port_base, &args.guestfwd)?);
     c.args(["-device", "virtio-net-pci,netdev=wan,mac=52:54:00:12:34:56"]);
     c.args(["-device", "virtio-rng-pci"]);
     match &args.serial_log {

@@ -8,18 +8,12 @@ use anyhow::{bail, Context, Result};
 /// Runs a command, capturing its output; fails with the command line and its last output lines.
 pub fn run(cmd: &mut Command) -> Result<String> {
     let shown = describe(cmd);
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot start `{shown}` (is it installed?)"))?;
+    let out =
+        cmd.stdin(Stdio::null()).output().with_context(|| format!("cannot start `{shown}` (is it installed?)"))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        bail!(
-            "`{shown}` failed ({}):\n{}",
-            out.status,
-            tail(&format!("{stdout}{stderr}"), 40)
-        );
+        bail!("`{shown}` failed ({}):\n{}", out.status, tail(&format!("{stdout}{stderr}"), 40));
     }
     Ok(stdout)
 }
@@ -27,10 +21,8 @@ pub fn run(cmd: &mut Command) -> Result<String> {
 /// Runs a command with its output shown live (long steps whose progress matters).
 pub fn run_visible(cmd: &mut Command) -> Result<()> {
     let shown = describe(cmd);
-    let status = cmd
-        .stdin(Stdio::null())
-        .status()
-        .with_context(|| format!("cannot start `{shown}` (is it installed?)"))?;
+    let status =
+        cmd.stdin(Stdio::null()).status().with_context(|| format!("cannot start `{shown}` (is it installed?)"))?;
     if !status.success() {
         bail!("`{shown}` failed ({status})");
     }
@@ -55,9 +47,7 @@ pub fn exists(program: impl AsRef<OsStr>) -> bool {
     let program = program.as_ref();
     std::env::var_os("PATH")
         .map(|paths| {
-            std::env::split_paths(&paths)
-                .chain(["/usr/sbin".into(), "/sbin".into()])
-                .any(|d| d.join(program).is_file())
+            std::env::split_paths(&paths).chain(["/usr/sbin".into(), "/sbin".into()]).any(|d| d.join(program).is_file())
         })
         .unwrap_or(false)
 }

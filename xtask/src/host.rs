@@ -16,11 +16,7 @@ pub struct Need {
 }
 
 const fn need(probe: &'static str, debian: &'static str, fedora: &'static str) -> Need {
-    Need {
-        probe,
-        debian,
-        fedora,
-    }
+    Need { probe, debian, fedora }
 }
 
 /// What `cargo xtask image` needs for a Debian 12 base.
@@ -28,11 +24,7 @@ pub const IMAGE_DEBIAN: &[Need] = &[
     need("mmdebstrap", "mmdebstrap", "mmdebstrap"),
     need("mkfs.ext4", "e2fsprogs", "e2fsprogs"),
     need("zstd", "zstd", "zstd"),
-    need(
-        "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
-        "systemd-boot-efi",
-        "systemd-boot-unsigned",
-    ),
+    need("/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "systemd-boot-efi", "systemd-boot-unsigned"),
     need("unshare", "util-linux", "util-linux"),
 ];
 
@@ -43,11 +35,7 @@ pub const IMAGE_ALMALINUX: &[Need] = &[
     need("curl", "curl", "curl"),
     need("mkfs.ext4", "e2fsprogs", "e2fsprogs"),
     need("zstd", "zstd", "zstd"),
-    need(
-        "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
-        "systemd-boot-efi",
-        "systemd-boot-unsigned",
-    ),
+    need("/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "systemd-boot-efi", "systemd-boot-unsigned"),
 ];
 
 /// What `cargo xtask boot` and the boot tests need.
@@ -86,26 +74,16 @@ fn present(n: &Need) -> bool {
 
 /// Installs the missing packages of `needs`, or fails naming the command that would.
 pub fn ensure(needs: &[&[Need]]) -> Result<()> {
-    let missing: Vec<&Need> = needs
-        .iter()
-        .flat_map(|n| n.iter())
-        .filter(|n| !present(n))
-        .collect();
+    let missing: Vec<&Need> = needs.iter().flat_map(|n| n.iter()).filter(|n| !present(n)).collect();
     if missing.is_empty() {
         return Ok(());
     }
     let apt = cmd::exists("apt-get");
-    let mut packages: Vec<&str> = missing
-        .iter()
-        .map(|n| if apt { n.debian } else { n.fedora })
-        .collect();
+    let mut packages: Vec<&str> = missing.iter().map(|n| if apt { n.debian } else { n.fedora }).collect();
     packages.sort();
     packages.dedup();
     let install = if apt {
-        format!(
-            "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y {}",
-            packages.join(" ")
-        )
+        format!("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y {}", packages.join(" "))
     } else if cmd::exists("dnf") {
         format!("dnf install -y {}", packages.join(" "))
     } else {
@@ -117,10 +95,7 @@ pub fn ensure(needs: &[&[Need]]) -> Result<()> {
     };
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        bail!(
-            "missing host tools ({}); install them as root with:\n  sudo sh -c '{install}'",
-            probes(&missing)
-        );
+        bail!("missing host tools ({}); install them as root with:\n  sudo sh -c '{install}'", probes(&missing));
     }
     eprintln!("installing host packages: {}", packages.join(" "));
     cmd::run_visible(Command::new("sh").arg("-c").arg(&install))?;

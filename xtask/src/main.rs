@@ -14,10 +14,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "cargo xtask",
-    about = "Build, boot and test micro mirror images"
-)]
+#[command(name = "cargo xtask", about = "Build, boot and test micro mirror images")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -4,10 +4,7 @@ use std::path::{Path, PathBuf};
 
 pub fn workspace() -> PathBuf {
     // xtask's manifest dir is <workspace>/xtask.
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
 pub fn profiles() -> PathBuf {
@@ -27,9 +24,7 @@ pub fn overlay() -> PathBuf {
 }
 
 pub fn target() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"))
 }
 
 pub fn base_cache() -> PathBuf {

@@ -24,12 +24,7 @@ fn check_all() -> Result<()> {
     println!(
         "catalog: {} projects ({})",
         catalog.projects.len(),
-        catalog
-            .projects
-            .keys()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ")
+        catalog.projects.keys().cloned().collect::<Vec<_>>().join(", ")
     );
     let mut failed = Vec::new();
     for site in load::known_sites() {

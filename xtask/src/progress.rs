@@ -28,11 +28,7 @@ pub fn stage(name: &str, what: &str) -> Stage {
         eprintln!("[{name}] {what}");
         None
     };
-    Stage {
-        name: name.to_string(),
-        started: Instant::now(),
-        bar,
-    }
+    Stage { name: name.to_string(), started: Instant::now(), bar }
 }
 
 impl Stage {
@@ -45,11 +41,7 @@ impl Stage {
 
     pub fn done(mut self, summary: &str) -> Duration {
         let elapsed = self.started.elapsed();
-        let line = format!(
-            "{:>8} {summary} ({:.1} s)",
-            self.name,
-            elapsed.as_secs_f64()
-        );
+        let line = format!("{:>8} {summary} ({:.1} s)", self.name, elapsed.as_secs_f64());
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }

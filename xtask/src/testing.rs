@@ -22,11 +22,7 @@ pub fn run(args: TestArgs) -> Result<()> {
     let ws = paths::workspace();
     if !args.no_lint {
         eprintln!("[test] cargo fmt --check");
-        cmd::run_visible(
-            Command::new(&cargo)
-                .current_dir(&ws)
-                .args(["fmt", "--all", "--check"]),
-        )?;
+        cmd::run_visible(Command::new(&cargo).current_dir(&ws).args(["fmt", "--all", "--check"]))?;
         eprintln!("[test] cargo clippy");
         cmd::run_visible(Command::new(&cargo).current_dir(&ws).args([
             "clippy",
@@ -40,8 +36,7 @@ pub fn run(args: TestArgs) -> Result<()> {
     }
     eprintln!("[test] cargo test --workspace");
     let mut test = Command::new(&cargo);
-    test.current_dir(&ws)
-        .args(["test", "--workspace", "--locked"]);
+    test.current_dir(&ws).args(["test", "--workspace", "--locked"]);
     if let Some(f) = &args.filter {
         test.arg(f);
     }

@@ -10,11 +10,7 @@ use mirror_server::server::{self, Config};
 use mirror_server::site_config;
 
 #[derive(Parser, Clone)]
-#[command(
-    name = "mirror-server",
-    version,
-    about = "Static file server for a micro mirror"
-)]
+#[command(name = "mirror-server", version, about = "Static file server for a micro mirror")]
 struct Args {
     /// Site profile (the appliance's is /etc/micromirror/site.toml)
     #[arg(long)]
@@ -58,10 +54,7 @@ fn config(args: &Args) -> Result<Config> {
     let mut c = match &args.config {
         Some(path) => Config::from_profile(&site_config::load(path)?.profile),
         None => {
-            let root = args
-                .root
-                .clone()
-                .context("give --config PROFILE or --root DIR")?;
+            let root = args.root.clone().context("give --config PROFILE or --root DIR")?;
             let mut c = Config::from_profile(&dev_profile(&args.hostname));
             c.root = root;
             c.listen = vec!["127.0.0.1:8080".parse()?];
@@ -117,11 +110,7 @@ fn dev_profile(hostname: &str) -> mirror_server::profile::Profile {
         },
         base: Base::default(),
         network: Network::default(),
-        access: Access {
-            admin_user: "mirror".into(),
-            ssh_keys: vec![],
-            admin_prefixes: vec![],
-        },
+        access: Access { admin_user: "mirror".into(), ssh_keys: vec![], admin_prefixes: vec![] },
         mirror: Mirror {
             upstream: "localhost".into(),
             bwlimit_mbit: 200,
@@ -137,9 +126,7 @@ fn dev_profile(hostname: &str) -> mirror_server::profile::Profile {
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();

@@ -10,11 +10,7 @@ use mirror_server::site_config;
 use mirror_server::sync::{self, daemon, runner, status};
 
 #[derive(Parser)]
-#[command(
-    name = "mirror-sync",
-    version,
-    about = "Sync a micro mirror's projects from its upstream"
-)]
+#[command(name = "mirror-sync", version, about = "Sync a micro mirror's projects from its upstream")]
 struct Args {
     /// Site profile
     #[arg(long, default_value = site_config::DEFAULT_PROFILE)]
@@ -67,9 +63,7 @@ enum Cmd {
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
@@ -96,11 +90,7 @@ fn main() -> Result<()> {
                 "{}: ok ({} projects: {})",
                 args.config.display(),
                 site.projects.len(),
-                site.projects
-                    .iter()
-                    .map(|p| p.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                site.projects.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
             );
             for w in &site.warnings {
                 println!("{w}");
@@ -112,9 +102,7 @@ fn main() -> Result<()> {
                 .projects
                 .iter()
                 .find(|p| p.name == project)
-                .with_context(|| {
-                    format!("`{project}` is not hosted here; hosted: {}", hosted(&site))
-                })?;
+                .with_context(|| format!("`{project}` is not hosted here; hosted: {}", hosted(&site)))?;
             env.echo = verbose;
             match runner::run_project(&env, p, runner::LockMode::Wait)? {
                 runner::RunResult::Done(st) => {
@@ -147,8 +135,7 @@ fn main() -> Result<()> {
                 p.0 = h.to_string();
                 p.1 = port.parse().context("--broker port")?;
             }
-            let hours =
-                interval_hours.unwrap_or(f64::from(site.profile.mirror.sync_interval_hours));
+            let hours = interval_hours.unwrap_or(f64::from(site.profile.mirror.sync_interval_hours));
             let config = daemon::DaemonConfig {
                 env,
                 projects: site.projects.clone(),
@@ -156,20 +143,13 @@ fn main() -> Result<()> {
                 parallel: 2,
                 push,
             };
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?
-                .block_on(daemon::run(config))
+            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(daemon::run(config))
         }
     }
 }
 
 fn hosted(site: &mirror_server::profile::LoadedProfile) -> String {
-    site.projects
-        .iter()
-        .map(|p| p.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+    site.projects.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 fn never_synced(p: &mirror_server::catalog::Project) -> status::Status {
@@ -189,10 +169,7 @@ fn never_synced(p: &mirror_server::catalog::Project) -> status::Status {
 
 fn print_table(rows: &[status::Status]) {
     let now = runner::now();
-    println!(
-        "{:<18} {:<8} {:<22} {:<9} {:>10}  LAST ERROR",
-        "PROJECT", "STATE", "LAST SUCCESS (UTC)", "AGE", "SIZE"
-    );
+    println!("{:<18} {:<8} {:<22} {:<9} {:>10}  LAST ERROR", "PROJECT", "STATE", "LAST SUCCESS (UTC)", "AGE", "SIZE");
     for s in rows {
         let state = match s.state {
             status::Outcome::Success => "ok",
@@ -201,26 +178,11 @@ fn print_table(rows: &[status::Status]) {
             status::Outcome::Running => "running",
         };
         let (when, age) = match s.last_success {
-            Some(t) => (
-                mirror_server::server::timefmt::format_time(t),
-                status::age(now - t),
-            ),
+            Some(t) => (mirror_server::server::timefmt::format_time(t), status::age(now - t)),
             None => ("never".into(), "-".into()),
         };
-        let err = if s.state == status::Outcome::Success {
-            String::new()
-        } else {
-            s.error.clone().unwrap_or_default()
-        };
-        println!(
-            "{:<18} {:<8} {:<22} {:<9} {:>10}  {}",
-            s.project,
-            state,
-            when,
-            age,
-            human(s.size_bytes),
-            err
-        );
+        let err = if s.state == status::Outcome::Success { String::new() } else { s.error.clone().unwrap_or_default() };
+        println!("{:<18} {:<8} {:<22} {:<9} {:>10}  {}", s.project, state, when, age, human(s.size_bytes), err);
     }
 }
 

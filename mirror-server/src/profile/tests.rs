@@ -50,11 +50,7 @@ fn load_text(name: &str, text: &str) -> Result<LoadedProfile, Vec<Problem>> {
 }
 
 fn keys(problems: &[Problem]) -> Vec<String> {
-    problems
-        .iter()
-        .filter(|p| p.severity == Severity::Error)
-        .map(|p| p.key.clone())
-        .collect()
+    problems.iter().filter(|p| p.severity == Severity::Error).map(|p| p.key.clone()).collect()
 }
 
 #[test]
@@ -70,15 +66,9 @@ fn good_profile_loads_with_defaults() {
 #[test]
 fn every_problem_is_reported_at_once_with_lines() {
     let bad = GOOD
-        .replace(
-            "ipv4_gateway = \"192.0.2.1\"",
-            "ipv4_gateway = \"198.51.100.1\"",
-        )
+        .replace("ipv4_gateway = \"192.0.2.1\"", "ipv4_gateway = \"198.51.100.1\"")
         .replace("ipv6 = \"2001:db8::10/64\"", "ipv6 = \"2001:db8::zz/64\"")
-        .replace(
-            "projects = [\"alpha\"]",
-            "projects = [\"alpha\", \"gamma\", \"alpha\"]\ncolour = \"blue\"",
-        )
+        .replace("projects = [\"alpha\"]", "projects = [\"alpha\", \"gamma\", \"alpha\"]\ncolour = \"blue\"")
         .replace(
             "ssh_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOpsKeyForTestsOnly ops@example\"]",
             "ssh_keys = []",
@@ -93,36 +83,21 @@ fn every_problem_is_reported_at_once_with_lines() {
         "mirror.colour",
         "access.ssh_keys",
     ] {
-        assert!(
-            k.contains(&expected.to_string()),
-            "missing {expected} in {k:?}"
-        );
+        assert!(k.contains(&expected.to_string()), "missing {expected} in {k:?}");
     }
-    let gw = problems
-        .iter()
-        .find(|p| p.key == "network.ipv4_gateway")
-        .unwrap();
+    let gw = problems.iter().find(|p| p.key == "network.ipv4_gateway").unwrap();
     assert_eq!(gw.line, Some(12));
-    assert!(
-        gw.to_string().contains("lab.toml:12: network.ipv4_gateway"),
-        "{gw}"
-    );
+    assert!(gw.to_string().contains("lab.toml:12: network.ipv4_gateway"), "{gw}");
     let unknown = problems.iter().find(|p| p.key == "mirror.colour").unwrap();
     assert_eq!(unknown.line, Some(23));
 }
 
 #[test]
 fn projects_larger_than_the_disk_are_refused() {
-    let text = GOOD
-        .replace("test = true", "test = true\ndisk_gb = 1000")
-        .replace("[\"alpha\"]", "[\"alpha\", \"beta\"]");
+    let text =
+        GOOD.replace("test = true", "test = true\ndisk_gb = 1000").replace("[\"alpha\"]", "[\"alpha\", \"beta\"]");
     let problems = load_text("lab", &text).unwrap_err();
-    assert!(
-        problems
-            .iter()
-            .any(|p| p.key == "mirror.projects" && p.message.contains("1800 GB")),
-        "{problems:?}"
-    );
+    assert!(problems.iter().any(|p| p.key == "mirror.projects" && p.message.contains("1800 GB")), "{problems:?}");
 }
 
 #[test]
@@ -140,11 +115,7 @@ fn name_must_match_file_and_types_are_checked() {
     assert!(keys(&problems).contains(&"site.name".to_string()));
     let problems = load_text("lab", &GOOD.replace("test = true", "test = \"yes\"")).unwrap_err();
     assert_eq!(problems.len(), 1);
-    assert!(
-        problems[0].message.contains("invalid type"),
-        "{}",
-        problems[0]
-    );
+    assert!(problems[0].message.contains("invalid type"), "{}", problems[0]);
     assert_eq!(problems[0].line, Some(8));
 }
 

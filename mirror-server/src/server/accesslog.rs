@@ -36,16 +36,8 @@ pub fn format_line(r: &Record) -> String {
         quote(&r.request_line),
         r.status,
         r.body_bytes,
-        quote(if r.referer.is_empty() {
-            "-"
-        } else {
-            &r.referer
-        }),
-        quote(if r.user_agent.is_empty() {
-            "-"
-        } else {
-            &r.user_agent
-        }),
+        quote(if r.referer.is_empty() { "-" } else { &r.referer }),
+        quote(if r.user_agent.is_empty() { "-" } else { &r.user_agent }),
         r.duration.as_secs_f64(),
         r.bytes_sent,
         r.tls.unwrap_or("-"),
@@ -108,16 +100,9 @@ impl AccessLog {
 
 fn open(target: &Target) -> Box<dyn Write + Send> {
     match target {
-        Target::Stdout => Box::new(std::io::BufWriter::with_capacity(
-            64 << 10,
-            std::io::stdout(),
-        )),
+        Target::Stdout => Box::new(std::io::BufWriter::with_capacity(64 << 10, std::io::stdout())),
         Target::Off => Box::new(std::io::sink()),
-        Target::File(path) => match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
+        Target::File(path) => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
             Ok(f) => Box::new(std::io::BufWriter::with_capacity(64 << 10, f)),
             Err(e) => {
                 tracing::error!(path = %path.display(), error = %e, "cannot open the access log; lines are dropped until SIGUSR1");

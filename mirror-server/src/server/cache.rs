@@ -63,9 +63,7 @@ mod tests {
             });
         }
         assert_eq!(calls, 1);
-        let again = cache
-            .get_or_render("a", 2, false, || Some("y".into()))
-            .unwrap();
+        let again = cache.get_or_render("a", 2, false, || Some("y".into())).unwrap();
         assert_eq!(again.as_str(), "y");
     }
 }

@@ -74,10 +74,7 @@ pub fn decide(c: &Conditions, meta: &FileMeta) -> Decision {
 }
 
 fn etag_list_matches(header: &str, etag: &str) -> bool {
-    header
-        .split(',')
-        .map(str::trim)
-        .any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
+    header.split(',').map(str::trim).any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
 }
 
 fn parse_date(s: &str) -> Option<i64> {
@@ -102,11 +99,7 @@ pub fn parse_ranges(header: &str, len: u64) -> Option<Vec<(u64, u64)>> {
             (len.saturating_sub(suffix), len - 1)
         } else {
             let start: u64 = a.parse().ok()?;
-            let end: u64 = if b.is_empty() {
-                u64::MAX
-            } else {
-                b.parse().ok()?
-            };
+            let end: u64 = if b.is_empty() { u64::MAX } else { b.parse().ok()? };
             if end < start {
                 return None;
             }
@@ -128,19 +121,10 @@ pub fn now_http_date() -> String {
 mod tests {
     use super::*;
 
-    const META: FileMeta = FileMeta {
-        len: 1000,
-        mtime: 1_700_000_000,
-    };
+    const META: FileMeta = FileMeta { len: 1000, mtime: 1_700_000_000 };
 
     fn with_range(r: &str) -> Decision {
-        decide(
-            &Conditions {
-                range: Some(r),
-                ..Default::default()
-            },
-            &META,
-        )
+        decide(&Conditions { range: Some(r), ..Default::default() }, &META)
     }
 
     #[test]
@@ -152,22 +136,10 @@ mod tests {
     #[test]
     fn ranges_single_suffix_open_multiple_and_unsatisfiable() {
         assert_eq!(with_range("bytes=0-99"), Decision::Partial(vec![(0, 99)]));
-        assert_eq!(
-            with_range("bytes=-100"),
-            Decision::Partial(vec![(900, 999)])
-        );
-        assert_eq!(
-            with_range("bytes=990-"),
-            Decision::Partial(vec![(990, 999)])
-        );
-        assert_eq!(
-            with_range("bytes=995-2000"),
-            Decision::Partial(vec![(995, 999)])
-        );
-        assert_eq!(
-            with_range("bytes=0-0, 10-19"),
-            Decision::Partial(vec![(0, 0), (10, 19)])
-        );
+        assert_eq!(with_range("bytes=-100"), Decision::Partial(vec![(900, 999)]));
+        assert_eq!(with_range("bytes=990-"), Decision::Partial(vec![(990, 999)]));
+        assert_eq!(with_range("bytes=995-2000"), Decision::Partial(vec![(995, 999)]));
+        assert_eq!(with_range("bytes=0-0, 10-19"), Decision::Partial(vec![(0, 0), (10, 19)]));
         assert_eq!(with_range("bytes=1000-"), Decision::Unsatisfiable);
         assert_eq!(with_range("bytes=5-1"), Decision::Full);
         assert_eq!(with_range("items=0-1"), Decision::Full);
@@ -175,48 +147,18 @@ mod tests {
 
     #[test]
     fn conditionals() {
-        let inm = |v| {
-            decide(
-                &Conditions {
-                    if_none_match: Some(v),
-                    ..Default::default()
-                },
-                &META,
-            )
-        };
+        let inm = |v| decide(&Conditions { if_none_match: Some(v), ..Default::default() }, &META);
         assert_eq!(inm("\"6553f100-3e8\""), Decision::NotModified);
         assert_eq!(inm("\"x\", W/\"6553f100-3e8\""), Decision::NotModified);
         assert_eq!(inm("\"other\""), Decision::Full);
-        let ims = |v| {
-            decide(
-                &Conditions {
-                    if_modified_since: Some(v),
-                    ..Default::default()
-                },
-                &META,
-            )
-        };
+        let ims = |v| decide(&Conditions { if_modified_since: Some(v), ..Default::default() }, &META);
         assert_eq!(ims("Tue, 14 Nov 2023 22:13:20 GMT"), Decision::NotModified);
         assert_eq!(ims("Tue, 14 Nov 2023 22:13:19 GMT"), Decision::Full);
-        let if_range = |v| {
-            decide(
-                &Conditions {
-                    if_range: Some(v),
-                    range: Some("bytes=0-9"),
-                    ..Default::default()
-                },
-                &META,
-            )
-        };
-        assert_eq!(
-            if_range("\"6553f100-3e8\""),
-            Decision::Partial(vec![(0, 9)])
-        );
+        let if_range =
+            |v| decide(&Conditions { if_range: Some(v), range: Some("bytes=0-9"), ..Default::default() }, &META);
+        assert_eq!(if_range("\"6553f100-3e8\""), Decision::Partial(vec![(0, 9)]));
         assert_eq!(if_range("\"stale\""), Decision::Full);
-        assert_eq!(
-            if_range("Tue, 14 Nov 2023 22:13:20 GMT"),
-            Decision::Partial(vec![(0, 9)])
-        );
+        assert_eq!(if_range("Tue, 14 Nov 2023 22:13:20 GMT"), Decision::Partial(vec![(0, 9)]));
         assert_eq!(if_range("Mon, 13 Nov 2023 22:13:20 GMT"), Decision::Full);
     }
 }

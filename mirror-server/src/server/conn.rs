@@ -36,16 +36,10 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>)
                     inbuf.drain(..used);
                     let started = Instant::now();
                     let allowed = shared.limiter.allow(peer.ip());
-                    let mut reply = if allowed {
-                        respond::handle(&shared, &req)
-                    } else {
-                        respond::error(&shared, 429)
-                    };
+                    let mut reply = if allowed { respond::handle(&shared, &req) } else { respond::error(&shared, 429) };
                     let keep = req.keep_alive() && !reply.close && !*shutdown.borrow();
                     reply.close = !keep;
-                    let sent = match write_reply(&stream, &mut out, &req, &reply, !inbuf.is_empty())
-                        .await
-                    {
+                    let sent = match write_reply(&stream, &mut out, &req, &reply, !inbuf.is_empty()).await {
                         Ok(n) => n,
                         Err(_) => return,
                     };
@@ -60,10 +54,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>)
                     let mut reply = respond::error(&shared, e.status());
                     reply.close = true;
                     let fake = bad_request_stub(&inbuf);
-                    if write_reply(&stream, &mut out, &fake, &reply, false)
-                        .await
-                        .is_ok()
-                    {
+                    if write_reply(&stream, &mut out, &fake, &reply, false).await.is_ok() {
                         let _ = flush(&stream, &mut out).await;
                     }
                     account(&shared, peer, &fake, &reply, reply.length, Instant::now());
@@ -74,11 +65,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>)
         if flush(&stream, &mut out).await.is_err() {
             return;
         }
-        let limit = if inbuf.is_empty() {
-            shared.limits.idle_timeout
-        } else {
-            shared.limits.header_timeout
-        };
+        let limit = if inbuf.is_empty() { shared.limits.idle_timeout } else { shared.limits.header_timeout };
         let read = tokio::select! {
             r = timeout(limit, read_more(&mut stream, &mut inbuf)) => r,
             _ = shutdown.changed(), if inbuf.is_empty() => return,
@@ -110,29 +97,19 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usiz
 
 /// A stand-in request for the access log when the head could not be parsed.
 fn bad_request_stub(buf: &[u8]) -> Request {
-    let line_end = buf
-        .iter()
-        .position(|&b| b == b'\n')
-        .unwrap_or(buf.len())
-        .min(200);
+    let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len()).min(200);
     Request {
         method: Method::Get,
         target: String::new(),
         minor_version: 1,
         headers: Vec::new(),
-        line: String::from_utf8_lossy(&buf[..line_end])
-            .trim_end()
-            .to_string(),
+        line: String::from_utf8_lossy(&buf[..line_end]).trim_end().to_string(),
     }
 }
 
 fn head_bytes(out: &mut Vec<u8>, req: &Request, reply: &Reply) {
     use std::io::Write;
-    let version = if req.minor_version == 0 {
-        "HTTP/1.0"
-    } else {
-        "HTTP/1.1"
-    };
+    let version = if req.minor_version == 0 { "HTTP/1.0" } else { "HTTP/1.1" };
     let _ = write!(
         out,
         "{version} {} {}\r\nServer: mirror-server\r\nDate: {}\r\n",
@@ -185,11 +162,7 @@ async fn write_reply(
             let sent = send_file(stream, file, *offset, *len).await?;
             Ok(head_len + sent)
         }
-        Body::Multipart {
-            file,
-            parts,
-            trailer,
-        } => {
+        Body::Multipart { file, parts, trailer } => {
             let mut total = head_len;
             for (part_head, offset, len) in parts {
                 out.extend_from_slice(part_head);
@@ -221,10 +194,7 @@ async fn read_into(file: &Arc<File>, offset: u64, len: u64, out: &mut Vec<u8>) -
         if n == 0 {
             // The file shrank under us (rsync replaced it): stop rather than send garbage.
             out.truncate(start + done);
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shrank while being sent",
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being sent"));
         }
         done += n;
     }
@@ -248,14 +218,7 @@ async fn send_all(stream: &TcpStream, out: &mut Vec<u8>, flags: i32) -> io::Resu
         let res = stream.try_io(Interest::WRITABLE, || {
             let rest = &out[pos..];
             // SAFETY: `rest` is a valid buffer for its length; fd is our connected socket.
-            let n = unsafe {
-                libc::send(
-                    fd,
-                    rest.as_ptr().cast(),
-                    rest.len(),
-                    flags | libc::MSG_NOSIGNAL,
-                )
-            };
+            let n = unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), flags | libc::MSG_NOSIGNAL) };
             if n < 0 {
                 Err(io::Error::last_os_error())
             } else {
@@ -301,12 +264,7 @@ async fn send_file(stream: &TcpStream, file: &Arc<File>, offset: u64, len: u64) 
             }
         });
         match res {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "file shrank while being sent",
-                ))
-            }
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being sent")),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
@@ -318,35 +276,16 @@ async fn send_file(stream: &TcpStream, file: &Arc<File>, offset: u64, len: u64) 
 /// Whether the page at `offset` is cached: a one-byte read that refuses to wait for the disk.
 fn in_page_cache(fd: i32, offset: u64) -> bool {
     let mut byte = [0u8; 1];
-    let iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
+    let iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
     // SAFETY: one valid iovec of one byte.
     let n = unsafe { libc::preadv2(fd, &iov, 1, offset as libc::off_t, libc::RWF_NOWAIT) };
     n >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN)
 }
 
-fn account(
-    shared: &Shared,
-    peer: SocketAddr,
-    req: &Request,
-    reply: &Reply,
-    sent: u64,
-    started: Instant,
-) {
-    let body = if req.method == Method::Head || reply.status == 304 {
-        0
-    } else {
-        reply.length
-    };
-    shared
-        .metrics
-        .record(reply.project.as_deref(), reply.status, sent);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+fn account(shared: &Shared, peer: SocketAddr, req: &Request, reply: &Reply, sent: u64, started: Instant) {
+    let body = if req.method == Method::Head || reply.status == 304 { 0 } else { reply.length };
+    shared.metrics.record(reply.project.as_deref(), reply.status, sent);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     shared.access_log.log(&Record {
         client: peer.ip(),
         time: now,

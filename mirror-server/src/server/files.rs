@@ -40,15 +40,9 @@ impl Root {
     pub fn open(path: &Path) -> io::Result<Root> {
         let dir = File::open(path)?;
         if !dir.metadata()?.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} is not a folder", path.display()),
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a folder", path.display())));
         }
-        Ok(Root {
-            fd: OwnedFd::from(dir),
-            path: path.to_path_buf(),
-        })
+        Ok(Root { fd: OwnedFd::from(dir), path: path.to_path_buf() })
     }
 
     /// Opens `relative` (no leading slash; "" is the root itself) without leaving the root.
@@ -83,16 +77,9 @@ impl Root {
         };
         let meta = file.metadata()?;
         if meta.is_dir() {
-            Ok(Opened::Dir {
-                file,
-                stamp: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-            })
+            Ok(Opened::Dir { file, stamp: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()) })
         } else if meta.is_file() {
-            Ok(Opened::File {
-                len: meta.len(),
-                mtime: meta.mtime(),
-                file,
-            })
+            Ok(Opened::File { len: meta.len(), mtime: meta.mtime(), file })
         } else {
             Err(io::Error::from(io::ErrorKind::NotFound))
         }
@@ -104,12 +91,8 @@ impl Root {
     /// resolve each link ourselves, refusing absolute targets and any `..` above the root.
     fn open_by_walking(&self, relative: &str) -> io::Result<File> {
         const MAX_LINKS: usize = 40;
-        let mut pending: Vec<String> = relative
-            .split('/')
-            .filter(|c| !c.is_empty() && *c != ".")
-            .rev()
-            .map(str::to_string)
-            .collect();
+        let mut pending: Vec<String> =
+            relative.split('/').filter(|c| !c.is_empty() && *c != ".").rev().map(str::to_string).collect();
         // Folders from the root down to where we are; the root itself is not in the stack.
         let mut stack: Vec<File> = Vec::new();
         let mut links = 0;
@@ -124,11 +107,7 @@ impl Root {
             match openat(
                 parent,
                 &component,
-                libc::O_RDONLY
-                    | libc::O_CLOEXEC
-                    | libc::O_NOFOLLOW
-                    | libc::O_NOCTTY
-                    | libc::O_NONBLOCK,
+                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK,
             ) {
                 Ok(f) => stack.push(f),
                 Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
@@ -140,13 +119,7 @@ impl Root {
                     if target.starts_with('/') {
                         return Err(io::Error::from_raw_os_error(libc::EXDEV));
                     }
-                    pending.extend(
-                        target
-                            .split('/')
-                            .filter(|c| !c.is_empty() && *c != ".")
-                            .rev()
-                            .map(str::to_string),
-                    );
+                    pending.extend(target.split('/').filter(|c| !c.is_empty() && *c != ".").rev().map(str::to_string));
                 }
                 Err(e) => return Err(e),
             }
@@ -205,30 +178,17 @@ pub fn read_entries(root: &Root, relative: &str) -> io::Result<Vec<Entry>> {
         let ft = entry.file_type()?;
         let meta = if ft.is_symlink() {
             // Describe a link by its target, and only when the target stays inside the root.
-            let rel = if relative.is_empty() {
-                name.clone()
-            } else {
-                format!("{relative}/{name}")
-            };
+            let rel = if relative.is_empty() { name.clone() } else { format!("{relative}/{name}") };
             match root.open_beneath(&rel) {
                 Ok(Opened::File { len, mtime, .. }) => Some((false, len, mtime)),
                 Ok(Opened::Dir { stamp, .. }) => Some((true, 0, (stamp / 1_000_000_000) as i64)),
                 Err(_) => None,
             }
         } else {
-            entry
-                .metadata()
-                .ok()
-                .filter(|m| m.is_dir() || m.is_file())
-                .map(|m| (m.is_dir(), m.len(), m.mtime()))
+            entry.metadata().ok().filter(|m| m.is_dir() || m.is_file()).map(|m| (m.is_dir(), m.len(), m.mtime()))
         };
         if let Some((is_dir, len, mtime)) = meta {
-            out.push(Entry {
-                name,
-                is_dir,
-                len: if is_dir { 0 } else { len },
-                mtime,
-            });
+            out.push(Entry { name, is_dir, len: if is_dir { 0 } else { len }, mtime });
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -68,11 +68,7 @@ pub fn parse(buf: &[u8]) -> Parsed {
     let used = match status {
         httparse::Status::Complete(n) => n,
         httparse::Status::Partial => {
-            return if buf.len() > MAX_HEAD_BYTES {
-                Parsed::Error(HeadError::HeadTooLarge)
-            } else {
-                Parsed::Partial
-            };
+            return if buf.len() > MAX_HEAD_BYTES { Parsed::Error(HeadError::HeadTooLarge) } else { Parsed::Partial };
         }
     };
     if used > MAX_HEAD_BYTES {
@@ -93,24 +89,13 @@ pub fn parse(buf: &[u8]) -> Parsed {
     for h in req.headers.iter() {
         let Ok(value) = std::str::from_utf8(h.value) else {
             // Latin-1 header values are legal but none we read may contain them; keep lossy.
-            out.push((
-                h.name.to_ascii_lowercase(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            ));
+            out.push((h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()));
             continue;
         };
         out.push((h.name.to_ascii_lowercase(), value.to_string()));
     }
-    let line = String::from_utf8_lossy(&buf[..line_end])
-        .trim_end()
-        .to_string();
-    let request = Request {
-        method,
-        target: path.to_string(),
-        minor_version: version,
-        headers: out,
-        line,
-    };
+    let line = String::from_utf8_lossy(&buf[..line_end]).trim_end().to_string();
+    let request = Request { method, target: path.to_string(), minor_version: version, headers: out, line };
     if request.has_body() {
         // We serve no method with a body; without reading it we cannot find the next request.
         return Parsed::Error(HeadError::Malformed);
@@ -123,26 +108,17 @@ pub fn parse(buf: &[u8]) -> Parsed {
 
 impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     fn has_body(&self) -> bool {
-        self.header("transfer-encoding").is_some()
-            || self
-                .header("content-length")
-                .is_some_and(|v| v.trim() != "0")
+        self.header("transfer-encoding").is_some() || self.header("content-length").is_some_and(|v| v.trim() != "0")
     }
 
     /// HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 closes unless told to keep.
     pub fn keep_alive(&self) -> bool {
         let conn = self.header("connection").map(|v| v.to_ascii_lowercase());
-        let has = |token: &str| {
-            conn.as_deref()
-                .is_some_and(|c| c.split(',').any(|t| t.trim() == token))
-        };
+        let has = |token: &str| conn.as_deref().is_some_and(|c| c.split(',').any(|t| t.trim() == token));
         if self.minor_version == 0 {
             has("keep-alive")
         } else {
@@ -152,8 +128,7 @@ impl Request {
 
     /// Whether the client prefers JSON (listings).
     pub fn wants_json(&self) -> bool {
-        self.header("accept")
-            .is_some_and(|a| a.contains("application/json"))
+        self.header("accept").is_some_and(|a| a.contains("application/json"))
     }
 }
 
@@ -203,49 +178,25 @@ mod tests {
     #[test]
     fn keep_alive_follows_the_version_defaults() {
         assert!(complete("GET / HTTP/1.1\r\nHost: x\r\n\r\n").0.keep_alive());
-        assert!(
-            !complete("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .0
-                .keep_alive()
-        );
+        assert!(!complete("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").0.keep_alive());
         assert!(!complete("GET / HTTP/1.0\r\n\r\n").0.keep_alive());
-        assert!(complete("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
-            .0
-            .keep_alive());
+        assert!(complete("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").0.keep_alive());
     }
 
     #[test]
     fn limits_and_malformed_heads_map_to_statuses() {
-        assert!(matches!(
-            parse(b"GET / HTTP/1.1\r\nHost: x\r\n"),
-            Parsed::Partial
-        ));
-        let long = format!(
-            "GET /{} HTTP/1.1\r\nHost: x\r\n\r\n",
-            "a".repeat(MAX_URI_BYTES + 100)
-        );
-        assert!(matches!(
-            parse(long.as_bytes()),
-            Parsed::Error(HeadError::UriTooLong)
-        ));
-        let big = format!(
-            "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n",
-            "b".repeat(MAX_HEAD_BYTES)
-        );
-        assert!(matches!(
-            parse(big.as_bytes()),
-            Parsed::Error(HeadError::HeadTooLarge)
-        ));
+        assert!(matches!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n"), Parsed::Partial));
+        let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(MAX_URI_BYTES + 100));
+        assert!(matches!(parse(long.as_bytes()), Parsed::Error(HeadError::UriTooLong)));
+        let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n", "b".repeat(MAX_HEAD_BYTES));
+        assert!(matches!(parse(big.as_bytes()), Parsed::Error(HeadError::HeadTooLarge)));
         for bad in [
             "\x16\x03\x01\x00garbage\r\n\r\n",
             "GET / HTTP/9.9\r\n\r\n",
             "GET / HTTP/1.1\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
         ] {
-            assert!(
-                matches!(parse(bad.as_bytes()), Parsed::Error(HeadError::Malformed)),
-                "{bad:?}"
-            );
+            assert!(matches!(parse(bad.as_bytes()), Parsed::Error(HeadError::Malformed)), "{bad:?}");
         }
     }
 }

@@ -29,11 +29,7 @@ pub fn html(site: &Site, url_path: &str, entries: &[Entry]) -> String {
     for e in entries {
         let slash = if e.is_dir { "/" } else { "" };
         let href = format!("{}{slash}", percent_encode_segment(&e.name));
-        let size = if e.is_dir {
-            "-".to_string()
-        } else {
-            human_size(e.len)
-        };
+        let size = if e.is_dir { "-".to_string() } else { human_size(e.len) };
         let _ = writeln!(
             s,
             "<tr><td><a href=\"{href}\">{text}{slash}</a></td><td>{time}</td><td class=\"size\" title=\"{bytes}\">{size}</td></tr>",
@@ -91,33 +87,16 @@ mod tests {
 
     fn entries() -> Vec<Entry> {
         vec![
-            Entry {
-                name: "a <b>.rpm".into(),
-                is_dir: false,
-                len: 2048,
-                mtime: 1_700_000_000,
-            },
-            Entry {
-                name: "repodata".into(),
-                is_dir: true,
-                len: 0,
-                mtime: 0,
-            },
+            Entry { name: "a <b>.rpm".into(), is_dir: false, len: 2048, mtime: 1_700_000_000 },
+            Entry { name: "repodata".into(), is_dir: true, len: 0, mtime: 0 },
         ]
     }
 
     #[test]
     fn html_links_carry_full_names_escaped() {
-        let site = Site {
-            hostname: "m.example.net",
-            sponsor_name: "Ex & Co",
-            sponsor_url: "https://example.net/",
-        };
+        let site = Site { hostname: "m.example.net", sponsor_name: "Ex & Co", sponsor_url: "https://example.net/" };
         let page = html(&site, "/fedora/", &entries());
-        assert!(
-            page.contains("<a href=\"a%20%3Cb%3E.rpm\">a &lt;b&gt;.rpm</a>"),
-            "{page}"
-        );
+        assert!(page.contains("<a href=\"a%20%3Cb%3E.rpm\">a &lt;b&gt;.rpm</a>"), "{page}");
         assert!(page.contains("<a href=\"repodata/\">repodata/</a>"));
         assert!(page.contains("Ex &amp; Co"));
         assert!(page.contains("2023-11-14 22:13"));

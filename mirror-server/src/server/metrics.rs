@@ -26,10 +26,7 @@ pub const NO_PROJECT: &str = "_none";
 
 impl Metrics {
     pub fn record(&self, project: Option<&str>, status: u16, bytes: u64) {
-        let hour = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() / 3600)
-            .unwrap_or(0);
+        let hour = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() / 3600).unwrap_or(0);
         self.record_at(project, status, bytes, hour);
     }
 
@@ -57,20 +54,12 @@ impl Metrics {
         let Ok(map) = self.projects.lock() else {
             return 0;
         };
-        map.get(project).map_or(0, |c| {
-            c.hourly
-                .iter()
-                .filter(|(h, _)| *h + 24 > hour && *h <= hour)
-                .map(|(_, b)| b)
-                .sum()
-        })
+        map.get(project)
+            .map_or(0, |c| c.hourly.iter().filter(|(h, _)| *h + 24 > hour && *h <= hour).map(|(_, b)| b).sum())
     }
 
     pub fn prometheus(&self, on_disk: &BTreeMap<String, u64>) -> String {
-        let hour = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() / 3600)
-            .unwrap_or(0);
+        let hour = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() / 3600).unwrap_or(0);
         let mut s = String::new();
         s.push_str("# HELP micromirror_http_requests_total Requests answered, by project and status class.\n# TYPE micromirror_http_requests_total counter\n");
         let snapshot: Vec<(String, Counters)> = match self.projects.lock() {
@@ -79,36 +68,22 @@ impl Metrics {
         };
         for (name, c) in &snapshot {
             for (i, n) in c.requests.iter().enumerate() {
-                let _ = writeln!(
-                    s,
-                    "micromirror_http_requests_total{{project=\"{name}\",class=\"{}xx\"}} {n}",
-                    i + 1
-                );
+                let _ = writeln!(s, "micromirror_http_requests_total{{project=\"{name}\",class=\"{}xx\"}} {n}", i + 1);
             }
         }
         s.push_str("# HELP micromirror_http_sent_bytes_total Bytes sent, by project.\n# TYPE micromirror_http_sent_bytes_total counter\n");
         for (name, c) in &snapshot {
-            let _ = writeln!(
-                s,
-                "micromirror_http_sent_bytes_total{{project=\"{name}\"}} {}",
-                c.bytes
-            );
+            let _ = writeln!(s, "micromirror_http_sent_bytes_total{{project=\"{name}\"}} {}", c.bytes);
         }
         s.push_str("# HELP micromirror_project_disk_bytes Bytes on disk, by project (from mirror-sync).\n# TYPE micromirror_project_disk_bytes gauge\n");
         for (name, bytes) in on_disk {
-            let _ = writeln!(
-                s,
-                "micromirror_project_disk_bytes{{project=\"{name}\"}} {bytes}"
-            );
+            let _ = writeln!(s, "micromirror_project_disk_bytes{{project=\"{name}\"}} {bytes}");
         }
         s.push_str("# HELP micromirror_cdn_efficiency Bytes served in the last 24 h divided by bytes on disk.\n# TYPE micromirror_cdn_efficiency gauge\n");
         for (name, bytes) in on_disk.iter().filter(|(_, b)| **b > 0) {
             let served = self.last_day(name, hour);
-            let _ = writeln!(
-                s,
-                "micromirror_cdn_efficiency{{project=\"{name}\"}} {:.4}",
-                served as f64 / *bytes as f64
-            );
+            let _ =
+                writeln!(s, "micromirror_cdn_efficiency{{project=\"{name}\"}} {:.4}", served as f64 / *bytes as f64);
         }
         s
     }
@@ -131,12 +106,9 @@ pub fn disk_usage_from_status(dir: &Path) -> BTreeMap<String, u64> {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
             continue;
         };
-        if let (Some(name), Some(size)) = (
-            v["project_path"]
-                .as_str()
-                .or(path.file_stem().and_then(|s| s.to_str())),
-            v["size_bytes"].as_u64(),
-        ) {
+        if let (Some(name), Some(size)) =
+            (v["project_path"].as_str().or(path.file_stem().and_then(|s| s.to_str())), v["size_bytes"].as_u64())
+        {
             out.insert(name.to_string(), size);
         }
     }
@@ -158,10 +130,7 @@ mod tests {
         assert_eq!(m.last_day("fedora", 125), 500);
         assert_eq!(m.last_day("fedora", 110), 1010);
         let text = m.prometheus(&BTreeMap::from([("fedora".to_string(), 1000)]));
-        assert!(
-            text.contains("micromirror_http_requests_total{project=\"fedora\",class=\"2xx\"} 2"),
-            "{text}"
-        );
+        assert!(text.contains("micromirror_http_requests_total{project=\"fedora\",class=\"2xx\"} 2"), "{text}");
         assert!(text.contains("micromirror_http_sent_bytes_total{project=\"fedora\"} 1510"));
         assert!(text.contains("micromirror_http_requests_total{project=\"_none\",class=\"4xx\"} 1"));
         assert!(text.contains("micromirror_project_disk_bytes{project=\"fedora\"} 1000"));

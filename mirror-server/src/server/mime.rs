@@ -2,15 +2,10 @@
 //! transformed, whatever their type.
 
 pub fn content_type(name: &str) -> &'static str {
-    let ext = name
-        .rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default();
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
     match ext.as_str() {
         "html" | "htm" => "text/html; charset=utf-8",
-        "txt" | "md" | "asc" | "sha256sum" | "sha512sum" | "md5sum" | "sums" => {
-            "text/plain; charset=utf-8"
-        }
+        "txt" | "md" | "asc" | "sha256sum" | "sha512sum" | "md5sum" | "sums" => "text/plain; charset=utf-8",
         "css" => "text/css",
         "js" => "application/javascript",
         "json" => "application/json",

@@ -68,23 +68,13 @@ pub struct Config {
 
 impl Clone for ratelimit::Rule {
     fn clone(&self) -> Self {
-        ratelimit::Rule {
-            prefixes: self.prefixes.clone(),
-            per_second: self.per_second,
-            burst: self.burst,
-        }
+        ratelimit::Rule { prefixes: self.prefixes.clone(), per_second: self.per_second, burst: self.burst }
     }
 }
 
 impl std::fmt::Debug for ratelimit::Rule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} prefixes at {}/s burst {}",
-            self.prefixes.len(),
-            self.per_second,
-            self.burst
-        )
+        write!(f, "{} prefixes at {}/s burst {}", self.prefixes.len(), self.per_second, self.burst)
     }
 }
 
@@ -95,11 +85,7 @@ pub const STATUS_DIR: &str = "/var/lib/micromirror/sync";
 impl Config {
     /// The appliance's configuration, from the site profile.
     pub fn from_profile(p: &Profile) -> Config {
-        let parse_nets = |v: &[String]| {
-            v.iter()
-                .filter_map(|s| s.parse().ok())
-                .collect::<Vec<ipnet::IpNet>>()
-        };
+        let parse_nets = |v: &[String]| v.iter().filter_map(|s| s.parse().ok()).collect::<Vec<ipnet::IpNet>>();
         Config {
             root: PathBuf::from("/srv/mirror"),
             listen: vec![SocketAddr::from(([0u16; 8], 80))],
@@ -144,11 +130,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn site_view(&self) -> listing::Site<'_> {
-        listing::Site {
-            hostname: &self.hostname,
-            sponsor_name: &self.sponsor_name,
-            sponsor_url: &self.sponsor_url,
-        }
+        listing::Site { hostname: &self.hostname, sponsor_name: &self.sponsor_name, sponsor_url: &self.sponsor_url }
     }
 }
 
@@ -187,18 +169,12 @@ fn build_shared(
 }
 
 fn bind(addr: SocketAddr, scavenger: bool) -> Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     if scavenger {
         set_scavenger(&socket, addr.is_ipv6());
     }
-    socket
-        .bind(addr)
-        .with_context(|| format!("binding {addr}"))?;
+    socket.bind(addr).with_context(|| format!("binding {addr}"))?;
     Ok(socket.listen(4096)?)
 }
 
@@ -210,30 +186,15 @@ pub fn set_scavenger(socket: &impl std::os::fd::AsRawFd, ipv6: bool) {
     let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: valid socket fd, int option value of the right size.
     unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_IP,
-            libc::IP_TOS,
-            (&tos as *const libc::c_int).cast(),
-            size,
-        );
+        libc::setsockopt(fd, libc::IPPROTO_IP, libc::IP_TOS, (&tos as *const libc::c_int).cast(), size);
         if ipv6 {
-            libc::setsockopt(
-                fd,
-                libc::IPPROTO_IPV6,
-                libc::IPV6_TCLASS,
-                (&tos as *const libc::c_int).cast(),
-                size,
-            );
+            libc::setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_TCLASS, (&tos as *const libc::c_int).cast(), size);
         }
     }
 }
 
 /// Runs the server until SIGTERM/SIGINT, then lets transfers finish up to the grace period.
-pub async fn run(
-    config: Config,
-    reload: impl Fn() -> Result<Config> + Send + Sync + 'static,
-) -> Result<()> {
+pub async fn run(config: Config, reload: impl Fn() -> Result<Config> + Send + Sync + 'static) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let (reopen_tx, reopen_rx) = mpsc::channel(4);
     let log_target = match &config.access_log {
@@ -263,12 +224,7 @@ pub async fn run(
         tokio::spawn(serve_metrics(l, metrics.clone(), config.status_dir.clone()));
     }
     for listener in listeners {
-        tokio::spawn(accept_loop(
-            listener,
-            shared.clone(),
-            active.clone(),
-            shutdown_tx.subscribe(),
-        ));
+        tokio::spawn(accept_loop(listener, shared.clone(), active.clone(), shutdown_tx.subscribe()));
     }
 
     let mut hup = signal(SignalKind::hangup())?;
@@ -286,10 +242,7 @@ pub async fn run(
             _ = int.recv() => break,
         }
     }
-    tracing::info!(
-        active = active.load(Ordering::Relaxed),
-        "stopping: no new connections, letting transfers finish"
-    );
+    tracing::info!(active = active.load(Ordering::Relaxed), "stopping: no new connections, letting transfers finish");
     let _ = shutdown_tx.send(true);
     let deadline = tokio::time::Instant::now() + config.limits.shutdown_grace;
     while active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
@@ -344,12 +297,14 @@ async fn serve_metrics(listener: TcpListener, metrics: Arc<metrics::Metrics>, st
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
             let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
-            let on_disk =
-                tokio::task::spawn_blocking(move || metrics::disk_usage_from_status(&status_dir))
-                    .await
-                    .unwrap_or_default();
+            let on_disk = tokio::task::spawn_blocking(move || metrics::disk_usage_from_status(&status_dir))
+                .await
+                .unwrap_or_default();
             let mut body = metrics.prometheus(&on_disk);
-            body.push_str(&format!("# TYPE micromirror_access_log_dropped_total counter\nmicromirror_access_log_dropped_total {}\n", accesslog::DROPPED_LINES.load(Ordering::Relaxed)));
+            body.push_str(&format!(
+                "# TYPE micromirror_access_log_dropped_total counter\nmicromirror_access_log_dropped_total {}\n",
+                accesslog::DROPPED_LINES.load(Ordering::Relaxed)
+            ));
             let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
             let _ = stream.write_all(head.as_bytes()).await;
             let _ = stream.write_all(body.as_bytes()).await;

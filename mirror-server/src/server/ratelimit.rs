@@ -26,11 +26,7 @@ const MAX_BUCKETS: usize = 100_000;
 
 impl Limiter {
     pub fn new(rules: Vec<Rule>, allow: Vec<IpNet>) -> Limiter {
-        Limiter {
-            rules,
-            allow,
-            buckets: Mutex::new(HashMap::new()),
-        }
+        Limiter { rules, allow, buckets: Mutex::new(HashMap::new()) }
     }
 
     pub fn allow(&self, client: IpAddr) -> bool {
@@ -48,11 +44,7 @@ impl Limiter {
         if self.allow.iter().any(|n| n.contains(&client)) {
             return true;
         }
-        let Some(idx) = self
-            .rules
-            .iter()
-            .position(|r| r.prefixes.iter().any(|n| n.contains(&client)))
-        else {
+        let Some(idx) = self.rules.iter().position(|r| r.prefixes.iter().any(|n| n.contains(&client))) else {
             return true;
         };
         let rule = &self.rules[idx];
@@ -66,8 +58,7 @@ impl Limiter {
             });
         }
         let (tokens, at) = buckets.entry((idx, client)).or_insert((rule.burst, now));
-        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * rule.per_second)
-            .min(rule.burst);
+        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * rule.per_second).min(rule.burst);
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
@@ -86,11 +77,7 @@ mod tests {
     #[test]
     fn burst_then_rate_then_allowlist() {
         let l = Limiter::new(
-            vec![Rule {
-                prefixes: vec!["203.0.113.0/24".parse().unwrap()],
-                per_second: 5.0,
-                burst: 10.0,
-            }],
+            vec![Rule { prefixes: vec!["203.0.113.0/24".parse().unwrap()], per_second: 5.0, burst: 10.0 }],
             vec!["203.0.113.7/32".parse().unwrap()],
         );
         let t0 = Instant::now();
@@ -100,9 +87,6 @@ mod tests {
         assert!(!l.allow_at(client, t0 + Duration::from_millis(210)));
         assert!((0..50).all(|_| l.allow_at("203.0.113.7".parse().unwrap(), t0)));
         assert!((0..50).all(|_| l.allow_at("198.51.100.1".parse().unwrap(), t0)));
-        assert!(!l.allow_at(
-            "::ffff:203.0.113.9".parse().unwrap(),
-            t0 + Duration::from_millis(210)
-        ));
+        assert!(!l.allow_at("::ffff:203.0.113.9".parse().unwrap(), t0 + Duration::from_millis(210)));
     }
 }

@@ -41,14 +41,7 @@ pub struct Reply {
 
 impl Reply {
     fn new(status: u16) -> Reply {
-        Reply {
-            status,
-            headers: Vec::new(),
-            body: Body::Empty,
-            length: 0,
-            close: false,
-            project: None,
-        }
+        Reply { status, headers: Vec::new(), body: Body::Empty, length: 0, close: false, project: None }
     }
 
     fn bytes(status: u16, content_type: &str, data: Vec<u8>) -> Reply {
@@ -103,13 +96,7 @@ pub fn handle(shared: &Shared, req: &Request) -> Reply {
 /// /favicon.ico, /robots.txt and the listing stylesheet come from the site's assets, never
 /// from the mirror tree.
 fn site_asset(shared: &Shared, target: &Target) -> Option<Reply> {
-    let name = match target
-        .segments
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
+    let name = match target.segments.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["favicon.ico"] => "favicon.ico",
         ["robots.txt"] => "robots.txt",
         [".micromirror", "listing.css"] => "listing.css",
@@ -140,59 +127,39 @@ fn file_reply(req: &Request, target: &Target, file: File, meta: FileMeta) -> Rep
         Decision::Full => {
             r.headers.push(("Content-Type", content_type.into()));
             r.length = meta.len;
-            r.body = Body::File {
-                file,
-                offset: 0,
-                len: meta.len,
-            };
+            r.body = Body::File { file, offset: 0, len: meta.len };
         }
         Decision::Partial(ranges) if ranges.len() == 1 => {
             let (a, b) = ranges[0];
             r.status = 206;
             r.headers.push(("Content-Type", content_type.into()));
-            r.headers
-                .push(("Content-Range", format!("bytes {a}-{b}/{}", meta.len)));
+            r.headers.push(("Content-Range", format!("bytes {a}-{b}/{}", meta.len)));
             r.length = b - a + 1;
-            r.body = Body::File {
-                file,
-                offset: a,
-                len: b - a + 1,
-            };
+            r.body = Body::File { file, offset: a, len: b - a + 1 };
         }
         Decision::Partial(ranges) => {
             let boundary = format!("{:016x}", meta.mtime as u64 ^ meta.len.rotate_left(17));
             let parts: Vec<(Vec<u8>, u64, u64)> = ranges
                 .iter()
                 .map(|&(a, b)| {
-                    let head = format!("\r\n--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: bytes {a}-{b}/{}\r\n\r\n", meta.len);
+                    let head = format!(
+                        "\r\n--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: bytes {a}-{b}/{}\r\n\r\n",
+                        meta.len
+                    );
                     (head.into_bytes(), a, b - a + 1)
                 })
                 .collect();
             let trailer = format!("\r\n--{boundary}--\r\n").into_bytes();
             r.status = 206;
-            r.headers.push((
-                "Content-Type",
-                format!("multipart/byteranges; boundary={boundary}"),
-            ));
-            r.length = parts
-                .iter()
-                .map(|(h, _, l)| h.len() as u64 + l)
-                .sum::<u64>()
-                + trailer.len() as u64;
-            r.body = Body::Multipart {
-                file,
-                parts,
-                trailer,
-            };
+            r.headers.push(("Content-Type", format!("multipart/byteranges; boundary={boundary}")));
+            r.length = parts.iter().map(|(h, _, l)| h.len() as u64 + l).sum::<u64>() + trailer.len() as u64;
+            r.body = Body::Multipart { file, parts, trailer };
         }
         Decision::Unsatisfiable => {
             r.status = 416;
-            r.headers
-                .retain(|(n, _)| *n != "ETag" && *n != "Last-Modified");
-            r.headers
-                .push(("Content-Range", format!("bytes */{}", meta.len)));
-            r.headers
-                .push(("Content-Type", "text/plain; charset=utf-8".into()));
+            r.headers.retain(|(n, _)| *n != "ETag" && *n != "Last-Modified");
+            r.headers.push(("Content-Range", format!("bytes */{}", meta.len)));
+            r.headers.push(("Content-Type", "text/plain; charset=utf-8".into()));
             let text = b"416 Range Not Satisfiable\n".to_vec();
             r.length = text.len() as u64;
             r.body = Body::Bytes(text);
@@ -211,11 +178,7 @@ fn dir_reply(shared: &Shared, req: &Request, target: &Target, stamp: i128) -> Re
         let mut r = Reply::bytes(
             301,
             "text/html; charset=utf-8",
-            format!(
-                "<a href=\"{}\">moved here</a>\n",
-                listing::escape(&location)
-            )
-            .into_bytes(),
+            format!("<a href=\"{}\">moved here</a>\n", listing::escape(&location)).into_bytes(),
         );
         r.headers.push(("Location", location));
         return r;
@@ -240,15 +203,15 @@ fn dir_reply(shared: &Shared, req: &Request, target: &Target, stamp: i128) -> Re
                 return None;
             }
         };
-        Some(if json { listing::json(&url_path, &entries) } else { listing::html(&shared.site_view(), &url_path, &entries) })
+        Some(if json {
+            listing::json(&url_path, &entries)
+        } else {
+            listing::html(&shared.site_view(), &url_path, &entries)
+        })
     });
     match body {
         Some(text) => {
-            let content_type = if json {
-                "application/json"
-            } else {
-                "text/html; charset=utf-8"
-            };
+            let content_type = if json { "application/json" } else { "text/html; charset=utf-8" };
             let mut r = Reply::bytes(200, content_type, text.as_bytes().to_vec());
             r.headers.push(("Vary", "Accept".into()));
             r

@@ -1,9 +1,7 @@
 //! UTC timestamps in the few shapes the server prints (listings, JSON, access log), computed
 //! with the civil-from-days algorithm rather than a date library for three formats.
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
+const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
 /// "2024-05-01 12:34"
 pub fn format_time(t: i64) -> String {
@@ -20,10 +18,7 @@ pub fn format_time_iso(t: i64) -> String {
 /// nginx's $time_local, in UTC: "01/May/2024:12:34:56 +0000"
 pub fn format_clf(t: i64) -> String {
     let (y, m, d, hh, mm, ss) = civil(t);
-    format!(
-        "{d:02}/{}/{y:04}:{hh:02}:{mm:02}:{ss:02} +0000",
-        MONTHS[(m - 1) as usize]
-    )
+    format!("{d:02}/{}/{y:04}:{hh:02}:{mm:02}:{ss:02} +0000", MONTHS[(m - 1) as usize])
 }
 
 pub fn civil(t: i64) -> (i64, u32, u32, i64, i64, i64) {

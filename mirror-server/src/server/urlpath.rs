@@ -27,10 +27,7 @@ pub fn parse_target(target: &str) -> Result<Target, Refused> {
         None => (without_fragment, None),
     };
     // Absolute-form (proxies): keep only the path.
-    let path = if let Some(rest) = path
-        .strip_prefix("http://")
-        .or_else(|| path.strip_prefix("https://"))
-    {
+    let path = if let Some(rest) = path.strip_prefix("http://").or_else(|| path.strip_prefix("https://")) {
         rest.find('/').map_or("/", |i| &rest[i..])
     } else {
         path
@@ -54,11 +51,7 @@ pub fn parse_target(target: &str) -> Result<Target, Refused> {
         }
         segments.push(seg);
     }
-    Ok(Target {
-        segments,
-        trailing_slash: path.ends_with('/'),
-        query,
-    })
+    Ok(Target { segments, trailing_slash: path.ends_with('/'), query })
 }
 
 fn percent_decode(s: &str) -> Option<Vec<u8>> {
@@ -100,14 +93,7 @@ impl Target {
     /// The canonical URL path of this target, for redirects and listings.
     pub fn url_path(&self, trailing_slash: bool) -> String {
         let mut s = String::from("/");
-        s.push_str(
-            &self
-                .segments
-                .iter()
-                .map(|x| percent_encode_segment(x))
-                .collect::<Vec<_>>()
-                .join("/"),
-        );
+        s.push_str(&self.segments.iter().map(|x| percent_encode_segment(x)).collect::<Vec<_>>().join("/"));
         if trailing_slash && !self.segments.is_empty() {
             s.push('/');
         }
@@ -133,23 +119,13 @@ mod tests {
         assert_eq!(t.query.as_deref(), Some("x=1"));
         assert!(!t.trailing_slash);
         assert!(parse_target("/epel/").unwrap().trailing_slash);
-        assert_eq!(
-            parse_target("http://example.net/a/b").unwrap().segments,
-            vec!["a", "b"]
-        );
+        assert_eq!(parse_target("http://example.net/a/b").unwrap().segments, vec!["a", "b"]);
     }
 
     #[test]
     fn refuses_everything_that_could_escape() {
-        let not_found = [
-            "/../etc/passwd",
-            "/a/%2e%2e/b",
-            "/a/%2E%2E/%2E%2E/etc",
-            "/a%2fb",
-            "/a%5cb",
-            "/a\\..\\b",
-            "/x/.~tmp~/f",
-        ];
+        let not_found =
+            ["/../etc/passwd", "/a/%2e%2e/b", "/a/%2E%2E/%2E%2E/etc", "/a%2fb", "/a%5cb", "/a\\..\\b", "/x/.~tmp~/f"];
         for t in not_found {
             assert_eq!(parse_target(t), Err(Refused::NotFound), "{t}");
         }

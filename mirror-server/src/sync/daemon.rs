@@ -27,30 +27,18 @@ pub struct DaemonConfig {
 
 #[derive(Debug)]
 enum Msg {
-    Trigger {
-        project: String,
-        reason: &'static str,
-    },
-    Finished {
-        project: String,
-    },
+    Trigger { project: String, reason: &'static str },
+    Finished { project: String },
 }
 
 /// Which projects a push topic names: `<prefix>/<topic>` where `<topic>` is one of the
 /// project's catalog topics (its module by default).
-pub fn projects_for_topic<'a>(
-    projects: &'a [Project],
-    prefix: &str,
-    topic: &str,
-) -> Vec<&'a Project> {
+pub fn projects_for_topic<'a>(projects: &'a [Project], prefix: &str, topic: &str) -> Vec<&'a Project> {
     let Some(rest) = topic.strip_prefix(prefix).and_then(|r| r.strip_prefix('/')) else {
         return Vec::new();
     };
     let rest = rest.trim_end_matches('/');
-    projects
-        .iter()
-        .filter(|p| p.topics().iter().any(|t| t == rest))
-        .collect()
+    projects.iter().filter(|p| p.topics().iter().any(|t| t == rest)).collect()
 }
 
 /// When a project is next due: its last success plus the interval, less up to a tenth of the
@@ -67,20 +55,10 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     tokio::spawn(schedule(config.clone(), tx.clone()));
     if let Some((host, port, prefix)) = config.push.clone() {
-        tokio::spawn(listen_push(
-            host,
-            port,
-            prefix,
-            config.projects.clone(),
-            tx.clone(),
-        ));
+        tokio::spawn(listen_push(host, port, prefix, config.projects.clone(), tx.clone()));
     }
     let slots = Arc::new(Semaphore::new(config.parallel.max(1)));
-    let by_name: BTreeMap<String, Project> = config
-        .projects
-        .iter()
-        .map(|p| (p.name.clone(), p.clone()))
-        .collect();
+    let by_name: BTreeMap<String, Project> = config.projects.iter().map(|p| (p.name.clone(), p.clone())).collect();
     let mut running: BTreeSet<String> = BTreeSet::new();
     let mut pending: BTreeSet<String> = BTreeSet::new();
     while let Some(msg) = rx.recv().await {
@@ -113,10 +91,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         let slots = slots.clone();
         tokio::spawn(async move {
             let _slot = slots.acquire_owned().await;
-            let result = tokio::task::spawn_blocking(move || {
-                runner::run_project(&env, &project, LockMode::Wait)
-            })
-            .await;
+            let result = tokio::task::spawn_blocking(move || runner::run_project(&env, &project, LockMode::Wait)).await;
             match result {
                 Ok(Ok(RunResult::Done(st))) => {
                     tracing::info!(project = %name, state = ?st.state, error = st.error.as_deref().unwrap_or(""), files = st.stats.files_transferred, bytes = st.stats.bytes_received, "sync finished")
@@ -136,31 +111,20 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
 }
 
 async fn schedule(config: DaemonConfig, tx: mpsc::UnboundedSender<Msg>) {
-    let jitter: BTreeMap<String, f64> = config
-        .projects
-        .iter()
-        .map(|p| (p.name.clone(), runner::jitter_fraction()))
-        .collect();
+    let jitter: BTreeMap<String, f64> =
+        config.projects.iter().map(|p| (p.name.clone(), runner::jitter_fraction())).collect();
     // Due times are remembered per project so one due moment triggers once.
     let mut triggered_for: BTreeMap<String, i64> = BTreeMap::new();
     loop {
         let now = runner::now();
         for p in &config.projects {
             let last = status::read(&config.env.state_dir, &p.name).and_then(|s| s.last_success);
-            let due = next_due(
-                last,
-                config.interval,
-                jitter.get(&p.name).copied().unwrap_or(0.5),
-            );
+            let due = next_due(last, config.interval, jitter.get(&p.name).copied().unwrap_or(0.5));
             if due <= now && triggered_for.get(&p.name) != Some(&due) {
                 triggered_for.insert(p.name.clone(), due);
                 let _ = tx.send(Msg::Trigger {
                     project: p.name.clone(),
-                    reason: if last.is_none() {
-                        "first sync"
-                    } else {
-                        "schedule"
-                    },
+                    reason: if last.is_none() { "first sync" } else { "schedule" },
                 });
             }
         }
@@ -168,13 +132,7 @@ async fn schedule(config: DaemonConfig, tx: mpsc::UnboundedSender<Msg>) {
     }
 }
 
-async fn listen_push(
-    host: String,
-    port: u16,
-    prefix: String,
-    projects: Vec<Project>,
-    tx: mpsc::UnboundedSender<Msg>,
-) {
+async fn listen_push(host: String, port: u16, prefix: String, projects: Vec<Project>, tx: mpsc::UnboundedSender<Msg>) {
     let id = format!("mirror-sync-{}", std::process::id());
     let mut options = MqttOptions::new(id, host.clone(), port);
     options.set_keep_alive(Duration::from_secs(30));
@@ -196,10 +154,7 @@ async fn listen_push(
                     tracing::debug!(topic = %p.topic, "push for a project we do not host");
                 }
                 for project in hits {
-                    let _ = tx.send(Msg::Trigger {
-                        project: project.name.clone(),
-                        reason: "push",
-                    });
+                    let _ = tx.send(Msg::Trigger { project: project.name.clone(), reason: "push" });
                 }
             }
             Ok(_) => {}
@@ -220,11 +175,7 @@ mod tests {
     fn project(name: &str, module: &str, topics: &[&str]) -> Project {
         let text = format!(
             "title = \"x\"\nmodule = \"{module}\"\npath = \"{name}\"\nsize_gb = 1\ntopics = [{}]\n",
-            topics
-                .iter()
-                .map(|t| format!("\"{t}\""))
-                .collect::<Vec<_>>()
-                .join(",")
+            topics.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(",")
         );
         let mut p: Project = toml_edit::de::from_str(&text).unwrap();
         p.name = name.into();
@@ -235,23 +186,13 @@ mod tests {
     fn topics_map_to_projects_by_catalog() {
         let ps = vec![
             project("epel", "fedora-epel", &[]),
-            project(
-                "fedora",
-                "fedora-enchilada",
-                &["fedora-enchilada", "fedora-secondary"],
-            ),
+            project("fedora", "fedora-enchilada", &["fedora-enchilada", "fedora-secondary"]),
         ];
         let names = |t: &str| {
-            projects_for_topic(&ps, "rsync/mirror.fcix.net", t)
-                .iter()
-                .map(|p| p.name.clone())
-                .collect::<Vec<_>>()
+            projects_for_topic(&ps, "rsync/mirror.fcix.net", t).iter().map(|p| p.name.clone()).collect::<Vec<_>>()
         };
         assert_eq!(names("rsync/mirror.fcix.net/fedora-epel"), vec!["epel"]);
-        assert_eq!(
-            names("rsync/mirror.fcix.net/fedora-secondary"),
-            vec!["fedora"]
-        );
+        assert_eq!(names("rsync/mirror.fcix.net/fedora-secondary"), vec!["fedora"]);
         assert!(names("rsync/other/fedora-epel").is_empty());
         assert!(names("rsync/mirror.fcix.net/archlinux").is_empty());
     }

@@ -40,12 +40,7 @@ pub fn bwlimit_kib(mbit: u32) -> u64 {
 }
 
 /// Options every pass gets: the fleet's base set, minus owner/group (we are not root).
-fn base_args(
-    project: &Project,
-    ends: &Endpoints,
-    bwlimit_mbit: u32,
-    max_delete: Option<u64>,
-) -> Vec<String> {
+fn base_args(project: &Project, ends: &Endpoints, bwlimit_mbit: u32, max_delete: Option<u64>) -> Vec<String> {
     let mut v: Vec<String> = [
         "--recursive",
         "--links",
@@ -66,10 +61,7 @@ fn base_args(
     .collect();
     v.push(format!("--timeout={}", project.timeout_s));
     v.push(format!("--contimeout={}", project.timeout_s.min(60)));
-    v.push(format!(
-        "--bwlimit={}",
-        bwlimit_kib(project.bwlimit_mbit.unwrap_or(bwlimit_mbit))
-    ));
+    v.push(format!("--bwlimit={}", bwlimit_kib(project.bwlimit_mbit.unwrap_or(bwlimit_mbit))));
     if let Some(n) = max_delete {
         v.push(format!("--max-delete={n}"));
     }
@@ -89,14 +81,7 @@ fn base_args(
 fn pass_args(pass: &Pass) -> Vec<String> {
     let mut v = Vec::new();
     if pass.delete {
-        v.push(
-            if pass.delete_after {
-                "--delete-after"
-            } else {
-                "--delete-delay"
-            }
-            .to_string(),
-        );
+        v.push(if pass.delete_after { "--delete-after" } else { "--delete-delay" }.to_string());
     }
     if pass.no_links {
         v.push("--no-links".into());
@@ -108,12 +93,7 @@ fn pass_args(pass: &Pass) -> Vec<String> {
 }
 
 /// The invocations of one run of `project`, in order.
-pub fn plan(
-    project: &Project,
-    ends: &Endpoints,
-    bwlimit_mbit: u32,
-    max_delete: Option<u64>,
-) -> Vec<Invocation> {
+pub fn plan(project: &Project, ends: &Endpoints, bwlimit_mbit: u32, max_delete: Option<u64>) -> Vec<Invocation> {
     let dest_root = ends.mirror_root.join(&project.path);
     project
         .passes()
@@ -133,32 +113,18 @@ pub fn plan(
                         trimmed,
                         if is_dir { "/" } else { "" }
                     );
-                    let dest = if is_dir {
-                        dest_root.join(trimmed)
-                    } else {
-                        parent_of(&dest_root.join(trimmed))
-                    };
+                    let dest = if is_dir { dest_root.join(trimmed) } else { parent_of(&dest_root.join(trimmed)) };
                     (src, dest)
                 }
-                None => (
-                    format!("rsync://{}/{}/", ends.upstream, project.module),
-                    dest_root.clone(),
-                ),
+                None => (format!("rsync://{}/{}/", ends.upstream, project.module), dest_root.clone()),
             };
-            Invocation {
-                label: pass.label.clone(),
-                args,
-                source,
-                dest,
-            }
+            Invocation { label: pass.label.clone(), args, source, dest }
         })
         .collect()
 }
 
 fn parent_of(p: &Path) -> PathBuf {
-    p.parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| p.to_path_buf())
+    p.parent().map(Path::to_path_buf).unwrap_or_else(|| p.to_path_buf())
 }
 
 /// The max-delete guard: at most `share` of the files the tree held after the last run may go
@@ -210,20 +176,12 @@ mod tests {
                 delete: false,
                 ..Default::default()
             },
-            Pass {
-                label: "indices".into(),
-                delete: true,
-                delete_after: true,
-                ..Default::default()
-            },
+            Pass { label: "indices".into(), delete: true, delete_after: true, ..Default::default() },
         ];
         let p = plan(&project(passes), &ends(), 200, Some(500));
         assert_eq!(p.len(), 2);
         assert!(p[0].args.contains(&"--exclude=Packages*".to_string()));
-        assert!(!p[0]
-            .args
-            .iter()
-            .any(|a| a.starts_with("--delete-after") || a == "--delete-delay"));
+        assert!(!p[0].args.iter().any(|a| a.starts_with("--delete-after") || a == "--delete-delay"));
         assert!(p[1].args.contains(&"--delete-after".to_string()));
         assert!(!p[1].args.contains(&"--exclude=Packages*".to_string()));
         for inv in &p {
@@ -232,9 +190,7 @@ mod tests {
             assert!(inv.args.contains(&"--max-delete=500".to_string()));
             assert!(inv.args.contains(&"--exclude=*/source/".to_string()));
             assert!(inv.args.contains(&"--delete-excluded".to_string()));
-            assert!(inv
-                .args
-                .contains(&"--filter=protect /trace/mm.example.net".to_string()));
+            assert!(inv.args.contains(&"--filter=protect /trace/mm.example.net".to_string()));
             assert_eq!(inv.source, "rsync://mirror.example.net/ubuntu/");
             assert_eq!(inv.dest, PathBuf::from("/srv/mirror/ubuntu"));
         }
@@ -251,24 +207,11 @@ mod tests {
     #[test]
     fn only_passes_sync_one_part_in_place() {
         let passes = vec![
-            Pass {
-                label: "marker".into(),
-                only: Some("last-updated".into()),
-                delete: false,
-                ..Default::default()
-            },
-            Pass {
-                label: "stable".into(),
-                only: Some("stable/".into()),
-                delete: true,
-                ..Default::default()
-            },
+            Pass { label: "marker".into(), only: Some("last-updated".into()), delete: false, ..Default::default() },
+            Pass { label: "stable".into(), only: Some("stable/".into()), delete: true, ..Default::default() },
         ];
         let p = plan(&project(passes), &ends(), 200, None);
-        assert_eq!(
-            p[0].source,
-            "rsync://mirror.example.net/ubuntu/last-updated"
-        );
+        assert_eq!(p[0].source, "rsync://mirror.example.net/ubuntu/last-updated");
         assert_eq!(p[0].dest, PathBuf::from("/srv/mirror/ubuntu"));
         assert_eq!(p[1].source, "rsync://mirror.example.net/ubuntu/stable/");
         assert_eq!(p[1].dest, PathBuf::from("/srv/mirror/ubuntu/stable"));

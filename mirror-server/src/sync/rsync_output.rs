@@ -54,13 +54,8 @@ pub fn add_stats(output: &str, into: &mut Stats) {
             continue;
         };
         let number = |v: &str| -> u64 {
-            let digits: String = v
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .chars()
-                .filter(|c| c.is_ascii_digit())
-                .collect();
+            let digits: String =
+                v.split_whitespace().next().unwrap_or("").chars().filter(|c| c.is_ascii_digit()).collect();
             digits.parse().unwrap_or(0)
         };
         match key.trim() {

@@ -46,10 +46,7 @@ pub enum RunResult {
 }
 
 pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// An exclusive lock on the project that the kernel releases if we crash (flock).
@@ -58,8 +55,7 @@ struct ProjectLock {
 }
 
 fn lock(env: &SyncEnv, project: &str, mode: LockMode) -> Result<Option<ProjectLock>> {
-    std::fs::create_dir_all(&env.state_dir)
-        .with_context(|| format!("creating {}", env.state_dir.display()))?;
+    std::fs::create_dir_all(&env.state_dir).with_context(|| format!("creating {}", env.state_dir.display()))?;
     let path = env.state_dir.join(format!("{project}.lock"));
     let file = File::options()
         .create(true)
@@ -88,9 +84,9 @@ pub fn run_project(env: &SyncEnv, project: &Project, mode: LockMode) -> Result<R
     };
     let previous = status::read(&env.state_dir, &project.name);
     let started = now();
-    let log_path = env
-        .log_dir
-        .join(format!("{}-{}.log", project.name, started));
+    // Nanoseconds: a push can start a second run within the same second.
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let log_path = env.log_dir.join(format!("{}-{stamp}.log", project.name));
     let mut st = Status {
         project: project.name.clone(),
         project_path: project.path.clone(),
@@ -145,20 +141,18 @@ fn run_steps(
     stats: &mut Stats,
 ) -> Result<(), RunError> {
     let dest = env.ends.mirror_root.join(&project.path);
-    std::fs::create_dir_all(&dest)
-        .map_err(|e| RunError::Failed(format!("cannot create {}: {e}", dest.display())))?;
+    std::fs::create_dir_all(&dest).map_err(|e| RunError::Failed(format!("cannot create {}: {e}", dest.display())))?;
     let marker = env.state_dir.join(format!("{}.in-progress", project.name));
     if marker.exists() {
         // The last run was interrupted: its rsync temporaries are garbage now.
         remove_rsync_temporaries(&dest);
     }
-    std::fs::write(&marker, b"")
-        .map_err(|e| RunError::Failed(format!("cannot write {}: {e}", marker.display())))?;
+    std::fs::write(&marker, b"").map_err(|e| RunError::Failed(format!("cannot write {}: {e}", marker.display())))?;
     check_free_space(&env.ends.mirror_root, env.min_free_mb)?;
     std::fs::create_dir_all(&env.log_dir)
         .map_err(|e| RunError::Failed(format!("cannot create {}: {e}", env.log_dir.display())))?;
-    let mut log = File::create(log_path)
-        .map_err(|e| RunError::Failed(format!("cannot create {}: {e}", log_path.display())))?;
+    let mut log =
+        File::create(log_path).map_err(|e| RunError::Failed(format!("cannot create {}: {e}", log_path.display())))?;
     if project.debian_style {
         wait_for_upstream_update(env, project, &mut log)?;
     }
@@ -170,12 +164,7 @@ fn run_steps(
     for inv in plan::plan(project, &env.ends, env.bwlimit_mbit, max_delete) {
         let mut attempt = 0;
         loop {
-            let _ = writeln!(
-                log,
-                "### pass: {} ({})",
-                inv.label,
-                inv.command_line().join(" ")
-            );
+            let _ = writeln!(log, "### pass: {} ({})", inv.label, inv.command_line().join(" "));
             let (code, output) = run_rsync(&inv.command_line(), &mut log, env.echo)
                 .map_err(|e| RunError::Failed(format!("cannot run rsync: {e}")))?;
             match rsync_output::exit_meaning(code) {
@@ -206,7 +195,11 @@ fn run_steps(
                 }
                 ExitMeaning::LocalIo => {
                     let free = free_mb(&env.ends.mirror_root).unwrap_or(0);
-                    return Err(RunError::Failed(format!("rsync exit {code}: {} ({free} MiB free on {}); the served tree keeps its last complete state", rsync_output::describe_exit(code), env.ends.mirror_root.display())));
+                    return Err(RunError::Failed(format!(
+                        "rsync exit {code}: {} ({free} MiB free on {}); the served tree keeps its last complete state",
+                        rsync_output::describe_exit(code),
+                        env.ends.mirror_root.display()
+                    )));
                 }
                 _ => {
                     let last = output
@@ -226,8 +219,7 @@ fn run_steps(
         }
     }
     if project.trace {
-        write_trace(env, project, started)
-            .map_err(|e| RunError::Failed(format!("writing the trace file: {e:#}")))?;
+        write_trace(env, project, started).map_err(|e| RunError::Failed(format!("writing the trace file: {e:#}")))?;
     }
     let _ = std::fs::remove_file(&marker);
     Ok(())
@@ -242,24 +234,16 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
 
 /// A number in [0, 1) that differs between boxes and runs (no RNG crate for one number).
 pub fn jitter_fraction() -> f64 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let mixed = (u64::from(nanos) ^ u64::from(std::process::id()).rotate_left(32))
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let mixed = (u64::from(nanos) ^ u64::from(std::process::id()).rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (mixed >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Runs rsync, copying its output to the run's log (and the terminal when asked); returns the
 /// exit code and the output (for --stats).
 fn run_rsync(args: &[String], log: &mut File, echo: bool) -> std::io::Result<(i32, String)> {
-    let mut child = Command::new("rsync")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
+    let mut child =
+        Command::new("rsync").args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     let stderr = child.stderr.take();
     let err_thread = std::thread::spawn(move || {
         let mut text = String::new();
@@ -337,28 +321,18 @@ fn check_free_space(root: &Path, min_mb: u64) -> Result<(), RunError> {
 
 /// A Debian-style upstream mid-update shows `Archive-Update-in-Progress-<host>` at the top:
 /// wait for it to finish rather than copy a half-updated archive.
-fn wait_for_upstream_update(
-    env: &SyncEnv,
-    project: &Project,
-    log: &mut File,
-) -> Result<(), RunError> {
+fn wait_for_upstream_update(env: &SyncEnv, project: &Project, log: &mut File) -> Result<(), RunError> {
     let url = format!("rsync://{}/{}/", env.ends.upstream, project.module);
     for attempt in 0..=env.retries {
         let out = Command::new("rsync")
-            .args([
-                "--list-only",
-                "--no-motd",
-                &format!("--contimeout={}", project.timeout_s.min(60)),
-            ])
+            .args(["--list-only", "--no-motd", &format!("--contimeout={}", project.timeout_s.min(60))])
             .arg(&url)
             .output()
             .map_err(|e| RunError::Failed(format!("cannot run rsync: {e}")))?;
         let listing = String::from_utf8_lossy(&out.stdout);
-        let busy = listing.lines().any(|l| {
-            l.split_whitespace()
-                .last()
-                .is_some_and(|n| n.starts_with("Archive-Update-in-Progress"))
-        });
+        let busy = listing
+            .lines()
+            .any(|l| l.split_whitespace().last().is_some_and(|n| n.starts_with("Archive-Update-in-Progress")));
         if !busy {
             return Ok(());
         }
@@ -366,7 +340,9 @@ fn wait_for_upstream_update(
         let _ = writeln!(log, "### upstream {url} is updating itself (Archive-Update-in-Progress); waiting {wait:.0?}");
         std::thread::sleep(wait);
     }
-    Err(RunError::Failed(format!("upstream {url} stayed mid-update (Archive-Update-in-Progress); will try again at the next trigger")))
+    Err(RunError::Failed(format!(
+        "upstream {url} stayed mid-update (Archive-Update-in-Progress); will try again at the next trigger"
+    )))
 }
 
 /// Debian's trace format, written atomically to `<project>/trace/<hostname>` after a complete run.
@@ -385,8 +361,7 @@ fn write_trace(env: &SyncEnv, project: &Project, started: SystemTime) -> Result<
     );
     let tmp = dir.join(format!(".{}.tmp", env.ends.hostname));
     std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, dir.join(&env.ends.hostname))
-        .map_err(|e| anyhow!("renaming the trace file: {e}"))?;
+    std::fs::rename(&tmp, dir.join(&env.ends.hostname)).map_err(|e| anyhow!("renaming the trace file: {e}"))?;
     Ok(())
 }
 
@@ -400,14 +375,8 @@ fn prune_logs(dir: &Path, project: &str, keep: Duration) {
         let ours = name
             .strip_prefix(project)
             .and_then(|r| r.strip_prefix('-'))
-            .is_some_and(|r| {
-                r.ends_with(".log") && r[..r.len() - 4].chars().all(|c| c.is_ascii_digit())
-            });
-        if ours
-            && e.metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|m| m < cutoff)
-        {
+            .is_some_and(|r| r.ends_with(".log") && r[..r.len() - 4].chars().all(|c| c.is_ascii_digit()));
+        if ours && e.metadata().and_then(|m| m.modified()).is_ok_and(|m| m < cutoff) {
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -422,10 +391,7 @@ mod tests {
         for attempt in 1..5 {
             let d = backoff(Duration::from_secs(10), attempt);
             let nominal = 10.0 * f64::from(1u32 << (attempt - 1));
-            assert!(
-                d.as_secs_f64() >= nominal * 0.75 && d.as_secs_f64() <= nominal * 1.25,
-                "{attempt}: {d:?}"
-            );
+            assert!(d.as_secs_f64() >= nominal * 0.75 && d.as_secs_f64() <= nominal * 1.25, "{attempt}: {d:?}");
         }
     }
 

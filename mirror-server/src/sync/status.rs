@@ -89,10 +89,7 @@ mod tests {
             ended: Some(2),
             last_success: Some(2),
             error: None,
-            stats: Stats {
-                files_transferred: 3,
-                ..Default::default()
-            },
+            stats: Stats { files_transferred: 3, ..Default::default() },
             size_bytes: 10,
             log_file: None,
         };

@@ -10,10 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 pub struct Server {
@@ -26,10 +23,7 @@ impl Server {
     /// Starts mirror-server on `root` with extra arguments; waits until it accepts.
     pub fn start(root: &Path, extra: &[&str]) -> Server {
         let port = free_port();
-        let log = root
-            .parent()
-            .unwrap_or(root)
-            .join(format!("access-{port}.log"));
+        let log = root.parent().unwrap_or(root).join(format!("access-{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_mirror-server"))
             .arg("--root")
             .arg(root)
@@ -45,10 +39,7 @@ impl Server {
             .expect("mirror-server starts");
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "mirror-server did not listen on {port}"
-            );
+            assert!(start.elapsed() < Duration::from_secs(10), "mirror-server did not listen on {port}");
             std::thread::sleep(Duration::from_millis(20));
         }
         Server { child, port, log }
@@ -97,20 +88,13 @@ pub fn raw(port: u16, request: &[u8], limit: Duration) -> Vec<u8> {
 }
 
 pub fn status_of(response: &[u8]) -> u16 {
-    String::from_utf8_lossy(response)
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    String::from_utf8_lossy(response).split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 /// Runs a client command; panics with its output when it fails.
 pub fn run(cmd: &mut Command) -> Output {
     let shown = format!("{cmd:?}");
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
     assert!(
         out.status.success(),
         "{shown} failed:\n{}\n{}",

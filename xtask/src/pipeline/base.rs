@@ -84,30 +84,18 @@ pub fn sources(site: &LoadedProfile) -> Vec<(String, String)> {
         Distro::Debian12 => {
             let mut v = vec![("main".to_string(), format!("deb {mirror} bookworm main"))];
             if base.mirror.is_none() {
-                v.push((
-                    "updates".into(),
-                    format!("deb {mirror} bookworm-updates main"),
-                ));
-                v.push((
-                    "security".into(),
-                    "deb http://deb.debian.org/debian-security bookworm-security main".into(),
-                ));
+                v.push(("updates".into(), format!("deb {mirror} bookworm-updates main")));
+                v.push(("security".into(), "deb http://deb.debian.org/debian-security bookworm-security main".into()));
             }
             v
         }
         Distro::Almalinux9 => {
             let mut v = vec![
                 ("baseos".to_string(), format!("{mirror}/9/BaseOS/x86_64/os")),
-                (
-                    "appstream".to_string(),
-                    format!("{mirror}/9/AppStream/x86_64/os"),
-                ),
+                ("appstream".to_string(), format!("{mirror}/9/AppStream/x86_64/os")),
             ];
             if let Some(epel) = &base.epel_mirror {
-                v.push((
-                    "epel".into(),
-                    format!("{}/9/Everything/x86_64", epel.trim_end_matches('/')),
-                ));
+                v.push(("epel".into(), format!("{}/9/Everything/x86_64", epel.trim_end_matches('/'))));
             }
             v
         }
@@ -130,10 +118,7 @@ pub fn gpg_keys(site: &LoadedProfile) -> Vec<String> {
 /// The cache key: everything that changes the bytes of a base tree.
 pub fn cache_key(site: &LoadedProfile) -> String {
     let mut h = Sha256::new();
-    h.update(format!(
-        "recipe={RECIPE_VERSION}\ndistro={}\n",
-        site.profile.base.distro.as_str()
-    ));
+    h.update(format!("recipe={RECIPE_VERSION}\ndistro={}\n", site.profile.base.distro.as_str()));
     for p in packages(site.profile.base.distro) {
         h.update(format!("package={p}\n"));
     }
@@ -162,11 +147,7 @@ pub fn prepare(site: &LoadedProfile, refresh: bool) -> Result<Base> {
     if archive.exists() && !refresh {
         let stage = progress::stage("base", &format!("reusing cached {key}"));
         stage.done(&format!("cached base {}", archive.display()));
-        return Ok(Base {
-            archive,
-            key,
-            reused: true,
-        });
+        return Ok(Base { archive, key, reused: true });
     }
     let partial = dir.join(format!(".{key}.partial.tar.zst"));
     let _ = std::fs::remove_file(&partial);
@@ -182,15 +163,10 @@ pub fn prepare(site: &LoadedProfile, refresh: bool) -> Result<Base> {
         Distro::Debian12 => debootstrap(site, &partial)?,
         Distro::Almalinux9 => dnf_installroot(site, &partial, &dir)?,
     }
-    std::fs::rename(&partial, &archive)
-        .with_context(|| format!("storing {}", archive.display()))?;
+    std::fs::rename(&partial, &archive).with_context(|| format!("storing {}", archive.display()))?;
     let size = std::fs::metadata(&archive).map(|m| m.len()).unwrap_or(0);
     stage.done(&format!("base {key} ({})", progress::human_bytes(size)));
-    Ok(Base {
-        archive,
-        key,
-        reused: false,
-    })
+    Ok(Base { archive, key, reused: false })
 }
 
 fn debootstrap(site: &LoadedProfile, out: &Path) -> Result<()> {
@@ -203,10 +179,7 @@ fn debootstrap(site: &LoadedProfile, out: &Path) -> Result<()> {
         .arg("--dpkgopt=path-exclude=/usr/share/man/*")
         .arg("--dpkgopt=path-exclude=/usr/share/locale/*")
         .arg("--dpkgopt=path-include=/usr/share/doc/*/copyright")
-        .arg(format!(
-            "--include={}",
-            packages(Distro::Debian12).join(",")
-        ))
+        .arg(format!("--include={}", packages(Distro::Debian12).join(",")))
         .arg("bookworm")
         .arg(out);
     for (_, line) in sources(site) {
@@ -228,39 +201,21 @@ fn dnf_installroot(site: &LoadedProfile, out: &Path, cache: &Path) -> Result<()>
     std::fs::write(tmp.path().join("dnf.conf"), conf.main)?;
     std::fs::write(tmp.path().join("repos/micromirror.repo"), conf.repos)?;
     let mut c = Command::new("dnf");
-    c.args(dnf_args(tmp.path(), &root))
-        .args(packages(Distro::Almalinux9));
+    c.args(dnf_args(tmp.path(), &root)).args(packages(Distro::Almalinux9));
     cmd::run(&mut c).with_context(|| {
-        format!(
-            "dnf could not install the AlmaLinux base; check base.mirror in {}",
-            site.path.display()
-        )
+        format!("dnf could not install the AlmaLinux base; check base.mirror in {}", site.path.display())
     })?;
     // Package caches and logs are not part of the image.
-    for junk in [
-        "var/cache/dnf",
-        "var/log/dnf.log",
-        "var/log/dnf.librepo.log",
-        "var/log/dnf.rpm.log",
-        "var/log/hawkey.log",
-    ] {
+    for junk in
+        ["var/cache/dnf", "var/log/dnf.log", "var/log/dnf.librepo.log", "var/log/dnf.rpm.log", "var/log/hawkey.log"]
+    {
         let p = root.join(junk);
-        let _ = if p.is_dir() {
-            std::fs::remove_dir_all(&p)
-        } else {
-            std::fs::remove_file(&p)
-        };
+        let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
     }
     let mut tar = Command::new("tar");
     tar.args(["--zstd", "-cpf"])
         .arg(out)
-        .args([
-            "--xattrs",
-            "--xattrs-include=*",
-            "--numeric-owner",
-            "--sort=name",
-            "-C",
-        ])
+        .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "--sort=name", "-C"])
         .arg(&root)
         .arg(".");
     cmd::run(&mut tar)?;

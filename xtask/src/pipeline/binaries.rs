@@ -19,14 +19,7 @@ pub fn build(distro: Distro) -> Result<Binaries> {
     let stage = progress::stage("binaries", "cargo build --release -p mirror-server");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut c = Command::new(cargo);
-    c.current_dir(paths::workspace()).args([
-        "build",
-        "--release",
-        "--locked",
-        "-p",
-        "mirror-server",
-        "--bins",
-    ]);
+    c.current_dir(paths::workspace()).args(["build", "--release", "--locked", "-p", "mirror-server", "--bins"]);
     cmd::run(&mut c)?;
     let mut files = Vec::new();
     for name in PROGRAMS {
@@ -44,18 +37,9 @@ pub fn build(distro: Distro) -> Result<Binaries> {
         }
         files.push((name.to_string(), path));
     }
-    let newest = files
-        .iter()
-        .filter_map(|(_, p)| std::fs::read(p).ok())
-        .filter_map(|b| max_glibc(&b))
-        .max();
-    let shown = newest
-        .map(|(a, b)| format!("GLIBC_{a}.{b}"))
-        .unwrap_or_else(|| "no glibc versions".into());
-    stage.done(&format!(
-        "{} built, highest symbol version {shown}",
-        PROGRAMS.join(" and ")
-    ));
+    let newest = files.iter().filter_map(|(_, p)| std::fs::read(p).ok()).filter_map(|b| max_glibc(&b)).max();
+    let shown = newest.map(|(a, b)| format!("GLIBC_{a}.{b}")).unwrap_or_else(|| "no glibc versions".into());
+    stage.done(&format!("{} built, highest symbol version {shown}", PROGRAMS.join(" and ")));
     Ok(Binaries { files })
 }
 
@@ -66,10 +50,8 @@ pub fn max_glibc(elf: &[u8]) -> Option<(u32, u32)> {
     let mut i = 0;
     while let Some(pos) = elf[i..].windows(TAG.len()).position(|w| w == TAG) {
         let start = i + pos + TAG.len();
-        let end = elf[start..]
-            .iter()
-            .position(|b| !(b.is_ascii_digit() || *b == b'.'))
-            .map_or(elf.len(), |n| start + n);
+        let end =
+            elf[start..].iter().position(|b| !(b.is_ascii_digit() || *b == b'.')).map_or(elf.len(), |n| start + n);
         let text = String::from_utf8_lossy(&elf[start..end]);
         let mut parts = text.split('.').map(|p| p.parse::<u32>());
         if let (Some(Ok(major)), Some(Ok(minor))) = (parts.next(), parts.next()) {

@@ -32,7 +32,8 @@ const HOST_STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
 /// reboot ten seconds after a panic (nobody is there to press a key).
 pub fn cmdline(site: &LoadedProfile) -> String {
     let root_uuid = image::disk::seeded_uuid(&site.profile.site.name, image::disk::ROOT_LABEL);
-    let mut c = format!("root=PARTUUID={root_uuid} rw rootwait console=tty0 console=ttyS0,115200n8 panic=10 net.ifnames=1");
+    let mut c =
+        format!("root=PARTUUID={root_uuid} rw rootwait console=tty0 console=ttyS0,115200n8 panic=10 net.ifnames=1");
     if site.profile.base.distro == Distro::Almalinux9 {
         c.push_str(" selinux=1 enforcing=1");
     }
@@ -45,28 +46,19 @@ pub fn make_uki(site: &LoadedProfile, root: &Path, epoch: i64) -> Result<Vec<u8>
     let distro = site.profile.base.distro;
     let initrd_path = root.join("boot/initrd.micromirror");
     make_initramfs(distro, root, &kver, epoch)?;
-    let initrd = std::fs::read(&initrd_path)
-        .with_context(|| format!("reading {}", initrd_path.display()))?;
+    let initrd = std::fs::read(&initrd_path).with_context(|| format!("reading {}", initrd_path.display()))?;
     // The initramfs lives in the UKI only; a copy in the root filesystem would be dead weight.
     std::fs::remove_file(&initrd_path)?;
     let kernel_path = kernel_image(root, &kver)?;
-    let linux = std::fs::read(&kernel_path)
-        .with_context(|| format!("reading {}", kernel_path.display()))?;
-    let os_release =
-        std::fs::read(root.join("usr/lib/os-release")).context("reading the base's os-release")?;
+    let linux = std::fs::read(&kernel_path).with_context(|| format!("reading {}", kernel_path.display()))?;
+    let os_release = std::fs::read(root.join("usr/lib/os-release")).context("reading the base's os-release")?;
     let stub_path = stub(root);
-    let stub = std::fs::read(&stub_path)
-        .with_context(|| format!("reading the EFI stub {}", stub_path.display()))?;
+    let stub = std::fs::read(&stub_path).with_context(|| format!("reading the EFI stub {}", stub_path.display()))?;
     let line = cmdline(site);
     stage.message("assembling the UKI");
     let uki = image::uki::build_uki(
         &stub,
-        &image::uki::UkiParts {
-            os_release: &os_release,
-            cmdline: line.as_bytes(),
-            initrd: &initrd,
-            linux: &linux,
-        },
+        &image::uki::UkiParts { os_release: &os_release, cmdline: line.as_bytes(), initrd: &initrd, linux: &linux },
     )?;
     stage.done(&format!(
         "UKI {} (kernel {kver}, initramfs {})",
@@ -87,18 +79,12 @@ fn kernel_version(root: &Path) -> Result<String> {
     match versions.len() {
         1 => Ok(versions.remove(0)),
         0 => bail!("the base has no kernel (nothing in /usr/lib/modules)"),
-        _ => bail!(
-            "the base has several kernels ({}); expected one",
-            versions.join(", ")
-        ),
+        _ => bail!("the base has several kernels ({}); expected one", versions.join(", ")),
     }
 }
 
 fn kernel_image(root: &Path, kver: &str) -> Result<PathBuf> {
-    let candidates = [
-        root.join(format!("boot/vmlinuz-{kver}")),
-        root.join(format!("usr/lib/modules/{kver}/vmlinuz")),
-    ];
+    let candidates = [root.join(format!("boot/vmlinuz-{kver}")), root.join(format!("usr/lib/modules/{kver}/vmlinuz"))];
     candidates
         .into_iter()
         .find(|p| p.exists())
@@ -141,17 +127,7 @@ pub fn in_chroot(root: &Path, command: &[String], env: &[(&str, String)]) -> Res
 mount -t proc proc "$r/proc"; mount -t sysfs sys "$r/sys"; mount --rbind /dev "$r/dev"
 exec chroot "$r" "$@""#;
     let mut c = Command::new("unshare");
-    c.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        script,
-        "sh",
-    ])
-    .arg(root)
-    .args(command);
+    c.args(["--mount", "--propagation", "private", "sh", "-c", script, "sh"]).arg(root).args(command);
     c.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     for (k, v) in env {
         c.env(k, v);

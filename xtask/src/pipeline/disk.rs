@@ -25,13 +25,7 @@ pub fn root_size(tree_bytes: u64) -> u64 {
     wanted.max(2048 * MIB).div_ceil(64 * MIB) * 64 * MIB
 }
 
-pub fn assemble(
-    site: &LoadedProfile,
-    root: &Path,
-    uki: &[u8],
-    epoch: i64,
-    staging: &Path,
-) -> Result<Disk> {
+pub fn assemble(site: &LoadedProfile, root: &Path, uki: &[u8], epoch: i64, staging: &Path) -> Result<Disk> {
     let stage = progress::stage("disk", "writing ESP, root filesystem and GPT");
     let name = &site.profile.site.name;
     std::fs::create_dir_all(staging)?;
@@ -49,15 +43,9 @@ pub fn assemble(
     file.set_len(layout.disk_size)?;
     disk::write_gpt(&mut file, &layout, name)?;
 
-    let volume_id = u32::from_le_bytes(
-        disk::seeded_uuid(name, "esp-volume").as_bytes()[..4]
-            .try_into()
-            .unwrap_or([0; 4]),
-    );
-    let mut files = [image::esp::EspFile {
-        path: "EFI/BOOT/BOOTX64.EFI",
-        data: uki,
-    }];
+    let volume_id =
+        u32::from_le_bytes(disk::seeded_uuid(name, "esp-volume").as_bytes()[..4].try_into().unwrap_or([0; 4]));
+    let mut files = [image::esp::EspFile { path: "EFI/BOOT/BOOTX64.EFI", data: uki }];
     let esp = image::esp::build_esp(layout.esp_size as usize, volume_id, &mut files)?;
     disk::write_sparse(&mut file, layout.esp_offset, &esp)?;
     file.sync_all()?;
@@ -72,32 +60,18 @@ pub fn assemble(
         progress::human_bytes(used),
         progress::human_bytes(layout.root_size)
     ));
-    Ok(Disk {
-        image: image_path,
-        layout,
-    })
+    Ok(Disk { image: image_path, layout })
 }
 
-fn make_root_fs(
-    site: &LoadedProfile,
-    root: &Path,
-    image_path: &Path,
-    layout: &Layout,
-    epoch: i64,
-) -> Result<()> {
+fn make_root_fs(site: &LoadedProfile, root: &Path, image_path: &Path, layout: &Layout, epoch: i64) -> Result<()> {
     let uuid = disk::seeded_uuid(&site.profile.site.name, "rootfs");
     let seed = disk::seeded_uuid(&site.profile.site.name, "rootfs-hash");
     let mut c = Command::new("mkfs.ext4");
     c.env("E2FSPROGS_FAKE_TIME", epoch.to_string())
-        .args([
-            "-q", "-F", "-b", "4096", "-L", "root", "-T", "default", "-U",
-        ])
+        .args(["-q", "-F", "-b", "4096", "-L", "root", "-T", "default", "-U"])
         .arg(uuid.to_string())
         .arg("-E")
-        .arg(format!(
-            "offset={},hash_seed={seed},root_owner=0:0,lazy_itable_init=1",
-            layout.root_offset
-        ))
+        .arg(format!("offset={},hash_seed={seed},root_owner=0:0,lazy_itable_init=1", layout.root_offset))
         .arg("-d")
         .arg(root)
         .arg(image_path)

@@ -55,16 +55,7 @@ pub fn run(args: ImageArgs) -> Result<Built> {
     let uki = boot::make_uki(&site, &root, epoch)?;
     let staging = work.join("out");
     let disk = disk::assemble(&site, &root, &uki, epoch, &staging)?;
-    let built = outputs::finish(
-        &site,
-        &base,
-        &disk,
-        &root,
-        &staging,
-        epoch,
-        !args.no_compress,
-        started,
-    )?;
+    let built = outputs::finish(&site, &base, &disk, &root, &staging, epoch, !args.no_compress, started)?;
     tree::remove_dir_all_if_exists(&work)?;
     eprintln!(
         "image ready: {} ({:.0} s); manifest {}",

@@ -22,10 +22,7 @@ use crate::{paths, progress};
 /// The build's timestamp: SOURCE_DATE_EPOCH, else the last commit's time, so that the same
 /// sources give the same bytes.
 pub fn build_epoch() -> i64 {
-    if let Some(v) = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
+    if let Some(v) = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.parse().ok()) {
         return v;
     }
     Command::new("git")
@@ -82,10 +79,7 @@ pub fn finish(
     let final_dir = paths::images(name);
     publish(staging, &final_dir)?;
     stage.done(&format!("outputs in {}", final_dir.display()));
-    Ok(Built {
-        image: final_dir.join(format!("{name}.img")),
-        manifest: final_dir.join("manifest.json"),
-    })
+    Ok(Built { image: final_dir.join(format!("{name}.img")), manifest: final_dir.join("manifest.json") })
 }
 
 /// Swaps `staging` in as `final_dir` atomically (renameat2 RENAME_EXCHANGE when it exists).
@@ -96,21 +90,13 @@ pub fn publish(staging: &Path, final_dir: &Path) -> Result<()> {
     // Staging must be on the same filesystem: move it next to the final folder first.
     let next = final_dir.with_extension("next");
     tree::remove_dir_all_if_exists(&next)?;
-    std::fs::rename(staging, &next)
-        .with_context(|| format!("moving {} into place", staging.display()))?;
+    std::fs::rename(staging, &next).with_context(|| format!("moving {} into place", staging.display()))?;
     if final_dir.exists() {
         let a = CString::new(next.as_os_str().as_bytes())?;
         let b = CString::new(final_dir.as_os_str().as_bytes())?;
         // SAFETY: both are valid NUL-terminated paths.
-        let rc = unsafe {
-            libc::renameat2(
-                libc::AT_FDCWD,
-                a.as_ptr(),
-                libc::AT_FDCWD,
-                b.as_ptr(),
-                libc::RENAME_EXCHANGE,
-            )
-        };
+        let rc =
+            unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
         if rc != 0 {
             return Err(std::io::Error::last_os_error())
                 .with_context(|| format!("swapping in {}", final_dir.display()));
@@ -148,11 +134,7 @@ fn compress_zstd(src: &Path, dest: &Path) -> Result<()> {
     let input = std::fs::File::open(src)?;
     let out = std::fs::File::create(dest)?;
     let mut enc = zstd::Encoder::new(out, 3)?;
-    enc.multithread(
-        std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1),
-    )?;
+    enc.multithread(std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1))?;
     std::io::copy(&mut BufReader::with_capacity(4 << 20, input), &mut enc)?;
     enc.finish()?.flush()?;
     Ok(())
@@ -167,8 +149,7 @@ fn package_versions(distro: Distro, root: &Path) -> serde_json::Value {
     let mut map = serde_json::Map::new();
     match distro {
         Distro::Debian12 => {
-            let status =
-                std::fs::read_to_string(root.join("var/lib/dpkg/status")).unwrap_or_default();
+            let status = std::fs::read_to_string(root.join("var/lib/dpkg/status")).unwrap_or_default();
             for para in status.split("\n\n") {
                 let field = |k: &str| para.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
                 if let (Some(p), Some(v)) = (field("Package:"), field("Version:")) {
@@ -200,13 +181,7 @@ fn tool_versions() -> serde_json::Value {
             .arg(arg)
             .output()
             .ok()
-            .map(|o| {
-                format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                )
-            })
+            .map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
             .and_then(|s| s.lines().next().map(str::to_string))
             .unwrap_or_else(|| "not found".into())
     };

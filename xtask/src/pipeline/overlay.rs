@@ -23,14 +23,8 @@ pub fn units_to_enable(distro: Distro) -> Vec<&'static str> {
         "srv-mirror.mount",
     ];
     match distro {
-        Distro::Debian12 => v.extend([
-            "systemd-networkd.service",
-            "systemd-timesyncd.service",
-            "ssh.service",
-        ]),
-        Distro::Almalinux9 => {
-            v.extend(["NetworkManager.service", "chronyd.service", "sshd.service"])
-        }
+        Distro::Debian12 => v.extend(["systemd-networkd.service", "systemd-timesyncd.service", "ssh.service"]),
+        Distro::Almalinux9 => v.extend(["NetworkManager.service", "chronyd.service", "sshd.service"]),
     }
     v
 }
@@ -78,10 +72,7 @@ pub fn apply(site: &LoadedProfile, root: &Path, bins: &Binaries) -> Result<()> {
     forget_machine_identity(root)?;
     systemctl(root, "enable", &units_to_enable(distro))?;
     systemctl(root, "mask", &units_to_mask(distro))?;
-    stage.done(&format!(
-        "{count} overlay files, {} units enabled",
-        units_to_enable(distro).len()
-    ));
+    stage.done(&format!("{count} overlay files, {} units enabled", units_to_enable(distro).len()));
     Ok(())
 }
 
@@ -113,29 +104,19 @@ fn lay(layer: &Path, root: &Path, env: &Environment, ctx: &minijinja::Value) -> 
     use std::os::unix::fs::PermissionsExt;
     let mut count = 0;
     for src in tree::walk(layer)? {
-        let rel = src
-            .strip_prefix(layer)
-            .context("overlay path outside its layer")?;
+        let rel = src.strip_prefix(layer).context("overlay path outside its layer")?;
         let meta = std::fs::symlink_metadata(&src)?;
         if meta.is_dir() {
             continue;
         }
         let mode = mode_for(rel, meta.permissions().mode());
-        let (dest, data): (PathBuf, Vec<u8>) =
-            match rel.to_str().and_then(|s| s.strip_suffix(".j2")) {
-                Some(stripped) => {
-                    let text = std::fs::read_to_string(&src)
-                        .with_context(|| format!("reading {}", src.display()))?;
-                    (
-                        root.join(stripped),
-                        render(env, &src.display().to_string(), &text, ctx)?.into_bytes(),
-                    )
-                }
-                None => (
-                    root.join(rel),
-                    std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?,
-                ),
-            };
+        let (dest, data): (PathBuf, Vec<u8>) = match rel.to_str().and_then(|s| s.strip_suffix(".j2")) {
+            Some(stripped) => {
+                let text = std::fs::read_to_string(&src).with_context(|| format!("reading {}", src.display()))?;
+                (root.join(stripped), render(env, &src.display().to_string(), &text, ctx)?.into_bytes())
+            }
+            None => (root.join(rel), std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?),
+        };
         tree::write_file(&dest, &data, mode)?;
         count += 1;
     }
@@ -162,26 +143,12 @@ fn install_site_config(site: &LoadedProfile, root: &Path) -> Result<()> {
     let etc = root.join("etc/micromirror");
     tree::write_file(&etc.join("site.toml"), site.text.as_bytes(), 0o644)?;
     let access = &site.profile.access;
-    let keys: String = access
-        .ssh_keys
-        .iter()
-        .map(|k| format!("{}\n", k.trim()))
-        .collect();
-    tree::write_file(
-        &root
-            .join("etc/ssh/authorized_keys")
-            .join(&access.admin_user),
-        keys.as_bytes(),
-        0o644,
-    )?;
+    let keys: String = access.ssh_keys.iter().map(|k| format!("{}\n", k.trim())).collect();
+    tree::write_file(&root.join("etc/ssh/authorized_keys").join(&access.admin_user), keys.as_bytes(), 0o644)?;
     for p in &site.projects {
         let src = paths::catalog().join(format!("{}.toml", p.name));
         let data = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
-        tree::write_file(
-            &etc.join("projects").join(format!("{}.toml", p.name)),
-            &data,
-            0o644,
-        )?;
+        tree::write_file(&etc.join("projects").join(format!("{}.toml", p.name)), &data, 0o644)?;
     }
     Ok(())
 }
@@ -197,13 +164,8 @@ fn set_timezone(site: &LoadedProfile, root: &Path) -> Result<()> {
     }
     let link = root.join("etc/localtime");
     let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(format!("../usr/share/zoneinfo/{tz}"), &link)
-        .context("linking /etc/localtime")?;
-    tree::write_file(
-        &root.join("etc/timezone"),
-        format!("{tz}\n").as_bytes(),
-        0o644,
-    )
+    std::os::unix::fs::symlink(format!("../usr/share/zoneinfo/{tz}"), &link).context("linking /etc/localtime")?;
+    tree::write_file(&root.join("etc/timezone"), format!("{tz}\n").as_bytes(), 0o644)
 }
 
 fn forget_machine_identity(root: &Path) -> Result<()> {
@@ -219,9 +181,7 @@ fn forget_machine_identity(root: &Path) -> Result<()> {
 
 fn systemctl(root: &Path, verb: &str, units: &[&str]) -> Result<()> {
     let mut c = Command::new("systemctl");
-    c.arg(format!("--root={}", root.display()))
-        .arg(verb)
-        .args(units);
+    c.arg(format!("--root={}", root.display())).arg(verb).args(units);
     cmd::run(&mut c).with_context(|| format!("systemctl {verb} in the image tree"))?;
     Ok(())
 }
@@ -241,33 +201,20 @@ mod tests {
 
     #[test]
     fn modes_follow_what_the_daemons_demand() {
-        assert_eq!(
-            mode_for(
-                Path::new("etc/NetworkManager/system-connections/wan0.nmconnection"),
-                0o644
-            ),
-            0o600
-        );
-        assert_eq!(
-            mode_for(Path::new("etc/sudoers.d/micromirror"), 0o644),
-            0o440
-        );
-        assert_eq!(
-            mode_for(Path::new("usr/libexec/micromirror/boot-report"), 0o755),
-            0o755
-        );
+        assert_eq!(mode_for(Path::new("etc/NetworkManager/system-connections/wan0.nmconnection"), 0o644), 0o600);
+        assert_eq!(mode_for(Path::new("etc/sudoers.d/micromirror"), 0o644), 0o440);
+        assert_eq!(mode_for(Path::new("usr/libexec/micromirror/boot-report"), 0o755), 0o755);
         assert_eq!(mode_for(Path::new("etc/hostname"), 0o664), 0o644);
     }
 
     #[test]
     fn every_enabled_unit_of_ours_is_in_the_overlay() {
         for distro in [Distro::Debian12, Distro::Almalinux9] {
-            for unit in units_to_enable(distro).into_iter().filter(|u| {
-                u.starts_with("mirror") || u.starts_with("micromirror") || u.starts_with("srv-")
-            }) {
-                let path = paths::overlay()
-                    .join("common/etc/systemd/system")
-                    .join(unit);
+            for unit in units_to_enable(distro)
+                .into_iter()
+                .filter(|u| u.starts_with("mirror") || u.starts_with("micromirror") || u.starts_with("srv-"))
+            {
+                let path = paths::overlay().join("common/etc/systemd/system").join(unit);
                 assert!(path.exists(), "{} missing", path.display());
             }
         }

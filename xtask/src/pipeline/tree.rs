@@ -57,30 +57,13 @@ pub fn allocated_size(root: &Path) -> Result<u64> {
 pub fn pin_timestamps(root: &Path, epoch: i64) -> Result<()> {
     let mut paths = walk(root)?;
     paths.push(root.to_path_buf());
-    let times = [
-        libc::timespec {
-            tv_sec: epoch,
-            tv_nsec: 0,
-        },
-        libc::timespec {
-            tv_sec: epoch,
-            tv_nsec: 0,
-        },
-    ];
+    let times = [libc::timespec { tv_sec: epoch, tv_nsec: 0 }, libc::timespec { tv_sec: epoch, tv_nsec: 0 }];
     for p in paths {
         let c = CString::new(p.as_os_str().as_bytes())?;
         // SAFETY: `c` is a valid NUL-terminated path and `times` holds two timespecs.
-        let rc = unsafe {
-            libc::utimensat(
-                libc::AT_FDCWD,
-                c.as_ptr(),
-                times.as_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
+        let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
         if rc != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("setting times of {}", p.display()));
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("setting times of {}", p.display()));
         }
     }
     Ok(())
@@ -89,8 +72,7 @@ pub fn pin_timestamps(root: &Path, epoch: i64) -> Result<()> {
 /// Writes a file, creating parent folders, with the given mode.
 pub fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
     // Replace rather than write through: the base may hold a symlink here (e.g. /etc/resolv.conf).
     if std::fs::symlink_metadata(path).is_ok() {

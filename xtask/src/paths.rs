@@ -7,8 +7,10 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// The fleet's profiles; MICROMIRROR_PROFILES points elsewhere (a private fleet repository,
+/// or a test's scratch folder).
 pub fn profiles() -> PathBuf {
-    workspace().join("profiles")
+    std::env::var_os("MICROMIRROR_PROFILES").map(PathBuf::from).unwrap_or_else(|| workspace().join("profiles"))
 }
 
 pub fn catalog() -> PathBuf {

@@ -22,56 +22,14 @@ pub fn host_needs(distro: Distro) -> &'static [Need] {
     }
 }
 
-/// Packages of a headless micro mirror, by role, in each distro's names.
+/// Packages of a headless micro mirror, in each distro's names: data in xtask/packages/.
 pub fn packages(distro: Distro) -> Vec<&'static str> {
-    let list: &[&str] = match distro {
-        Distro::Debian12 => &[
-            // boot and system
-            "linux-image-amd64",
-            "systemd",
-            "systemd-sysv",
-            "udev",
-            "dbus",
-            "initramfs-tools",
-            "zstd",
-            "kmod",
-            "tzdata",
-            // storage: the data partition is XFS
-            "xfsprogs",
-            // mirroring
-            "rsync",
-            "ca-certificates",
-            // access, network, time, firewall
-            "openssh-server",
-            "sudo",
-            "iproute2",
-            "systemd-timesyncd",
-            "nftables",
-        ],
-        Distro::Almalinux9 => &[
-            "kernel-core",
-            "kernel-modules",
-            "systemd",
-            "systemd-udev",
-            "dracut",
-            "zstd",
-            "tzdata",
-            "xfsprogs",
-            "rsync",
-            "rsync-daemon",
-            "ca-certificates",
-            "openssh-server",
-            "sudo",
-            "iproute",
-            "chrony",
-            "nftables",
-            "NetworkManager",
-            "selinux-policy-targeted",
-            "policycoreutils",
-            "dnf-automatic",
-        ],
+    let list: &'static str = match distro {
+        Distro::Debian12 => include_str!("../../packages/debian-12.txt"),
+        Distro::Almalinux9 => include_str!("../../packages/almalinux-9.txt"),
     };
-    let mut v = list.to_vec();
+    let mut v: Vec<&str> =
+        list.lines().map(|l| l.split('#').next().unwrap_or("").trim()).filter(|l| !l.is_empty()).collect();
     v.sort_unstable();
     v
 }
@@ -160,7 +118,7 @@ pub fn prepare(site: &LoadedProfile, refresh: bool) -> Result<Base> {
         ),
     );
     match site.profile.base.distro {
-        Distro::Debian12 => debootstrap(site, &partial)?,
+        Distro::Debian12 => mmdebstrap(site, &partial)?,
         Distro::Almalinux9 => dnf_installroot(site, &partial, &dir)?,
     }
     std::fs::rename(&partial, &archive).with_context(|| format!("storing {}", archive.display()))?;
@@ -169,7 +127,7 @@ pub fn prepare(site: &LoadedProfile, refresh: bool) -> Result<Base> {
     Ok(Base { archive, key, reused: false })
 }
 
-fn debootstrap(site: &LoadedProfile, out: &Path) -> Result<()> {
+fn mmdebstrap(site: &LoadedProfile, out: &Path) -> Result<()> {
     let mut c = Command::new("mmdebstrap");
     c.env("INITRD", "No") // the kernel's postinst would build an initramfs we rebuild anyway
         .arg("--variant=minbase")
@@ -200,8 +158,10 @@ fn dnf_installroot(site: &LoadedProfile, out: &Path, cache: &Path) -> Result<()>
     std::fs::create_dir_all(tmp.path().join("repos"))?;
     std::fs::write(tmp.path().join("dnf.conf"), conf.main)?;
     std::fs::write(tmp.path().join("repos/micromirror.repo"), conf.repos)?;
+    // Debian's rpm keeps its database in ~/.rpmdb; AlmaLinux's lives in /var/lib/rpm.
+    std::fs::write(tmp.path().join(".rpmmacros"), "%_dbpath /var/lib/rpm\n")?;
     let mut c = Command::new("dnf");
-    c.args(dnf_args(tmp.path(), &root)).args(packages(Distro::Almalinux9));
+    c.env("HOME", tmp.path()).args(dnf_args(tmp.path(), &root)).args(packages(Distro::Almalinux9));
     cmd::run(&mut c).with_context(|| {
         format!("dnf could not install the AlmaLinux base; check base.mirror in {}", site.path.display())
     })?;
@@ -285,4 +245,21 @@ pub fn extract(archive: &Path, root: &Path) -> Result<()> {
     cmd::run(&mut tar)?;
     stage.done("base tree unpacked");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_sets_cover_the_same_roles() {
+        for distro in [Distro::Debian12, Distro::Almalinux9] {
+            let p = packages(distro);
+            for role in ["rsync", "xfsprogs", "openssh-server", "sudo", "nftables", "zstd", "tzdata"] {
+                assert!(p.contains(&role), "{} lacks {role}", distro.as_str());
+            }
+        }
+        assert!(packages(Distro::Almalinux9).contains(&"rsync-daemon"));
+        assert!(packages(Distro::Debian12).windows(2).all(|w| w[0] < w[1]), "sorted, no duplicates");
+    }
 }

@@ -77,6 +77,39 @@ fn make_root_fs(site: &LoadedProfile, root: &Path, image_path: &Path, layout: &L
         .arg(image_path)
         .arg(format!("{}k", layout.root_size / 1024));
     cmd::run(&mut c).context("making the root filesystem")?;
+    pin_inode_change_times(root, image_path, layout, epoch)
+}
+
+/// mkfs.ext4 -d copies each file's ctime, which no one can set (the kernel stamps "now");
+/// e2fsprogs 1.47.0 has no option for it. debugfs rewrites every inode's ctime to the epoch so
+/// two builds give the same bytes.
+fn pin_inode_change_times(root: &Path, image_path: &Path, layout: &Layout, epoch: i64) -> Result<()> {
+    let mut script = String::new();
+    script.push_str(&format!("sif / ctime @{epoch}\n"));
+    for path in tree::walk(root)? {
+        let rel = path.strip_prefix(root).context("tree path outside the root")?;
+        let text = rel.to_str().with_context(|| format!("{} is not UTF-8", rel.display()))?;
+        if text.contains(['"', '\n']) {
+            anyhow::bail!("{text}: a name debugfs cannot quote; remove it from the base or overlay");
+        }
+        script.push_str(&format!("sif \"/{text}\" ctime @{epoch}\n"));
+    }
+    let commands = image_path.with_extension("debugfs");
+    std::fs::write(&commands, script)?;
+    let target = format!("{}?offset={}", image_path.display(), layout.root_offset);
+    let out = cmd::run(
+        Command::new("debugfs")
+            .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
+            .arg("-w")
+            .arg("-f")
+            .arg(&commands)
+            .arg(&target),
+    );
+    let _ = std::fs::remove_file(&commands);
+    let out = out.context("pinning inode change times with debugfs")?;
+    if let Some(err) = out.lines().find(|l| l.contains("File not found") || l.contains("Couldn't")) {
+        anyhow::bail!("debugfs: {err}");
+    }
     Ok(())
 }
 

@@ -29,6 +29,16 @@ pub struct ImageArgs {
     /// Skip the .img.zst copy (faster local iterations; the manifest says so)
     #[arg(long)]
     pub no_compress: bool,
+    /// Stop after this stage (load, base, overlay): to inspect or test one stage
+    #[arg(long, value_enum)]
+    pub until: Option<Stage>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum Stage {
+    Load,
+    Base,
+    Overlay,
 }
 
 /// What a finished build leaves in target/images/SITE/.
@@ -37,9 +47,14 @@ pub struct Built {
     pub manifest: PathBuf,
 }
 
-pub fn run(args: ImageArgs) -> Result<Built> {
+/// Builds the image; `None` when `--until` stopped it early.
+pub fn run(args: ImageArgs) -> Result<Option<Built>> {
     let started = Instant::now();
     let site = load::load(&args.site)?;
+    if args.until == Some(Stage::Load) {
+        eprintln!("{}: profile and catalog are valid", site.path.display());
+        return Ok(None);
+    }
     host::ensure(&[base::host_needs(site.profile.base.distro)])?;
     let epoch = outputs::build_epoch();
 
@@ -48,10 +63,18 @@ pub fn run(args: ImageArgs) -> Result<Built> {
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let root = work.join("root");
 
-    let bins = binaries::build(site.profile.base.distro)?;
     let base = base::prepare(&site, args.refresh_base)?;
+    if args.until == Some(Stage::Base) {
+        eprintln!("base tree: {}", base.archive.display());
+        return Ok(None);
+    }
+    let bins = binaries::build(site.profile.base.distro)?;
     base::extract(&base.archive, &root)?;
     overlay::apply(&site, &root, &bins)?;
+    if args.until == Some(Stage::Overlay) {
+        eprintln!("tree with overlay: {}", root.display());
+        return Ok(None);
+    }
     let uki = boot::make_uki(&site, &root, epoch)?;
     let staging = work.join("out");
     let disk = disk::assemble(&site, &root, &uki, epoch, &staging)?;
@@ -63,5 +86,5 @@ pub fn run(args: ImageArgs) -> Result<Built> {
         started.elapsed().as_secs_f64(),
         built.manifest.display()
     );
-    Ok(built)
+    Ok(Some(built))
 }

@@ -3,6 +3,7 @@
 
 mod boot;
 mod cmd;
+mod flash;
 mod host;
 mod paths;
 mod pipeline;
@@ -26,6 +27,8 @@ enum Command {
     Image(pipeline::ImageArgs),
     /// Boot a throwaway copy of a site's image in QEMU, serial console on this terminal
     Boot(boot::BootArgs),
+    /// Write a site's image onto a disk, safely (the `dd` step)
+    Flash(flash::FlashArgs),
     /// Validate site profiles and the project catalog
     Profiles {
         #[command(subcommand)]
@@ -40,6 +43,7 @@ fn main() {
     let result: Result<()> = match cli.command {
         Command::Image(args) => pipeline::run(args).map(|_| ()),
         Command::Boot(args) => boot::run(args),
+        Command::Flash(args) => flash::run(args),
         Command::Profiles { command } => profiles::run(command),
         Command::Test(args) => testing::run(args),
     };

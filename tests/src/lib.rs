@@ -214,3 +214,109 @@ pub fn sgdisk_verify(disk: &Path) -> Result<String> {
 pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split_whitespace().find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
 }
+
+/// A binary of the workspace, built (debug) if needed: `mirror-sync`, `mirror-server`.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(workspace())
+            .args(["build", "--quiet", "-p", "mirror-server", "--bins"])
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "building mirror-server's binaries failed");
+    });
+    target().join("debug").join(name)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so large fixtures need no RNG crate.
+pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// A real peer (rsync daemon, mosquitto) in its own process group, killed on drop.
+pub struct Peer {
+    child: Child,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child's process group.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_listening(port: u16) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
+fn spawn_peer(cmd: &mut Command) -> Peer {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("spawn a peer");
+    Peer { child }
+}
+
+/// An rsync daemon on 127.0.0.1 serving `modules` (name, folder) read-only; returns its port.
+pub fn rsync_daemon(dir: &Path, modules: &[(&str, PathBuf)]) -> (Peer, u16) {
+    let port = free_port();
+    let list: String =
+        modules.iter().map(|(m, p)| format!("[{m}]\n  path = {}\n  read only = yes\n", p.display())).collect();
+    let conf = dir.join(format!("rsyncd-{port}.conf"));
+    let pid = dir.join(format!("rsyncd-{port}.pid"));
+    std::fs::write(
+        &conf,
+        format!(
+            "port = {port}\naddress = 127.0.0.1\nuse chroot = no\nnumeric ids = yes\npid file = {}\n{list}",
+            pid.display()
+        ),
+    )
+    .expect("rsyncd.conf");
+    let peer = spawn_peer(
+        Command::new("rsync").arg("--daemon").arg("--no-detach").arg(format!("--config={}", conf.display())),
+    );
+    wait_listening(port);
+    (peer, port)
+}
+
+/// A mosquitto broker on 127.0.0.1; returns its port.
+pub fn mosquitto(dir: &Path) -> (Peer, u16) {
+    let port = free_port();
+    let conf = dir.join(format!("mosquitto-{port}.conf"));
+    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"))
+        .expect("mosquitto.conf");
+    let peer = spawn_peer(Command::new("mosquitto").arg("-c").arg(&conf));
+    wait_listening(port);
+    (peer, port)
+}
+
+/// Publishes one MQTT message with the real client.
+pub fn publish(port: u16, topic: &str) {
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic, "-m", "updated", "-q", "1"])
+        .output()
+        .expect("mosquitto_pub");
+    assert!(out.status.success(), "mosquitto_pub: {}", String::from_utf8_lossy(&out.stderr));
+}

@@ -59,6 +59,7 @@ pub const TESTS: &[Need] = &[
     need("rpmbuild", "rpm", "rpm-build"),
     need("gpg", "gnupg", "gnupg2"),
     need("ssh", "openssh-client", "openssh-clients"),
+    need("socat", "socat", "socat"),
     need("dpkg-scanpackages", "dpkg-dev", "dpkg-dev"),
     need("apt-ftparchive", "apt-utils", "apt"),
     need("rpmsign", "rpm", "rpm-sign"),

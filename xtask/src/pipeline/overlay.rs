@@ -23,8 +23,20 @@ pub fn units_to_enable(distro: Distro) -> Vec<&'static str> {
         "srv-mirror.mount",
     ];
     match distro {
-        Distro::Debian12 => v.extend(["systemd-networkd.service", "systemd-timesyncd.service", "ssh.service"]),
-        Distro::Almalinux9 => v.extend(["NetworkManager.service", "chronyd.service", "sshd.service"]),
+        Distro::Debian12 => v.extend([
+            "systemd-networkd.service",
+            "systemd-timesyncd.service",
+            "ssh.service",
+            "nftables.service",
+            "rsync.service",
+        ]),
+        Distro::Almalinux9 => v.extend([
+            "NetworkManager.service",
+            "chronyd.service",
+            "sshd.service",
+            "nftables.service",
+            "rsyncd.service",
+        ]),
     }
     v
 }
@@ -83,12 +95,18 @@ pub fn environment() -> Environment<'static> {
     env
 }
 
-/// What templates see: the whole profile, its projects' catalog entries, and the distro.
+/// What templates see: the whole profile, its projects' catalog entries, the distro, and `net`:
+/// the profile's prefix lists split by address family (nftables wants them apart).
 pub fn context(site: &LoadedProfile) -> minijinja::Value {
+    let split =
+        |list: &[String]| -> (Vec<String>, Vec<String>) { list.iter().cloned().partition(|p| !p.contains(':')) };
+    let (admin_v4, admin_v6) = split(&site.profile.access.admin_prefixes);
+    let (block_v4, block_v6) = split(&site.profile.server.blocklist);
     minijinja::context! {
         profile => minijinja::Value::from_serialize(&site.profile),
         projects => minijinja::Value::from_serialize(&site.projects),
         distro => site.profile.base.distro.as_str(),
+        net => minijinja::context! { admin_v4, admin_v6, block_v4, block_v6 },
     }
 }
 

@@ -2,47 +2,19 @@
 //! the fixture projects of the real catalog: first and incremental syncs, deletions, two-stage
 //! ordering, push during a run, locks, kill -9, the max-delete guard, a full disk, bwlimit.
 
-mod common;
-
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::free_port;
-
-struct Daemon {
-    child: Child,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child's process group.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_listening(port: u16) {
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(30));
-    }
-}
-
-fn spawn_group(cmd: &mut Command) -> Child {
-    use std::os::unix::process::CommandExt;
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0).spawn().expect("spawn")
-}
+use e2e::{bytes, mosquitto, publish, rsync_daemon, Peer};
 
 /// A test world: an upstream tree behind an rsync daemon, a site profile pointing at it, and
 /// the local mirror root, state and log folders.
 struct World {
     dir: tempfile::TempDir,
-    rsync_port: u16,
-    _rsyncd: Daemon,
+    _rsyncd: Peer,
 }
 
 const PROJECTS: &[&str] = &["fixture-debian", "fixture-rpm", "fixture-arch"];
@@ -58,25 +30,11 @@ impl World {
         for p in PROJECTS {
             std::fs::create_dir_all(up.join(p)).unwrap();
         }
-        let port = free_port();
-        let modules: String =
-            PROJECTS.iter().map(|p| format!("[{p}]\n  path = {}\n  read only = yes\n", up.join(p).display())).collect();
-        let conf = dir.path().join("rsyncd.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port = {port}\naddress = 127.0.0.1\nuse chroot = no\nnumeric ids = yes\npid file = {}\n{modules}",
-                dir.path().join("rsyncd.pid").display()
-            ),
-        )
-        .unwrap();
-        let child = spawn_group(
-            Command::new("rsync").arg("--daemon").arg("--no-detach").arg(format!("--config={}", conf.display())),
-        );
-        wait_listening(port);
+        let modules: Vec<(&str, PathBuf)> = PROJECTS.iter().map(|p| (*p, up.join(p))).collect();
+        let (rsyncd, port) = rsync_daemon(dir.path(), &modules);
         let etc = dir.path().join("etc");
         std::fs::create_dir_all(etc.join("projects")).unwrap();
-        let catalog = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/projects");
+        let catalog = e2e::workspace().join("profiles/projects");
         for p in PROJECTS {
             std::fs::copy(catalog.join(format!("{p}.toml")), etc.join(format!("projects/{p}.toml"))).unwrap();
         }
@@ -86,7 +44,7 @@ impl World {
         );
         extra_profile(&mut profile);
         std::fs::write(etc.join("site.toml"), profile).unwrap();
-        World { dir, rsync_port: port, _rsyncd: Daemon { child } }
+        World { dir, _rsyncd: rsyncd }
     }
 
     fn upstream(&self, project: &str) -> PathBuf {
@@ -106,7 +64,7 @@ impl World {
     }
 
     fn sync_cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mirror-sync"));
+        let mut c = Command::new(e2e::bin("mirror-sync"));
         c.arg("--config").arg(self.dir.path().join("etc/site.toml"));
         c.arg("--mirror-root").arg(self.mirror_root());
         c.arg("--state-dir").arg(self.state());
@@ -170,7 +128,7 @@ fn arch_tree(up: &Path, files: usize) {
     write(&up.join("lastsync"), b"1700000000\n");
     write(&up.join("lastupdate"), b"1700000000\n");
     for i in 0..files {
-        write(&up.join(format!("core/os/x86_64/pkg-{i}.pkg.tar.zst")), &common::bytes(1000 + i, i as u64));
+        write(&up.join(format!("core/os/x86_64/pkg-{i}.pkg.tar.zst")), &bytes(1000 + i, i as u64));
     }
 }
 
@@ -212,7 +170,7 @@ fn first_sync_incremental_and_upstream_deletions() {
 /// A Debian-style repository: pool files and an index naming them.
 fn publish_debian(up: &Path, version: u32, size: usize) {
     let name = format!("pool/main/h/hello/hello_{version}_all.deb");
-    write(&up.join(&name), &common::bytes(size, u64::from(version)));
+    write(&up.join(&name), &bytes(size, u64::from(version)));
     let packages = format!("Package: hello\nVersion: {version}\nFilename: {name}\nSize: {size}\n\n");
     write(&up.join("dists/stable/main/binary-amd64/Packages"), packages.as_bytes());
     write(&up.join("dists/stable/Release"), format!("Suite: stable\nVersion: {version}\n").as_bytes());
@@ -293,41 +251,17 @@ fn upstream_mid_update_is_waited_for() {
     assert!(!w.local("fixture-debian").join("Archive-Update-in-Progress-upstream.example.net").exists());
 }
 
-fn mosquitto() -> (Daemon, u16) {
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap().keep();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")).unwrap();
-    let child = spawn_group(Command::new("mosquitto").arg("-c").arg(&conf));
-    wait_listening(port);
-    (Daemon { child }, port)
-}
-
-fn publish(port: u16, topic: &str) {
-    common::run(Command::new("mosquitto_pub").args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-t",
-        topic,
-        "-m",
-        "updated",
-        "-q",
-        "1",
-    ]));
-}
-
 #[test]
 fn push_during_a_run_gives_exactly_one_more_run() {
-    let (_broker, mqtt) = mosquitto();
+    let broker_dir = tempfile::tempdir().unwrap();
+    let (_broker, mqtt) = mosquitto(broker_dir.path());
     let w = World::with(|p| {
         p.push_str(&format!(
             "bwlimit_mbit = 8\npush = {{ broker = \"127.0.0.1:{mqtt}\", topic_prefix = \"rsync/up.example.net\" }}\n"
         ))
     });
     write(&w.upstream("fixture-rpm").join("repodata/repomd.xml"), b"<repomd/>");
-    write(&w.upstream("fixture-rpm").join("Packages/big.rpm"), &common::bytes(3 << 20, 1));
+    write(&w.upstream("fixture-rpm").join("Packages/big.rpm"), &bytes(3 << 20, 1));
     // Everything else is synced once first so the schedule stays quiet.
     for p in ["fixture-debian", "fixture-arch"] {
         assert!(w.run(p).0);
@@ -335,7 +269,7 @@ fn push_during_a_run_gives_exactly_one_more_run() {
     let rpm_status = w.state().join("fixture-rpm.json");
     // A recent success keeps the schedule quiet for fixture-rpm too; only pushes start runs.
     std::fs::create_dir_all(w.state()).unwrap();
-    std::fs::write(&rpm_status, format!("{{\"project\":\"fixture-rpm\",\"project_path\":\"fixture-rpm\",\"state\":\"success\",\"started\":0,\"ended\":null,\"last_success\":{},\"error\":null,\"stats\":{{\"files_transferred\":0,\"files_deleted\":0,\"bytes_received\":0,\"files_total\":0,\"tree_bytes\":0}},\"size_bytes\":0,\"log_file\":null}}", mirror_server::sync::runner::now())).unwrap();
+    std::fs::write(&rpm_status, format!("{{\"project\":\"fixture-rpm\",\"project_path\":\"fixture-rpm\",\"state\":\"success\",\"started\":0,\"ended\":null,\"last_success\":{},\"error\":null,\"stats\":{{\"files_transferred\":0,\"files_deleted\":0,\"bytes_received\":0,\"files_total\":0,\"tree_bytes\":0}},\"size_bytes\":0,\"log_file\":null}}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs())).unwrap();
 
     let mut daemon = w.sync_cmd();
     daemon.args(["daemon"]).env("RUST_LOG", "info");
@@ -382,7 +316,7 @@ fn push_during_a_run_gives_exactly_one_more_run() {
 #[test]
 fn a_second_run_waits_for_the_lock() {
     let w = World::with(|p| p.push_str("bwlimit_mbit = 8\n"));
-    write(&w.upstream("fixture-rpm").join("big.rpm"), &common::bytes(2 << 20, 2));
+    write(&w.upstream("fixture-rpm").join("big.rpm"), &bytes(2 << 20, 2));
     let mut first = w.sync_cmd();
     let first = first.args(["run", "fixture-rpm"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(500));
@@ -404,7 +338,7 @@ fn kill_9_mid_run_then_the_next_run_completes_consistently() {
     let w = World::with(|p| p.push_str("bwlimit_mbit = 8\n"));
     let up = w.upstream("fixture-rpm");
     for i in 0..4 {
-        write(&up.join(format!("Packages/p{i}.rpm")), &common::bytes(1 << 20, i));
+        write(&up.join(format!("Packages/p{i}.rpm")), &bytes(1 << 20, i));
     }
     let mut c = w.sync_cmd();
     let child = {
@@ -478,12 +412,12 @@ fn a_full_disk_fails_cleanly_and_keeps_the_served_tree() {
     let _unmount = Unmount(root.clone());
     let up = w.upstream("fixture-rpm");
     write(&up.join("repodata/repomd.xml"), b"<repomd>v1</repomd>");
-    write(&up.join("Packages/a.rpm"), &common::bytes(500_000, 1));
+    write(&up.join("Packages/a.rpm"), &bytes(500_000, 1));
     assert!(w.run("fixture-rpm").0);
     let before = snapshot(&w.local("fixture-rpm"));
     // v2 needs more than the disk has.
     write(&up.join("repodata/repomd.xml"), b"<repomd>v2</repomd>");
-    write(&up.join("Packages/b.rpm"), &common::bytes(4 << 20, 2));
+    write(&up.join("Packages/b.rpm"), &bytes(4 << 20, 2));
     let (ok, out) = w.run("fixture-rpm");
     assert!(!ok, "{out}");
     let st = w.status("fixture-rpm");
@@ -499,7 +433,7 @@ fn a_full_disk_fails_cleanly_and_keeps_the_served_tree() {
 fn the_bandwidth_limit_holds_within_ten_percent() {
     let w = World::with(|p| p.push_str("bwlimit_mbit = 16\n"));
     let size = 6 << 20;
-    write(&w.upstream("fixture-rpm").join("big.rpm"), &common::bytes(size, 4));
+    write(&w.upstream("fixture-rpm").join("big.rpm"), &bytes(size, 4));
     let start = Instant::now();
     let (ok, out) = w.run("fixture-rpm");
     let took = start.elapsed().as_secs_f64();
@@ -511,5 +445,4 @@ fn the_bandwidth_limit_holds_within_ten_percent() {
         (took - expected).abs() / expected <= 0.10,
         "took {took:.2}s for {expected:.2}s expected ({rate:.1} Mbit/s at a 16 Mbit/s limit)"
     );
-    let _ = w.rsync_port;
 }

@@ -320,3 +320,35 @@ pub fn publish(port: u16, topic: &str) {
         .expect("mosquitto_pub");
     assert!(out.status.success(), "mosquitto_pub: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+fn write_file(path: &Path, data: &[u8]) {
+    std::fs::create_dir_all(path.parent().expect("a parent folder")).expect("mkdir");
+    std::fs::write(path, data).expect("write");
+}
+
+/// Publishes version `version` of a Debian-style repository in `up`: one package of `size`
+/// bytes in the pool and the index naming it; the previous version's package is removed.
+/// Each publication is stamped ten minutes after the last, as a real archive's would be
+/// (rsync's quick check compares size and mtime).
+pub fn publish_debian(up: &Path, version: u32, size: usize) {
+    let name = format!("pool/main/h/hello/hello_{version}_all.deb");
+    write_file(&up.join(&name), &bytes(size, u64::from(version)));
+    let packages = format!("Package: hello\nVersion: {version}\nFilename: {name}\nSize: {size}\n\n");
+    write_file(&up.join("dists/stable/main/binary-amd64/Packages"), packages.as_bytes());
+    write_file(&up.join("dists/stable/Release"), format!("Suite: stable\nVersion: {version}\n").as_bytes());
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + u64::from(version) * 600);
+    for f in ["dists/stable/Release", "dists/stable/main/binary-amd64/Packages"] {
+        std::fs::File::options().write(true).open(up.join(f)).and_then(|f| f.set_modified(when)).expect("set mtime");
+    }
+    if version > 1 {
+        let _ = std::fs::remove_file(up.join(format!("pool/main/h/hello/hello_{}_all.deb", version - 1)));
+    }
+}
+
+/// Where a test keeps its serial console logs: target/e2e-logs/NAME (kept after the test, so
+/// a failure can be read).
+pub fn console_log(name: &str) -> PathBuf {
+    let dir = target().join("e2e-logs");
+    let _ = std::fs::create_dir_all(&dir);
+    dir.join(name)
+}

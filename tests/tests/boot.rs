@@ -30,7 +30,7 @@ fn demo_boots_grows_its_data_partition_serves_http_and_reboots_unchanged() {
     disk_copy(&image, &disk, DISK).unwrap();
 
     // First boot: repart makes the data partition, everything starts, HTTP answers.
-    let mut vm = Vm::boot("demo", &disk, &work.path().join("serial-1.log"), &[]).unwrap();
+    let mut vm = Vm::boot("demo", &disk, &e2e::console_log("boot-1.log"), &[]).unwrap();
     let line = assert_clean_boot(&mut vm);
     let data = field(&line, "data").unwrap_or("none");
     assert!(data.starts_with("/dev/vda3:"), "data partition not mounted at /srv/mirror: {line}");
@@ -52,7 +52,7 @@ fn demo_boots_grows_its_data_partition_serves_http_and_reboots_unchanged() {
     assert!(report.contains("No problems found"), "sgdisk -v after first boot:\n{report}");
 
     // Second boot of the same disk: clean, and repart leaves the table alone.
-    let mut vm = Vm::boot("demo", &disk, &work.path().join("serial-2.log"), &[]).unwrap();
+    let mut vm = Vm::boot("demo", &disk, &e2e::console_log("boot-2.log"), &[]).unwrap();
     let line = assert_clean_boot(&mut vm);
     assert!(field(&line, "data").unwrap_or("").starts_with("/dev/vda3:"), "{line}");
     let (status, _, _) = http_when_ready(vm.port(80), "/", Duration::from_secs(60)).unwrap();

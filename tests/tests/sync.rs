@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use e2e::{bytes, mosquitto, publish, rsync_daemon, Peer};
+use e2e::{bytes, mosquitto, publish, publish_debian, rsync_daemon, Peer};
 
 /// A test world: an upstream tree behind an rsync daemon, a site profile pointing at it, and
 /// the local mirror root, state and log folders.
@@ -165,23 +165,6 @@ fn first_sync_incremental_and_upstream_deletions() {
     assert!(table.lines().next().unwrap().starts_with("PROJECT"), "{table}");
     assert!(table.lines().any(|l| l.starts_with("fixture-arch") && l.contains(" ok ")), "{table}");
     assert!(table.lines().any(|l| l.starts_with("fixture-rpm") && l.contains("never synced")), "{table}");
-}
-
-/// A Debian-style repository: pool files and an index naming them.
-fn publish_debian(up: &Path, version: u32, size: usize) {
-    let name = format!("pool/main/h/hello/hello_{version}_all.deb");
-    write(&up.join(&name), &bytes(size, u64::from(version)));
-    let packages = format!("Package: hello\nVersion: {version}\nFilename: {name}\nSize: {size}\n\n");
-    write(&up.join("dists/stable/main/binary-amd64/Packages"), packages.as_bytes());
-    write(&up.join("dists/stable/Release"), format!("Suite: stable\nVersion: {version}\n").as_bytes());
-    // Each publication is minutes apart upstream; rsync's quick check (size, mtime) relies on it.
-    let when = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + u64::from(version) * 600);
-    for f in ["dists/stable/Release", "dists/stable/main/binary-amd64/Packages"] {
-        std::fs::File::options().write(true).open(up.join(f)).unwrap().set_modified(when).unwrap();
-    }
-    if version > 1 {
-        let _ = std::fs::remove_file(up.join(format!("pool/main/h/hello/hello_{}_all.deb", version - 1)));
-    }
 }
 
 #[test]

@@ -1,0 +1,227 @@
+//! The demo appliance end to end: booted under QEMU with an rsync daemon and a mosquitto broker
+//! on the host, reachable from the guest only through guestfwd rules (user networking with
+//! restrict=on). From outside: the first sync, downloads over HTTP and rsync, an MQTT push that
+//! publishes a new version without ever serving an index naming a missing file, SSH with the
+//! profile's key only, the listening ports and firewall, and a reboot that keeps data and state.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use e2e::{build_image, bytes, disk_copy, field, http, mosquitto, publish, publish_debian, rsync_daemon, Vm};
+
+const PROJECTS: [&str; 3] = ["fixture-debian", "fixture-rpm", "fixture-arch"];
+
+fn write(path: &Path, data: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, data).unwrap();
+}
+
+fn upstream(dir: &Path) -> PathBuf {
+    let up = dir.join("upstream");
+    publish_debian(&up.join("fixture-debian"), 1, 200_000);
+    write(&up.join("fixture-rpm/repodata/repomd.xml"), b"<?xml version=\"1.0\"?>\n<repomd>v1</repomd>\n");
+    write(&up.join("fixture-rpm/Packages/a/app-1.0.noarch.rpm"), &bytes(1 << 20, 42));
+    write(&up.join("fixture-arch/lastsync"), b"1700000000\n");
+    write(&up.join("fixture-arch/lastupdate"), b"1700000000\n");
+    write(&up.join("fixture-arch/core/os/x86_64/core.db"), &bytes(5000, 7));
+    up
+}
+
+fn get(vm: &Vm, path: &str) -> (u16, Vec<u8>) {
+    match http(vm.port(80), "GET", path, &[]) {
+        Ok((s, _, b)) => (s, b),
+        Err(_) => (0, Vec::new()),
+    }
+}
+
+fn wait_for(limit: Duration, what: &str, vm: &Vm, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < limit,
+            "{what} did not happen within {limit:?}; console:\n{}",
+            e2e::tail(&vm.console(), 60)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn ssh(vm: &Vm, key: &Path, extra: &[&str], command: &str) -> std::process::Output {
+    Command::new("ssh")
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .arg("-i")
+        .arg(key)
+        .args(extra)
+        .arg("-p")
+        .arg(vm.port(22).to_string())
+        .arg("mirror@127.0.0.1")
+        .arg(command)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
+    let image = build_image("demo").unwrap();
+    let work = tempfile::Builder::new().prefix("appliance-").tempdir_in(e2e::target()).unwrap();
+    let up = upstream(work.path());
+    let modules: Vec<(&str, PathBuf)> = PROJECTS.iter().map(|p| (*p, up.join(p))).collect();
+    let (_rsyncd, rsync_port) = rsync_daemon(work.path(), &modules);
+    let (_broker, mqtt_port) = mosquitto(work.path());
+    // The demo profile's upstream and broker live at 192.0.2.2 inside QEMU's user network.
+    let fwd = vec![
+        format!("tcp:192.0.2.2:873-cmd:socat - TCP:127.0.0.1:{rsync_port}"),
+        format!("tcp:192.0.2.2:1883-cmd:socat - TCP:127.0.0.1:{mqtt_port}"),
+    ];
+    let disk = work.path().join("disk.img");
+    disk_copy(&image, &disk, 16 << 30).unwrap();
+    let key = work.path().join("id_ed25519");
+    std::fs::copy(e2e::workspace().join("tests/fixtures/demo_ed25519"), &key).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+
+    let mut vm = Vm::boot("demo", &disk, &e2e::console_log("appliance-boot-1.log"), &fwd).unwrap();
+    let line = vm.wait_for_line("MICROMIRROR-BOOT", Duration::from_secs(300)).unwrap();
+    assert_eq!(field(&line, "failed"), Some("0"), "{line}\n{}", e2e::tail(&vm.console(), 60));
+
+    // 5. Only the expected ports listen, behind a default-drop firewall.
+    let ports = vm.wait_for_line("MICROMIRROR-PORTS", Duration::from_secs(30)).unwrap();
+    assert_eq!(field(&ports, "tcp"), Some("22,80,873,9100"), "{ports}");
+    let console = vm.console();
+    let ruleset: Vec<&str> = console.lines().filter_map(|l| l.split("MICROMIRROR-NFT ").nth(1)).collect();
+    let joined = ruleset.join("\n");
+    assert!(joined.contains("type filter hook input priority filter; policy drop;"), "{joined}");
+    assert!(joined.contains("tcp dport { 22, 80, 443, 873 } accept"), "{joined}");
+    assert!(joined.contains("ip dscp set cs1"), "{joined}");
+    let security = vm.wait_for_line("MICROMIRROR-SECURITY", Duration::from_secs(30)).unwrap();
+    println!("{security}");
+    for unit in ["mirror-server.service", "mirror-sync.service"] {
+        let score: f64 = field(&security, unit).and_then(|s| s.parse().ok()).unwrap_or(99.0);
+        assert!(score <= 3.0, "systemd-analyze security: {unit} exposure {score} > 3.0 ({security})");
+    }
+
+    // 1. The first sync brings every fixture project over from the host's rsync daemon.
+    wait_for(Duration::from_secs(240), "the first sync", &vm, || {
+        PROJECTS.iter().all(|p| get(&vm, &format!("/{p}/")).0 == 200)
+            && get(&vm, "/fixture-arch/lastsync").1 == b"1700000000\n"
+    });
+
+    // 2. Downloads: byte-identical over HTTP, a range, HEAD 200, and over the public rsync.
+    let rpm = "/fixture-rpm/Packages/a/app-1.0.noarch.rpm";
+    let original = std::fs::read(up.join("fixture-rpm/Packages/a/app-1.0.noarch.rpm")).unwrap();
+    wait_for(Duration::from_secs(120), "the rpm fixture", &vm, || get(&vm, rpm).1 == original);
+    let (status, head, body) = http(vm.port(80), "GET", rpm, &[("Range", "bytes=1000-1999")]).unwrap();
+    assert_eq!(status, 206, "{head}");
+    assert_eq!(body, &original[1000..2000]);
+    let (status, head, _) = http(vm.port(80), "HEAD", rpm, &[]).unwrap();
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains(&format!("Content-Length: {}", original.len())), "{head}");
+    let fetched = work.path().join("via-rsync.rpm");
+    let out = Command::new("rsync")
+        .arg(format!("rsync://127.0.0.1:{}/fixture-rpm/Packages/a/app-1.0.noarch.rpm", vm.port(873)))
+        .arg(&fetched)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "rsync from the guest: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&fetched).unwrap(), original);
+
+    // 3. A new version upstream and an MQTT push: served soon, never half-published.
+    wait_for(Duration::from_secs(60), "the debian fixture", &vm, || {
+        get(&vm, "/fixture-debian/dists/stable/Release").0 == 200
+    });
+    publish_debian(&up.join("fixture-debian"), 2, 2 << 20);
+    publish(mqtt_port, "rsync/upstream.example.net/fixture-debian");
+    let started = Instant::now();
+    let mut checks = 0;
+    loop {
+        let (s, index) = get(&vm, "/fixture-debian/dists/stable/main/binary-amd64/Packages");
+        if s == 200 {
+            let text = String::from_utf8_lossy(&index).into_owned();
+            for file in text.lines().filter_map(|l| l.strip_prefix("Filename: ")) {
+                let (status, _, _) = http(vm.port(80), "HEAD", &format!("/fixture-debian/{file}"), &[]).unwrap_or((
+                    0,
+                    String::new(),
+                    vec![],
+                ));
+                assert_eq!(status, 200, "the index names {file}, which the mirror does not serve");
+            }
+            checks += 1;
+            if text.contains("Version: 2") {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "the push did not bring version 2 within 180 s; console:\n{}",
+            e2e::tail(&vm.console(), 40)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("version 2 served {:.0?} after the push ({checks} consistent index checks)", started.elapsed());
+    assert_eq!(
+        get(&vm, "/fixture-debian/pool/main/h/hello/hello_2_all.deb").1,
+        std::fs::read(up.join("fixture-debian/pool/main/h/hello/hello_2_all.deb")).unwrap()
+    );
+    let trace = get(&vm, "/fixture-debian/trace/demo.mm.example.net");
+    assert_eq!(trace.0, 200, "the trace file of a complete run");
+
+    // 4. SSH: the profile's key logs in as the admin; passwords are refused.
+    let out = ssh(&vm, &key, &[], "id -un && sudo -n true && echo sudo-ok");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("mirror") && text.contains("sudo-ok"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ssh(
+        &vm,
+        &key,
+        &["-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password,keyboard-interactive"],
+        "true",
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied (publickey)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ssh(&vm, &key, &[], "mirror-sync status");
+    let status_table = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{status_table}");
+    assert!(
+        PROJECTS.iter().all(|p| status_table.lines().any(|l| l.starts_with(p) && l.contains(" ok "))),
+        "{status_table}"
+    );
+
+    // 6. A reboot keeps the data and the sync state.
+    let _ = ssh(&vm, &key, &[], "sudo systemctl poweroff");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) && http(vm.port(80), "GET", "/", &[]).is_ok() {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    vm.stop();
+    let mut vm = Vm::boot("demo", &disk, &e2e::console_log("appliance-boot-2.log"), &fwd).unwrap();
+    let line = vm.wait_for_line("MICROMIRROR-BOOT", Duration::from_secs(300)).unwrap();
+    assert_eq!(field(&line, "failed"), Some("0"), "{line}");
+    wait_for(Duration::from_secs(60), "HTTP after the reboot", &vm, || {
+        get(&vm, "/fixture-arch/lastsync").1 == b"1700000000\n"
+    });
+    let out = ssh(&vm, &key, &[], "mirror-sync status");
+    let after = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        PROJECTS.iter().all(|p| after.lines().any(|l| l.starts_with(p) && !l.contains("never"))),
+        "the sync state was lost:\n{after}"
+    );
+    vm.stop();
+}

@@ -44,6 +44,9 @@ pub const BOOT: &[Need] = &[
     need("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf", "edk2-ovmf"),
 ];
 
+/// What the benchmarks add: the peer and the load generator.
+pub const BENCH: &[Need] = &[need("nginx", "nginx-light", "nginx"), need("wrk", "wrk", "wrk")];
+
 /// What the rest of the tests need: real peers and checkers.
 pub const TESTS: &[Need] = &[
     need("fsck.vfat", "dosfstools", "dosfstools"),

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the developer's and operator's entry point. Each subcommand lives in its own
 //! module; `image` is the pipeline (pipeline/), the rest drive QEMU, disks and tests.
 
+mod bench;
 mod boot;
 mod cmd;
 mod flash;
@@ -10,6 +11,7 @@ mod pipeline;
 mod profiles;
 mod progress;
 mod testing;
+mod tree_helpers;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -34,6 +36,11 @@ enum Command {
         #[command(subcommand)]
         command: profiles::ProfilesCommand,
     },
+    /// Benchmarks beside a peer: server (nginx), image (mkosi), sync (bare rsync)
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
     /// Install what the tests need, then run every test (what CI runs)
     Test(testing::TestArgs),
 }
@@ -46,6 +53,7 @@ fn main() {
         Command::Flash(args) => flash::run(args),
         Command::Profiles { command } => profiles::run(command),
         Command::Test(args) => testing::run(args),
+        Command::Bench { command } => bench::run(command),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

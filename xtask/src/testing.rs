@@ -42,5 +42,26 @@ pub fn run(args: TestArgs) -> Result<()> {
     }
     // The boot tests print the serial console on failure; keep their output readable.
     test.args(["--", "--test-threads=1"]);
-    cmd::run_visible(&mut test)
+    cmd::run_visible(&mut test)?;
+    if args.filter.is_none() {
+        fuzz_smoke(&cargo)?;
+    }
+    Ok(())
+}
+
+/// A short run of the request-parser fuzz target (cargo fuzz needs nightly features; the
+/// stable toolchain provides them with RUSTC_BOOTSTRAP=1).
+fn fuzz_smoke(cargo: &str) -> Result<()> {
+    let fuzz_installed = Command::new(cargo).args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
+    if !fuzz_installed {
+        eprintln!("[test] installing cargo-fuzz");
+        cmd::run_visible(Command::new(cargo).args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    eprintln!("[test] fuzz smoke run: request_head for 20 s");
+    cmd::run_visible(
+        Command::new(cargo)
+            .current_dir(paths::workspace().join("mirror-server"))
+            .env("RUSTC_BOOTSTRAP", "1")
+            .args(["fuzz", "run", "request_head", "--", "-max_total_time=20", "-seed=1"]),
+    )
 }

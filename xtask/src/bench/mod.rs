@@ -1,0 +1,115 @@
+//! `cargo xtask bench server|image|sync`: speed and memory, always beside a peer run in the
+//! same session (nginx, a bare rsync, the reference image builder's published figures), as
+//! ratios. Benchmarks are not tests: they print, they do not pass or fail.
+
+pub mod image;
+pub mod server;
+pub mod sync;
+
+use anyhow::Result;
+use clap::Subcommand;
+
+use crate::host;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// mirror-server against nginx (fleet configuration), wrk and a 4 MiB-read client
+    Server {
+        /// Seconds per run
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Interleaved rounds per workload (medians are reported)
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// Cold and warm image builds, sizes, and boot time to the first HTTP 200
+    Image,
+    /// mirror-sync against a bare rsync with the same options, and the daemon's idle RSS
+    Sync {
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+}
+
+pub struct Row {
+    pub workload: String,
+    pub peer: f64,
+    pub ours: f64,
+    pub unit: String,
+    pub higher_is_better: bool,
+}
+
+pub fn run(command: BenchCommand) -> Result<()> {
+    let (title, peer, rows) = match command {
+        BenchCommand::Server { seconds, rounds } => {
+            host::ensure(&[host::BENCH])?;
+            build_release()?;
+            ("mirror-server vs nginx", "nginx", server::run(&server::Options { seconds, rounds })?)
+        }
+        BenchCommand::Image => {
+            host::ensure(&[host::IMAGE_DEBIAN, host::BOOT])?;
+            ("image pipeline", "mkosi 14 (reference)", image::run()?)
+        }
+        BenchCommand::Sync { rounds } => {
+            host::ensure(&[host::TESTS])?;
+            build_release()?;
+            ("mirror-sync vs bare rsync", "rsync", sync::run(rounds)?)
+        }
+    };
+    print_table(title, peer, &rows);
+    Ok(())
+}
+
+fn build_release() -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    crate::cmd::run(std::process::Command::new(cargo).current_dir(crate::paths::workspace()).args(["build", "--release", "--locked", "-p", "mirror-server", "--bins"]))?;
+    Ok(())
+}
+
+pub fn print_table(title: &str, peer: &str, rows: &[Row]) {
+    println!("\n{title}");
+    println!("{:<48} {:>14} {:>14} {:>8}  ratio", "workload", peer, "ours", "unit");
+    for r in rows {
+        // "ratio" is always ours relative to the peer, > 1 meaning we are better.
+        let ratio = if r.higher_is_better { r.ours / r.peer } else { r.peer / r.ours };
+        let shown = if ratio.is_finite() { format!("{ratio:.2}×") } else { "-".into() };
+        println!("{:<48} {:>14.2} {:>14.2} {:>8}  {shown}", r.workload, r.peer, r.ours, r.unit);
+    }
+    println!("(ratio > 1: mirror-server/ours better; spread between runs is ±5-10 %, so within 0.1 of 1.0 is a tie)");
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// utime + stime of the given processes, in seconds.
+pub fn proc_cpu_seconds(pids: &[i32]) -> f64 {
+    let ticks = 100.0;
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .map(|s| {
+            let rest: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+            let u: f64 = rest.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            let k: f64 = rest.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            (u + k) / ticks
+        })
+        .sum()
+}
+
+/// Sum of VmHWM (peak resident set) of the given processes, in bytes.
+pub fn proc_peak_rss(pids: &[i32]) -> u64 {
+    pids.iter().map(|p| status_kib(*p, "VmHWM:") * 1024).sum()
+}
+
+pub fn status_kib(pid: i32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}

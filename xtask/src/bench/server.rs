@@ -1,0 +1,302 @@
+//! `cargo xtask bench server`: Debian's nginx, configured as the fleet runs it, and
+//! mirror-server on the same tree, interleaved round by round, on loopback. Small-file and
+//! HEAD workloads use wrk; large files use our own client that reads 4 MiB at a time (wrk's
+//! 8 KiB reads would make wrk the bottleneck). Prints both figures and the ratio.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::{median, proc_cpu_seconds, proc_peak_rss, Row};
+use crate::{cmd, paths};
+
+pub struct Options {
+    pub seconds: u64,
+    pub rounds: usize,
+}
+
+struct Server {
+    name: &'static str,
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: our child's process group.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Every process of the server (nginx: master and workers).
+    fn pids(&self) -> Vec<i32> {
+        let root = self.child.id() as i32;
+        let mut pids = vec![root];
+        if let Ok(rd) = std::fs::read_dir("/proc") {
+            for e in rd.flatten() {
+                let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse::<i32>().ok());
+                if ppid == Some(root) {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(18080)
+}
+
+fn wait_port(port: u16) -> Result<()> {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("nothing listens on {port}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// The tree both servers serve.
+pub fn make_tree(dir: &Path) -> Result<()> {
+    let marker = dir.join(".complete");
+    if marker.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir.join("listing"))?;
+    std::fs::create_dir_all(dir.join("many"))?;
+    std::fs::write(dir.join("small.bin"), vec![7u8; 4096])?;
+    std::fs::write(dir.join("medium.bin"), vec![9u8; 1 << 20])?;
+    let mut big = std::fs::File::create(dir.join("big.iso"))?;
+    let chunk: Vec<u8> = (0..(8u32 << 20)).map(|i| (i % 251) as u8).collect();
+    for _ in 0..128 {
+        big.write_all(&chunk)?;
+    }
+    for i in 0..5000 {
+        std::fs::write(dir.join(format!("listing/package-{i:05}-1.0-1.x86_64.rpm")), b"x")?;
+    }
+    for i in 0..10_000 {
+        std::fs::write(dir.join(format!("many/f{i:05}.rpm")), b"rpm")?;
+    }
+    std::fs::write(marker, b"")?;
+    Ok(())
+}
+
+fn start_nginx(tree: &Path, work: &Path) -> Result<Server> {
+    let port = free_port();
+    let conf = work.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 2;\ndaemon off;\npid {work}/nginx.pid;\nerror_log {work}/nginx-error.log;\nevents {{ worker_connections 4096; }}\nhttp {{\n  include /etc/nginx/mime.types;\n  default_type application/octet-stream;\n  sendfile on; tcp_nopush on; tcp_nodelay on; keepalive_timeout 65; keepalive_requests 1000000;\n  access_log {work}/nginx-access.log combined;\n  client_body_temp_path {work}/tmp;\n  server {{ listen 127.0.0.1:{port}; root {tree}; autoindex on; }}\n}}\n",
+            work = work.display(),
+            tree = tree.display()
+        ),
+    )?;
+    std::fs::create_dir_all(work.join("tmp"))?;
+    use std::os::unix::process::CommandExt;
+    let child = Command::new("nginx").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0).spawn().context("starting nginx")?;
+    wait_port(port)?;
+    Ok(Server { name: "nginx", child, port })
+}
+
+fn start_mirror_server(tree: &Path, work: &Path) -> Result<Server> {
+    let port = free_port();
+    let bin = paths::target().join("release/mirror-server");
+    use std::os::unix::process::CommandExt;
+    let child = Command::new(&bin)
+        .arg("--root")
+        .arg(tree)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--access-log")
+        .arg(work.join("mirror-server-access.log"))
+        .arg("--no-scavenger")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    wait_port(port)?;
+    Ok(Server { name: "mirror-server", child, port })
+}
+
+/// What one run of a workload measured.
+#[derive(Default, Clone, Copy)]
+struct Sample {
+    rps: f64,
+    mbps: f64,
+    p99_ms: f64,
+    cpu_s_per_gb: f64,
+}
+
+fn wrk(port: u16, path: &str, conns: u32, seconds: u64, script: Option<&Path>) -> Result<(f64, f64, f64)> {
+    let mut c = Command::new("wrk");
+    c.args(["-t2", &format!("-c{conns}"), &format!("-d{seconds}s"), "--latency", "--timeout", "10s"]);
+    if let Some(s) = script {
+        c.arg("-s").arg(s);
+    }
+    c.arg(format!("http://127.0.0.1:{port}{path}"));
+    let out = cmd::run(&mut c)?;
+    let rps = out.lines().find_map(|l| l.strip_prefix("Requests/sec:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0);
+    let transfer = out.lines().find_map(|l| l.strip_prefix("Transfer/sec:")).map(|v| parse_size(v.trim())).unwrap_or(0.0);
+    let p99 = out.lines().find_map(|l| l.trim().strip_prefix("99%")).map(|v| parse_ms(v.trim())).unwrap_or(0.0);
+    Ok((rps, transfer / 1e6, p99))
+}
+
+fn parse_size(v: &str) -> f64 {
+    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+    let n: f64 = num.parse().unwrap_or(0.0);
+    n * match unit {
+        "KB" => 1024.0,
+        "MB" => 1024.0 * 1024.0,
+        "GB" => 1024.0 * 1024.0 * 1024.0,
+        _ => 1.0,
+    }
+}
+
+fn parse_ms(v: &str) -> f64 {
+    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+    let n: f64 = num.parse().unwrap_or(0.0);
+    n * match unit {
+        "us" => 0.001,
+        "s" => 1000.0,
+        _ => 1.0,
+    }
+}
+
+/// `conns` clients each fetching `path` over and over for `seconds`, reading 4 MiB at a time.
+fn big_reads(port: u16, path: &str, conns: usize, seconds: u64) -> Result<f64> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..conns)
+        .map(|_| {
+            let path = path.to_string();
+            std::thread::spawn(move || -> u64 {
+                let mut total = 0u64;
+                let mut buf = vec![0u8; 4 << 20];
+                let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return 0 };
+                while Instant::now() < deadline {
+                    if s.write_all(format!("GET {path} HTTP/1.1\r\nHost: b\r\n\r\n").as_bytes()).is_err() {
+                        return total;
+                    }
+                    // Head, then exactly Content-Length bytes.
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if s.read(&mut byte).unwrap_or(0) == 0 {
+                            return total;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                    let len: u64 = text.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+                    let mut left = len;
+                    while left > 0 {
+                        let want = left.min(buf.len() as u64) as usize;
+                        match s.read(&mut buf[..want]) {
+                            Ok(0) | Err(_) => return total,
+                            Ok(n) => {
+                                left -= n as u64;
+                                total += n as u64;
+                            }
+                        }
+                        if Instant::now() > deadline + Duration::from_secs(30) {
+                            return total;
+                        }
+                    }
+                }
+                total
+            })
+        })
+        .collect();
+    let bytes: u64 = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+    Ok(bytes as f64 / start.elapsed().as_secs_f64() / 1e6)
+}
+
+fn machine_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<f64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq: busy = all but idle and iowait.
+    let busy: f64 = fields.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
+    busy / 100.0
+}
+
+struct Workload {
+    name: &'static str,
+    run: Box<dyn Fn(u16, u64) -> Result<(f64, f64, f64)>>,
+}
+
+fn workloads(work: &Path) -> Result<Vec<Workload>> {
+    let script = work.join("heads.lua");
+    std::fs::write(&script, "math.randomseed(42)\nrequest = function()\n  return wrk.format(\"HEAD\", string.format(\"/many/f%05d.rpm\", math.random(0, 9999)))\nend\n")?;
+    let script2 = script.clone();
+    Ok(vec![
+        Workload { name: "4 KiB file, 64 conns", run: Box::new(|port, s| wrk(port, "/small.bin", 64, s, None)) },
+        Workload { name: "1 MiB file, 16 conns", run: Box::new(|port, s| wrk(port, "/medium.bin", 16, s, None)) },
+        Workload { name: "1 GiB file, 1 conn", run: Box::new(|port, s| big_reads(port, "/big.iso", 1, s).map(|m| (0.0, m, 0.0))) },
+        Workload { name: "1 GiB file, 16 conns", run: Box::new(|port, s| big_reads(port, "/big.iso", 16, s).map(|m| (0.0, m, 0.0))) },
+        Workload { name: "listing, 5000 entries, 16 conns", run: Box::new(|port, s| wrk(port, "/listing/", 16, s, None)) },
+        Workload { name: "HEAD over 10,000 files, 64 conns", run: Box::new(move |port, s| wrk(port, "/", 64, s, Some(&script2))) },
+    ])
+}
+
+pub fn run(opts: &Options) -> Result<Vec<Row>> {
+    let work = paths::target().join("bench/server");
+    let tree = work.join("tree");
+    std::fs::create_dir_all(&work)?;
+    eprintln!("[bench] preparing the tree in {}", tree.display());
+    make_tree(&tree)?;
+    // Warm the page cache: both servers read the same cached bytes.
+    let _ = Command::new("cat").arg(tree.join("big.iso")).stdout(Stdio::null()).status();
+    let mut results: Vec<(String, Vec<Sample>, Vec<Sample>)> = Vec::new();
+    let loads = workloads(&work)?;
+    let mut peak = [0u64; 2];
+    for w in &loads {
+        let mut per = [Vec::new(), Vec::new()];
+        for round in 0..opts.rounds {
+            for (i, which) in [0usize, 1].iter().enumerate() {
+                let server = if *which == 0 { start_nginx(&tree, &work)? } else { start_mirror_server(&tree, &work)? };
+                let pids = server.pids();
+                let cpu0 = proc_cpu_seconds(&pids);
+                let m0 = machine_cpu_seconds();
+                let (rps, mbps, p99) = (w.run)(server.port, opts.seconds)?;
+                let cpu = proc_cpu_seconds(&server.pids()) - cpu0;
+                let machine = machine_cpu_seconds() - m0;
+                let gb = mbps * opts.seconds as f64 / 1000.0;
+                peak[i] = peak[i].max(proc_peak_rss(&server.pids()));
+                let s = Sample { rps, mbps, p99_ms: p99, cpu_s_per_gb: if gb > 0.0 { cpu / gb } else { 0.0 } };
+                eprintln!("[bench] {} round {}: {} {:.0} req/s {:.0} MB/s p99 {:.2} ms, {:.2} server CPU s/GB ({:.2} machine)", w.name, round + 1, server.name, rps, mbps, p99, s.cpu_s_per_gb, if gb > 0.0 { machine / gb } else { 0.0 });
+                per[i].push(s);
+            }
+        }
+        let [a, b] = per;
+        results.push((w.name.to_string(), a, b));
+    }
+    let mut rows = Vec::new();
+    for (name, nginx, ms) in results {
+        let pick = |v: &[Sample], f: fn(&Sample) -> f64| median(v.iter().map(f).collect());
+        let big = name.contains("GiB");
+        let (metric, unit, f): (&str, &str, fn(&Sample) -> f64) = if big || name.contains("1 MiB") { ("throughput", "MB/s", |s| s.mbps) } else { ("requests", "req/s", |s| s.rps) };
+        let (n, m) = (pick(&nginx, f), pick(&ms, f));
+        rows.push(Row { workload: format!("{name}: {metric}"), peer: n, ours: m, unit: unit.into(), higher_is_better: true });
+        if !big {
+            rows.push(Row { workload: format!("{name}: p99 latency"), peer: pick(&nginx, |s| s.p99_ms), ours: pick(&ms, |s| s.p99_ms), unit: "ms".into(), higher_is_better: false });
+        }
+        if big || name.contains("1 MiB") {
+            rows.push(Row { workload: format!("{name}: server CPU per GB"), peer: pick(&nginx, |s| s.cpu_s_per_gb), ours: pick(&ms, |s| s.cpu_s_per_gb), unit: "s/GB".into(), higher_is_better: false });
+        }
+    }
+    rows.push(Row { workload: "peak RSS (all processes)".into(), peer: peak[0] as f64 / 1048576.0, ours: peak[1] as f64 / 1048576.0, unit: "MiB".into(), higher_is_better: false });
+    Ok(rows)
+}

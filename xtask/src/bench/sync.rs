@@ -1,0 +1,104 @@
+//! `cargo xtask bench sync`: wall time of `mirror-sync run` against a bare rsync with exactly the
+//! options mirror-sync plans (first sync and a no-change sync), on the same upstream tree behind
+//! a loopback rsync daemon, interleaved; and the daemon's idle RSS.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use mirror_server::catalog::Catalog;
+use mirror_server::sync::plan::{self, Endpoints};
+
+use super::{median, status_kib, Row};
+use crate::{paths, tree_helpers};
+
+fn upstream_tree(dir: &Path) -> Result<()> {
+    if dir.join(".complete").exists() {
+        return Ok(());
+    }
+    for i in 0..2000u32 {
+        let sub = dir.join(format!("Packages/{}", i % 26));
+        std::fs::create_dir_all(&sub)?;
+        let size = 1000 + (i as usize * 7919) % 200_000;
+        std::fs::write(sub.join(format!("pkg-{i}.rpm")), vec![(i % 251) as u8; size])?;
+    }
+    std::fs::create_dir_all(dir.join("repodata"))?;
+    std::fs::write(dir.join("repodata/repomd.xml"), b"<repomd/>")?;
+    std::fs::write(dir.join(".complete"), b"")?;
+    Ok(())
+}
+
+fn timed(c: &mut Command) -> Result<f64> {
+    let start = Instant::now();
+    let status = c.stdout(Stdio::null()).stderr(Stdio::null()).status()?;
+    anyhow::ensure!(status.success(), "{c:?} failed");
+    Ok(start.elapsed().as_secs_f64())
+}
+
+pub fn run(rounds: usize) -> Result<Vec<Row>> {
+    let work = paths::target().join("bench/sync");
+    let up = work.join("upstream/fixture-rpm");
+    std::fs::create_dir_all(&up)?;
+    upstream_tree(&up)?;
+    let (_rsyncd, port) = tree_helpers::rsync_daemon(&work, "fixture-rpm", &up)?;
+    let etc = work.join("etc");
+    std::fs::create_dir_all(etc.join("projects"))?;
+    std::fs::copy(paths::catalog().join("fixture-rpm.toml"), etc.join("projects/fixture-rpm.toml"))?;
+    std::fs::write(etc.join("site.toml"), format!("[site]\nname = \"bench\"\nhostname = \"bench.example.net\"\nsponsor_name = \"B\"\nsponsor_url = \"https://example.net/\"\nlocation = \"here\"\ntest = true\n\n[network]\nipv4 = \"192.0.2.10/24\"\nipv4_gateway = \"192.0.2.1\"\n\n[access]\nssh_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOpsKeyForBenchOnly b\"]\n\n[mirror]\nupstream = \"127.0.0.1:{port}\"\nbwlimit_mbit = 100000\nprojects = [\"fixture-rpm\"]\nmin_free_mb = 0\n"))?;
+    let catalog = Catalog::load(&etc.join("projects")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let project = catalog.get("fixture-rpm").context("fixture-rpm in the catalog")?.clone();
+    let bin = paths::target().join("release/mirror-sync");
+    let (mut first_rsync, mut first_ours, mut again_rsync, mut again_ours) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let a = work.join("bare");
+        let b = work.join("ours");
+        for d in [&a, &b, &work.join("state"), &work.join("logs")] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        let ends = Endpoints { upstream: format!("127.0.0.1:{port}"), mirror_root: a.clone(), hostname: "bench.example.net".into() };
+        let invocation = plan::plan(&project, &ends, 100_000, None).remove(0);
+        std::fs::create_dir_all(&invocation.dest)?;
+        let bare = |c: &mut Vec<f64>| -> Result<()> {
+            c.push(timed(Command::new("rsync").args(invocation.command_line()))?);
+            Ok(())
+        };
+        let ours_cmd = || {
+            let mut c = Command::new(&bin);
+            c.arg("--config").arg(etc.join("site.toml")).arg("--mirror-root").arg(&b).arg("--state-dir").arg(work.join("state")).arg("--log-dir").arg(work.join("logs")).args(["run", "fixture-rpm"]);
+            c
+        };
+        bare(&mut first_rsync)?;
+        first_ours.push(timed(&mut ours_cmd())?);
+        bare(&mut again_rsync)?;
+        again_ours.push(timed(&mut ours_cmd())?);
+        eprintln!("[bench] round {}: first {:.2}s rsync / {:.2}s mirror-sync; no-change {:.3}s / {:.3}s", round + 1, first_rsync[round], first_ours[round], again_rsync[round], again_ours[round]);
+    }
+    let idle = idle_rss(&bin, &etc, &work)?;
+    Ok(vec![
+        Row { workload: "first sync (2000 files, ~200 MB), wall time".into(), peer: median(first_rsync), ours: median(first_ours), unit: "s".into(), higher_is_better: false },
+        Row { workload: "no-change sync, wall time".into(), peer: median(again_rsync), ours: median(again_ours), unit: "s".into(), higher_is_better: false },
+        Row { workload: "daemon idle RSS".into(), peer: f64::NAN, ours: idle as f64 / 1024.0, unit: "MiB".into(), higher_is_better: false },
+    ])
+}
+
+fn idle_rss(bin: &Path, etc: &Path, work: &Path) -> Result<u64> {
+    let mut child = Command::new(bin)
+        .arg("--config")
+        .arg(etc.join("site.toml"))
+        .arg("--mirror-root")
+        .arg(work.join("ours"))
+        .arg("--state-dir")
+        .arg(work.join("state"))
+        .arg("--log-dir")
+        .arg(work.join("logs"))
+        .args(["daemon", "--interval-hours", "1000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_secs(5));
+    let kib = status_kib(child.id() as i32, "VmRSS:");
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(kib)
+}

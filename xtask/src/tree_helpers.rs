@@ -1,0 +1,32 @@
+//! Small real peers for the benchmarks (the tests have their own in tests/src).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+pub struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An rsync daemon on 127.0.0.1 serving one module; returns it and its port.
+pub fn rsync_daemon(work: &Path, module: &str, path: &Path) -> Result<(Peer, u16)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let conf = work.join("rsyncd.conf");
+    std::fs::write(&conf, format!("port = {port}\naddress = 127.0.0.1\nuse chroot = no\nnumeric ids = yes\npid file = {}\n[{module}]\n  path = {}\n  read only = yes\n", work.join("rsyncd.pid").display(), path.display()))?;
+    let child = Command::new("rsync").arg("--daemon").arg("--no-detach").arg(format!("--config={}", conf.display())).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("rsync daemon did not start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((Peer(child), port))
+}

@@ -260,3 +260,48 @@ fn rate_limited_prefixes_get_429_after_their_burst() {
     assert_eq!(&statuses[..5], &[200; 5]);
     assert!(statuses[5..].iter().all(|&c| c == 429), "{statuses:?}");
 }
+
+#[test]
+fn a_client_that_stalls_mid_request_gets_408_and_is_dropped() {
+    let t = Tree::new();
+    let s = t.start(&["--header-timeout", "1"]);
+    let started = std::time::Instant::now();
+    let r = raw(s.port, b"GET /fedora/a.rpm HTTP/1.1\r\nHost: t\r\n", Duration::from_secs(10));
+    assert_eq!(status_of(&r), 408, "{}", String::from_utf8_lossy(&r));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the slow client held the connection for {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn sighup_reloads_the_site_profile() {
+    let t = Tree::new();
+    let conf = t.dir.path().join("conf");
+    std::fs::create_dir_all(conf.join("projects")).unwrap();
+    std::fs::write(
+        conf.join("projects/fedora.toml"),
+        "title = \"F\"\nmodule = \"fedora\"\npath = \"fedora\"\nsize_gb = 1\n",
+    )
+    .unwrap();
+    let profile = |sponsor: &str| {
+        format!("[site]\nname = \"lab\"\nhostname = \"lab.example.net\"\nsponsor_name = \"{sponsor}\"\nsponsor_url = \"https://example.net/\"\nlocation = \"L\"\ntest = true\n\n[network]\nipv4 = \"192.0.2.10/24\"\nipv4_gateway = \"192.0.2.1\"\n\n[access]\nssh_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOpsKeyForTestsOnly t\"]\n\n[mirror]\nupstream = \"127.0.0.1\"\nprojects = [\"fedora\"]\n\n[server]\nscavenger = false\n")
+    };
+    std::fs::write(conf.join("site.toml"), profile("Old Sponsor")).unwrap();
+    let metrics = format!("127.0.0.1:{}", common::free_port());
+    let s = t.start(&["--config", conf.join("site.toml").to_str().unwrap(), "--metrics-listen", &metrics]);
+    assert!(String::from_utf8_lossy(&get(s.port, "/")).contains("Old Sponsor"));
+    std::fs::write(conf.join("site.toml"), profile("New Sponsor")).unwrap();
+    s.signal(libc::SIGHUP);
+    let start = std::time::Instant::now();
+    while !String::from_utf8_lossy(&get(s.port, "/")).contains("New Sponsor") {
+        assert!(start.elapsed() < Duration::from_secs(5), "SIGHUP did not reload the profile");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A broken profile on reload keeps the running configuration.
+    std::fs::write(conf.join("site.toml"), "[site]\nbroken = ").unwrap();
+    s.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(String::from_utf8_lossy(&get(s.port, "/")).contains("New Sponsor"));
+}

@@ -191,3 +191,33 @@ fn two_builds_of_one_profile_give_identical_images_and_a_failed_build_keeps_the_
         "partial files left: {names:?}"
     );
 }
+
+#[test]
+fn an_ipv6_only_site_renders_its_network_and_firewall_from_the_profile() {
+    let out = e2e::xtask(&["image", "--site", "lab6", "--until", "overlay"]).unwrap();
+    let root = PathBuf::from(
+        out.lines().find_map(|l| l.strip_prefix("tree with overlay: ")).unwrap_or_else(|| panic!("{out}")).trim(),
+    );
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let link = read("etc/systemd/network/10-wan0.link");
+    assert!(link.contains("MACAddress=52:54:00:12:34:56") && link.contains("Name=wan0"), "{link}");
+    let network = read("etc/systemd/network/20-wan0.network");
+    assert!(network.contains("Address=2001:db8:6::10/64") && network.contains("Gateway=fe80::1"), "{network}");
+    assert!(!network.contains("Address=192."), "an IPv6-only site got an IPv4 address:\n{network}");
+    let nft = read("etc/nftables.conf");
+    assert!(
+        nft.contains("elements = { 198.51.100.0/24 }") && nft.contains("elements = { 2001:db8:bad::/48 }"),
+        "{nft}"
+    );
+    assert!(nft.contains("ip6 saddr { 2001:db8:6::/48 } tcp dport 9100 accept"), "{nft}");
+    assert_eq!(read("etc/hostname"), "lab6.mm.example.net\n");
+    assert_eq!(read("etc/ssh/authorized_keys/ops").lines().count(), 1);
+    assert!(read("etc/sudoers.d/micromirror").starts_with("ops ALL=(ALL) NOPASSWD: ALL"));
+    assert_eq!(
+        std::fs::read_link(root.join("etc/localtime")).unwrap(),
+        PathBuf::from("../usr/share/zoneinfo/Europe/Berlin")
+    );
+    assert_eq!(std::fs::read(root.join("etc/machine-id")).unwrap(), b"", "machine-id must be made on first boot");
+    assert!(!root.join("etc/ssh/ssh_host_ed25519_key").exists(), "SSH host keys must be made on first boot");
+    assert!(read("etc/rsyncd.conf").contains("[kdeftp]") || read("etc/rsyncd.conf").contains("[kde]"));
+}

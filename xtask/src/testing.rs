@@ -59,9 +59,13 @@ fn fuzz_smoke(cargo: &str) -> Result<()> {
     }
     eprintln!("[test] fuzz smoke run: request_head for 20 s");
     cmd::run_visible(
-        Command::new(cargo)
-            .current_dir(paths::workspace().join("mirror-server"))
-            .env("RUSTC_BOOTSTRAP", "1")
-            .args(["fuzz", "run", "request_head", "--", "-max_total_time=20", "-seed=1"]),
+        Command::new(cargo).current_dir(paths::workspace().join("mirror-server")).env("RUSTC_BOOTSTRAP", "1").args([
+            "fuzz",
+            "run",
+            "request_head",
+            "--",
+            "-max_total_time=20",
+            "-seed=1",
+        ]),
     )
 }

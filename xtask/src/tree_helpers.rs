@@ -20,7 +20,13 @@ pub fn rsync_daemon(work: &Path, module: &str, path: &Path) -> Result<(Peer, u16
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let conf = work.join("rsyncd.conf");
     std::fs::write(&conf, format!("port = {port}\naddress = 127.0.0.1\nuse chroot = no\nnumeric ids = yes\npid file = {}\n[{module}]\n  path = {}\n  read only = yes\n", work.join("rsyncd.pid").display(), path.display()))?;
-    let child = Command::new("rsync").arg("--daemon").arg("--no-detach").arg(format!("--config={}", conf.display())).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    let child = Command::new("rsync")
+        .arg("--daemon")
+        .arg("--no-detach")
+        .arg(format!("--config={}", conf.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if start.elapsed() > Duration::from_secs(10) {

@@ -42,6 +42,9 @@ struct Args {
     /// Seconds an idle keep-alive connection stays open
     #[arg(long)]
     idle_timeout: Option<u64>,
+    /// Seconds a client may take to send a request head
+    #[arg(long)]
+    header_timeout: Option<u64>,
     /// Seconds to let transfers finish after SIGTERM
     #[arg(long)]
     shutdown_grace: Option<u64>,
@@ -87,6 +90,9 @@ fn config(args: &Args) -> Result<Config> {
     }
     if let Some(s) = args.idle_timeout {
         c.limits.idle_timeout = std::time::Duration::from_secs(s);
+    }
+    if let Some(s) = args.header_timeout {
+        c.limits.header_timeout = std::time::Duration::from_secs(s);
     }
     if let Some(s) = args.shutdown_grace {
         c.limits.shutdown_grace = std::time::Duration::from_secs(s);

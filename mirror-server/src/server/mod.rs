@@ -311,3 +311,27 @@ async fn serve_metrics(listener: TcpListener, metrics: Arc<metrics::Metrics>, st
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scavenger_marks_ipv4_and_ipv6_sockets_cs1() {
+        for v6 in [false, true] {
+            let socket = if v6 { TcpSocket::new_v6() } else { TcpSocket::new_v4() }.unwrap();
+            set_scavenger(&socket, v6);
+            let (level, name) =
+                if v6 { (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) } else { (libc::IPPROTO_IP, libc::IP_TOS) };
+            let mut value: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            use std::os::fd::AsRawFd;
+            // SAFETY: reading an int option into a correctly sized buffer.
+            let rc = unsafe {
+                libc::getsockopt(socket.as_raw_fd(), level, name, (&mut value as *mut libc::c_int).cast(), &mut len)
+            };
+            assert_eq!(rc, 0);
+            assert_eq!(value, 0x20, "DSCP CS1 is TOS byte 0x20 (v6: {v6})");
+        }
+    }
+}

@@ -62,7 +62,14 @@ pub fn run(command: BenchCommand) -> Result<()> {
 
 fn build_release() -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    crate::cmd::run(std::process::Command::new(cargo).current_dir(crate::paths::workspace()).args(["build", "--release", "--locked", "-p", "mirror-server", "--bins"]))?;
+    crate::cmd::run(std::process::Command::new(cargo).current_dir(crate::paths::workspace()).args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "mirror-server",
+        "--bins",
+    ]))?;
     Ok(())
 }
 

@@ -42,7 +42,11 @@ impl Server {
             for e in rd.flatten() {
                 let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
                 let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-                let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse::<i32>().ok());
+                let ppid = stat
+                    .rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().nth(1))
+                    .and_then(|p| p.parse::<i32>().ok());
                 if ppid == Some(root) {
                     pids.push(pid);
                 }
@@ -105,7 +109,14 @@ fn start_nginx(tree: &Path, work: &Path) -> Result<Server> {
     )?;
     std::fs::create_dir_all(work.join("tmp"))?;
     use std::os::unix::process::CommandExt;
-    let child = Command::new("nginx").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0).spawn().context("starting nginx")?;
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("starting nginx")?;
     wait_port(port)?;
     Ok(Server { name: "nginx", child, port })
 }
@@ -148,8 +159,10 @@ fn wrk(port: u16, path: &str, conns: u32, seconds: u64, script: Option<&Path>) -
     }
     c.arg(format!("http://127.0.0.1:{port}{path}"));
     let out = cmd::run(&mut c)?;
-    let rps = out.lines().find_map(|l| l.strip_prefix("Requests/sec:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0);
-    let transfer = out.lines().find_map(|l| l.strip_prefix("Transfer/sec:")).map(|v| parse_size(v.trim())).unwrap_or(0.0);
+    let rps =
+        out.lines().find_map(|l| l.strip_prefix("Requests/sec:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0);
+    let transfer =
+        out.lines().find_map(|l| l.strip_prefix("Transfer/sec:")).map(|v| parse_size(v.trim())).unwrap_or(0.0);
     let p99 = out.lines().find_map(|l| l.trim().strip_prefix("99%")).map(|v| parse_ms(v.trim())).unwrap_or(0.0);
     Ok((rps, transfer / 1e6, p99))
 }
@@ -200,7 +213,11 @@ fn big_reads(port: u16, path: &str, conns: usize, seconds: u64) -> Result<f64> {
                         head.push(byte[0]);
                     }
                     let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
-                    let len: u64 = text.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+                    let len: u64 = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
                     let mut left = len;
                     while left > 0 {
                         let want = left.min(buf.len() as u64) as usize;
@@ -226,7 +243,8 @@ fn big_reads(port: u16, path: &str, conns: usize, seconds: u64) -> Result<f64> {
 
 fn machine_cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let fields: Vec<f64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let fields: Vec<f64> =
+        stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
     // user nice system idle iowait irq softirq: busy = all but idle and iowait.
     let busy: f64 = fields.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
     busy / 100.0
@@ -244,10 +262,22 @@ fn workloads(work: &Path) -> Result<Vec<Workload>> {
     Ok(vec![
         Workload { name: "4 KiB file, 64 conns", run: Box::new(|port, s| wrk(port, "/small.bin", 64, s, None)) },
         Workload { name: "1 MiB file, 16 conns", run: Box::new(|port, s| wrk(port, "/medium.bin", 16, s, None)) },
-        Workload { name: "1 GiB file, 1 conn", run: Box::new(|port, s| big_reads(port, "/big.iso", 1, s).map(|m| (0.0, m, 0.0))) },
-        Workload { name: "1 GiB file, 16 conns", run: Box::new(|port, s| big_reads(port, "/big.iso", 16, s).map(|m| (0.0, m, 0.0))) },
-        Workload { name: "listing, 5000 entries, 16 conns", run: Box::new(|port, s| wrk(port, "/listing/", 16, s, None)) },
-        Workload { name: "HEAD over 10,000 files, 64 conns", run: Box::new(move |port, s| wrk(port, "/", 64, s, Some(&script2))) },
+        Workload {
+            name: "1 GiB file, 1 conn",
+            run: Box::new(|port, s| big_reads(port, "/big.iso", 1, s).map(|m| (0.0, m, 0.0))),
+        },
+        Workload {
+            name: "1 GiB file, 16 conns",
+            run: Box::new(|port, s| big_reads(port, "/big.iso", 16, s).map(|m| (0.0, m, 0.0))),
+        },
+        Workload {
+            name: "listing, 5000 entries, 16 conns",
+            run: Box::new(|port, s| wrk(port, "/listing/", 16, s, None)),
+        },
+        Workload {
+            name: "HEAD over 10,000 files, 64 conns",
+            run: Box::new(move |port, s| wrk(port, "/", 64, s, Some(&script2))),
+        },
     ])
 }
 
@@ -287,16 +317,44 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
     for (name, nginx, ms) in results {
         let pick = |v: &[Sample], f: fn(&Sample) -> f64| median(v.iter().map(f).collect());
         let big = name.contains("GiB");
-        let (metric, unit, f): (&str, &str, fn(&Sample) -> f64) = if big || name.contains("1 MiB") { ("throughput", "MB/s", |s| s.mbps) } else { ("requests", "req/s", |s| s.rps) };
+        let (metric, unit, f): (&str, &str, fn(&Sample) -> f64) = if big || name.contains("1 MiB") {
+            ("throughput", "MB/s", |s| s.mbps)
+        } else {
+            ("requests", "req/s", |s| s.rps)
+        };
         let (n, m) = (pick(&nginx, f), pick(&ms, f));
-        rows.push(Row { workload: format!("{name}: {metric}"), peer: n, ours: m, unit: unit.into(), higher_is_better: true });
+        rows.push(Row {
+            workload: format!("{name}: {metric}"),
+            peer: n,
+            ours: m,
+            unit: unit.into(),
+            higher_is_better: true,
+        });
         if !big {
-            rows.push(Row { workload: format!("{name}: p99 latency"), peer: pick(&nginx, |s| s.p99_ms), ours: pick(&ms, |s| s.p99_ms), unit: "ms".into(), higher_is_better: false });
+            rows.push(Row {
+                workload: format!("{name}: p99 latency"),
+                peer: pick(&nginx, |s| s.p99_ms),
+                ours: pick(&ms, |s| s.p99_ms),
+                unit: "ms".into(),
+                higher_is_better: false,
+            });
         }
         if big || name.contains("1 MiB") {
-            rows.push(Row { workload: format!("{name}: server CPU per GB"), peer: pick(&nginx, |s| s.cpu_s_per_gb), ours: pick(&ms, |s| s.cpu_s_per_gb), unit: "s/GB".into(), higher_is_better: false });
+            rows.push(Row {
+                workload: format!("{name}: server CPU per GB"),
+                peer: pick(&nginx, |s| s.cpu_s_per_gb),
+                ours: pick(&ms, |s| s.cpu_s_per_gb),
+                unit: "s/GB".into(),
+                higher_is_better: false,
+            });
         }
     }
-    rows.push(Row { workload: "peak RSS (all processes)".into(), peer: peak[0] as f64 / 1048576.0, ours: peak[1] as f64 / 1048576.0, unit: "MiB".into(), higher_is_better: false });
+    rows.push(Row {
+        workload: "peak RSS (all processes)".into(),
+        peer: peak[0] as f64 / 1048576.0,
+        ours: peak[1] as f64 / 1048576.0,
+        unit: "MiB".into(),
+        higher_is_better: false,
+    });
     Ok(rows)
 }

@@ -49,14 +49,19 @@ pub fn run(rounds: usize) -> Result<Vec<Row>> {
     let catalog = Catalog::load(&etc.join("projects")).map_err(|e| anyhow::anyhow!("{e}"))?;
     let project = catalog.get("fixture-rpm").context("fixture-rpm in the catalog")?.clone();
     let bin = paths::target().join("release/mirror-sync");
-    let (mut first_rsync, mut first_ours, mut again_rsync, mut again_ours) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut first_rsync, mut first_ours, mut again_rsync, mut again_ours) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         let a = work.join("bare");
         let b = work.join("ours");
         for d in [&a, &b, &work.join("state"), &work.join("logs")] {
             let _ = std::fs::remove_dir_all(d);
         }
-        let ends = Endpoints { upstream: format!("127.0.0.1:{port}"), mirror_root: a.clone(), hostname: "bench.example.net".into() };
+        let ends = Endpoints {
+            upstream: format!("127.0.0.1:{port}"),
+            mirror_root: a.clone(),
+            hostname: "bench.example.net".into(),
+        };
         let invocation = plan::plan(&project, &ends, 100_000, None).remove(0);
         std::fs::create_dir_all(&invocation.dest)?;
         let bare = |c: &mut Vec<f64>| -> Result<()> {
@@ -65,20 +70,53 @@ pub fn run(rounds: usize) -> Result<Vec<Row>> {
         };
         let ours_cmd = || {
             let mut c = Command::new(&bin);
-            c.arg("--config").arg(etc.join("site.toml")).arg("--mirror-root").arg(&b).arg("--state-dir").arg(work.join("state")).arg("--log-dir").arg(work.join("logs")).args(["run", "fixture-rpm"]);
+            c.arg("--config")
+                .arg(etc.join("site.toml"))
+                .arg("--mirror-root")
+                .arg(&b)
+                .arg("--state-dir")
+                .arg(work.join("state"))
+                .arg("--log-dir")
+                .arg(work.join("logs"))
+                .args(["run", "fixture-rpm"]);
             c
         };
         bare(&mut first_rsync)?;
         first_ours.push(timed(&mut ours_cmd())?);
         bare(&mut again_rsync)?;
         again_ours.push(timed(&mut ours_cmd())?);
-        eprintln!("[bench] round {}: first {:.2}s rsync / {:.2}s mirror-sync; no-change {:.3}s / {:.3}s", round + 1, first_rsync[round], first_ours[round], again_rsync[round], again_ours[round]);
+        eprintln!(
+            "[bench] round {}: first {:.2}s rsync / {:.2}s mirror-sync; no-change {:.3}s / {:.3}s",
+            round + 1,
+            first_rsync[round],
+            first_ours[round],
+            again_rsync[round],
+            again_ours[round]
+        );
     }
     let idle = idle_rss(&bin, &etc, &work)?;
     Ok(vec![
-        Row { workload: "first sync (2000 files, ~200 MB), wall time".into(), peer: median(first_rsync), ours: median(first_ours), unit: "s".into(), higher_is_better: false },
-        Row { workload: "no-change sync, wall time".into(), peer: median(again_rsync), ours: median(again_ours), unit: "s".into(), higher_is_better: false },
-        Row { workload: "daemon idle RSS".into(), peer: f64::NAN, ours: idle as f64 / 1024.0, unit: "MiB".into(), higher_is_better: false },
+        Row {
+            workload: "first sync (2000 files, ~200 MB), wall time".into(),
+            peer: median(first_rsync),
+            ours: median(first_ours),
+            unit: "s".into(),
+            higher_is_better: false,
+        },
+        Row {
+            workload: "no-change sync, wall time".into(),
+            peer: median(again_rsync),
+            ours: median(again_ours),
+            unit: "s".into(),
+            higher_is_better: false,
+        },
+        Row {
+            workload: "daemon idle RSS".into(),
+            peer: f64::NAN,
+            ours: idle as f64 / 1024.0,
+            unit: "MiB".into(),
+            higher_is_better: false,
+        },
     ])
 }
 

@@ -250,9 +250,12 @@ fn machine_cpu_seconds() -> f64 {
     busy / 100.0
 }
 
+/// (requests/s, MB/s, p99 ms) from a run against a port for some seconds.
+type Measure = Box<dyn Fn(u16, u64) -> Result<(f64, f64, f64)>>;
+
 struct Workload {
     name: &'static str,
-    run: Box<dyn Fn(u16, u64) -> Result<(f64, f64, f64)>>,
+    run: Measure,
 }
 
 fn workloads(work: &Path) -> Result<Vec<Workload>> {

@@ -137,12 +137,7 @@ fn main() -> Result<()> {
         .init();
     let args = Args::parse();
     let initial = config(&args)?;
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    rt.enable_all();
-    if let Some(n) = args.threads {
-        rt.worker_threads(n);
-    }
-    let rt = rt.build()?;
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let reload_args = args.clone();
-    rt.block_on(server::run(initial, move || config(&reload_args)))
+    server::run(initial, threads, move || config(&reload_args))
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::profile::Profile;
 
@@ -168,9 +168,12 @@ fn build_shared(
     })
 }
 
+/// A listening socket. SO_REUSEPORT lets every worker thread bind the same address: the kernel
+/// spreads connections across them, and no connection ever moves between threads.
 fn bind(addr: SocketAddr, scavenger: bool) -> Result<TcpListener> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
     if scavenger {
         set_scavenger(&socket, addr.is_ipv6());
     }
@@ -193,67 +196,119 @@ pub fn set_scavenger(socket: &impl std::os::fd::AsRawFd, ipv6: bool) {
     }
 }
 
+type SharedCell = Arc<std::sync::RwLock<Arc<Shared>>>;
+
 /// Runs the server until SIGTERM/SIGINT, then lets transfers finish up to the grace period.
-pub async fn run(config: Config, reload: impl Fn() -> Result<Config> + Send + Sync + 'static) -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (reopen_tx, reopen_rx) = mpsc::channel(4);
+/// One single-threaded runtime per worker thread, each with its own SO_REUSEPORT listeners
+/// (nginx's worker model): a connection lives and dies on one thread, with no cross-thread
+/// wake-ups. The calling thread handles signals, reloads and the metrics listener.
+pub fn run(config: Config, threads: usize, reload: impl Fn() -> Result<Config> + Send + Sync + 'static) -> Result<()> {
     let log_target = match &config.access_log {
         Some(p) if p.as_os_str() == "-" => accesslog::Target::Stdout,
         Some(p) => accesslog::Target::File(p.clone()),
         None => accesslog::Target::Off,
     };
-    let access_log = accesslog::AccessLog::start(log_target, reopen_rx);
+    let access_log = accesslog::AccessLog::start(log_target);
     let metrics = Arc::new(metrics::Metrics::default());
     let (shutdown_tx, _) = watch::channel(false);
-    let shared = Arc::new(tokio::sync::RwLock::new(Arc::new(build_shared(
+    let shared: SharedCell = Arc::new(std::sync::RwLock::new(Arc::new(build_shared(
         &config,
         metrics.clone(),
         access_log.clone(),
         shutdown_tx.clone(),
     )?)));
     let active = Arc::new(AtomicUsize::new(0));
+    let threads = threads.max(1);
 
-    let mut listeners = Vec::new();
+    // Workers: each binds its own listeners and reports the outcome before serving.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
+    for i in 0..threads {
+        let (shared, active, listen, scavenger, ready) =
+            (shared.clone(), active.clone(), config.listen.clone(), config.scavenger, ready_tx.clone());
+        let shutdown = shutdown_tx.subscribe();
+        std::thread::Builder::new().name(format!("worker-{i}")).spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready.send(Err(e.into()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let mut listeners = Vec::new();
+                for addr in &listen {
+                    match bind(*addr, scavenger) {
+                        Ok(l) => listeners.push(l),
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                let _ = ready.send(Ok(()));
+                let loops: Vec<_> = listeners
+                    .into_iter()
+                    .map(|l| tokio::spawn(accept_loop(l, shared.clone(), active.clone(), shutdown.clone())))
+                    .collect();
+                for l in loops {
+                    let _ = l.await;
+                }
+                // Connections still sending keep this runtime alive until the process exits.
+                std::future::pending::<()>().await;
+            });
+        })?;
+    }
+    drop(ready_tx);
+    for _ in 0..threads {
+        ready_rx.recv().context("a worker thread died while starting")??;
+    }
     for addr in &config.listen {
-        listeners.push(bind(*addr, config.scavenger)?);
-        tracing::info!(%addr, root = %config.root.display(), "serving");
-    }
-    if let Some(addr) = config.metrics_listen {
-        let l = bind(addr, false)?;
-        tracing::info!(%addr, "metrics");
-        tokio::spawn(serve_metrics(l, metrics.clone(), config.status_dir.clone()));
-    }
-    for listener in listeners {
-        tokio::spawn(accept_loop(listener, shared.clone(), active.clone(), shutdown_tx.subscribe()));
+        tracing::info!(%addr, root = %config.root.display(), threads, "serving");
     }
 
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut usr1 = signal(SignalKind::user_defined1())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    loop {
-        tokio::select! {
-            _ = hup.recv() => match reload().and_then(|c| build_shared(&c, metrics.clone(), access_log.clone(), shutdown_tx.clone())) {
-                Ok(new) => { *shared.write().await = Arc::new(new); tracing::info!("configuration reloaded"); }
-                Err(e) => tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the running configuration"),
-            },
-            _ = usr1.recv() => { let _ = reopen_tx.try_send(()); }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+    let control = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    control.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Some(addr) = config.metrics_listen {
+            let l = bind(addr, false)?;
+            tracing::info!(%addr, "metrics");
+            tokio::spawn(serve_metrics(l, metrics.clone(), config.status_dir.clone()));
         }
-    }
-    tracing::info!(active = active.load(Ordering::Relaxed), "stopping: no new connections, letting transfers finish");
-    let _ = shutdown_tx.send(true);
-    let deadline = tokio::time::Instant::now() + config.limits.shutdown_grace;
-    while active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut usr1 = signal(SignalKind::user_defined1())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        loop {
+            tokio::select! {
+                _ = hup.recv() => match reload().and_then(|c| build_shared(&c, metrics.clone(), access_log.clone(), shutdown_tx.clone())) {
+                    Ok(new) => {
+                        if let Ok(mut cell) = shared.write() {
+                            *cell = Arc::new(new);
+                        }
+                        tracing::info!("configuration reloaded");
+                    }
+                    Err(e) => tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the running configuration"),
+                },
+                _ = usr1.recv() => access_log.reopen(),
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        tracing::info!(active = active.load(Ordering::Relaxed), "stopping: no new connections, letting transfers finish");
+        let _ = shutdown_tx.send(true);
+        let deadline = tokio::time::Instant::now() + config.limits.shutdown_grace;
+        while active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
+    access_log.flush();
     Ok(())
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    shared: Arc<tokio::sync::RwLock<Arc<Shared>>>,
+    shared: SharedCell,
     active: Arc<AtomicUsize>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -271,7 +326,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        let current = shared.read().await.clone();
+        let Some(current) = shared.read().ok().map(|s| s.clone()) else { continue };
         if active.load(Ordering::Relaxed) >= current.limits.max_connections {
             drop(stream);
             continue;

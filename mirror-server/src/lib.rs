@@ -8,3 +8,4 @@ pub mod server;
 pub mod site_config;
 pub mod sync;
 mod toml_load;
+pub mod units;

@@ -47,6 +47,20 @@ impl Tree {
     }
 }
 
+/// A site profile for the server tests (with a one-project catalog beside it) in `dir/conf`.
+fn lab_profile(dir: &std::path::Path, sponsor: &str, server_section: &str) -> std::path::PathBuf {
+    let conf = dir.join("conf");
+    std::fs::create_dir_all(conf.join("projects")).unwrap();
+    std::fs::write(
+        conf.join("projects/fedora.toml"),
+        "title = \"F\"\nmodule = \"fedora\"\npath = \"fedora\"\nsize_gb = 1\n",
+    )
+    .unwrap();
+    let profile = format!("[site]\nname = \"lab\"\nhostname = \"lab.example.net\"\nsponsor_name = \"{sponsor}\"\nsponsor_url = \"https://example.net/\"\nlocation = \"L\"\ntest = true\n\n[network]\nipv4 = \"192.0.2.10/24\"\nipv4_gateway = \"192.0.2.1\"\n\n[access]\nssh_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOpsKeyForTestsOnly t\"]\n\n[mirror]\nupstream = \"127.0.0.1\"\nprojects = [\"fedora\"]\n\n[server]\nscavenger = false\n{server_section}");
+    std::fs::write(conf.join("site.toml"), profile).unwrap();
+    conf.join("site.toml")
+}
+
 fn get(port: u16, path: &str) -> Vec<u8> {
     raw(port, format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(), Duration::from_secs(5))
 }
@@ -245,17 +259,10 @@ fn metrics_count_per_project_on_their_own_listener() {
 #[test]
 fn rate_limited_prefixes_get_429_after_their_burst() {
     let t = Tree::new();
-    let conf = t.dir.path().join("conf");
-    std::fs::create_dir_all(conf.join("projects")).unwrap();
-    std::fs::write(
-        conf.join("projects/fedora.toml"),
-        "title = \"F\"\nmodule = \"fedora\"\npath = \"fedora\"\nsize_gb = 1\n",
-    )
-    .unwrap();
-    let profile = "[site]\nname = \"lab\"\nhostname = \"lab.example.net\"\nsponsor_name = \"S\"\nsponsor_url = \"https://example.net/\"\nlocation = \"L\"\ntest = true\n\n[network]\nipv4 = \"192.0.2.10/24\"\nipv4_gateway = \"192.0.2.1\"\n\n[access]\nssh_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOpsKeyForTestsOnly t\"]\n\n[mirror]\nupstream = \"127.0.0.1\"\nprojects = [\"fedora\"]\n\n[server]\nscavenger = false\nrate_limits = [{ prefixes = [\"127.0.0.0/8\"], per_second = 1, burst = 5 }]\n";
-    std::fs::write(conf.join("site.toml"), profile).unwrap();
+    let site =
+        lab_profile(t.dir.path(), "S", "rate_limits = [{ prefixes = [\"127.0.0.0/8\"], per_second = 1, burst = 5 }]\n");
     let metrics = format!("127.0.0.1:{}", common::free_port());
-    let s = t.start(&["--config", conf.join("site.toml").to_str().unwrap(), "--metrics-listen", &metrics]);
+    let s = t.start(&["--config", site.to_str().unwrap(), "--metrics-listen", &metrics]);
     let statuses: Vec<u16> = (0..8).map(|_| status_of(&get(s.port, "/fedora/repodata/repomd.xml"))).collect();
     assert_eq!(&statuses[..5], &[200; 5]);
     assert!(statuses[5..].iter().all(|&c| c == 429), "{statuses:?}");
@@ -278,21 +285,11 @@ fn a_client_that_stalls_mid_request_gets_408_and_is_dropped() {
 #[test]
 fn sighup_reloads_the_site_profile() {
     let t = Tree::new();
-    let conf = t.dir.path().join("conf");
-    std::fs::create_dir_all(conf.join("projects")).unwrap();
-    std::fs::write(
-        conf.join("projects/fedora.toml"),
-        "title = \"F\"\nmodule = \"fedora\"\npath = \"fedora\"\nsize_gb = 1\n",
-    )
-    .unwrap();
-    let profile = |sponsor: &str| {
-        format!("[site]\nname = \"lab\"\nhostname = \"lab.example.net\"\nsponsor_name = \"{sponsor}\"\nsponsor_url = \"https://example.net/\"\nlocation = \"L\"\ntest = true\n\n[network]\nipv4 = \"192.0.2.10/24\"\nipv4_gateway = \"192.0.2.1\"\n\n[access]\nssh_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOpsKeyForTestsOnly t\"]\n\n[mirror]\nupstream = \"127.0.0.1\"\nprojects = [\"fedora\"]\n\n[server]\nscavenger = false\n")
-    };
-    std::fs::write(conf.join("site.toml"), profile("Old Sponsor")).unwrap();
+    let site = lab_profile(t.dir.path(), "Old Sponsor", "");
     let metrics = format!("127.0.0.1:{}", common::free_port());
-    let s = t.start(&["--config", conf.join("site.toml").to_str().unwrap(), "--metrics-listen", &metrics]);
+    let s = t.start(&["--config", site.to_str().unwrap(), "--metrics-listen", &metrics]);
     assert!(String::from_utf8_lossy(&get(s.port, "/")).contains("Old Sponsor"));
-    std::fs::write(conf.join("site.toml"), profile("New Sponsor")).unwrap();
+    lab_profile(t.dir.path(), "New Sponsor", "");
     s.signal(libc::SIGHUP);
     let start = std::time::Instant::now();
     while !String::from_utf8_lossy(&get(s.port, "/")).contains("New Sponsor") {
@@ -300,7 +297,7 @@ fn sighup_reloads_the_site_profile() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // A broken profile on reload keeps the running configuration.
-    std::fs::write(conf.join("site.toml"), "[site]\nbroken = ").unwrap();
+    std::fs::write(&site, "[site]\nbroken = ").unwrap();
     s.signal(libc::SIGHUP);
     std::thread::sleep(Duration::from_millis(300));
     assert!(String::from_utf8_lossy(&get(s.port, "/")).contains("New Sponsor"));

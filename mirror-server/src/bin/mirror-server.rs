@@ -131,10 +131,7 @@ fn dev_profile(hostname: &str) -> mirror_server::profile::Profile {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    mirror_server::units::init_logging();
     let args = Args::parse();
     let initial = config(&args)?;
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));

@@ -62,10 +62,7 @@ enum Cmd {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    mirror_server::units::init_logging();
     let args = Args::parse();
     let site = site_config::load(&args.config)?;
     let mut env = sync::env_from_profile(&site);
@@ -182,21 +179,14 @@ fn print_table(rows: &[status::Status]) {
             None => ("never".into(), "-".into()),
         };
         let err = if s.state == status::Outcome::Success { String::new() } else { s.error.clone().unwrap_or_default() };
-        println!("{:<18} {:<8} {:<22} {:<9} {:>10}  {}", s.project, state, when, age, human(s.size_bytes), err);
-    }
-}
-
-fn human(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < units.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", units[u])
+        println!(
+            "{:<18} {:<8} {:<22} {:<9} {:>10}  {}",
+            s.project,
+            state,
+            when,
+            age,
+            mirror_server::units::human_bytes(s.size_bytes),
+            err
+        );
     }
 }

@@ -29,7 +29,7 @@ pub fn html(site: &Site, url_path: &str, entries: &[Entry]) -> String {
     for e in entries {
         let slash = if e.is_dir { "/" } else { "" };
         let href = format!("{}{slash}", percent_encode_segment(&e.name));
-        let size = if e.is_dir { "-".to_string() } else { human_size(e.len) };
+        let size = if e.is_dir { "-".to_string() } else { crate::units::human_bytes(e.len) };
         let _ = writeln!(
             s,
             "<tr><td><a href=\"{href}\">{text}{slash}</a></td><td>{time}</td><td class=\"size\" title=\"{bytes}\">{size}</td></tr>",
@@ -64,21 +64,6 @@ pub fn escape(s: &str) -> String {
         }
     }
     out
-}
-
-fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 #[cfg(test)]

@@ -151,8 +151,9 @@ fn run_steps(
     check_free_space(&env.ends.mirror_root, env.min_free_mb)?;
     std::fs::create_dir_all(&env.log_dir)
         .map_err(|e| RunError::Failed(format!("cannot create {}: {e}", env.log_dir.display())))?;
-    let mut log =
-        File::create(log_path).map_err(|e| RunError::Failed(format!("cannot create {}: {e}", log_path.display())))?;
+    let mut log = File::create(log_path)
+        .map(std::io::BufWriter::new)
+        .map_err(|e| RunError::Failed(format!("cannot create {}: {e}", log_path.display())))?;
     if project.debian_style {
         wait_for_upstream_update(env, project, &mut log)?;
     }
@@ -241,7 +242,7 @@ pub fn jitter_fraction() -> f64 {
 
 /// Runs rsync, copying its output to the run's log (and the terminal when asked); returns the
 /// exit code and the output (for --stats).
-fn run_rsync(args: &[String], log: &mut File, echo: bool) -> std::io::Result<(i32, String)> {
+fn run_rsync(args: &[String], log: &mut impl Write, echo: bool) -> std::io::Result<(i32, String)> {
     let mut child =
         Command::new("rsync").args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     let stderr = child.stderr.take();
@@ -321,7 +322,7 @@ fn check_free_space(root: &Path, min_mb: u64) -> Result<(), RunError> {
 
 /// A Debian-style upstream mid-update shows `Archive-Update-in-Progress-<host>` at the top:
 /// wait for it to finish rather than copy a half-updated archive.
-fn wait_for_upstream_update(env: &SyncEnv, project: &Project, log: &mut File) -> Result<(), RunError> {
+fn wait_for_upstream_update(env: &SyncEnv, project: &Project, log: &mut impl Write) -> Result<(), RunError> {
     let url = format!("rsync://{}/{}/", env.ends.upstream, project.module);
     for attempt in 0..=env.retries {
         let out = Command::new("rsync")

@@ -53,13 +53,17 @@ pub fn read(state_dir: &Path, project: &str) -> Option<Status> {
     serde_json::from_str(&text).ok()
 }
 
+/// Writes the status atomically; a finished run's status is also made durable (fsync) before
+/// it replaces the old one, a "running" marker is not worth the wait.
 pub fn write(state_dir: &Path, status: &Status) -> std::io::Result<()> {
     std::fs::create_dir_all(state_dir)?;
     let final_path = path_for(state_dir, &status.project);
     let tmp = state_dir.join(format!(".{}.json.tmp", status.project));
     let data = serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?;
     std::fs::write(&tmp, data)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
+    if status.state != Outcome::Running {
+        std::fs::File::open(&tmp)?.sync_all()?;
+    }
     std::fs::rename(&tmp, &final_path)
 }
 

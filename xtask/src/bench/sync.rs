@@ -81,10 +81,18 @@ pub fn run(rounds: usize) -> Result<Vec<Row>> {
                 .args(["run", "fixture-rpm"]);
             c
         };
-        bare(&mut first_rsync)?;
-        first_ours.push(timed(&mut ours_cmd())?);
-        bare(&mut again_rsync)?;
-        again_ours.push(timed(&mut ours_cmd())?);
+        // Alternate who goes first, so page-cache and disk effects fall on both sides.
+        if round % 2 == 0 {
+            bare(&mut first_rsync)?;
+            first_ours.push(timed(&mut ours_cmd())?);
+            bare(&mut again_rsync)?;
+            again_ours.push(timed(&mut ours_cmd())?);
+        } else {
+            first_ours.push(timed(&mut ours_cmd())?);
+            bare(&mut first_rsync)?;
+            again_ours.push(timed(&mut ours_cmd())?);
+            bare(&mut again_rsync)?;
+        }
         eprintln!(
             "[bench] round {}: first {:.2}s rsync / {:.2}s mirror-sync; no-change {:.3}s / {:.3}s",
             round + 1,

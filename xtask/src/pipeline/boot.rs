@@ -35,7 +35,9 @@ pub fn cmdline(site: &LoadedProfile) -> String {
     let mut c =
         format!("root=PARTUUID={root_uuid} rw rootwait console=tty0 console=ttyS0,115200n8 panic=10 net.ifnames=1");
     if site.profile.base.distro == Distro::Almalinux9 {
-        c.push_str(" selinux=1 enforcing=1");
+        // SELinux: the tree is not labelled at build time (no policy tools on the build host
+        // run in it); /.autorelabel labels it on first boot, then /etc/selinux/config enforces.
+        c.push_str(" selinux=1");
     }
     c
 }

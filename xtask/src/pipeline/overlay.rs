@@ -29,6 +29,9 @@ pub fn units_to_enable(distro: Distro) -> Vec<&'static str> {
             "ssh.service",
             "nftables.service",
             "rsync.service",
+            "unattended-upgrades.service",
+            "apt-daily.timer",
+            "apt-daily-upgrade.timer",
         ]),
         Distro::Almalinux9 => v.extend([
             "NetworkManager.service",
@@ -36,6 +39,7 @@ pub fn units_to_enable(distro: Distro) -> Vec<&'static str> {
             "sshd.service",
             "nftables.service",
             "rsyncd.service",
+            "dnf-automatic.timer",
         ]),
     }
     v

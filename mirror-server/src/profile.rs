@@ -108,6 +108,9 @@ pub struct Network {
     /// Which NIC becomes `wan0`; the first wired NIC when absent.
     #[serde(default)]
     pub nic: NicMatch,
+    /// Two NICs bonded with LACP (802.3ad) as `wan0`, instead of `nic`.
+    #[serde(default)]
+    pub bond: Option<Bond>,
     /// Lab sites only: take addresses from DHCP instead of the static ones.
     #[serde(default)]
     pub dhcp: bool,
@@ -122,6 +125,12 @@ pub struct Network {
     pub ipv6_gateway: Option<String>,
     #[serde(default)]
     pub dns: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Bond {
+    /// The two member NICs, by MAC address (the switch ports of one LACP group).
+    pub members: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
@@ -364,6 +373,27 @@ fn validate_base(b: &Base, r: &mut Reporter) {
 
 fn validate_network(n: &Network, test_site: bool, r: &mut Reporter) {
     let set = [&n.nic.mac, &n.nic.pci_path, &n.nic.driver].iter().filter(|v| v.is_some()).count();
+    if let Some(bond) = &n.bond {
+        if set > 0 {
+            r.error("network.bond", "both nic and bond are set", "keep bond for two bonded NICs, or nic for one");
+        }
+        if bond.members.len() != 2 {
+            r.error(
+                "network.bond.members",
+                format!("{} members; a bond here has exactly two", bond.members.len()),
+                "list the two NICs' MAC addresses",
+            );
+        }
+        for (i, mac) in bond.members.iter().enumerate() {
+            if !is_mac(mac) {
+                r.error(
+                    &format!("network.bond.members[{i}]"),
+                    format!("`{mac}` is not a MAC address"),
+                    "write it as 00:11:22:33:44:55",
+                );
+            }
+        }
+    }
     if set > 1 {
         r.error(
             "network.nic",

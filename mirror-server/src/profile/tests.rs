@@ -124,3 +124,15 @@ fn syntax_errors_point_at_the_line() {
     let problems = load_text("lab", "[site]\nname = \n").unwrap_err();
     assert_eq!(problems[0].line, Some(2));
 }
+
+#[test]
+fn a_bond_needs_two_mac_addresses_and_no_single_nic() {
+    let bonded =
+        GOOD.replace("[network]\n", "[network]\nbond = { members = [\"52:54:00:aa:00:01\", \"52:54:00:aa:00:02\"] }\n");
+    assert!(load_text("lab", &bonded).is_ok());
+    let bad = GOOD.replace("[network]\n", "[network]\nnic = { driver = \"r8169\" }\nbond = { members = [\"52:54:00:aa:00:01\", \"nope\", \"52:54:00:aa:00:03\"] }\n");
+    let k = keys(&load_text("lab", &bad).unwrap_err());
+    for expected in ["network.bond", "network.bond.members", "network.bond.members[1]"] {
+        assert!(k.contains(&expected.to_string()), "missing {expected} in {k:?}");
+    }
+}

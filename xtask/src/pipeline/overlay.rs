@@ -132,6 +132,7 @@ fn lay(layer: &Path, root: &Path, env: &Environment, ctx: &minijinja::Value) -> 
             continue;
         }
         let mode = mode_for(rel, meta.permissions().mode());
+        let is_template = rel.to_str().is_some_and(|s| s.ends_with(".j2"));
         let (dest, data): (PathBuf, Vec<u8>) = match rel.to_str().and_then(|s| s.strip_suffix(".j2")) {
             Some(stripped) => {
                 let text = std::fs::read_to_string(&src).with_context(|| format!("reading {}", src.display()))?;
@@ -139,6 +140,11 @@ fn lay(layer: &Path, root: &Path, env: &Environment, ctx: &minijinja::Value) -> 
             }
             None => (root.join(rel), std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?),
         };
+        // A template that renders to nothing (e.g. the bond files of a one-NIC site) is not
+        // installed: an empty systemd .link file would match every device.
+        if is_template && data.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
         tree::write_file(&dest, &data, mode)?;
         count += 1;
     }
@@ -240,5 +246,87 @@ mod tests {
                 assert!(path.exists(), "{} missing", path.display());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod render_tests {
+    use super::*;
+    use mirror_server::profile::Distro;
+
+    /// Renders every template of a layer for a site, as `apply` would, into (path, text).
+    fn render_layer(site: &LoadedProfile, layer: &str) -> Vec<(String, String)> {
+        let env = environment();
+        let ctx = context(site);
+        let dir = paths::overlay().join(layer);
+        tree::walk(&dir)
+            .unwrap()
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "j2"))
+            .map(|p| {
+                let rel = p.strip_prefix(&dir).unwrap().to_string_lossy().trim_end_matches(".j2").to_string();
+                let text = render(&env, &p.display().to_string(), &std::fs::read_to_string(&p).unwrap(), &ctx).unwrap();
+                (rel, text)
+            })
+            .collect()
+    }
+
+    fn site(name: &str, distro: Distro) -> LoadedProfile {
+        let catalog = crate::pipeline::load::load_catalog().unwrap();
+        let mut s = mirror_server::profile::load(&paths::profile(name), &catalog).unwrap();
+        s.profile.base.distro = distro;
+        s
+    }
+
+    #[test]
+    fn every_template_renders_for_every_site_on_both_bases() {
+        for name in crate::pipeline::load::known_sites() {
+            for distro in [Distro::Debian12, Distro::Almalinux9] {
+                let s = site(&name, distro);
+                for layer in ["common", distro.as_str()] {
+                    assert!(!render_layer(&s, layer).is_empty() || layer != "common", "{name}: nothing rendered");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_bonded_site_gets_an_lacp_bond_named_wan0_on_both_bases() {
+        let get = |files: &[(String, String)], name: &str| {
+            files.iter().find(|(p, _)| p.ends_with(name)).map(|(_, t)| t.clone()).unwrap_or_default()
+        };
+        let debian = render_layer(&site("lab-lacp", Distro::Debian12), "debian-12");
+        assert!(get(&debian, "10-wan0.link").trim().is_empty(), "no single-NIC rename when bonded");
+        let netdev = get(&debian, "05-wan0-bond.netdev");
+        assert!(
+            netdev.contains("Name=wan0") && netdev.contains("Kind=bond") && netdev.contains("Mode=802.3ad"),
+            "{netdev}"
+        );
+        let members = get(&debian, "15-wan0-members.network");
+        assert!(
+            members.contains("MACAddress=52:54:00:aa:00:01 52:54:00:aa:00:02")
+                && members.contains("Type=ether")
+                && members.contains("Bond=wan0"),
+            "{members}"
+        );
+        let alma = render_layer(&site("lab-lacp", Distro::Almalinux9), "almalinux-9");
+        let wan0 = get(&alma, "wan0.nmconnection");
+        assert!(
+            wan0.contains("type=bond")
+                && wan0.contains("mode=802.3ad")
+                && wan0.contains("address1=198.51.100.20/31,198.51.100.21"),
+            "{wan0}"
+        );
+        for (i, mac) in ["52:54:00:aa:00:01", "52:54:00:aa:00:02"].iter().enumerate() {
+            let m = get(&alma, &format!("wan0-member{i}.nmconnection"));
+            assert!(
+                m.contains("master=wan0") && m.contains("slave-type=bond") && m.contains(&format!("mac-address={mac}")),
+                "{m}"
+            );
+        }
+        // A single-NIC site renders none of the bond files.
+        let demo = render_layer(&site("demo", Distro::Almalinux9), "almalinux-9");
+        assert!(get(&demo, "wan0-member0.nmconnection").trim().is_empty());
+        assert!(get(&demo, "wan0.nmconnection").contains("type=ethernet"));
     }
 }

@@ -98,6 +98,11 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
     // 5. Only the expected ports listen, behind a default-drop firewall.
     let ports = vm.wait_for_line("MICROMIRROR-PORTS", Duration::from_secs(30)).unwrap();
     assert_eq!(field(&ports, "tcp"), Some("22,80,873,9100"), "{ports}");
+    let tuning = vm.wait_for_line("MICROMIRROR-TUNING", Duration::from_secs(30)).unwrap();
+    assert_eq!(field(&tuning, "congestion"), Some("bbr"), "{tuning}");
+    assert_eq!(field(&tuning, "qdisc"), Some("fq_codel"), "{tuning}");
+    assert_eq!(field(&tuning, "wmem_max"), Some("134217728"), "{tuning}");
+    assert_eq!(field(&tuning, "ntp"), Some("yes"), "time sync is not enabled: {tuning}");
     let console = vm.console();
     let ruleset: Vec<&str> = console.lines().filter_map(|l| l.split("MICROMIRROR-NFT ").nth(1)).collect();
     let joined = ruleset.join("\n");

@@ -57,15 +57,20 @@ fn fuzz_smoke(cargo: &str) -> Result<()> {
         eprintln!("[test] installing cargo-fuzz");
         cmd::run_visible(Command::new(cargo).args(["install", "cargo-fuzz", "--locked"]))?;
     }
+    // The corpus grows during a run; it lives under target/, seeded from the committed seeds.
+    let corpus = paths::target().join("fuzz-corpus/request_head");
+    std::fs::create_dir_all(&corpus)?;
+    let seeds = paths::workspace().join("mirror-server/fuzz/seeds/request_head");
+    for seed in std::fs::read_dir(&seeds)?.flatten() {
+        std::fs::copy(seed.path(), corpus.join(seed.file_name()))?;
+    }
     eprintln!("[test] fuzz smoke run: request_head for 20 s");
     cmd::run_visible(
-        Command::new(cargo).current_dir(paths::workspace().join("mirror-server")).env("RUSTC_BOOTSTRAP", "1").args([
-            "fuzz",
-            "run",
-            "request_head",
-            "--",
-            "-max_total_time=20",
-            "-seed=1",
-        ]),
+        Command::new(cargo)
+            .current_dir(paths::workspace().join("mirror-server"))
+            .env("RUSTC_BOOTSTRAP", "1")
+            .args(["fuzz", "run", "request_head"])
+            .arg(&corpus)
+            .args(["--", "-max_total_time=20", "-seed=1"]),
     )
 }

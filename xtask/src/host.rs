@@ -26,6 +26,7 @@ pub const IMAGE_DEBIAN: &[Need] = &[
     need("zstd", "zstd", "zstd"),
     need("/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "systemd-boot-efi", "systemd-boot-unsigned"),
     need("unshare", "util-linux", "util-linux"),
+    need("systemctl", "systemd", "systemd"),
 ];
 
 /// What `cargo xtask image` needs for an AlmaLinux 9 base.
@@ -36,6 +37,7 @@ pub const IMAGE_ALMALINUX: &[Need] = &[
     need("mkfs.ext4", "e2fsprogs", "e2fsprogs"),
     need("zstd", "zstd", "zstd"),
     need("/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "systemd-boot-efi", "systemd-boot-unsigned"),
+    need("systemctl", "systemd", "systemd"),
 ];
 
 /// What `cargo xtask boot` and the boot tests need.

@@ -103,13 +103,14 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
     assert_eq!(field(&tuning, "qdisc"), Some("fq_codel"), "{tuning}");
     assert_eq!(field(&tuning, "wmem_max"), Some("134217728"), "{tuning}");
     assert_eq!(field(&tuning, "ntp"), Some("yes"), "time sync is not enabled: {tuning}");
+    // The ruleset is printed before the security line: wait for that line, then read it all.
+    let security = vm.wait_for_line("MICROMIRROR-SECURITY", Duration::from_secs(30)).unwrap();
     let console = vm.console();
     let ruleset: Vec<&str> = console.lines().filter_map(|l| l.split("MICROMIRROR-NFT ").nth(1)).collect();
     let joined = ruleset.join("\n");
     assert!(joined.contains("type filter hook input priority filter; policy drop;"), "{joined}");
     assert!(joined.contains("tcp dport { 22, 80, 443, 873 } accept"), "{joined}");
     assert!(joined.contains("ip dscp set cs1"), "{joined}");
-    let security = vm.wait_for_line("MICROMIRROR-SECURITY", Duration::from_secs(30)).unwrap();
     println!("{security}");
     for unit in ["mirror-server.service", "mirror-sync.service"] {
         let score: f64 = field(&security, unit).and_then(|s| s.parse().ok()).unwrap_or(99.0);

@@ -10,7 +10,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, Project};
-use crate::diagnostics::{Problem, Problems, Reporter, Severity};
+use crate::diagnostics::{Problem, Problems, Reporter};
 use crate::toml_load::{parse_collecting_unknown, read_file};
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -716,12 +716,6 @@ impl Network {
     }
     pub fn ipv6_net(&self) -> Option<Ipv6Net> {
         self.ipv6.as_ref()?.parse().ok()
-    }
-}
-
-impl LoadedProfile {
-    pub fn errors_and_warnings(&self) -> impl Iterator<Item = &Problem> {
-        self.warnings.iter().filter(|p| p.severity == Severity::Warning)
     }
 }
 

@@ -1,5 +1,6 @@
 use super::*;
 use crate::catalog::Catalog;
+use crate::diagnostics::Severity;
 
 const GOOD: &str = r#"
 [site]

@@ -40,12 +40,6 @@ impl ListingCache {
         }
         Some(text)
     }
-
-    pub fn clear(&self) {
-        if let Ok(mut map) = self.map.lock() {
-            map.clear();
-        }
-    }
 }
 
 #[cfg(test)]

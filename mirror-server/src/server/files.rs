@@ -31,7 +31,6 @@ pub enum Opened {
     },
     /// `stamp` is the folder's mtime in nanoseconds: it changes whenever an entry comes or goes.
     Dir {
-        file: File,
         stamp: i128,
     },
 }
@@ -77,7 +76,7 @@ impl Root {
         };
         let meta = file.metadata()?;
         if meta.is_dir() {
-            Ok(Opened::Dir { file, stamp: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()) })
+            Ok(Opened::Dir { stamp: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()) })
         } else if meta.is_file() {
             Ok(Opened::File { len: meta.len(), mtime: meta.mtime(), file })
         } else {

@@ -66,18 +66,6 @@ pub struct Config {
     pub limits: Limits,
 }
 
-impl Clone for ratelimit::Rule {
-    fn clone(&self) -> Self {
-        ratelimit::Rule { prefixes: self.prefixes.clone(), per_second: self.per_second, burst: self.burst }
-    }
-}
-
-impl std::fmt::Debug for ratelimit::Rule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} prefixes at {}/s burst {}", self.prefixes.len(), self.per_second, self.burst)
-    }
-}
-
 pub const DEFAULT_ASSETS: &str = "/usr/share/micromirror/assets";
 pub const SITE_ASSETS: &str = "/etc/micromirror/assets";
 pub const STATUS_DIR: &str = "/var/lib/micromirror/sync";

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use ipnet::IpNet;
 
+#[derive(Debug, Clone)]
 pub struct Rule {
     pub prefixes: Vec<IpNet>,
     pub per_second: f64,

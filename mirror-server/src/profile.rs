@@ -23,6 +23,12 @@ pub struct Profile {
     pub mirror: Mirror,
     #[serde(default)]
     pub server: Server,
+    /// HTTPS on 443 next to plain HTTP; absent: plain HTTP only.
+    #[serde(default)]
+    pub tls: Option<Tls>,
+    /// Request records streamed to the fleet's watchtower; absent: none leave the box.
+    #[serde(default)]
+    pub telemetry: Option<Telemetry>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -206,6 +212,50 @@ impl Default for Server {
     }
 }
 
+/// Where the HTTPS certificate comes from: ACME (HTTP-01 on port 80) or files kept by
+/// someone else (e.g. certbot's /etc/letsencrypt/live/HOST layout).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Tls {
+    /// ACME directory URL; mirror-server obtains and renews the certificate itself.
+    #[serde(default)]
+    pub acme_directory: Option<String>,
+    /// Contact for the ACME account, e.g. "mailto:noc@example.org".
+    #[serde(default)]
+    pub acme_contact: Option<String>,
+    /// PEM file (relative to the profile) of a CA that the ACME server's own HTTPS uses, when it is
+    /// not a public one (a private or test CA).
+    #[serde(default)]
+    pub acme_ca_file: Option<String>,
+    /// Certificate chain and key files on the box, reloaded when they change.
+    #[serde(default)]
+    pub certificate_file: Option<String>,
+    #[serde(default)]
+    pub key_file: Option<String>,
+    /// Names besides site.hostname that the certificate covers.
+    #[serde(default)]
+    pub extra_names: Vec<String>,
+}
+
+/// The watchtower: RFC 5424 syslog over TLS (RFC 5425), one record per request.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Telemetry {
+    /// host:port of the watchtower's syslog-over-TLS listener (6514 is the standard port).
+    pub watchtower: String,
+    /// PEM file (relative to the profile) of the CA that signs the watchtower's certificate.
+    pub ca_file: String,
+    /// MaxMind-format ASN database on the box (e.g. GeoLite2-ASN.mmdb); no ASN field without it.
+    #[serde(default)]
+    pub asn_database: Option<String>,
+    /// Records kept on disk while the watchtower is unreachable; beyond this they are dropped
+    /// (and counted).
+    #[serde(default = "default_spill_mb")]
+    pub spill_max_mb: u64,
+}
+
+fn default_spill_mb() -> u64 {
+    256
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct RateLimit {
     pub prefixes: Vec<String>,
@@ -273,6 +323,7 @@ fn load_named(path: &Path, catalog: &Catalog, file_stem: Option<&str>) -> Result
         return Err(ProfileError::Invalid(Problems(r.problems)));
     };
     validate(&profile, file_stem, catalog, &mut r);
+    validate_side_files(&profile, path.parent().unwrap_or(Path::new(".")), &mut r);
     if r.has_errors() {
         return Err(ProfileError::Invalid(Problems(r.problems)));
     }
@@ -289,6 +340,116 @@ pub fn validate(p: &Profile, file_stem: Option<&str>, catalog: &Catalog, r: &mut
     validate_access(&p.access, r);
     validate_mirror(&p.mirror, p.site.disk_gb, catalog, r);
     validate_server(&p.server, r);
+    if let Some(tls) = &p.tls {
+        validate_tls(tls, r);
+    }
+    if let Some(t) = &p.telemetry {
+        validate_telemetry(t, r);
+    }
+}
+
+fn validate_tls(t: &Tls, r: &mut Reporter) {
+    let acme = t.acme_directory.is_some();
+    let files = t.certificate_file.is_some() || t.key_file.is_some();
+    if acme == files {
+        r.error(
+            "tls",
+            if acme { "both acme_directory and certificate files are set" } else { "no certificate source" },
+            "set acme_directory (e.g. \"https://acme-v02.api.letsencrypt.org/directory\"), or certificate_file \
+             and key_file (e.g. /etc/letsencrypt/live/HOST/fullchain.pem and privkey.pem)",
+        );
+    }
+    if files && (t.certificate_file.is_none() || t.key_file.is_none()) {
+        r.error("tls", "certificate_file and key_file go together", "set both, or neither and use acme_directory");
+    }
+    for (key, v) in [("tls.certificate_file", &t.certificate_file), ("tls.key_file", &t.key_file)] {
+        if v.as_ref().is_some_and(|f| !f.starts_with('/')) {
+            r.error(
+                key,
+                "must be an absolute path on the box",
+                "write e.g. \"/etc/letsencrypt/live/HOST/fullchain.pem\"",
+            );
+        }
+    }
+    if let Some(url) = &t.acme_directory {
+        if !url.starts_with("https://") {
+            r.error("tls.acme_directory", format!("`{url}` is not an https:// URL"), "use the CA's directory URL");
+        }
+    }
+    if t.acme_ca_file.is_some() && !acme {
+        r.error("tls.acme_ca_file", "only used with acme_directory", "remove it, or set acme_directory");
+    }
+    for (i, name) in t.extra_names.iter().enumerate() {
+        if !is_hostname(name) {
+            r.error(
+                &format!("tls.extra_names[{i}]"),
+                format!("`{name}` is not a host name"),
+                "write e.g. \"mirror.example.org\"",
+            );
+        }
+    }
+}
+
+fn validate_telemetry(t: &Telemetry, r: &mut Reporter) {
+    if !is_host_port(&t.watchtower, false) {
+        r.error(
+            "telemetry.watchtower",
+            format!("`{}` is not host:port", t.watchtower),
+            "write e.g. \"watchtower.example.org:6514\"",
+        );
+    }
+    if t.asn_database.as_ref().is_some_and(|f| !f.starts_with('/')) {
+        r.error(
+            "telemetry.asn_database",
+            "must be an absolute path on the box",
+            "write e.g. \"/var/lib/micromirror/GeoLite2-ASN.mmdb\"",
+        );
+    }
+    if t.spill_max_mb == 0 {
+        r.error("telemetry.spill_max_mb", "zero would drop every record while the watchtower is away", "use e.g. 256");
+    }
+}
+
+/// Files a profile names next to itself (CA certificates): they must exist and hold PEM
+/// certificates, since the image copies them and the box cannot fetch them later.
+fn validate_side_files(p: &Profile, profile_dir: &Path, r: &mut Reporter) {
+    let named = [
+        ("tls.acme_ca_file", p.tls.as_ref().and_then(|t| t.acme_ca_file.as_ref())),
+        ("telemetry.ca_file", p.telemetry.as_ref().map(|t| &t.ca_file)),
+    ];
+    for (key, file) in named {
+        let Some(file) = file else { continue };
+        if file.starts_with('/') || file.split('/').any(|c| c == "..") {
+            r.error(
+                key,
+                format!("`{file}` must be a path inside the profiles folder"),
+                "write e.g. \"certs/watchtower-ca.pem\"",
+            );
+            continue;
+        }
+        match std::fs::read_to_string(profile_dir.join(file)) {
+            Ok(text) if text.contains("-----BEGIN CERTIFICATE-----") => {}
+            Ok(_) => r.error(
+                key,
+                format!("{file} holds no PEM certificate"),
+                "put the CA certificate (-----BEGIN CERTIFICATE-----) there",
+            ),
+            Err(e) => r.error(
+                key,
+                format!("cannot read {}: {e}", profile_dir.join(file).display()),
+                "put the CA certificate there (paths are relative to the profile)",
+            ),
+        }
+    }
+}
+
+impl Profile {
+    /// Files the profile names relative to itself, to install next to it on the box.
+    pub fn side_files(&self) -> Vec<&str> {
+        let tls = self.tls.as_ref().and_then(|t| t.acme_ca_file.as_deref());
+        let telemetry = self.telemetry.as_ref().map(|t| t.ca_file.as_str());
+        tls.into_iter().chain(telemetry).collect()
+    }
 }
 
 fn validate_site(s: &Site, file_stem: Option<&str>, r: &mut Reporter) {

@@ -51,6 +51,27 @@ struct Args {
     /// Worker threads (default: one per core)
     #[arg(long)]
     threads: Option<usize>,
+    /// HTTPS listener address; repeat for several
+    #[arg(long)]
+    tls_listen: Vec<SocketAddr>,
+    /// Certificate chain (PEM) for HTTPS, watched and reloaded when it changes
+    #[arg(long, requires = "tls_key", conflicts_with = "acme_directory")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --tls-cert
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// ACME directory URL: obtain and renew the certificate over HTTP-01
+    #[arg(long, requires = "acme_name")]
+    acme_directory: Option<String>,
+    /// Name for the ACME certificate; repeat for several
+    #[arg(long)]
+    acme_name: Vec<String>,
+    /// CA (PEM) that the ACME server's HTTPS uses, when it is not a public one
+    #[arg(long)]
+    acme_ca: Option<PathBuf>,
+    /// Folder for the ACME account and certificate
+    #[arg(long)]
+    acme_state: Option<PathBuf>,
 }
 
 fn config(args: &Args) -> Result<Config> {
@@ -97,7 +118,37 @@ fn config(args: &Args) -> Result<Config> {
     if let Some(s) = args.shutdown_grace {
         c.limits.shutdown_grace = std::time::Duration::from_secs(s);
     }
+    apply_tls_args(args, &mut c)?;
     Ok(c)
+}
+
+fn apply_tls_args(args: &Args, c: &mut Config) -> Result<()> {
+    use server::{acme::AcmeConfig, CertSource, TlsConfig};
+    let source = if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        Some(CertSource::Files { cert: cert.clone(), key: key.clone() })
+    } else {
+        args.acme_directory.as_ref().map(|directory| {
+            CertSource::Acme(AcmeConfig {
+                directory: directory.clone(),
+                contact: None,
+                ca_file: args.acme_ca.clone(),
+                names: args.acme_name.clone(),
+                state_dir: args.acme_state.clone().unwrap_or_else(|| server::ACME_STATE_DIR.into()),
+            })
+        })
+    };
+    if let Some(source) = source {
+        let listen = c.tls.as_ref().map(|t| t.listen.clone()).unwrap_or_default();
+        c.tls = Some(TlsConfig { listen, source });
+    }
+    if !args.tls_listen.is_empty() {
+        let t = c
+            .tls
+            .as_mut()
+            .context("--tls-listen needs a certificate: --tls-cert and --tls-key, or --acme-directory")?;
+        t.listen = args.tls_listen.clone();
+    }
+    Ok(())
 }
 
 /// A profile for development runs without a site: only what the server shows.
@@ -127,6 +178,8 @@ fn dev_profile(hostname: &str) -> mirror_server::profile::Profile {
             min_free_mb: 2048,
         },
         server: Server::default(),
+        tls: None,
+        telemetry: None,
     }
 }
 

@@ -1,30 +1,25 @@
 //! One client connection: read request heads under timeouts, answer them in order (pipelining),
-//! keep the connection alive when both sides want it, and send file bodies with sendfile(2)
-//! (zero-copy). Small bodies are copied into the same write as the head: one syscall.
+//! keep the connection alive when both sides want it. Small bodies are copied into the same
+//! write as the head (one syscall); larger ones go out through the wire (sendfile on plain TCP).
 
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncReadExt, Interest};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::accesslog::Record;
 use super::http::{self, Method, Parsed, Request};
 use super::respond::{self, Body, Reply};
+use super::wire::Wire;
 use super::Shared;
 
 /// Bodies up to this size are read into memory and written with the head.
 const SMALL_BODY: u64 = 64 * 1024;
-/// One sendfile call sends at most this much, so other connections get their turn.
-const SENDFILE_CHUNK: usize = 4 << 20;
 
-pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let _ = stream.set_nodelay(true);
+pub async fn serve<W: Wire>(mut stream: W, peer: SocketAddr, shared: Arc<Shared>) {
     let mut inbuf: Vec<u8> = Vec::with_capacity(4096);
     let mut out: Vec<u8> = Vec::with_capacity(8192);
     let mut shutdown = shared.shutdown.subscribe();
@@ -39,13 +34,13 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>)
                     let mut reply = if allowed { respond::handle(&shared, &req) } else { respond::error(&shared, 429) };
                     let keep = req.keep_alive() && !reply.close && !*shutdown.borrow();
                     reply.close = !keep;
-                    let sent = match write_reply(&stream, &mut out, &req, &reply, !inbuf.is_empty()).await {
+                    let sent = match write_reply(&mut stream, &mut out, &req, &reply, !inbuf.is_empty()).await {
                         Ok(n) => n,
                         Err(_) => return,
                     };
-                    account(&shared, peer, &req, &reply, sent, started);
+                    account(&shared, peer, &req, &reply, sent, started, stream.tls_protocol());
                     if !keep {
-                        let _ = flush(&stream, &mut out).await;
+                        let _ = flush(&mut stream, &mut out).await;
                         return;
                     }
                 }
@@ -54,20 +49,20 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>)
                     let mut reply = respond::error(&shared, e.status());
                     reply.close = true;
                     let fake = bad_request_stub(&inbuf);
-                    if write_reply(&stream, &mut out, &fake, &reply, false).await.is_ok() {
-                        let _ = flush(&stream, &mut out).await;
+                    if write_reply(&mut stream, &mut out, &fake, &reply, false).await.is_ok() {
+                        let _ = flush(&mut stream, &mut out).await;
                     }
-                    account(&shared, peer, &fake, &reply, reply.length, Instant::now());
+                    account(&shared, peer, &fake, &reply, reply.length, Instant::now(), stream.tls_protocol());
                     return;
                 }
             }
         }
-        if flush(&stream, &mut out).await.is_err() {
+        if flush(&mut stream, &mut out).await.is_err() {
             return;
         }
         let limit = if inbuf.is_empty() { shared.limits.idle_timeout } else { shared.limits.header_timeout };
         let read = tokio::select! {
-            r = timeout(limit, read_more(&mut stream, &mut inbuf)) => r,
+            r = timeout(limit, stream.read_more(&mut inbuf)) => r,
             _ = shutdown.changed(), if inbuf.is_empty() => return,
         };
         match read {
@@ -79,20 +74,13 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>)
                     let mut reply = respond::error(&shared, 408);
                     reply.close = true;
                     let fake = bad_request_stub(&inbuf);
-                    let _ = write_reply(&stream, &mut out, &fake, &reply, false).await;
-                    let _ = flush(&stream, &mut out).await;
+                    let _ = write_reply(&mut stream, &mut out, &fake, &reply, false).await;
+                    let _ = flush(&mut stream, &mut out).await;
                 }
                 return;
             }
         }
     }
-}
-
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
-    if buf.capacity() - buf.len() < 2048 {
-        buf.reserve(4096);
-    }
-    stream.read_buf(buf).await
 }
 
 /// A stand-in request for the access log when the head could not be parsed.
@@ -128,8 +116,8 @@ fn head_bytes(out: &mut Vec<u8>, req: &Request, reply: &Reply) {
 }
 
 /// Queues or sends one reply; returns the bytes it puts on the wire (head + body).
-async fn write_reply(
-    stream: &TcpStream,
+async fn write_reply<W: Wire>(
+    stream: &mut W,
     out: &mut Vec<u8>,
     req: &Request,
     reply: &Reply,
@@ -158,8 +146,8 @@ async fn write_reply(
             Ok(head_len + len)
         }
         Body::File { file, offset, len } => {
-            flush_more(stream, out).await?;
-            let sent = send_file(stream, file, *offset, *len).await?;
+            stream.send(out, true).await?;
+            let sent = stream.send_file(file, *offset, *len).await?;
             Ok(head_len + sent)
         }
         Body::Multipart { file, parts, trailer } => {
@@ -171,8 +159,8 @@ async fn write_reply(
                     read_into(file, *offset, *len, out).await?;
                     total += len;
                 } else {
-                    flush_more(stream, out).await?;
-                    total += send_file(stream, file, *offset, *len).await?;
+                    stream.send(out, true).await?;
+                    total += stream.send_file(file, *offset, *len).await?;
                 }
             }
             out.extend_from_slice(trailer);
@@ -201,88 +189,19 @@ async fn read_into(file: &Arc<File>, offset: u64, len: u64, out: &mut Vec<u8>) -
     Ok(())
 }
 
-async fn flush(stream: &TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
-    send_all(stream, out, 0).await
+async fn flush<W: Wire>(stream: &mut W, out: &mut Vec<u8>) -> io::Result<()> {
+    stream.send(out, false).await
 }
 
-/// Flushes with MSG_MORE: the head waits for the first sendfile bytes (nginx's tcp_nopush).
-async fn flush_more(stream: &TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
-    send_all(stream, out, libc::MSG_MORE).await
-}
-
-async fn send_all(stream: &TcpStream, out: &mut Vec<u8>, flags: i32) -> io::Result<()> {
-    let fd = stream.as_raw_fd();
-    let mut pos = 0;
-    while pos < out.len() {
-        stream.writable().await?;
-        let res = stream.try_io(Interest::WRITABLE, || {
-            let rest = &out[pos..];
-            // SAFETY: `rest` is a valid buffer for its length; fd is our connected socket.
-            let n = unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), flags | libc::MSG_NOSIGNAL) };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
-        });
-        match res {
-            Ok(n) => pos += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    out.clear();
-    Ok(())
-}
-
-/// Sends `len` bytes of `file` from `offset` with sendfile(2). Before each chunk, a chunk not in
-/// the page cache is read ahead on the blocking pool, so a cold file stalls only its own client.
-async fn send_file(stream: &TcpStream, file: &Arc<File>, offset: u64, len: u64) -> io::Result<u64> {
-    let sock = stream.as_raw_fd();
-    let fd = file.as_raw_fd();
-    let mut off = offset as libc::off_t;
-    let end = offset + len;
-    while (off as u64) < end {
-        let chunk = ((end - off as u64) as usize).min(SENDFILE_CHUNK);
-        if !in_page_cache(fd, off as u64) {
-            let f = file.clone();
-            let at = off;
-            let _ = tokio::task::spawn_blocking(move || {
-                // SAFETY: readahead only reads the file into the page cache.
-                unsafe { libc::readahead(f.as_raw_fd(), at, chunk) };
-            })
-            .await;
-        }
-        stream.writable().await?;
-        let res = stream.try_io(Interest::WRITABLE, || {
-            // SAFETY: valid fds; `off` is updated by the kernel.
-            let n = unsafe { libc::sendfile(sock, fd, &mut off, chunk) };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
-        });
-        match res {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being sent")),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(len)
-}
-
-/// Whether the page at `offset` is cached: a one-byte read that refuses to wait for the disk.
-fn in_page_cache(fd: i32, offset: u64) -> bool {
-    let mut byte = [0u8; 1];
-    let iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
-    // SAFETY: one valid iovec of one byte.
-    let n = unsafe { libc::preadv2(fd, &iov, 1, offset as libc::off_t, libc::RWF_NOWAIT) };
-    n >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN)
-}
-
-fn account(shared: &Shared, peer: SocketAddr, req: &Request, reply: &Reply, sent: u64, started: Instant) {
+fn account(
+    shared: &Shared,
+    peer: SocketAddr,
+    req: &Request,
+    reply: &Reply,
+    sent: u64,
+    started: Instant,
+    tls: Option<&'static str>,
+) {
     let body = if req.method == Method::Head || reply.status == 304 { 0 } else { reply.length };
     shared.metrics.record(reply.project.as_deref(), reply.status, sent);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
@@ -296,6 +215,6 @@ fn account(shared: &Shared, peer: SocketAddr, req: &Request, reply: &Reply, sent
         referer: req.header("referer").unwrap_or("").to_string(),
         user_agent: req.header("user-agent").unwrap_or("").to_string(),
         duration: started.elapsed(),
-        tls: None,
+        tls,
     });
 }

@@ -3,6 +3,7 @@
 //! `conn` and `respond`; it never writes under the mirror root and never waits on telemetry.
 
 pub mod accesslog;
+pub mod acme;
 pub mod cache;
 pub mod cond;
 pub mod conn;
@@ -14,7 +15,9 @@ pub mod mime;
 pub mod ratelimit;
 pub mod respond;
 pub mod timefmt;
+pub mod tls;
 pub mod urlpath;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -64,7 +67,27 @@ pub struct Config {
     pub allowlist: Vec<ipnet::IpNet>,
     pub status_dir: PathBuf,
     pub limits: Limits,
+    pub tls: Option<TlsConfig>,
 }
+
+/// HTTPS listeners and where their certificate comes from.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub listen: Vec<SocketAddr>,
+    pub source: CertSource,
+}
+
+#[derive(Debug, Clone)]
+pub enum CertSource {
+    /// Files someone else renews (certbot's live/HOST layout); watched and reloaded.
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
+    Acme(acme::AcmeConfig),
+}
+
+pub const ACME_STATE_DIR: &str = "/var/lib/micromirror/acme";
 
 pub const DEFAULT_ASSETS: &str = "/usr/share/micromirror/assets";
 pub const SITE_ASSETS: &str = "/etc/micromirror/assets";
@@ -97,8 +120,26 @@ impl Config {
             allowlist: parse_nets(&p.server.allowlist),
             status_dir: PathBuf::from(STATUS_DIR),
             limits: Limits::default(),
+            tls: p.tls.as_ref().map(|t| tls_from_profile(p, t)),
         }
     }
+}
+
+fn tls_from_profile(p: &Profile, t: &crate::profile::Tls) -> TlsConfig {
+    let source = match (&t.acme_directory, &t.certificate_file, &t.key_file) {
+        (Some(directory), _, _) => CertSource::Acme(acme::AcmeConfig {
+            directory: directory.clone(),
+            contact: t.acme_contact.clone(),
+            ca_file: t.acme_ca_file.as_ref().map(|f| PathBuf::from(crate::site_config::SITE_DIR).join(f)),
+            names: std::iter::once(p.site.hostname.clone()).chain(t.extra_names.iter().cloned()).collect(),
+            state_dir: PathBuf::from(ACME_STATE_DIR),
+        }),
+        (None, cert, key) => CertSource::Files {
+            cert: PathBuf::from(cert.clone().unwrap_or_default()),
+            key: PathBuf::from(key.clone().unwrap_or_default()),
+        },
+    };
+    TlsConfig { listen: vec![SocketAddr::from(([0u16; 8], 443))], source }
 }
 
 /// State every connection reads.
@@ -114,6 +155,7 @@ pub struct Shared {
     pub metrics: Arc<metrics::Metrics>,
     pub access_log: accesslog::AccessLog,
     pub shutdown: watch::Sender<bool>,
+    pub challenges: Arc<acme::Challenges>,
 }
 
 impl Shared {
@@ -133,12 +175,18 @@ pub fn load_assets(dirs: &[PathBuf]) -> HashMap<String, Vec<u8>> {
     out
 }
 
-fn build_shared(
-    config: &Config,
+/// What outlives a reload: counters, log writer, shutdown signal, certificate state.
+#[derive(Clone)]
+struct Lasting {
     metrics: Arc<metrics::Metrics>,
     access_log: accesslog::AccessLog,
     shutdown: watch::Sender<bool>,
-) -> Result<Shared> {
+    challenges: Arc<acme::Challenges>,
+    certs: Arc<tls::CertStore>,
+    acme_stats: Arc<acme::AcmeStats>,
+}
+
+fn build_shared(config: &Config, lasting: &Lasting) -> Result<Shared> {
     let root = files::Root::open(&config.root)
         .with_context(|| format!("opening the mirror root {}", config.root.display()))?;
     Ok(Shared {
@@ -150,9 +198,10 @@ fn build_shared(
         sponsor_url: config.sponsor_url.clone(),
         limits: config.limits.clone(),
         limiter: ratelimit::Limiter::new(config.rate_limits.clone(), config.allowlist.clone()),
-        metrics,
-        access_log,
-        shutdown,
+        metrics: lasting.metrics.clone(),
+        access_log: lasting.access_log.clone(),
+        shutdown: lasting.shutdown.clone(),
+        challenges: lasting.challenges.clone(),
     })
 }
 
@@ -196,23 +245,39 @@ pub fn run(config: Config, threads: usize, reload: impl Fn() -> Result<Config> +
         Some(p) => accesslog::Target::File(p.clone()),
         None => accesslog::Target::Off,
     };
-    let access_log = accesslog::AccessLog::start(log_target);
-    let metrics = Arc::new(metrics::Metrics::default());
     let (shutdown_tx, _) = watch::channel(false);
-    let shared: SharedCell = Arc::new(std::sync::RwLock::new(Arc::new(build_shared(
-        &config,
-        metrics.clone(),
-        access_log.clone(),
-        shutdown_tx.clone(),
-    )?)));
+    let lasting = Lasting {
+        metrics: Arc::new(metrics::Metrics::default()),
+        access_log: accesslog::AccessLog::start(log_target),
+        shutdown: shutdown_tx.clone(),
+        challenges: Arc::default(),
+        certs: Arc::default(),
+        acme_stats: Arc::default(),
+    };
+    let shared: SharedCell = Arc::new(std::sync::RwLock::new(Arc::new(build_shared(&config, &lasting)?)));
     let active = Arc::new(AtomicUsize::new(0));
     let threads = threads.max(1);
+    let mut listen: Vec<(SocketAddr, Option<tokio_rustls::TlsAcceptor>)> =
+        config.listen.iter().map(|a| (*a, None)).collect();
+    if let Some(t) = &config.tls {
+        if let CertSource::Files { cert, key } = &t.source {
+            match tls::load_files(cert, key) {
+                Ok(loaded) => lasting.certs.set(loaded),
+                // HTTP keeps serving; HTTPS starts when the files become usable.
+                Err(e) => {
+                    tracing::error!(error = %e, "no usable certificate yet; HTTPS handshakes fail until there is one")
+                }
+            }
+        }
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(lasting.certs.clone()));
+        listen.extend(t.listen.iter().map(|a| (*a, Some(acceptor.clone()))));
+    }
 
     // Workers: each binds its own listeners and reports the outcome before serving.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
     for i in 0..threads {
         let (shared, active, listen, scavenger, ready) =
-            (shared.clone(), active.clone(), config.listen.clone(), config.scavenger, ready_tx.clone());
+            (shared.clone(), active.clone(), listen.clone(), config.scavenger, ready_tx.clone());
         let shutdown = shutdown_tx.subscribe();
         std::thread::Builder::new().name(format!("worker-{i}")).spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -224,9 +289,9 @@ pub fn run(config: Config, threads: usize, reload: impl Fn() -> Result<Config> +
             };
             rt.block_on(async move {
                 let mut listeners = Vec::new();
-                for addr in &listen {
+                for (addr, tls) in &listen {
                     match bind(*addr, scavenger) {
-                        Ok(l) => listeners.push(l),
+                        Ok(l) => listeners.push((l, tls.clone())),
                         Err(e) => {
                             let _ = ready.send(Err(e));
                             return;
@@ -236,7 +301,7 @@ pub fn run(config: Config, threads: usize, reload: impl Fn() -> Result<Config> +
                 let _ = ready.send(Ok(()));
                 let loops: Vec<_> = listeners
                     .into_iter()
-                    .map(|l| tokio::spawn(accept_loop(l, shared.clone(), active.clone(), shutdown.clone())))
+                    .map(|(l, tls)| tokio::spawn(accept_loop(l, tls, shared.clone(), active.clone(), shutdown.clone())))
                     .collect();
                 for l in loops {
                     let _ = l.await;
@@ -250,8 +315,9 @@ pub fn run(config: Config, threads: usize, reload: impl Fn() -> Result<Config> +
     for _ in 0..threads {
         ready_rx.recv().context("a worker thread died while starting")??;
     }
-    for addr in &config.listen {
-        tracing::info!(%addr, root = %config.root.display(), threads, "serving");
+    for (addr, tls) in &listen {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(%addr, scheme, root = %config.root.display(), threads, "serving");
     }
 
     let control = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -260,7 +326,17 @@ pub fn run(config: Config, threads: usize, reload: impl Fn() -> Result<Config> +
         if let Some(addr) = config.metrics_listen {
             let l = bind(addr, false)?;
             tracing::info!(%addr, "metrics");
-            tokio::spawn(serve_metrics(l, metrics.clone(), config.status_dir.clone()));
+            tokio::spawn(serve_metrics(l, lasting.clone(), config.status_dir.clone()));
+        }
+        match config.tls.as_ref().map(|t| &t.source) {
+            Some(CertSource::Files { cert, key }) => {
+                tokio::spawn(tls::watch_files(lasting.certs.clone(), cert.clone(), key.clone(), Duration::from_secs(10)));
+            }
+            Some(CertSource::Acme(acme)) => {
+                let l = &lasting;
+                tokio::spawn(acme::run(acme.clone(), l.certs.clone(), l.challenges.clone(), l.acme_stats.clone()));
+            }
+            None => {}
         }
         let mut hup = signal(SignalKind::hangup())?;
         let mut usr1 = signal(SignalKind::user_defined1())?;
@@ -268,7 +344,7 @@ pub fn run(config: Config, threads: usize, reload: impl Fn() -> Result<Config> +
         let mut int = signal(SignalKind::interrupt())?;
         loop {
             tokio::select! {
-                _ = hup.recv() => match reload().and_then(|c| build_shared(&c, metrics.clone(), access_log.clone(), shutdown_tx.clone())) {
+                _ = hup.recv() => match reload().and_then(|c| { reload_cert_files(&c, &lasting); build_shared(&c, &lasting) }) {
                     Ok(new) => {
                         if let Ok(mut cell) = shared.write() {
                             *cell = Arc::new(new);
@@ -277,7 +353,7 @@ pub fn run(config: Config, threads: usize, reload: impl Fn() -> Result<Config> +
                     }
                     Err(e) => tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the running configuration"),
                 },
-                _ = usr1.recv() => access_log.reopen(),
+                _ = usr1.recv() => lasting.access_log.reopen(),
                 _ = term.recv() => break,
                 _ = int.recv() => break,
             }
@@ -290,12 +366,13 @@ pub fn run(config: Config, threads: usize, reload: impl Fn() -> Result<Config> +
         }
         Ok::<(), anyhow::Error>(())
     })?;
-    access_log.flush();
+    lasting.access_log.flush();
     Ok(())
 }
 
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shared: SharedCell,
     active: Arc<AtomicUsize>,
     mut shutdown: watch::Receiver<bool>,
@@ -321,21 +398,32 @@ async fn accept_loop(
         }
         active.fetch_add(1, Ordering::Relaxed);
         let active = active.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            conn::serve(stream, peer, current).await;
+            let _ = stream.set_nodelay(true);
+            match tls {
+                None => conn::serve(stream, peer, current).await,
+                Some(acceptor) => {
+                    // The handshake is bounded like a request head: slow clients do not linger.
+                    let limit = current.limits.header_timeout;
+                    if let Ok(Ok(tls_stream)) = tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                        conn::serve(tls_stream, peer, current).await;
+                    }
+                }
+            }
             active.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
 
 /// The metrics listener: Prometheus text at any path. Never on the public port.
-async fn serve_metrics(listener: TcpListener, metrics: Arc<metrics::Metrics>, status_dir: PathBuf) {
+async fn serve_metrics(listener: TcpListener, lasting: Lasting, status_dir: PathBuf) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
         };
-        let metrics = metrics.clone();
+        let lasting = lasting.clone();
         let status_dir = status_dir.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
@@ -343,16 +431,49 @@ async fn serve_metrics(listener: TcpListener, metrics: Arc<metrics::Metrics>, st
             let on_disk = tokio::task::spawn_blocking(move || metrics::disk_usage_from_status(&status_dir))
                 .await
                 .unwrap_or_default();
-            let mut body = metrics.prometheus(&on_disk);
-            body.push_str(&format!(
-                "# TYPE micromirror_access_log_dropped_total counter\nmicromirror_access_log_dropped_total {}\n",
-                accesslog::DROPPED_LINES.load(Ordering::Relaxed)
-            ));
+            let body = metrics_text(&lasting, &on_disk);
             let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
             let _ = stream.write_all(head.as_bytes()).await;
             let _ = stream.write_all(body.as_bytes()).await;
         });
     }
+}
+
+/// SIGHUP re-reads certificate files at once (a certbot deploy hook need not wait for the
+/// watcher); a broken pair is logged and the certificate in use is kept.
+fn reload_cert_files(config: &Config, lasting: &Lasting) {
+    if let Some(TlsConfig { source: CertSource::Files { cert, key }, .. }) = &config.tls {
+        match tls::load_files(cert, key) {
+            Ok(loaded) => lasting.certs.set(loaded),
+            Err(e) => tracing::error!(error = %e, "certificate files not reloaded; keeping the one in use"),
+        }
+    }
+}
+
+fn metrics_text(lasting: &Lasting, on_disk: &std::collections::BTreeMap<String, u64>) -> String {
+    use std::fmt::Write;
+    let mut body = lasting.metrics.prometheus(on_disk);
+    let _ = write!(
+        body,
+        "# TYPE micromirror_access_log_dropped_total counter\nmicromirror_access_log_dropped_total {}\n",
+        accesslog::DROPPED_LINES.load(Ordering::Relaxed)
+    );
+    if let Some(days) = lasting.certs.days_left(std::time::SystemTime::now()) {
+        let _ = write!(
+            body,
+            "# HELP micromirror_tls_certificate_days_left Days until the HTTPS certificate in use expires.\n\
+             # TYPE micromirror_tls_certificate_days_left gauge\nmicromirror_tls_certificate_days_left {days:.6}\n"
+        );
+    }
+    let stats = &lasting.acme_stats;
+    let _ = write!(
+        body,
+        "# TYPE micromirror_acme_issued_total counter\nmicromirror_acme_issued_total {}\n\
+         # TYPE micromirror_acme_failures_total counter\nmicromirror_acme_failures_total {}\n",
+        stats.issued.load(Ordering::Relaxed),
+        stats.failures.load(Ordering::Relaxed)
+    );
+    body
 }
 
 #[cfg(test)]

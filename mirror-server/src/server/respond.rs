@@ -9,7 +9,7 @@ use super::cond::{self, Conditions, Decision, FileMeta};
 use super::files::{self, Opened};
 use super::http::{Method, Request};
 use super::urlpath::{self, Refused, Target};
-use super::{listing, mime, Shared};
+use super::{acme, listing, mime, Shared};
 
 pub enum Body {
     Empty,
@@ -69,6 +69,9 @@ pub fn handle(shared: &Shared, req: &Request) -> Reply {
         let mut r = error(shared, 405);
         r.headers.push(("Allow", "GET, HEAD".into()));
         return r;
+    }
+    if let Some(answer) = req.target.strip_prefix(acme::CHALLENGE_PREFIX).and_then(|t| shared.challenges.answer(t)) {
+        return Reply::bytes(200, "application/octet-stream", answer.into_bytes());
     }
     let target = match urlpath::parse_target(&req.target) {
         Ok(t) => t,

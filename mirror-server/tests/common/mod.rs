@@ -22,7 +22,11 @@ pub struct Server {
 impl Server {
     /// Starts mirror-server on `root` with extra arguments; waits until it accepts.
     pub fn start(root: &Path, extra: &[&str]) -> Server {
-        let port = free_port();
+        Server::start_on(root, free_port(), extra)
+    }
+
+    /// Starts mirror-server with its plain HTTP listener on `port`.
+    pub fn start_on(root: &Path, port: u16, extra: &[&str]) -> Server {
         let log = root.parent().unwrap_or(root).join(format!("access-{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_mirror-server"))
             .arg("--root")

@@ -1,0 +1,176 @@
+//! The byte stream under one connection: plain TCP, where heads go out with send(2) and bodies
+//! with sendfile(2), or TLS (rustls), where bodies are read from the file and encrypted in user
+//! space. `conn` speaks HTTP over either without knowing which.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+/// One sendfile call sends at most this much, so other connections get their turn.
+const SENDFILE_CHUNK: usize = 4 << 20;
+/// TLS bodies are read in chunks of this size (four full TLS records).
+const TLS_CHUNK: usize = 64 << 10;
+
+// Connections run on current-thread runtimes and the implementors are concrete, so the futures'
+// auto traits are known where they are spawned; no Send bound is needed in the trait.
+#[allow(async_fn_in_trait)]
+pub trait Wire {
+    /// Reads more request bytes into `buf`; 0 at end of stream.
+    async fn read_more(&mut self, buf: &mut Vec<u8>) -> io::Result<usize>;
+    /// Sends all of `out` and clears it; `more`: a body follows at once (hold the segment).
+    async fn send(&mut self, out: &mut Vec<u8>, more: bool) -> io::Result<()>;
+    /// Sends `len` bytes of `file` from `offset`.
+    async fn send_file(&mut self, file: &Arc<File>, offset: u64, len: u64) -> io::Result<u64>;
+    /// The TLS protocol version for the access log, or None for plain HTTP.
+    fn tls_protocol(&self) -> Option<&'static str>;
+}
+
+fn reserve_for_read(buf: &mut Vec<u8>) {
+    if buf.capacity() - buf.len() < 2048 {
+        buf.reserve(4096);
+    }
+}
+
+impl Wire for TcpStream {
+    async fn read_more(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        reserve_for_read(buf);
+        self.read_buf(buf).await
+    }
+
+    async fn send(&mut self, out: &mut Vec<u8>, more: bool) -> io::Result<()> {
+        // MSG_MORE: the head waits for the first sendfile bytes (nginx's tcp_nopush).
+        let flags = if more { libc::MSG_MORE } else { 0 };
+        let fd = self.as_raw_fd();
+        let mut pos = 0;
+        while pos < out.len() {
+            self.writable().await?;
+            let res = self.try_io(Interest::WRITABLE, || {
+                let rest = &out[pos..];
+                // SAFETY: `rest` is a valid buffer for its length; fd is our connected socket.
+                let n = unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), flags | libc::MSG_NOSIGNAL) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match res {
+                Ok(n) => pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        out.clear();
+        Ok(())
+    }
+
+    /// sendfile(2). Before each chunk, a chunk not in the page cache is read ahead on the
+    /// blocking pool, so a cold file stalls only its own client.
+    async fn send_file(&mut self, file: &Arc<File>, offset: u64, len: u64) -> io::Result<u64> {
+        let sock = self.as_raw_fd();
+        let fd = file.as_raw_fd();
+        let mut off = offset as libc::off_t;
+        let end = offset + len;
+        while (off as u64) < end {
+            let chunk = ((end - off as u64) as usize).min(SENDFILE_CHUNK);
+            warm_page_cache(file, off as u64, chunk).await;
+            self.writable().await?;
+            let res = self.try_io(Interest::WRITABLE, || {
+                // SAFETY: valid fds; `off` is updated by the kernel.
+                let n = unsafe { libc::sendfile(sock, fd, &mut off, chunk) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match res {
+                Ok(0) => return Err(shrank()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(len)
+    }
+
+    fn tls_protocol(&self) -> Option<&'static str> {
+        None
+    }
+}
+
+impl Wire for TlsStream<TcpStream> {
+    async fn read_more(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        reserve_for_read(buf);
+        self.read_buf(buf).await
+    }
+
+    async fn send(&mut self, out: &mut Vec<u8>, more: bool) -> io::Result<()> {
+        self.write_all(out).await?;
+        if !more {
+            self.flush().await?;
+        }
+        out.clear();
+        Ok(())
+    }
+
+    async fn send_file(&mut self, file: &Arc<File>, offset: u64, len: u64) -> io::Result<u64> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; TLS_CHUNK.min(len as usize)];
+        let mut at = offset;
+        let end = offset + len;
+        while at < end {
+            let want = ((end - at) as usize).min(buf.len());
+            warm_page_cache(file, at, want).await;
+            let n = file.read_at(&mut buf[..want], at)?;
+            if n == 0 {
+                return Err(shrank());
+            }
+            self.write_all(&buf[..n]).await?;
+            at += n as u64;
+        }
+        self.flush().await?;
+        Ok(len)
+    }
+
+    fn tls_protocol(&self) -> Option<&'static str> {
+        match self.get_ref().1.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => Some("TLSv1.3"),
+            Some(rustls::ProtocolVersion::TLSv1_2) => Some("TLSv1.2"),
+            _ => Some("TLS"),
+        }
+    }
+}
+
+fn shrank() -> io::Error {
+    // The file shrank under us (rsync replaced it): stop rather than send garbage.
+    io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being sent")
+}
+
+/// Reads a chunk that is not in the page cache on the blocking pool, so a cold file stalls only
+/// its own client and never the worker thread's other connections.
+async fn warm_page_cache(file: &Arc<File>, offset: u64, len: usize) {
+    if in_page_cache(file.as_raw_fd(), offset) {
+        return;
+    }
+    let f = file.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        // SAFETY: readahead only reads the file into the page cache.
+        unsafe { libc::readahead(f.as_raw_fd(), offset as libc::off_t, len) };
+    })
+    .await;
+}
+
+/// Whether the page at `offset` is cached: a one-byte read that refuses to wait for the disk.
+pub fn in_page_cache(fd: i32, offset: u64) -> bool {
+    let mut byte = [0u8; 1];
+    let iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    // SAFETY: one valid iovec of one byte.
+    let n = unsafe { libc::preadv2(fd, &iov, 1, offset as libc::off_t, libc::RWF_NOWAIT) };
+    n >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN)
+}

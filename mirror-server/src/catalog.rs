@@ -187,6 +187,11 @@ fn validate_project(p: &Project, r: &mut Reporter) {
     if p.timeout_s == 0 {
         r.error("timeout_s", "a zero timeout would let a hung rsync run forever", "use e.g. 600");
     }
+    if let Some(pattern) = &p.release_pattern {
+        if let Err(e) = crate::telemetry::release::compile(&p.name, pattern) {
+            r.error("release_pattern", e.reason, "write a regex over the path whose first group is the release");
+        }
+    }
     for (i, pass) in p.passes.iter().enumerate() {
         if pass.delete_after && !pass.delete {
             r.error(
@@ -234,7 +239,11 @@ mod tests {
     fn reports_every_bad_file_at_once() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "a.toml", "title = \"A\"\nmodule = \"../x\"\npath = \"a\"\nsize_gb = 1\ncolour = 3\n");
-        write(dir.path(), "b.toml", "title = \"B\"\nmodule = \"b\"\npath = \"b/c\"\nsize_gb = 0\n");
+        write(
+            dir.path(),
+            "b.toml",
+            "title = \"B\"\nmodule = \"b\"\npath = \"b/c\"\nsize_gb = 0\nrelease_pattern = \"^b/[0-9]+\"\n",
+        );
         let Err(CatalogError::Invalid(Problems(problems))) = Catalog::load(dir.path()) else {
             panic!("expected problems")
         };
@@ -243,6 +252,7 @@ mod tests {
         assert!(keys.contains(&"module"), "{keys:?}");
         assert!(keys.contains(&"path"), "{keys:?}");
         assert!(keys.contains(&"size_gb"), "{keys:?}");
+        assert!(keys.contains(&"release_pattern"), "a rule without a group is refused: {keys:?}");
         let colour = problems.iter().find(|p| p.key == "colour").unwrap();
         assert_eq!(colour.line, Some(5));
     }

@@ -7,5 +7,6 @@ pub mod profile;
 pub mod server;
 pub mod site_config;
 pub mod sync;
+pub mod telemetry;
 mod toml_load;
 pub mod units;

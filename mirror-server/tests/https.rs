@@ -228,7 +228,7 @@ fn start_acme_server(root: &Path, pebble: &Pebble, http_port: u16, tls_port: u16
             pebble.api_ca().to_str().unwrap(),
             "--acme-name",
             NAME,
-            "--acme-state",
+            "--state-dir",
             state.to_str().unwrap(),
             "--metrics-listen",
             &format!("127.0.0.1:{mport}"),
@@ -251,14 +251,14 @@ fn acme_issues_then_renews_at_two_thirds_and_keeps_the_old_certificate_when_rene
     // 30-second certificates: renewal is due after 19-20 s.
     let mut pebble = Some(Pebble::start(dir.path(), http_port, 30));
     let p = pebble.as_ref().unwrap();
-    let state = dir.path().join("acme");
+    let state = dir.path().join("state");
     let _s = start_acme_server(&root, p, http_port, tls_port, mport, &state);
 
     let issued_at = Instant::now();
     let first = wait_for(Duration::from_secs(30), "the first certificate", || served_serial(tls_port));
     let out = curl_https(tls_port, &p.issuing_root(), "/hello.txt", &[]);
     assert_eq!(out.stdout, b"hello over https\n", "curl verifies the chain: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(state.join("fullchain.pem").exists() && state.join("account.json").exists());
+    assert!(state.join("acme/fullchain.pem").exists() && state.join("acme/account.json").exists());
     let days = metric(mport, "micromirror_tls_certificate_days_left").expect("days-left metric");
     assert!(days > 0.0 && days < 1.0, "a 30 s certificate has less than a day left: {days}");
 
@@ -283,7 +283,7 @@ fn a_restart_serves_the_stored_certificate_without_a_new_order() {
     let root = tree(dir.path());
     let (http_port, tls_port, mport) = (free_port(), free_port(), free_port());
     let pebble = Pebble::start(dir.path(), http_port, 3600);
-    let state = dir.path().join("acme");
+    let state = dir.path().join("state");
     let serial = {
         let _s = start_acme_server(&root, &pebble, http_port, tls_port, mport, &state);
         wait_for(Duration::from_secs(30), "the first certificate", || served_serial(tls_port))

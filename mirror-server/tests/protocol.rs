@@ -241,7 +241,7 @@ fn metrics_count_per_project_on_their_own_listener() {
     let t = Tree::new();
     let status = t.dir.path().join("status");
     std::fs::create_dir_all(&status).unwrap();
-    std::fs::write(status.join("fedora.json"), br#"{"project_path":"fedora","size_bytes":1000}"#).unwrap();
+    common::write_status(&status, "fedora", 1000);
     let mport = common::free_port();
     let s = t.start(&["--metrics-listen", &format!("127.0.0.1:{mport}"), "--status-dir", status.to_str().unwrap()]);
     for _ in 0..3 {

@@ -12,6 +12,8 @@ use mirror_server::site_config;
 #[derive(Parser, Clone)]
 #[command(name = "mirror-server", version, about = "Static file server for a micro mirror")]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Site profile (the appliance's is /etc/micromirror/site.toml)
     #[arg(long)]
     config: Option<PathBuf>,
@@ -31,7 +33,7 @@ struct Args {
     #[arg(long)]
     assets: Vec<PathBuf>,
     /// Folder of mirror-sync's status files (bytes on disk per project)
-    #[arg(long)]
+    #[arg(long, global = true)]
     status_dir: Option<PathBuf>,
     /// Host name shown in listings (development mode)
     #[arg(long, default_value = "localhost")]
@@ -69,17 +71,44 @@ struct Args {
     /// CA (PEM) that the ACME server's HTTPS uses, when it is not a public one
     #[arg(long)]
     acme_ca: Option<PathBuf>,
-    /// Folder for the ACME account and certificate
-    #[arg(long)]
-    acme_state: Option<PathBuf>,
+    /// Folder for state kept across restarts: acme/, telemetry/ spill, server/counters.json
+    /// (the appliance's is /var/lib/micromirror)
+    #[arg(long, global = true)]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand, Clone)]
+enum Command {
+    /// Print today's counters per project: bytes served, bytes on disk, CDN efficiency
+    Report,
+}
+
+fn report(args: &Args) -> Result<()> {
+    use mirror_server::server::{counters_file, load_counters, metrics, report, STATE_DIR, STATUS_DIR};
+    let state = args.state_dir.clone().unwrap_or_else(|| STATE_DIR.into());
+    let status = args.status_dir.clone().unwrap_or_else(|| STATUS_DIR.into());
+    let file = counters_file(&state);
+    if !file.exists() {
+        anyhow::bail!(
+            "{} does not exist: mirror-server has not saved counters there yet (it does every minute); \
+             pass --state-dir if it runs with another one",
+            file.display()
+        );
+    }
+    print!("{}", report::render(&load_counters(&file), &metrics::disk_usage_from_status(&status)));
+    Ok(())
 }
 
 fn config(args: &Args) -> Result<Config> {
     let mut c = match &args.config {
-        Some(path) => Config::from_profile(&site_config::load(path)?.profile),
+        Some(path) => {
+            let site = site_config::load(path)?;
+            Config::from_profile(&site.profile, &site.projects, path.parent().unwrap_or(std::path::Path::new(".")))
+        }
         None => {
             let root = args.root.clone().context("give --config PROFILE or --root DIR")?;
-            let mut c = Config::from_profile(&dev_profile(&args.hostname));
+            let mut c = Config::from_profile(&dev_profile(&args.hostname), &[], std::path::Path::new("."));
+            c.state_dir = std::env::temp_dir().join("mirror-server-dev");
             c.root = root;
             c.listen = vec!["127.0.0.1:8080".parse()?];
             c.metrics_listen = None;
@@ -105,6 +134,15 @@ fn config(args: &Args) -> Result<Config> {
     }
     if let Some(d) = &args.status_dir {
         c.status_dir = d.clone();
+    }
+    if let Some(d) = &args.state_dir {
+        c.state_dir = d.clone();
+        if let Some(t) = &mut c.telemetry {
+            t.spill_file = d.join(server::SPILL_FILE);
+        }
+        if let Some(server::TlsConfig { source: server::CertSource::Acme(a), .. }) = &mut c.tls {
+            a.state_dir = c.state_dir.join("acme");
+        }
     }
     if args.no_scavenger {
         c.scavenger = false;
@@ -133,7 +171,7 @@ fn apply_tls_args(args: &Args, c: &mut Config) -> Result<()> {
                 contact: None,
                 ca_file: args.acme_ca.clone(),
                 names: args.acme_name.clone(),
-                state_dir: args.acme_state.clone().unwrap_or_else(|| server::ACME_STATE_DIR.into()),
+                state_dir: c.acme_dir(),
             })
         })
     };
@@ -186,6 +224,9 @@ fn dev_profile(hostname: &str) -> mirror_server::profile::Profile {
 fn main() -> Result<()> {
     mirror_server::units::init_logging();
     let args = Args::parse();
+    if let Some(Command::Report) = args.command {
+        return report(&args);
+    }
     let initial = config(&args)?;
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let reload_args = args.clone();

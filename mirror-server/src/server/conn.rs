@@ -15,6 +15,7 @@ use super::http::{self, Method, Parsed, Request};
 use super::respond::{self, Body, Reply};
 use super::wire::Wire;
 use super::Shared;
+use crate::telemetry;
 
 /// Bodies up to this size are read into memory and written with the head.
 const SMALL_BODY: u64 = 64 * 1024;
@@ -203,8 +204,23 @@ fn account(
     tls: Option<&'static str>,
 ) {
     let body = if req.method == Method::Head || reply.status == 304 { 0 } else { reply.length };
-    shared.metrics.record(reply.project.as_deref(), reply.status, sent);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    shared.metrics.record(reply.project.as_deref(), reply.release.as_deref(), reply.status, sent);
+    let now_us = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
+    let now = now_us / 1_000_000;
+    if let Some(t) = &shared.telemetry {
+        t.send(telemetry::Record {
+            time_us: now_us,
+            client: peer.ip(),
+            path: req.target.split('?').next().unwrap_or("").to_string(),
+            project: reply.project.clone(),
+            release: reply.release.clone(),
+            status: reply.status,
+            bytes_sent: sent,
+            duration: started.elapsed(),
+            user_agent: req.header("user-agent").unwrap_or("").to_string(),
+            tls,
+        });
+    }
     shared.access_log.log(&Record {
         client: peer.ip(),
         time: now,

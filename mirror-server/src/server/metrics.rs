@@ -1,6 +1,7 @@
 //! Accounting per project (the first path segment): requests by status class and bytes sent,
-//! with hourly buckets for "bytes served in the last 24 h", bytes on disk from mirror-sync's
-//! status files, and the CDN efficiency (served per day ÷ on disk). Prometheus text output.
+//! with hourly buckets for "bytes served in the last 24 h", per release (by the catalog's rule),
+//! bytes on disk from mirror-sync's status files, and the CDN efficiency (served per day ÷ on
+//! disk). Prometheus text output, and today's totals kept in a file for `mirror-server report`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -16,18 +17,74 @@ struct Counters {
     hourly: [(u64, u64); 24],
 }
 
+/// Requests and bytes of one project (or release) on one UTC day.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DayTotals {
+    pub requests: u64,
+    pub bytes: u64,
+}
+
+/// Today's totals per project, as kept in the counters file.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Today {
+    /// Days since the epoch (UTC).
+    pub day: u64,
+    pub projects: BTreeMap<String, DayTotals>,
+}
+
 #[derive(Default)]
 pub struct Metrics {
     projects: Mutex<BTreeMap<String, Counters>>,
+    /// (project, release) → totals since start; only answered requests (below 400) count, so
+    /// a client cannot invent releases.
+    releases: Mutex<BTreeMap<(String, String), DayTotals>>,
+    today: Mutex<Today>,
 }
 
 /// Requests outside any project folder (404s, assets) are counted under this name.
 pub const NO_PROJECT: &str = "_none";
 
 impl Metrics {
-    pub fn record(&self, project: Option<&str>, status: u16, bytes: u64) {
+    pub fn record(&self, project: Option<&str>, release: Option<&str>, status: u16, bytes: u64) {
         let hour = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() / 3600).unwrap_or(0);
         self.record_at(project, status, bytes, hour);
+        if let (Some(p), Some(r), true) = (project, release, status < 400) {
+            if let Ok(mut map) = self.releases.lock() {
+                let t = map.entry((p.to_string(), r.to_string())).or_default();
+                t.requests += 1;
+                t.bytes += bytes;
+            }
+        }
+        if let Ok(mut today) = self.today.lock() {
+            if today.day != hour / 24 {
+                *today = Today { day: hour / 24, projects: BTreeMap::new() };
+            }
+            let name = project.filter(|_| status < 400).unwrap_or(NO_PROJECT);
+            let t = today.projects.entry(name.to_string()).or_default();
+            t.requests += 1;
+            t.bytes += bytes;
+        }
+    }
+
+    /// Today's totals so far.
+    pub fn today(&self) -> Today {
+        self.today.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Continues counting from totals a previous run saved today (a restart keeps "today").
+    pub fn resume_today(&self, saved: Today) {
+        let day = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() / 86400).unwrap_or(0);
+        if saved.day != day {
+            return;
+        }
+        if let Ok(mut today) = self.today.lock() {
+            today.day = day;
+            for (name, t) in saved.projects {
+                let cur = today.projects.entry(name).or_default();
+                cur.requests += t.requests;
+                cur.bytes += t.bytes;
+            }
+        }
     }
 
     pub fn record_at(&self, project: Option<&str>, status: u16, bytes: u64, hour: u64) {
@@ -35,7 +92,12 @@ impl Metrics {
         let Ok(mut map) = self.projects.lock() else {
             return;
         };
-        let name = project.unwrap_or(NO_PROJECT);
+        // A project becomes a label once something in it was served: 404s for invented
+        // folders all count under NO_PROJECT, so scanners cannot grow the series without bound.
+        let name = match project {
+            Some(p) if status < 400 || map.contains_key(p) => p,
+            _ => NO_PROJECT,
+        };
         let c = match map.get_mut(name) {
             Some(c) => c,
             None => map.entry(name.to_string()).or_default(),
@@ -68,12 +130,39 @@ impl Metrics {
         };
         for (name, c) in &snapshot {
             for (i, n) in c.requests.iter().enumerate() {
-                let _ = writeln!(s, "micromirror_http_requests_total{{project=\"{name}\",class=\"{}xx\"}} {n}", i + 1);
+                let _ = writeln!(
+                    s,
+                    "micromirror_http_requests_total{{project=\"{}\",class=\"{}xx\"}} {n}",
+                    escape_label(name),
+                    i + 1
+                );
             }
         }
         s.push_str("# HELP micromirror_http_sent_bytes_total Bytes sent, by project.\n# TYPE micromirror_http_sent_bytes_total counter\n");
         for (name, c) in &snapshot {
-            let _ = writeln!(s, "micromirror_http_sent_bytes_total{{project=\"{name}\"}} {}", c.bytes);
+            let _ = writeln!(s, "micromirror_http_sent_bytes_total{{project=\"{}\"}} {}", escape_label(name), c.bytes);
+        }
+        let releases: Vec<((String, String), DayTotals)> = match self.releases.lock() {
+            Ok(map) => map.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            Err(_) => Vec::new(),
+        };
+        s.push_str("# HELP micromirror_release_requests_total Answered requests, by project and release.\n# TYPE micromirror_release_requests_total counter\n");
+        for ((p, r), t) in &releases {
+            let _ = writeln!(
+                s,
+                "micromirror_release_requests_total{{project=\"{p}\",release=\"{}\"}} {}",
+                escape_label(r),
+                t.requests
+            );
+        }
+        s.push_str("# HELP micromirror_release_sent_bytes_total Bytes sent, by project and release.\n# TYPE micromirror_release_sent_bytes_total counter\n");
+        for ((p, r), t) in &releases {
+            let _ = writeln!(
+                s,
+                "micromirror_release_sent_bytes_total{{project=\"{p}\",release=\"{}\"}} {}",
+                escape_label(r),
+                t.bytes
+            );
         }
         s.push_str("# HELP micromirror_project_disk_bytes Bytes on disk, by project (from mirror-sync).\n# TYPE micromirror_project_disk_bytes gauge\n");
         for (name, bytes) in on_disk {
@@ -89,30 +178,24 @@ impl Metrics {
     }
 }
 
-/// Bytes on disk per project, read from mirror-sync's status files (`size_bytes`).
+/// Prometheus label values escape backslash, quote and newline.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Bytes on disk per project folder, from mirror-sync's status files (its typed `Status`: a
+/// renamed field breaks the build, not the metrics).
 pub fn disk_usage_from_status(dir: &Path) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
+        return BTreeMap::new();
     };
-    for e in entries.flatten() {
-        let path = e.path();
-        if path.extension().is_none_or(|x| x != "json") {
-            continue;
-        }
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-            continue;
-        };
-        if let (Some(name), Some(size)) =
-            (v["project_path"].as_str().or(path.file_stem().and_then(|s| s.to_str())), v["size_bytes"].as_u64())
-        {
-            out.insert(name.to_string(), size);
-        }
-    }
-    out
+    entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|text| serde_json::from_str::<crate::sync::status::Status>(&text).ok())
+        .map(|st| (st.project_path, st.size_bytes))
+        .collect()
 }
 
 #[cfg(test)]
@@ -126,13 +209,36 @@ mod tests {
         m.record_at(Some("fedora"), 404, 10, 100);
         m.record_at(Some("fedora"), 206, 500, 120);
         m.record_at(None, 404, 10, 120);
+        m.record_at(Some("invented-by-a-scanner"), 404, 10, 120);
         assert_eq!(m.last_day("fedora", 120), 1510);
         assert_eq!(m.last_day("fedora", 125), 500);
         assert_eq!(m.last_day("fedora", 110), 1010);
         let text = m.prometheus(&BTreeMap::from([("fedora".to_string(), 1000)]));
         assert!(text.contains("micromirror_http_requests_total{project=\"fedora\",class=\"2xx\"} 2"), "{text}");
         assert!(text.contains("micromirror_http_sent_bytes_total{project=\"fedora\"} 1510"));
-        assert!(text.contains("micromirror_http_requests_total{project=\"_none\",class=\"4xx\"} 1"));
+        assert!(text.contains("micromirror_http_requests_total{project=\"_none\",class=\"4xx\"} 2"), "{text}");
+        assert!(!text.contains("invented-by-a-scanner"));
         assert!(text.contains("micromirror_project_disk_bytes{project=\"fedora\"} 1000"));
+    }
+
+    #[test]
+    fn releases_count_answered_requests_only_and_today_resumes_after_a_restart() {
+        let m = Metrics::default();
+        m.record(Some("fedora"), Some("41"), 200, 100);
+        m.record(Some("fedora"), Some("41"), 206, 50);
+        m.record(Some("fedora"), Some("99999"), 404, 10);
+        let text = m.prometheus(&BTreeMap::new());
+        assert!(text.contains("micromirror_release_requests_total{project=\"fedora\",release=\"41\"} 2"), "{text}");
+        assert!(text.contains("micromirror_release_sent_bytes_total{project=\"fedora\",release=\"41\"} 150"));
+        assert!(!text.contains("99999"), "a 404 does not create a release");
+        let saved = m.today();
+        assert_eq!(saved.projects["fedora"], DayTotals { requests: 2, bytes: 150 });
+        let restarted = Metrics::default();
+        restarted.resume_today(saved.clone());
+        restarted.record(Some("fedora"), None, 200, 1);
+        assert_eq!(restarted.today().projects["fedora"], DayTotals { requests: 3, bytes: 151 });
+        let stale = Metrics::default();
+        stale.resume_today(Today { day: saved.day - 1, ..saved });
+        assert!(stale.today().projects.is_empty(), "yesterday's totals are not today's");
     }
 }

@@ -13,6 +13,7 @@ pub mod listing;
 pub mod metrics;
 pub mod mime;
 pub mod ratelimit;
+pub mod report;
 pub mod respond;
 pub mod timefmt;
 pub mod tls;
@@ -30,7 +31,10 @@ use anyhow::{Context, Result};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
+use crate::catalog::Project;
 use crate::profile::Profile;
+use crate::telemetry::release::ReleaseRules;
+use crate::telemetry::{Telemetry, TelemetryConfig};
 
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -68,6 +72,11 @@ pub struct Config {
     pub status_dir: PathBuf,
     pub limits: Limits,
     pub tls: Option<TlsConfig>,
+    pub telemetry: Option<TelemetryConfig>,
+    /// Per-project release rules from the catalog.
+    pub releases: ReleaseRules,
+    /// ACME account and certificate, telemetry spill file, today's counters.
+    pub state_dir: PathBuf,
 }
 
 /// HTTPS listeners and where their certificate comes from.
@@ -87,15 +96,31 @@ pub enum CertSource {
     Acme(acme::AcmeConfig),
 }
 
-pub const ACME_STATE_DIR: &str = "/var/lib/micromirror/acme";
+pub const STATE_DIR: &str = "/var/lib/micromirror";
+
+impl Config {
+    pub fn acme_dir(&self) -> PathBuf {
+        self.state_dir.join("acme")
+    }
+    pub fn counters_file(&self) -> PathBuf {
+        counters_file(&self.state_dir)
+    }
+}
+
+/// Today's per-project totals, saved every minute and at exit for `mirror-server report`.
+pub fn counters_file(state_dir: &std::path::Path) -> PathBuf {
+    state_dir.join("server/counters.json")
+}
 
 pub const DEFAULT_ASSETS: &str = "/usr/share/micromirror/assets";
 pub const SITE_ASSETS: &str = "/etc/micromirror/assets";
 pub const STATUS_DIR: &str = "/var/lib/micromirror/sync";
 
 impl Config {
-    /// The appliance's configuration, from the site profile.
-    pub fn from_profile(p: &Profile) -> Config {
+    /// The appliance's configuration, from the site profile, its catalog entries and the folder
+    /// the profile lives in (files it names are relative to that folder).
+    pub fn from_profile(p: &Profile, projects: &[Project], profile_dir: &std::path::Path) -> Config {
+        let state_dir = PathBuf::from(STATE_DIR);
         let parse_nets = |v: &[String]| v.iter().filter_map(|s| s.parse().ok()).collect::<Vec<ipnet::IpNet>>();
         Config {
             root: PathBuf::from("/srv/mirror"),
@@ -120,19 +145,41 @@ impl Config {
             allowlist: parse_nets(&p.server.allowlist),
             status_dir: PathBuf::from(STATUS_DIR),
             limits: Limits::default(),
-            tls: p.tls.as_ref().map(|t| tls_from_profile(p, t)),
+            tls: p.tls.as_ref().map(|t| tls_from_profile(p, t, profile_dir, &state_dir)),
+            telemetry: p.telemetry.as_ref().map(|t| TelemetryConfig {
+                watchtower: t.watchtower.clone(),
+                ca_file: profile_dir.join(&t.ca_file),
+                asn_database: t.asn_database.as_ref().map(PathBuf::from),
+                spill_file: state_dir.join(SPILL_FILE),
+                spill_max_bytes: t.spill_max_mb << 20,
+                hostname: p.site.hostname.clone(),
+            }),
+            releases: ReleaseRules::from_projects(projects).unwrap_or_else(|e| {
+                // The catalog loader already refuses bad rules; this only guards a hand-made config.
+                tracing::error!(error = %e, "release rules ignored");
+                ReleaseRules::default()
+            }),
+            state_dir,
         }
     }
 }
 
-fn tls_from_profile(p: &Profile, t: &crate::profile::Tls) -> TlsConfig {
+/// The spill file, under the state folder.
+pub const SPILL_FILE: &str = "telemetry/spill";
+
+fn tls_from_profile(
+    p: &Profile,
+    t: &crate::profile::Tls,
+    profile_dir: &std::path::Path,
+    state_dir: &std::path::Path,
+) -> TlsConfig {
     let source = match (&t.acme_directory, &t.certificate_file, &t.key_file) {
         (Some(directory), _, _) => CertSource::Acme(acme::AcmeConfig {
             directory: directory.clone(),
             contact: t.acme_contact.clone(),
-            ca_file: t.acme_ca_file.as_ref().map(|f| PathBuf::from(crate::site_config::SITE_DIR).join(f)),
+            ca_file: t.acme_ca_file.as_ref().map(|f| profile_dir.join(f)),
             names: std::iter::once(p.site.hostname.clone()).chain(t.extra_names.iter().cloned()).collect(),
-            state_dir: PathBuf::from(ACME_STATE_DIR),
+            state_dir: state_dir.join("acme"),
         }),
         (None, cert, key) => CertSource::Files {
             cert: PathBuf::from(cert.clone().unwrap_or_default()),
@@ -156,6 +203,8 @@ pub struct Shared {
     pub access_log: accesslog::AccessLog,
     pub shutdown: watch::Sender<bool>,
     pub challenges: Arc<acme::Challenges>,
+    pub releases: ReleaseRules,
+    pub telemetry: Option<Telemetry>,
 }
 
 impl Shared {
@@ -184,6 +233,7 @@ struct Lasting {
     challenges: Arc<acme::Challenges>,
     certs: Arc<tls::CertStore>,
     acme_stats: Arc<acme::AcmeStats>,
+    telemetry: Option<Telemetry>,
 }
 
 fn build_shared(config: &Config, lasting: &Lasting) -> Result<Shared> {
@@ -202,6 +252,8 @@ fn build_shared(config: &Config, lasting: &Lasting) -> Result<Shared> {
         access_log: lasting.access_log.clone(),
         shutdown: lasting.shutdown.clone(),
         challenges: lasting.challenges.clone(),
+        releases: config.releases.clone(),
+        telemetry: lasting.telemetry.clone(),
     })
 }
 
@@ -253,7 +305,12 @@ pub fn run(config: Config, threads: usize, reload: impl Fn() -> Result<Config> +
         challenges: Arc::default(),
         certs: Arc::default(),
         acme_stats: Arc::default(),
+        telemetry: match &config.telemetry {
+            Some(t) => Some(Telemetry::start(t.clone())?),
+            None => None,
+        },
     };
+    lasting.metrics.resume_today(load_counters(&config.counters_file()));
     let shared: SharedCell = Arc::new(std::sync::RwLock::new(Arc::new(build_shared(&config, &lasting)?)));
     let active = Arc::new(AtomicUsize::new(0));
     let threads = threads.max(1);
@@ -342,8 +399,11 @@ pub fn run(config: Config, threads: usize, reload: impl Fn() -> Result<Config> +
         let mut usr1 = signal(SignalKind::user_defined1())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        let mut save_tick = tokio::time::interval(Duration::from_secs(60));
+        let counters = config.counters_file();
         loop {
             tokio::select! {
+                _ = save_tick.tick() => save_counters(&counters, &lasting.metrics.today()),
                 _ = hup.recv() => match reload().and_then(|c| { reload_cert_files(&c, &lasting); build_shared(&c, &lasting) }) {
                     Ok(new) => {
                         if let Ok(mut cell) = shared.write() {
@@ -367,6 +427,7 @@ pub fn run(config: Config, threads: usize, reload: impl Fn() -> Result<Config> +
         Ok::<(), anyhow::Error>(())
     })?;
     lasting.access_log.flush();
+    save_counters(&config.counters_file(), &lasting.metrics.today());
     Ok(())
 }
 
@@ -439,6 +500,25 @@ async fn serve_metrics(listener: TcpListener, lasting: Lasting, status_dir: Path
     }
 }
 
+pub fn load_counters(path: &std::path::Path) -> metrics::Today {
+    std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+}
+
+/// Writes today's totals atomically (a temporary file renamed over the old one).
+fn save_counters(path: &std::path::Path, today: &metrics::Today) {
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(today)?)?;
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        tracing::warn!(error = %e, file = %path.display(), "cannot save today's counters");
+    }
+}
+
 /// SIGHUP re-reads certificate files at once (a certbot deploy hook need not wait for the
 /// watcher); a broken pair is logged and the certificate in use is kept.
 fn reload_cert_files(config: &Config, lasting: &Lasting) {
@@ -464,6 +544,9 @@ fn metrics_text(lasting: &Lasting, on_disk: &std::collections::BTreeMap<String, 
             "# HELP micromirror_tls_certificate_days_left Days until the HTTPS certificate in use expires.\n\
              # TYPE micromirror_tls_certificate_days_left gauge\nmicromirror_tls_certificate_days_left {days:.6}\n"
         );
+    }
+    if let Some(t) = &lasting.telemetry {
+        body.push_str(&t.prometheus());
     }
     let stats = &lasting.acme_stats;
     let _ = write!(

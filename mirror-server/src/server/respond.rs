@@ -37,11 +37,13 @@ pub struct Reply {
     pub close: bool,
     /// First path segment, for per-project accounting.
     pub project: Option<String>,
+    /// The project's release this path belongs to (catalog rule), for accounting and telemetry.
+    pub release: Option<String>,
 }
 
 impl Reply {
     fn new(status: u16) -> Reply {
-        Reply { status, headers: Vec::new(), body: Body::Empty, length: 0, close: false, project: None }
+        Reply { status, headers: Vec::new(), body: Body::Empty, length: 0, close: false, project: None, release: None }
     }
 
     fn bytes(status: u16, content_type: &str, data: Vec<u8>) -> Reply {
@@ -93,6 +95,9 @@ pub fn handle(shared: &Shared, req: &Request) -> Reply {
         Err(_) => error(shared, 404),
     };
     reply.project = target.segments.first().cloned();
+    if let Some(project) = &reply.project {
+        reply.release = shared.releases.release_of(project, &target.relative_path());
+    }
     reply
 }
 

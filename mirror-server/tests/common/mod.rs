@@ -134,3 +134,22 @@ pub fn log_with(path: &Path, needle: &str, limit: Duration) -> String {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A mirror-sync status file saying `project` takes `size_bytes` on disk (the real type, so the
+/// test follows the format).
+pub fn write_status(dir: &Path, project: &str, size_bytes: u64) {
+    use mirror_server::sync::status::{self, Outcome, Stats, Status};
+    let st = Status {
+        project: project.into(),
+        project_path: project.into(),
+        state: Outcome::Success,
+        started: 0,
+        ended: Some(1),
+        last_success: Some(1),
+        error: None,
+        stats: Stats::default(),
+        size_bytes,
+        log_file: None,
+    };
+    status::write(dir, &st).expect("status file written");
+}

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod peers;
+
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
@@ -351,4 +353,17 @@ pub fn console_log(name: &str) -> PathBuf {
     let dir = target().join("e2e-logs");
     let _ = std::fs::create_dir_all(&dir);
     dir.join(name)
+}
+
+/// Runs a command; panics with its output when it fails.
+pub fn run(cmd: &mut Command) -> std::process::Output {
+    let shown = format!("{cmd:?}");
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    assert!(
+        out.status.success(),
+        "{shown} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }

@@ -68,6 +68,15 @@ pub const TESTS: &[Need] = &[
     need("dpkg-scanpackages", "dpkg-dev", "dpkg-dev"),
     need("apt-ftparchive", "apt-utils", "apt"),
     need("rpmsign", "rpm", "rpm-sign"),
+    need("openssl", "openssl", "openssl"),
+    need("pebble", "pebble", "pebble"),
+    need("rsyslogd", "rsyslog", "rsyslog"),
+    need("/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so", "rsyslog-gnutls", "rsyslog-gnutls"),
+    need(
+        "/usr/lib/x86_64-linux-gnu/perl5/5.36/MaxMind/DB/Writer/Tree.pm",
+        "libmaxmind-db-writer-perl",
+        "perl-MaxMind-DB-Writer",
+    ),
 ];
 
 fn present(n: &Need) -> bool {

@@ -88,16 +88,10 @@ pub fn run_project(env: &SyncEnv, project: &Project, mode: LockMode) -> Result<R
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let log_path = env.log_dir.join(format!("{}-{stamp}.log", project.name));
     let mut st = Status {
-        project: project.name.clone(),
-        project_path: project.path.clone(),
-        state: Outcome::Running,
-        started,
-        ended: None,
         last_success: previous.as_ref().and_then(|p| p.last_success),
-        error: None,
-        stats: Stats::default(),
         size_bytes: previous.as_ref().map_or(0, |p| p.size_bytes),
         log_file: Some(log_path.clone()),
+        ..Status::running(&project.name, &project.path, started)
     };
     status::write(&env.state_dir, &st).context("writing the status file")?;
     prune_logs(&env.log_dir, &project.name, env.log_retention);

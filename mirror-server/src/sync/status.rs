@@ -44,6 +44,24 @@ pub struct Status {
     pub log_file: Option<PathBuf>,
 }
 
+impl Status {
+    /// A run of `project` (kept in `project_path`) that started at `started` and has no result yet.
+    pub fn running(project: &str, project_path: &str, started: i64) -> Status {
+        Status {
+            project: project.into(),
+            project_path: project_path.into(),
+            state: Outcome::Running,
+            started,
+            ended: None,
+            last_success: None,
+            error: None,
+            stats: Stats::default(),
+            size_bytes: 0,
+            log_file: None,
+        }
+    }
+}
+
 pub fn path_for(state_dir: &Path, project: &str) -> PathBuf {
     state_dir.join(format!("{project}.json"))
 }

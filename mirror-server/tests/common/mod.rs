@@ -138,18 +138,7 @@ pub fn log_with(path: &Path, needle: &str, limit: Duration) -> String {
 /// A mirror-sync status file saying `project` takes `size_bytes` on disk (the real type, so the
 /// test follows the format).
 pub fn write_status(dir: &Path, project: &str, size_bytes: u64) {
-    use mirror_server::sync::status::{self, Outcome, Stats, Status};
-    let st = Status {
-        project: project.into(),
-        project_path: project.into(),
-        state: Outcome::Success,
-        started: 0,
-        ended: Some(1),
-        last_success: Some(1),
-        error: None,
-        stats: Stats::default(),
-        size_bytes,
-        log_file: None,
-    };
+    use mirror_server::sync::status::{self, Outcome, Status};
+    let st = Status { state: Outcome::Success, size_bytes, ..Status::running(project, project, 0) };
     status::write(dir, &st).expect("status file written");
 }

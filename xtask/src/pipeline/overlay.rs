@@ -166,7 +166,8 @@ pub fn mode_for(rel: &Path, source_mode: u32) -> u32 {
     }
 }
 
-/// /etc/micromirror: the profile as written, and the catalog entries of the hosted projects.
+/// /etc/micromirror: the profile as written, the files it names beside itself (CA certificates),
+/// and the catalog entries of the hosted projects.
 fn install_site_config(site: &LoadedProfile, root: &Path) -> Result<()> {
     let etc = root.join("etc/micromirror");
     tree::write_file(&etc.join("site.toml"), site.text.as_bytes(), 0o644)?;
@@ -177,6 +178,13 @@ fn install_site_config(site: &LoadedProfile, root: &Path) -> Result<()> {
         let src = paths::catalog().join(format!("{}.toml", p.name));
         let data = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
         tree::write_file(&etc.join("projects").join(format!("{}.toml", p.name)), &data, 0o644)?;
+    }
+    let profile_dir = site.path.parent().unwrap_or(Path::new("."));
+    for rel in site.profile.side_files() {
+        let src = profile_dir.join(rel);
+        let data = std::fs::read(&src)
+            .with_context(|| format!("reading {} (named in {})", src.display(), site.path.display()))?;
+        tree::write_file(&etc.join(rel), &data, 0o644)?;
     }
     Ok(())
 }

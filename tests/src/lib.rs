@@ -73,8 +73,13 @@ pub struct Vm {
 
 impl Vm {
     pub fn boot(site: &str, disk: &Path, serial: &Path, guestfwd: &[String]) -> Result<Vm> {
+        Vm::boot_on(site, disk, serial, guestfwd, free_port_base())
+    }
+
+    /// Boots with the host ports at `port_base` + 22/80/443/873 (see `free_port_base`), for
+    /// peers that must know them before the guest starts (an ACME CA validating port 80).
+    pub fn boot_on(site: &str, disk: &Path, serial: &Path, guestfwd: &[String], port_base: u16) -> Result<Vm> {
         let _ = std::fs::remove_file(serial);
-        let port_base = free_port_base();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut c = Command::new(cargo);
         c.current_dir(workspace())

@@ -1,14 +1,19 @@
-//! The demo appliance end to end: booted under QEMU with an rsync daemon and a mosquitto broker
-//! on the host, reachable from the guest only through guestfwd rules (user networking with
-//! restrict=on). From outside: the first sync, downloads over HTTP and rsync, an MQTT push that
-//! publishes a new version without ever serving an index naming a missing file, SSH with the
-//! profile's key only, the listening ports and firewall, and a reboot that keeps data and state.
+//! The demo appliance end to end: booted under QEMU with an rsync daemon, a mosquitto broker,
+//! an ACME CA (Pebble) and a watchtower (rsyslog over TLS) on the host, reachable from the guest
+//! only through guestfwd rules (user networking with restrict=on). From outside: the first sync,
+//! downloads over HTTP, HTTPS and rsync, an MQTT push that publishes a new version without ever
+//! serving an index naming a missing file, request records at the watchtower, SSH with the
+//! profile's key only, the listening ports and firewall, and a reboot that keeps data, state and
+//! the certificate.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::{build_image, bytes, disk_copy, field, http, mosquitto, publish, publish_debian, rsync_daemon, Vm};
+use e2e::peers::{Pebble, Rsyslog, TestCa};
+use e2e::{
+    build_image, bytes, disk_copy, field, free_port, http, mosquitto, publish, publish_debian, rsync_daemon, Vm,
+};
 
 const PROJECTS: [&str; 3] = ["fixture-debian", "fixture-rpm", "fixture-arch"];
 
@@ -47,6 +52,19 @@ fn wait_for(limit: Duration, what: &str, vm: &Vm, mut ok: impl FnMut() -> bool) 
     }
 }
 
+/// GET over HTTPS from the guest's forwarded 443, verifying against `ca` for the demo's name.
+fn https_get(vm: &Vm, ca: &Path, path: &str) -> Option<Vec<u8>> {
+    let port = vm.port(443);
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "10", "--cacert"])
+        .arg(ca)
+        .args(["--resolve", &format!("demo.mm.example.net:{port}:127.0.0.1")])
+        .arg(format!("https://demo.mm.example.net:{port}{path}"))
+        .output()
+        .ok()?;
+    out.status.success().then_some(out.stdout)
+}
+
 fn ssh(vm: &Vm, key: &Path, extra: &[&str], command: &str) -> std::process::Output {
     Command::new("ssh")
         .args([
@@ -80,10 +98,20 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
     let modules: Vec<(&str, PathBuf)> = PROJECTS.iter().map(|p| (*p, up.join(p))).collect();
     let (_rsyncd, rsync_port) = rsync_daemon(work.path(), &modules);
     let (_broker, mqtt_port) = mosquitto(work.path());
-    // The demo profile's upstream and broker live at 192.0.2.2 inside QEMU's user network.
+    // Pebble validates HTTP-01 on the guest's port 80 as forwarded on the host; its API and the
+    // watchtower present certificates from the CA the demo profile trusts.
+    let port_base = e2e::free_port_base();
+    let demo_ca = TestCa::demo(&work.path().join("ca"));
+    let guest_side = ["IP:192.0.2.2", "IP:127.0.0.1"];
+    let pebble = Pebble::start(work.path(), &demo_ca, &guest_side, port_base + 80, 3600);
+    let watchtower_port = free_port();
+    let watchtower = Rsyslog::start(work.path(), &demo_ca, &guest_side, watchtower_port);
+    // The demo profile's peers live at 192.0.2.2 inside QEMU's user network.
     let fwd = vec![
         format!("tcp:192.0.2.2:873-cmd:socat - TCP:127.0.0.1:{rsync_port}"),
         format!("tcp:192.0.2.2:1883-cmd:socat - TCP:127.0.0.1:{mqtt_port}"),
+        format!("tcp:192.0.2.2:14000-cmd:socat - TCP:127.0.0.1:{}", pebble.port),
+        format!("tcp:192.0.2.2:6514-cmd:socat - TCP:127.0.0.1:{watchtower_port}"),
     ];
     let disk = work.path().join("disk.img");
     disk_copy(&image, &disk, 16 << 30).unwrap();
@@ -91,13 +119,13 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
     std::fs::copy(e2e::workspace().join("tests/fixtures/demo_ed25519"), &key).unwrap();
     std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
 
-    let mut vm = Vm::boot("demo", &disk, &e2e::console_log("appliance-boot-1.log"), &fwd).unwrap();
+    let mut vm = Vm::boot_on("demo", &disk, &e2e::console_log("appliance-boot-1.log"), &fwd, port_base).unwrap();
     let line = vm.wait_for_line("MICROMIRROR-BOOT", Duration::from_secs(300)).unwrap();
     assert_eq!(field(&line, "failed"), Some("0"), "{line}\n{}", e2e::tail(&vm.console(), 60));
 
     // 5. Only the expected ports listen, behind a default-drop firewall.
     let ports = vm.wait_for_line("MICROMIRROR-PORTS", Duration::from_secs(30)).unwrap();
-    assert_eq!(field(&ports, "tcp"), Some("22,80,873,9100"), "{ports}");
+    assert_eq!(field(&ports, "tcp"), Some("22,80,443,873,9100"), "{ports}");
     let tuning = vm.wait_for_line("MICROMIRROR-TUNING", Duration::from_secs(30)).unwrap();
     assert_eq!(field(&tuning, "congestion"), Some("bbr"), "{tuning}");
     assert_eq!(field(&tuning, "qdisc"), Some("fq_codel"), "{tuning}");
@@ -142,6 +170,21 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
     assert!(out.status.success(), "rsync from the guest: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read(&fetched).unwrap(), original);
 
+    // 7. HTTPS with the certificate the box obtained over ACME, and a record of every request
+    // at the watchtower (TLS checked against the profile's CA).
+    let acme_root = pebble.issuing_root();
+    wait_for(Duration::from_secs(240), "HTTPS with an ACME certificate", &vm, || {
+        https_get(&vm, &acme_root, rpm).is_some_and(|b| b == original)
+    });
+    let got = watchtower.received_with("tls=\"TLSv1.3\"", Duration::from_secs(60));
+    let record = got
+        .lines()
+        .find(|l| l.contains("project=\"fixture-rpm\"") && l.contains("tls=\"TLSv1.3\""))
+        .unwrap_or_else(|| panic!("no HTTPS record at the watchtower:\n{got}"));
+    assert!(record.starts_with("demo.mm.example.net mirror-server request [request@32473 "), "{record}");
+    let sent: usize = field(record, "bytes").and_then(|b| b.trim_matches('"').parse().ok()).unwrap_or(0);
+    assert!(sent > original.len(), "the whole file and its head were sent: {record}");
+
     // 3. A new version upstream and an MQTT push: served soon, never half-published.
     wait_for(Duration::from_secs(60), "the debian fixture", &vm, || {
         get(&vm, "/fixture-debian/dists/stable/Release").0 == 200
@@ -181,6 +224,8 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
     );
     let trace = get(&vm, "/fixture-debian/trace/demo.mm.example.net");
     assert_eq!(trace.0, 200, "the trace file of a complete run");
+    let got = watchtower.received_with("release=\"stable\"", Duration::from_secs(30));
+    assert!(got.contains("project=\"fixture-debian\" release=\"stable\""), "the catalog's release rule: {got}");
 
     // 4. SSH: the profile's key logs in as the admin; passwords are refused.
     let out = ssh(&vm, &key, &[], "id -un && sudo -n true && echo sudo-ok");
@@ -222,6 +267,11 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
     assert_eq!(field(&line, "failed"), Some("0"), "{line}");
     wait_for(Duration::from_secs(60), "HTTP after the reboot", &vm, || {
         get(&vm, "/fixture-arch/lastsync").1 == b"1700000000\n"
+    });
+    // The stored certificate serves at once (Pebble could not validate a new order: it still
+    // knows the first boot's port).
+    wait_for(Duration::from_secs(30), "HTTPS after the reboot", &vm, || {
+        https_get(&vm, &acme_root, "/fixture-arch/lastsync").is_some_and(|b| b == b"1700000000\n")
     });
     let out = ssh(&vm, &key, &[], "mirror-sync status");
     let after = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -47,7 +47,12 @@ pub const BOOT: &[Need] = &[
 ];
 
 /// What the benchmarks add: the peer and the load generator.
-pub const BENCH: &[Need] = &[need("nginx", "nginx-light", "nginx"), need("wrk", "wrk", "wrk")];
+pub const BENCH: &[Need] = &[
+    need("nginx", "nginx-light", "nginx"),
+    need("wrk", "wrk", "wrk"),
+    need("curl", "curl", "curl"),
+    need("openssl", "openssl", "openssl"),
+];
 
 /// What the rest of the tests need: real peers and checkers.
 pub const TESTS: &[Need] = &[

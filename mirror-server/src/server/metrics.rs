@@ -15,6 +15,8 @@ struct Counters {
     bytes: u64,
     /// (hour since epoch, bytes) for the last 24 hours.
     hourly: [(u64, u64); 24],
+    /// (day since epoch, totals of that day) for `mirror-server report`.
+    today: (u64, DayTotals),
 }
 
 /// Requests and bytes of one project (or release) on one UTC day.
@@ -38,7 +40,6 @@ pub struct Metrics {
     /// (project, release) → totals since start; only answered requests (below 400) count, so
     /// a client cannot invent releases.
     releases: Mutex<BTreeMap<(String, String), DayTotals>>,
-    today: Mutex<Today>,
 }
 
 /// Requests outside any project folder (404s, assets) are counted under this name.
@@ -55,20 +56,16 @@ impl Metrics {
                 t.bytes += bytes;
             }
         }
-        if let Ok(mut today) = self.today.lock() {
-            if today.day != hour / 24 {
-                *today = Today { day: hour / 24, projects: BTreeMap::new() };
-            }
-            let name = project.filter(|_| status < 400).unwrap_or(NO_PROJECT);
-            let t = today.projects.entry(name.to_string()).or_default();
-            t.requests += 1;
-            t.bytes += bytes;
-        }
     }
 
     /// Today's totals so far.
     pub fn today(&self) -> Today {
-        self.today.lock().map(|t| t.clone()).unwrap_or_default()
+        let day = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() / 86400).unwrap_or(0);
+        let Ok(map) = self.projects.lock() else {
+            return Today::default();
+        };
+        let projects = map.iter().filter(|(_, c)| c.today.0 == day).map(|(k, c)| (k.clone(), c.today.1)).collect();
+        Today { day, projects }
     }
 
     /// Continues counting from totals a previous run saved today (a restart keeps "today").
@@ -77,12 +74,14 @@ impl Metrics {
         if saved.day != day {
             return;
         }
-        if let Ok(mut today) = self.today.lock() {
-            today.day = day;
+        if let Ok(mut map) = self.projects.lock() {
             for (name, t) in saved.projects {
-                let cur = today.projects.entry(name).or_default();
-                cur.requests += t.requests;
-                cur.bytes += t.bytes;
+                let c = map.entry(name).or_default();
+                if c.today.0 != day {
+                    c.today = (day, DayTotals::default());
+                }
+                c.today.1.requests += t.requests;
+                c.today.1.bytes += t.bytes;
             }
         }
     }
@@ -109,6 +108,11 @@ impl Metrics {
             *slot = (hour, 0);
         }
         slot.1 += bytes;
+        if c.today.0 != hour / 24 {
+            c.today = (hour / 24, DayTotals::default());
+        }
+        c.today.1.requests += 1;
+        c.today.1.bytes += bytes;
     }
 
     /// Bytes served by `project` in the 24 hours up to `hour`.
@@ -232,11 +236,12 @@ mod tests {
         assert!(text.contains("micromirror_release_sent_bytes_total{project=\"fedora\",release=\"41\"} 150"));
         assert!(!text.contains("99999"), "a 404 does not create a release");
         let saved = m.today();
-        assert_eq!(saved.projects["fedora"], DayTotals { requests: 2, bytes: 150 });
+        // A 404 inside a known project counts for the project (as in the status classes).
+        assert_eq!(saved.projects["fedora"], DayTotals { requests: 3, bytes: 160 });
         let restarted = Metrics::default();
         restarted.resume_today(saved.clone());
         restarted.record(Some("fedora"), None, 200, 1);
-        assert_eq!(restarted.today().projects["fedora"], DayTotals { requests: 3, bytes: 151 });
+        assert_eq!(restarted.today().projects["fedora"], DayTotals { requests: 4, bytes: 161 });
         let stale = Metrics::default();
         stale.resume_today(Today { day: saved.day - 1, ..saved });
         assert!(stale.today().projects.is_empty(), "yesterday's totals are not today's");

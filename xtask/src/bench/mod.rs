@@ -21,6 +21,9 @@ pub enum BenchCommand {
         /// Interleaved rounds per workload (medians are reported)
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Only the workloads whose name contains this (e.g. "HTTPS")
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Cold and warm image builds, sizes, and boot time to the first HTTP 200
     Image,
@@ -41,10 +44,10 @@ pub struct Row {
 
 pub fn run(command: BenchCommand) -> Result<()> {
     let (title, peer, rows) = match command {
-        BenchCommand::Server { seconds, rounds } => {
+        BenchCommand::Server { seconds, rounds, only } => {
             host::ensure(&[host::BENCH])?;
             build_release()?;
-            ("mirror-server vs nginx", "nginx", server::run(&server::Options { seconds, rounds })?)
+            ("mirror-server vs nginx", "nginx", server::run(&server::Options { seconds, rounds, only })?)
         }
         BenchCommand::Image => {
             host::ensure(&[host::IMAGE_DEBIAN, host::BOOT])?;

@@ -1,7 +1,8 @@
 //! `cargo xtask bench server`: Debian's nginx, configured as the fleet runs it, and
 //! mirror-server on the same tree, interleaved round by round, on loopback. Small-file and
 //! HEAD workloads use wrk; large files use our own client that reads 4 MiB at a time (wrk's
-//! 8 KiB reads would make wrk the bottleneck). Prints both figures and the ratio.
+//! 8 KiB reads would make wrk the bottleneck). HTTPS workloads give both servers the same
+//! certificate; large HTTPS files are fetched by curl. Prints both figures and the ratio.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -17,12 +18,37 @@ use crate::{cmd, paths};
 pub struct Options {
     pub seconds: u64,
     pub rounds: usize,
+    pub only: Option<String>,
 }
 
 struct Server {
     name: &'static str,
     child: Child,
-    port: u16,
+    ports: Ports,
+}
+
+/// Plain HTTP and HTTPS ports of a server under test.
+#[derive(Clone, Copy)]
+struct Ports {
+    http: u16,
+    https: u16,
+}
+
+/// A self-signed certificate for 127.0.0.1, shared by both servers: (certificate, key).
+fn bench_certificate(work: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let (cert, key) = (work.join("bench-cert.pem"), work.join("bench-key.pem"));
+    if !cert.exists() || !key.exists() {
+        cmd::run(
+            Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30"])
+                .args(["-subj", "/CN=bench", "-addext", "subjectAltName=IP:127.0.0.1"])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert),
+        )?;
+    }
+    Ok((cert, key))
 }
 
 impl Drop for Server {
@@ -97,14 +123,19 @@ pub fn make_tree(dir: &Path) -> Result<()> {
 }
 
 fn start_nginx(tree: &Path, work: &Path) -> Result<Server> {
-    let port = free_port();
+    let ports = Ports { http: free_port(), https: free_port() };
+    let (cert, key) = bench_certificate(work)?;
     let conf = work.join("nginx.conf");
     std::fs::write(
         &conf,
         format!(
-            "worker_processes 2;\ndaemon off;\npid {work}/nginx.pid;\nerror_log {work}/nginx-error.log;\nevents {{ worker_connections 4096; }}\nhttp {{\n  include /etc/nginx/mime.types;\n  default_type application/octet-stream;\n  sendfile on; tcp_nopush on; tcp_nodelay on; keepalive_timeout 65; keepalive_requests 1000000;\n  access_log {work}/nginx-access.log combined;\n  client_body_temp_path {work}/tmp;\n  server {{ listen 127.0.0.1:{port}; root {tree}; autoindex on; }}\n}}\n",
+            "worker_processes 2;\ndaemon off;\npid {work}/nginx.pid;\nerror_log {work}/nginx-error.log;\nevents {{ worker_connections 4096; }}\nhttp {{\n  include /etc/nginx/mime.types;\n  default_type application/octet-stream;\n  sendfile on; tcp_nopush on; tcp_nodelay on; keepalive_timeout 65; keepalive_requests 1000000;\n  access_log {work}/nginx-access.log combined;\n  client_body_temp_path {work}/tmp;\n  server {{ listen 127.0.0.1:{http}; listen 127.0.0.1:{https} ssl; ssl_certificate {cert}; ssl_certificate_key {key}; ssl_protocols TLSv1.2 TLSv1.3; root {tree}; autoindex on; }}\n}}\n",
             work = work.display(),
-            tree = tree.display()
+            tree = tree.display(),
+            http = ports.http,
+            https = ports.https,
+            cert = cert.display(),
+            key = key.display(),
         ),
     )?;
     std::fs::create_dir_all(work.join("tmp"))?;
@@ -117,19 +148,27 @@ fn start_nginx(tree: &Path, work: &Path) -> Result<Server> {
         .process_group(0)
         .spawn()
         .context("starting nginx")?;
-    wait_port(port)?;
-    Ok(Server { name: "nginx", child, port })
+    wait_port(ports.http)?;
+    wait_port(ports.https)?;
+    Ok(Server { name: "nginx", child, ports })
 }
 
 fn start_mirror_server(tree: &Path, work: &Path) -> Result<Server> {
-    let port = free_port();
+    let ports = Ports { http: free_port(), https: free_port() };
+    let (cert, key) = bench_certificate(work)?;
     let bin = paths::target().join("release/mirror-server");
     use std::os::unix::process::CommandExt;
     let child = Command::new(&bin)
         .arg("--root")
         .arg(tree)
         .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
+        .arg(format!("127.0.0.1:{}", ports.http))
+        .arg("--tls-listen")
+        .arg(format!("127.0.0.1:{}", ports.https))
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
         .arg("--access-log")
         .arg(work.join("mirror-server-access.log"))
         .arg("--no-scavenger")
@@ -138,8 +177,9 @@ fn start_mirror_server(tree: &Path, work: &Path) -> Result<Server> {
         .process_group(0)
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
-    wait_port(port)?;
-    Ok(Server { name: "mirror-server", child, port })
+    wait_port(ports.http)?;
+    wait_port(ports.https)?;
+    Ok(Server { name: "mirror-server", child, ports })
 }
 
 /// What one run of a workload measured.
@@ -151,10 +191,10 @@ struct Sample {
     cpu_s_per_gb: f64,
 }
 
-fn wrk(port: u16, path: &str, conns: u32, seconds: u64) -> Result<(f64, f64, f64)> {
+fn wrk(url: &str, conns: u32, seconds: u64) -> Result<(f64, f64, f64)> {
     let mut c = Command::new("wrk");
     c.args(["-t2", &format!("-c{conns}"), &format!("-d{seconds}s"), "--latency", "--timeout", "10s"]);
-    c.arg(format!("http://127.0.0.1:{port}{path}"));
+    c.arg(url);
     let out = cmd::run(&mut c)?;
     let rps =
         out.lines().find_map(|l| l.strip_prefix("Requests/sec:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0);
@@ -238,6 +278,36 @@ fn big_reads(port: u16, path: &str, conns: usize, seconds: u64) -> Result<f64> {
     Ok(bytes as f64 / start.elapsed().as_secs_f64() / 1e6)
 }
 
+/// `conns` curl processes fetching `url` over HTTPS back to back for `seconds`; MB/s.
+fn curl_reads(url: &str, conns: usize, seconds: u64) -> Result<f64> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..conns)
+        .map(|_| {
+            let url = url.to_string();
+            std::thread::spawn(move || -> u64 {
+                let mut total = 0u64;
+                while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                    let out = Command::new("curl")
+                        .args(["-sk", "-o", "/dev/null", "-w", "%{size_download}", "--max-time"])
+                        .arg(format!("{:.2}", left.as_secs_f64().max(0.1)))
+                        .arg(&url)
+                        .output();
+                    // curl stops at --max-time (exit 28) and still says how much it received.
+                    let got = out.ok().and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u64>().ok());
+                    match got {
+                        Some(n) if n > 0 => total += n,
+                        _ => break,
+                    }
+                }
+                total
+            })
+        })
+        .collect();
+    let bytes: u64 = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+    Ok(bytes as f64 / start.elapsed().as_secs_f64() / 1e6)
+}
+
 /// `conns` keep-alive connections sending HEAD for random files of /many (wrk cannot: its
 /// parser waits for a body after a HEAD answer). Returns (requests/s, p99 ms).
 fn heads(port: u16, conns: usize, seconds: u64) -> Result<(f64, f64, f64)> {
@@ -295,28 +365,46 @@ fn machine_cpu_seconds() -> f64 {
     busy / 100.0
 }
 
-/// (requests/s, MB/s, p99 ms) from a run against a port for some seconds.
-type Measure = Box<dyn Fn(u16, u64) -> Result<(f64, f64, f64)>>;
+/// (requests/s, MB/s, p99 ms) from a run against a server for some seconds.
+type Measure = Box<dyn Fn(Ports, u64) -> Result<(f64, f64, f64)>>;
 
 struct Workload {
     name: &'static str,
     run: Measure,
 }
 
+fn http(p: Ports, path: &str) -> String {
+    format!("http://127.0.0.1:{}{path}", p.http)
+}
+
+fn https(p: Ports, path: &str) -> String {
+    format!("https://127.0.0.1:{}{path}", p.https)
+}
+
 fn workloads() -> Result<Vec<Workload>> {
+    let throughput = |m: f64| (0.0, m, 0.0);
     Ok(vec![
-        Workload { name: "4 KiB file, 64 conns", run: Box::new(|port, s| wrk(port, "/small.bin", 64, s)) },
-        Workload { name: "1 MiB file, 16 conns", run: Box::new(|port, s| wrk(port, "/medium.bin", 16, s)) },
+        Workload { name: "4 KiB file, 64 conns", run: Box::new(|p, s| wrk(&http(p, "/small.bin"), 64, s)) },
+        Workload { name: "1 MiB file, 16 conns", run: Box::new(|p, s| wrk(&http(p, "/medium.bin"), 16, s)) },
         Workload {
             name: "1 GiB file, 1 conn",
-            run: Box::new(|port, s| big_reads(port, "/big.iso", 1, s).map(|m| (0.0, m, 0.0))),
+            run: Box::new(move |p, s| big_reads(p.http, "/big.iso", 1, s).map(throughput)),
         },
         Workload {
             name: "1 GiB file, 16 conns",
-            run: Box::new(|port, s| big_reads(port, "/big.iso", 16, s).map(|m| (0.0, m, 0.0))),
+            run: Box::new(move |p, s| big_reads(p.http, "/big.iso", 16, s).map(throughput)),
         },
-        Workload { name: "listing, 5000 entries, 16 conns", run: Box::new(|port, s| wrk(port, "/listing/", 16, s)) },
-        Workload { name: "HEAD over 10,000 files, 64 conns", run: Box::new(|port, s| heads(port, 64, s)) },
+        Workload { name: "listing, 5000 entries, 16 conns", run: Box::new(|p, s| wrk(&http(p, "/listing/"), 16, s)) },
+        Workload { name: "HEAD over 10,000 files, 64 conns", run: Box::new(|p, s| heads(p.http, 64, s)) },
+        Workload { name: "HTTPS 4 KiB file, 64 conns", run: Box::new(|p, s| wrk(&https(p, "/small.bin"), 64, s)) },
+        Workload {
+            name: "HTTPS 1 GiB file, 1 conn",
+            run: Box::new(move |p, s| curl_reads(&https(p, "/big.iso"), 1, s).map(throughput)),
+        },
+        Workload {
+            name: "HTTPS 1 GiB file, 16 conns",
+            run: Box::new(move |p, s| curl_reads(&https(p, "/big.iso"), 16, s).map(throughput)),
+        },
     ])
 }
 
@@ -329,7 +417,11 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
     // Warm the page cache: both servers read the same cached bytes.
     let _ = Command::new("cat").arg(tree.join("big.iso")).stdout(Stdio::null()).status();
     let mut results: Vec<(String, Vec<Sample>, Vec<Sample>)> = Vec::new();
-    let loads = workloads()?;
+    let loads: Vec<Workload> =
+        workloads()?.into_iter().filter(|w| opts.only.as_ref().is_none_or(|o| w.name.contains(o.as_str()))).collect();
+    if loads.is_empty() {
+        bail!("no workload matches --only {:?}", opts.only.as_deref().unwrap_or(""));
+    }
     let mut peak = [0u64; 2];
     for w in &loads {
         let mut per = [Vec::new(), Vec::new()];
@@ -339,7 +431,7 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                 let pids = server.pids();
                 let cpu0 = proc_cpu_seconds(&pids);
                 let m0 = machine_cpu_seconds();
-                let (rps, mbps, p99) = (w.run)(server.port, opts.seconds)?;
+                let (rps, mbps, p99) = (w.run)(server.ports, opts.seconds)?;
                 let cpu = proc_cpu_seconds(&server.pids()) - cpu0;
                 let machine = machine_cpu_seconds() - m0;
                 let gb = mbps * opts.seconds as f64 / 1000.0;

@@ -66,9 +66,10 @@ pub fn renewal_due(not_before: SystemTime, not_after: SystemTime, jitter: f64) -
     not_before + at
 }
 
-/// Wait after the `failures`-th failed attempt in a row: 1 min doubling to 6 h, ± 20 %.
+/// Wait after the `failures`-th failed attempt in a row: 3 min doubling to 6 h, ± 20 % — at
+/// most five failed validations in the first hour (Let's Encrypt's limit per name and account).
 pub fn retry_delay(failures: u32, jitter: f64) -> Duration {
-    let base = Duration::from_secs(60).saturating_mul(1 << failures.saturating_sub(1).min(9));
+    let base = Duration::from_secs(180).saturating_mul(1 << failures.saturating_sub(1).min(9));
     base.min(Duration::from_secs(6 * 3600)).mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
 }
 
@@ -224,11 +225,14 @@ mod tests {
     }
 
     #[test]
-    fn retries_back_off_from_a_minute_to_six_hours() {
-        assert_eq!(retry_delay(1, 0.5), Duration::from_secs(60));
-        assert_eq!(retry_delay(2, 0.5), Duration::from_secs(120));
+    fn retries_back_off_from_three_minutes_to_six_hours() {
+        assert_eq!(retry_delay(1, 0.5), Duration::from_secs(180));
+        assert_eq!(retry_delay(2, 0.5), Duration::from_secs(360));
         assert_eq!(retry_delay(30, 0.5), Duration::from_secs(6 * 3600));
-        assert!(retry_delay(1, 0.0) >= Duration::from_secs(48) && retry_delay(1, 0.999) <= Duration::from_secs(72));
+        assert!(retry_delay(1, 0.0) >= Duration::from_secs(144) && retry_delay(1, 0.999) <= Duration::from_secs(216));
+        // Even with the shortest jitter, the sixth attempt comes more than an hour after the first.
+        let sixth: Duration = (1..=5).map(|n| retry_delay(n, 0.0)).sum();
+        assert!(sixth > Duration::from_secs(3600), "{sixth:?}");
     }
 
     #[test]

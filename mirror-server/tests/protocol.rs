@@ -283,6 +283,45 @@ fn a_client_that_stalls_mid_request_gets_408_and_is_dropped() {
 }
 
 #[test]
+fn connections_beyond_the_maximum_are_closed_and_the_slots_come_back() {
+    use std::io::{Read, Write};
+    let t = Tree::new();
+    let s = t.start(&["--max-connections", "3", "--threads", "1"]);
+    // The start-up probe's connection must be gone before the slots are counted.
+    std::thread::sleep(Duration::from_millis(300));
+    let connect = || {
+        let c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c
+    };
+    // Three idle keep-alive connections take every slot (each proves it is served).
+    let mut held: Vec<_> = (0..3).map(|_| connect()).collect();
+    for c in &mut held {
+        c.write_all(b"GET /fedora/repodata/repomd.xml HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut buf = [0u8; 512];
+        let n = c.read(&mut buf).unwrap();
+        assert_eq!(status_of(&buf[..n]), 200, "{}", String::from_utf8_lossy(&buf[..n]));
+    }
+    // A fourth is accepted by the kernel and closed by the server without an answer.
+    let mut extra = connect();
+    let _ = extra.write_all(b"GET /fedora/repodata/repomd.xml HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut buf = Vec::new();
+    let _ = extra.read_to_end(&mut buf);
+    assert!(buf.is_empty(), "over the limit, yet answered: {}", String::from_utf8_lossy(&buf));
+    // One leaves: its slot serves the next client.
+    drop(held.pop());
+    let started = std::time::Instant::now();
+    loop {
+        let r = get(s.port, "/fedora/repodata/repomd.xml");
+        if status_of(&r) == 200 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "the freed slot was not reused");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
 fn sighup_reloads_the_site_profile() {
     let t = Tree::new();
     let site = lab_profile(t.dir.path(), "Old Sponsor", "");

@@ -50,6 +50,9 @@ struct Args {
     /// Seconds to let transfers finish after SIGTERM
     #[arg(long)]
     shutdown_grace: Option<u64>,
+    /// Open connections at most (HTTP and HTTPS together); more are closed at once
+    #[arg(long)]
+    max_connections: Option<usize>,
     /// Worker threads (default: one per core)
     #[arg(long)]
     threads: Option<usize>,
@@ -155,6 +158,9 @@ fn config(args: &Args) -> Result<Config> {
     }
     if let Some(s) = args.shutdown_grace {
         c.limits.shutdown_grace = std::time::Duration::from_secs(s);
+    }
+    if let Some(n) = args.max_connections {
+        c.limits.max_connections = n;
     }
     apply_tls_args(args, &mut c)?;
     Ok(c)

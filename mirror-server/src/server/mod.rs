@@ -427,6 +427,9 @@ pub fn run(config: Config, threads: usize, reload: impl Fn() -> Result<Config> +
         Ok::<(), anyhow::Error>(())
     })?;
     lasting.access_log.flush();
+    if let Some(t) = &lasting.telemetry {
+        t.flush(Duration::from_secs(5));
+    }
     save_counters(&config.counters_file(), &lasting.metrics.today());
     Ok(())
 }

@@ -61,10 +61,17 @@ pub struct Stats {
     pub connected: AtomicU64,
 }
 
+/// What the writer thread receives: records, and at shutdown a request to finish the queue.
+pub(crate) enum Msg {
+    Record(Record),
+    /// Deliver or spill everything queued before this, then answer.
+    Flush(SyncSender<()>),
+}
+
 /// The request path's handle: cheap to clone, never blocks.
 #[derive(Clone)]
 pub struct Telemetry {
-    queue: SyncSender<Record>,
+    queue: SyncSender<Msg>,
     pub stats: Arc<Stats>,
 }
 
@@ -86,13 +93,22 @@ impl Telemetry {
     }
 
     pub fn send(&self, record: Record) {
-        match self.queue.try_send(record) {
+        match self.queue.try_send(Msg::Record(record)) {
             Ok(()) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
             }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// At shutdown: waits (up to `limit` once queued) until every record queued before is
+    /// delivered or spilled to disk, so a restart loses none.
+    pub fn flush(&self, limit: Duration) {
+        let (done, wait) = sync_channel(1);
+        if self.queue.send(Msg::Flush(done)).is_ok() {
+            let _ = wait.recv_timeout(limit);
         }
     }
 

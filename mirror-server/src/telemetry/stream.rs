@@ -18,7 +18,7 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use super::asn::AsnDb;
 use super::spill::Spill;
 use super::syslog;
-use super::{Record, Stats, TelemetryConfig};
+use super::{Msg, Record, Stats, TelemetryConfig};
 
 const BATCH: usize = 512;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -67,18 +67,21 @@ impl Writer {
         Writer { config, tls, asn, spill, stats, conn: None, failures: 0, next_attempt: Instant::now() }
     }
 
-    pub(super) fn run(mut self, rx: Receiver<Record>) {
+    pub(super) fn run(mut self, rx: Receiver<Msg>) {
         let mut frames: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
         loop {
             frames.clear();
+            let mut flushed = None;
             match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(r) => frames.push(self.framed(&r)),
+                Ok(Msg::Record(r)) => frames.push(self.framed(&r)),
+                Ok(Msg::Flush(done)) => flushed = Some(done),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
-            while frames.len() < BATCH {
+            while frames.len() < BATCH && flushed.is_none() {
                 match rx.try_recv() {
-                    Ok(r) => frames.push(self.framed(&r)),
+                    Ok(Msg::Record(r)) => frames.push(self.framed(&r)),
+                    Ok(Msg::Flush(done)) => flushed = Some(done),
                     Err(_) => break,
                 }
             }
@@ -86,6 +89,9 @@ impl Writer {
             self.keep_connected();
             if !frames.is_empty() {
                 self.deliver(&frames);
+            }
+            if let Some(done) = flushed {
+                let _ = done.send(());
             }
         }
     }

@@ -57,13 +57,20 @@ fn alma_mirror(root: &Path, sign: bool) {
     assert!(Command::new("createrepo_c").arg("--quiet").arg(&appstream).status().unwrap().success());
 }
 
-/// A scratch profiles folder with the real catalog and one AlmaLinux site.
-fn profiles(dir: &Path, mirror: &str, key: &str) -> PathBuf {
+/// A scratch profiles folder with what profiles refer to: the real catalog and the CA files.
+fn scratch_profiles(dir: &Path) -> PathBuf {
     let p = dir.join("profiles");
-    std::fs::create_dir_all(p.join("projects")).unwrap();
-    for e in std::fs::read_dir(workspace().join("profiles/projects")).unwrap().flatten() {
-        std::fs::copy(e.path(), p.join("projects").join(e.file_name())).unwrap();
+    std::fs::create_dir_all(&p).unwrap();
+    for sub in ["projects", "certs"] {
+        let status = Command::new("cp").arg("-r").arg(workspace().join("profiles").join(sub)).arg(&p).status().unwrap();
+        assert!(status.success(), "copying profiles/{sub}");
     }
+    p
+}
+
+/// A scratch profiles folder with one AlmaLinux site.
+fn profiles(dir: &Path, mirror: &str, key: &str) -> PathBuf {
+    let p = scratch_profiles(dir);
     let demo = std::fs::read_to_string(workspace().join("profiles/demo.toml")).unwrap();
     let alma = demo.replace("name = \"demo\"", "name = \"alma-lab\"").replace(
         "distro = \"debian-12\"",
@@ -167,15 +174,7 @@ fn two_builds_of_one_profile_give_identical_images_and_a_failed_build_keeps_the_
 
     // A profile that fails half-way (at the overlay) leaves target/images/demo as it was.
     let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("profiles");
-    std::fs::create_dir_all(&p).unwrap();
-    let status = Command::new("cp")
-        .arg("-r")
-        .arg(workspace().join("profiles/projects"))
-        .arg(p.join("projects"))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let p = scratch_profiles(dir.path());
     let demo = std::fs::read_to_string(workspace().join("profiles/demo.toml")).unwrap();
     std::fs::write(p.join("demo.toml"), demo.replace("timezone = \"UTC\"", "timezone = \"Mars/Olympus_Mons\""))
         .unwrap();

@@ -8,7 +8,6 @@ use anyhow::{anyhow, Result};
 use crate::catalog::{Catalog, CatalogError};
 use crate::profile::{self, LoadedProfile, ProfileError};
 
-pub const SITE_DIR: &str = "/etc/micromirror";
 pub const DEFAULT_PROFILE: &str = "/etc/micromirror/site.toml";
 
 /// The catalog that goes with a profile: `projects/` next to it (the appliance's layout and the

@@ -144,7 +144,7 @@ fn config(args: &Args) -> Result<Config> {
             t.spill_file = d.join(server::SPILL_FILE);
         }
         if let Some(server::TlsConfig { source: server::CertSource::Acme(a), .. }) = &mut c.tls {
-            a.state_dir = c.state_dir.join("acme");
+            a.state_dir = server::acme_dir(d);
         }
     }
     if args.no_scavenger {

@@ -100,11 +100,16 @@ pub const STATE_DIR: &str = "/var/lib/micromirror";
 
 impl Config {
     pub fn acme_dir(&self) -> PathBuf {
-        self.state_dir.join("acme")
+        acme_dir(&self.state_dir)
     }
     pub fn counters_file(&self) -> PathBuf {
         counters_file(&self.state_dir)
     }
+}
+
+/// The ACME account key and certificate.
+pub fn acme_dir(state_dir: &std::path::Path) -> PathBuf {
+    state_dir.join("acme")
 }
 
 /// Today's per-project totals, saved every minute and at exit for `mirror-server report`.
@@ -179,7 +184,7 @@ fn tls_from_profile(
             contact: t.acme_contact.clone(),
             ca_file: t.acme_ca_file.as_ref().map(|f| profile_dir.join(f)),
             names: std::iter::once(p.site.hostname.clone()).chain(t.extra_names.iter().cloned()).collect(),
-            state_dir: state_dir.join("acme"),
+            state_dir: acme_dir(state_dir),
         }),
         (None, cert, key) => CertSource::Files {
             cert: PathBuf::from(cert.clone().unwrap_or_default()),

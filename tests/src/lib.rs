@@ -267,10 +267,11 @@ impl Drop for Peer {
     }
 }
 
-pub fn wait_listening(port: u16) {
+/// Waits until `what` (a peer's name, for the failure message) accepts on 127.0.0.1:`port`.
+pub fn wait_listening(port: u16, what: &str) {
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "nothing listens on {port}");
+        assert!(start.elapsed() < Duration::from_secs(20), "{what} did not listen on {port}");
         std::thread::sleep(Duration::from_millis(30));
     }
 }
@@ -304,7 +305,7 @@ pub fn rsync_daemon(dir: &Path, modules: &[(&str, PathBuf)]) -> (Peer, u16) {
     let peer = spawn_peer(
         Command::new("rsync").arg("--daemon").arg("--no-detach").arg(format!("--config={}", conf.display())),
     );
-    wait_listening(port);
+    wait_listening(port, "the rsync daemon");
     (peer, port)
 }
 
@@ -315,7 +316,7 @@ pub fn mosquitto(dir: &Path) -> (Peer, u16) {
     std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"))
         .expect("mosquitto.conf");
     let peer = spawn_peer(Command::new("mosquitto").arg("-c").arg(&conf));
-    wait_listening(port);
+    wait_listening(port, "mosquitto");
     (peer, port)
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{bin, free_port, run, workspace};
+use crate::{bin, free_port, run, wait_listening, workspace};
 
 /// A certificate authority for tests; leaves are issued with the openssl CLI.
 pub struct TestCa {
@@ -77,14 +77,6 @@ fn log_file(dir: &Path, name: &str) -> std::fs::File {
     std::fs::File::create(dir.join(name)).expect("log file")
 }
 
-fn wait_port(port: u16, what: &str) {
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "{what} did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Pebble, validating HTTP-01 on 127.0.0.1:`http_port` for any name.
 pub struct Pebble {
     children: Vec<Child>,
@@ -131,8 +123,8 @@ impl Pebble {
             .spawn()
             .expect("pebble runs");
         let p = Pebble { children: vec![dns_server, pebble], dir, port, management, api_ca: api.cert.clone() };
-        wait_port(p.port, "pebble");
-        wait_port(p.management, "pebble's management interface");
+        wait_listening(p.port, "pebble");
+        wait_listening(p.management, "pebble's management interface");
         p
     }
 
@@ -205,7 +197,7 @@ action(type="omfile" file="{received}" template="received")
             .stderr(log_file(dir, "rsyslog.err"))
             .spawn()
             .expect("rsyslogd (Debian packages rsyslog and rsyslog-gnutls) runs");
-        wait_port(port, "rsyslogd");
+        wait_listening(port, "rsyslogd");
         Rsyslog { child, received }
     }
 
@@ -281,7 +273,7 @@ impl MirrorServer {
             .stderr(errors)
             .spawn()
             .expect("mirror-server starts");
-        wait_port(port, "mirror-server");
+        wait_listening(port, "mirror-server");
         MirrorServer { child, port, log }
     }
 

@@ -167,7 +167,7 @@ async fn warm_page_cache(file: &Arc<File>, offset: u64, len: usize) {
 }
 
 /// Whether the page at `offset` is cached: a one-byte read that refuses to wait for the disk.
-pub fn in_page_cache(fd: i32, offset: u64) -> bool {
+fn in_page_cache(fd: i32, offset: u64) -> bool {
     let mut byte = [0u8; 1];
     let iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
     // SAFETY: one valid iovec of one byte.

@@ -78,6 +78,39 @@ fn wget_continues_a_partial_download() {
     assert_eq!(std::fs::read(out.join("big.img")).unwrap(), data);
 }
 
+#[test]
+fn files_rsync_replaces_or_deletes_are_served_new_on_the_next_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, upstream) = (dir.path().join("mirror"), dir.path().join("upstream"));
+    std::fs::create_dir_all(root.join("fedora/repodata")).unwrap();
+    std::fs::create_dir_all(upstream.join("repodata")).unwrap();
+    let s = Server::start(&root, &[]);
+    let url = s.url("/fedora/repodata/repomd.xml");
+    let sync = || {
+        run(Command::new("rsync")
+            .args(["-rlt", "--ignore-times", "--delete", "--delay-updates"])
+            .arg(format!("{}/", upstream.display()))
+            .arg(root.join("fedora")));
+    };
+    // Same length and the same mtime every round, so only the bytes tell versions apart
+    // (the ETag cannot): a server answering from a stale open file fails here.
+    let stamp = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    for round in 0..20u64 {
+        let version = common::bytes(5000, round);
+        let f = upstream.join("repodata/repomd.xml");
+        std::fs::write(&f, &version).unwrap();
+        std::fs::File::options().write(true).open(&f).unwrap().set_modified(stamp).unwrap();
+        sync();
+        assert_eq!(std::fs::read(root.join("fedora/repodata/repomd.xml")).unwrap(), version, "rsync put it in place");
+        assert_eq!(curl(&[&url]), version, "round {round}: the file rsync just put in place");
+        assert_eq!(curl(&[&url]), version, "round {round}: asked again");
+    }
+    std::fs::remove_file(upstream.join("repodata/repomd.xml")).unwrap();
+    sync();
+    let code = curl(&["-o", "/dev/null", "-w", "%{http_code}", &url]);
+    assert_eq!(String::from_utf8_lossy(&code), "404", "a file rsync deleted is gone at once");
+}
+
 fn make_deb_repo(repo: &Path) {
     let pkg = repo.join("build/hello-mm");
     std::fs::create_dir_all(pkg.join("DEBIAN")).unwrap();

@@ -7,6 +7,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::urlpath::RSYNC_TMP;
 
@@ -25,7 +26,7 @@ pub struct Root {
 
 pub enum Opened {
     File {
-        file: File,
+        file: Arc<File>,
         len: u64,
         mtime: i64,
     },
@@ -46,49 +47,83 @@ impl Root {
 
     /// Opens `relative` (no leading slash; "" is the root itself) without leaving the root.
     pub fn open_beneath(&self, relative: &str) -> io::Result<Opened> {
+        let (file, _) = self.open_resolving(relative)?;
+        classify(file)
+    }
+
+    /// Opens `relative` beneath the root; the flag says whether the path crossed no symlink
+    /// (only such paths may be cached: the folders a link leads to are not on the path).
+    pub fn open_resolving(&self, relative: &str) -> io::Result<(File, bool)> {
         let rel = if relative.is_empty() { "." } else { relative };
         let c = CString::new(rel).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let beneath = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+        match self.openat2(&c, beneath | libc::RESOLVE_NO_SYMLINKS) {
+            Ok(file) => Ok((file, true)),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Ok((self.openat2(&c, beneath)?, false)),
+            // systemd's seccomp sandboxes (and pre-5.6 kernels) answer openat2 with ENOSYS.
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => self.open_by_walking(relative),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn openat2(&self, path: &CString, resolve: u64) -> io::Result<File> {
         let how = OpenHow {
             flags: (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64,
             mode: 0,
-            resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
+            resolve,
         };
         // SAFETY: valid dirfd, NUL-terminated path, and a correctly sized open_how.
         let fd = unsafe {
             libc::syscall(
                 libc::SYS_openat2,
                 self.fd.as_raw_fd(),
-                c.as_ptr(),
+                path.as_ptr(),
                 &how as *const OpenHow,
                 std::mem::size_of::<OpenHow>(),
             )
         };
-        let file = if fd < 0 {
-            let e = io::Error::last_os_error();
-            // systemd's seccomp sandboxes (and pre-5.6 kernels) answer openat2 with ENOSYS.
-            if e.raw_os_error() != Some(libc::ENOSYS) {
-                return Err(e);
-            }
-            self.open_by_walking(relative)?
-        } else {
-            // SAFETY: the kernel just gave us this descriptor.
-            unsafe { File::from_raw_fd(fd as i32) }
-        };
-        let meta = file.metadata()?;
-        if meta.is_dir() {
-            Ok(Opened::Dir { stamp: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()) })
-        } else if meta.is_file() {
-            Ok(Opened::File { len: meta.len(), mtime: meta.mtime(), file })
-        } else {
-            Err(io::Error::from(io::ErrorKind::NotFound))
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
         }
+        // SAFETY: the kernel just gave us this descriptor.
+        Ok(unsafe { File::from_raw_fd(fd as i32) })
+    }
+
+    /// The folder the root was opened from (for inotify watches, which take paths).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Identity (device, inode) of what `relative` names now, without following a final link.
+    pub fn identity_of(&self, relative: &str) -> io::Result<(u64, u64)> {
+        let c = CString::new(relative).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: an all-zero stat is a valid value for the kernel to overwrite.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid dirfd, NUL-terminated path, stat buffer of the right type.
+        let rc = unsafe { libc::fstatat(self.fd.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((st.st_dev, st.st_ino))
+    }
+}
+
+/// A regular file or a folder; anything else (devices, sockets) is not found.
+pub fn classify(file: File) -> io::Result<Opened> {
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        Ok(Opened::Dir { stamp: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()) })
+    } else if meta.is_file() {
+        Ok(Opened::File { len: meta.len(), mtime: meta.mtime(), file: Arc::new(file) })
+    } else {
+        Err(io::Error::from(io::ErrorKind::NotFound))
     }
 }
 
 impl Root {
     /// RESOLVE_BENEATH by hand: open one component at a time without following links, and
     /// resolve each link ourselves, refusing absolute targets and any `..` above the root.
-    fn open_by_walking(&self, relative: &str) -> io::Result<File> {
+    fn open_by_walking(&self, relative: &str) -> io::Result<(File, bool)> {
         const MAX_LINKS: usize = 40;
         let mut pending: Vec<String> =
             relative.split('/').filter(|c| !c.is_empty() && *c != ".").rev().map(str::to_string).collect();
@@ -123,10 +158,11 @@ impl Root {
                 Err(e) => return Err(e),
             }
         }
-        match stack.pop() {
-            Some(f) => Ok(f),
-            None => openat(self.fd.as_raw_fd(), ".", libc::O_RDONLY | libc::O_CLOEXEC),
-        }
+        let file = match stack.pop() {
+            Some(f) => f,
+            None => openat(self.fd.as_raw_fd(), ".", libc::O_RDONLY | libc::O_CLOEXEC)?,
+        };
+        Ok((file, links == 0))
     }
 }
 
@@ -219,8 +255,10 @@ mod tests {
         let inside = ["a/b/f.txt", "a/link", "a/up-and-back/f.txt", "", "a"];
         let outside = ["a/escape", "abs", "loop", "a/../../secret", "missing"];
         for rel in inside {
-            assert!(root.open_beneath(rel).is_ok(), "openat2 refused {rel}");
-            assert!(root.open_by_walking(rel).is_ok(), "walk refused {rel}");
+            let direct = !rel.contains("link") && !rel.contains("up-and-back");
+            let (_, by_openat2) = root.open_resolving(rel).unwrap_or_else(|e| panic!("openat2 refused {rel}: {e}"));
+            let (_, by_walk) = root.open_by_walking(rel).unwrap_or_else(|e| panic!("walk refused {rel}: {e}"));
+            assert_eq!((by_openat2, by_walk), (direct, direct), "{rel}: crossed no symlink?");
         }
         for rel in outside {
             assert!(root.open_beneath(rel).is_err(), "openat2 allowed {rel}");

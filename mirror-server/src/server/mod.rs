@@ -7,6 +7,7 @@ pub mod acme;
 pub mod cache;
 pub mod cond;
 pub mod conn;
+pub mod filecache;
 pub mod files;
 pub mod http;
 pub mod listing;
@@ -42,6 +43,8 @@ pub struct Limits {
     pub header_timeout: Duration,
     pub max_connections: usize,
     pub shutdown_grace: Duration,
+    /// Open files kept between requests (each holds a descriptor; capped by RLIMIT_NOFILE / 2).
+    pub open_files: usize,
 }
 
 impl Default for Limits {
@@ -51,6 +54,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             max_connections: 20_000,
             shutdown_grace: Duration::from_secs(30),
+            open_files: 16_384,
         }
     }
 }
@@ -196,7 +200,8 @@ fn tls_from_profile(
 
 /// State every connection reads.
 pub struct Shared {
-    pub root: files::Root,
+    /// The mirror root and the open files kept from earlier requests.
+    pub files: filecache::FileCache,
     pub assets: HashMap<String, Vec<u8>>,
     pub listings: cache::ListingCache,
     pub hostname: String,
@@ -244,8 +249,9 @@ struct Lasting {
 fn build_shared(config: &Config, lasting: &Lasting) -> Result<Shared> {
     let root = files::Root::open(&config.root)
         .with_context(|| format!("opening the mirror root {}", config.root.display()))?;
+    let cached = config.limits.open_files.min(open_file_limit() as usize / 2);
     Ok(Shared {
-        root,
+        files: filecache::FileCache::new(root, cached),
         assets: load_assets(&config.assets),
         listings: cache::ListingCache::default(),
         hostname: config.hostname.clone(),
@@ -288,6 +294,25 @@ pub fn set_scavenger(socket: &impl std::os::fd::AsRawFd, ipv6: bool) {
             libc::setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_TCLASS, (&tos as *const libc::c_int).cast(), size);
         }
     }
+}
+
+/// Raises the soft limit on open descriptors to the hard one, as nginx's worker_rlimit_nofile
+/// does (connections and cached files both hold one), and returns the limit in force.
+fn open_file_limit() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
 }
 
 type SharedCell = Arc<std::sync::RwLock<Arc<Shared>>>;

@@ -83,7 +83,7 @@ pub fn handle(shared: &Shared, req: &Request) -> Reply {
     if let Some(asset) = site_asset(shared, &target) {
         return asset;
     }
-    let mut reply = match shared.root.open_beneath(&target.relative_path()) {
+    let mut reply = match shared.files.open(&target.relative_path()) {
         Ok(Opened::File { file, len, mtime }) => {
             if target.trailing_slash {
                 error(shared, 404)
@@ -116,7 +116,7 @@ fn site_asset(shared: &Shared, target: &Target) -> Option<Reply> {
     Some(r)
 }
 
-fn file_reply(req: &Request, target: &Target, file: File, meta: FileMeta) -> Reply {
+fn file_reply(req: &Request, target: &Target, file: Arc<File>, meta: FileMeta) -> Reply {
     let name = target.segments.last().map(String::as_str).unwrap_or("");
     let content_type = mime::content_type(name);
     let conditions = Conditions {
@@ -129,7 +129,6 @@ fn file_reply(req: &Request, target: &Target, file: File, meta: FileMeta) -> Rep
     r.headers.push(("Last-Modified", meta.last_modified()));
     r.headers.push(("ETag", meta.etag()));
     r.headers.push(("Accept-Ranges", "bytes".into()));
-    let file = Arc::new(file);
     match cond::decide(&conditions, &meta) {
         Decision::NotModified => r.status = 304,
         Decision::Full => {
@@ -196,7 +195,7 @@ fn dir_reply(shared: &Shared, req: &Request, target: &Target, stamp: i128) -> Re
     } else {
         format!("{}/index.html", target.relative_path())
     };
-    if let Ok(Opened::File { file, len, mtime }) = shared.root.open_beneath(&index) {
+    if let Ok(Opened::File { file, len, mtime }) = shared.files.open(&index) {
         let mut t = target.clone();
         t.segments.push("index.html".into());
         return file_reply(req, &t, file, FileMeta { len, mtime });
@@ -204,7 +203,7 @@ fn dir_reply(shared: &Shared, req: &Request, target: &Target, stamp: i128) -> Re
     let json = req.wants_json() || target.query_param("format") == Some("json");
     let url_path = target.url_path(true);
     let body = shared.listings.get_or_render(&target.relative_path(), stamp, json, || {
-        let entries = match files::read_entries(&shared.root, &target.relative_path()) {
+        let entries = match files::read_entries(shared.files.root(), &target.relative_path()) {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!(path = %target.relative_path(), error = %e, "cannot list folder");

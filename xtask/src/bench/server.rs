@@ -158,7 +158,8 @@ fn start_mirror_server(tree: &Path, work: &Path) -> Result<Server> {
     let (cert, key) = bench_certificate(work)?;
     let bin = paths::target().join("release/mirror-server");
     use std::os::unix::process::CommandExt;
-    let child = Command::new(&bin)
+    let mut command = Command::new(&bin);
+    command
         .arg("--root")
         .arg(tree)
         .arg("--listen")
@@ -174,9 +175,17 @@ fn start_mirror_server(tree: &Path, work: &Path) -> Result<Server> {
         .arg("--no-scavenger")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
+        .process_group(0);
+    // The appliance's unit gives LimitNOFILE=65536; the open-file cache is sized from it.
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let lim = libc::rlimit { rlim_cur: 65536, rlim_max: 65536 };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        })
+    };
+    let child = command.spawn().with_context(|| format!("starting {}", bin.display()))?;
     wait_port(ports.http)?;
     wait_port(ports.https)?;
     Ok(Server { name: "mirror-server", child, ports })

@@ -341,3 +341,81 @@ fn sighup_reloads_the_site_profile() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(String::from_utf8_lossy(&get(s.port, "/")).contains("New Sponsor"));
 }
+
+/// A FUSE file system (tests/fixtures/slowfs.py) over `source`, mounted at `mountpoint`, whose
+/// first read of each file waits `delay`: page-cache misses that last long enough to see.
+struct SlowDisk {
+    child: std::process::Child,
+    mountpoint: std::path::PathBuf,
+}
+
+impl SlowDisk {
+    fn mount(source: &std::path::Path, mountpoint: &std::path::Path, delay: Duration) -> SlowDisk {
+        std::fs::create_dir_all(mountpoint).unwrap();
+        let child = std::process::Command::new("/usr/bin/python3")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/slowfs.py"))
+            .arg(source)
+            .arg(mountpoint)
+            .arg(delay.as_secs_f64().to_string())
+            .spawn()
+            .expect("python3 runs the slow FUSE file system (needs python3-fusepy and /dev/fuse)");
+        let disk = SlowDisk { child, mountpoint: mountpoint.to_path_buf() };
+        let start = std::time::Instant::now();
+        let mounted = || {
+            std::fs::read_to_string("/proc/mounts")
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == mountpoint.to_str())
+        };
+        while !mounted() {
+            assert!(start.elapsed() < Duration::from_secs(10), "the slow FUSE file system did not mount");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        disk
+    }
+}
+
+impl Drop for SlowDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.mountpoint).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_file_not_in_the_page_cache_stalls_only_its_own_client() {
+    let t = Tree::new();
+    let source = t.dir.path().join("slow-source");
+    std::fs::create_dir_all(&source).unwrap();
+    let big = common::bytes(6 << 20, 21);
+    let small = common::bytes(20_000, 22);
+    std::fs::write(source.join("cold.iso"), &big).unwrap();
+    std::fs::write(source.join("cold.xml"), &small).unwrap();
+    let delay = Duration::from_secs(3);
+    let _disk = SlowDisk::mount(&source, &t.root().join("slow"), delay);
+    // One worker thread: a read that blocked it would stall every other client.
+    let s = t.start(&["--threads", "1"]);
+    let port = s.port;
+    let fetch = move |path: &'static str| {
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let response = get(port, path);
+            (response, started.elapsed())
+        })
+    };
+    let (cold_big, cold_small) = (fetch("/slow/cold.iso"), fetch("/slow/cold.xml"));
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let response = get(port, "/fedora/repodata/repomd.xml");
+        assert_eq!(status_of(&response), 200);
+        assert!(started.elapsed() < delay / 2, "a cached file waited {:?} behind cold reads", started.elapsed());
+    }
+    for (handle, data) in [(cold_big, &big), (cold_small, &small)] {
+        let (response, took) = handle.join().unwrap();
+        assert!(took >= delay, "the slow disk answered in {took:?}: nothing was cold");
+        let body = &response[response.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+        assert!(body == &data[..], "the cold file arrives byte for byte");
+    }
+}

@@ -82,6 +82,8 @@ pub const TESTS: &[Need] = &[
         "libmaxmind-db-writer-perl",
         "perl-MaxMind-DB-Writer",
     ),
+    // A slow FUSE disk for the page-cache-miss test (mirror-server/tests/fixtures/slowfs.py).
+    need("/usr/lib/python3/dist-packages/fusepy.py", "python3-fusepy", "python3-fusepy"),
 ];
 
 fn present(n: &Need) -> bool {

@@ -2,7 +2,6 @@
 //! keep the connection alive when both sides want it. Small bodies are copied into the same
 //! write as the head (one syscall); larger ones go out through the wire (sendfile on plain TCP).
 
-use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +11,7 @@ use tokio::time::timeout;
 
 use super::accesslog::Record;
 use super::http::{self, Method, Parsed, Request};
+use super::pagecache;
 use super::respond::{self, Body, Reply};
 use super::wire::Wire;
 use super::Shared;
@@ -140,7 +140,7 @@ async fn write_reply<W: Wire>(
             Ok(head_len + b.len() as u64)
         }
         Body::File { file, offset, len } if *len <= SMALL_BODY => {
-            read_into(file, *offset, *len, out).await?;
+            pagecache::read_into(file, *offset, *len, out).await?;
             if out.len() > 256 << 10 || !more_pipelined {
                 flush(stream, out).await?;
             }
@@ -157,7 +157,7 @@ async fn write_reply<W: Wire>(
                 out.extend_from_slice(part_head);
                 total += part_head.len() as u64;
                 if *len <= SMALL_BODY {
-                    read_into(file, *offset, *len, out).await?;
+                    pagecache::read_into(file, *offset, *len, out).await?;
                     total += len;
                 } else {
                     stream.send(out, true).await?;
@@ -169,25 +169,6 @@ async fn write_reply<W: Wire>(
             Ok(total + trailer.len() as u64)
         }
     }
-}
-
-/// Appends `len` bytes of `file` at `offset` to `out` (a page-cache miss blocks only this task's
-/// thread briefly; small bodies are metadata-sized and almost always cached).
-async fn read_into(file: &Arc<File>, offset: u64, len: u64, out: &mut Vec<u8>) -> io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let start = out.len();
-    out.resize(start + len as usize, 0);
-    let mut done = 0usize;
-    while done < len as usize {
-        let n = file.read_at(&mut out[start + done..], offset + done as u64)?;
-        if n == 0 {
-            // The file shrank under us (rsync replaced it): stop rather than send garbage.
-            out.truncate(start + done);
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being sent"));
-        }
-        done += n;
-    }
-    Ok(())
 }
 
 async fn flush<W: Wire>(stream: &mut W, out: &mut Vec<u8>) -> io::Result<()> {

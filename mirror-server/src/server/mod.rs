@@ -13,6 +13,7 @@ pub mod http;
 pub mod listing;
 pub mod metrics;
 pub mod mime;
+pub mod pagecache;
 pub mod ratelimit;
 pub mod report;
 pub mod respond;

@@ -11,6 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
+use super::pagecache;
+
 /// One sendfile call sends at most this much, so other connections get their turn.
 const SENDFILE_CHUNK: usize = 4 << 20;
 /// TLS bodies are read in chunks of this size (four full TLS records).
@@ -69,16 +71,22 @@ impl Wire for TcpStream {
         Ok(())
     }
 
-    /// sendfile(2). Before each chunk, a chunk not in the page cache is read ahead on the
-    /// blocking pool, so a cold file stalls only its own client.
+    /// sendfile(2) in chunks; bytes not in the page cache are first read in on the blocking
+    /// pool, so a cold file stalls only its own client.
     async fn send_file(&mut self, file: &Arc<File>, offset: u64, len: u64) -> io::Result<u64> {
-        let sock = self.as_raw_fd();
-        let fd = file.as_raw_fd();
-        let mut off = offset as libc::off_t;
+        let (sock, fd) = (self.as_raw_fd(), file.as_raw_fd());
         let end = offset + len;
+        let mut off = offset as libc::off_t;
+        // Bytes before `warm_until` are known to be cached. The known stretch slides ahead a
+        // chunk at a time, so each byte is checked once and every call may send a full chunk.
+        let mut warm_until = offset;
         while (off as u64) < end {
-            let chunk = ((end - off as u64) as usize).min(SENDFILE_CHUNK);
-            warm_page_cache(file, off as u64, chunk).await;
+            if warm_until < end && warm_until - (off as u64) < SENDFILE_CHUNK as u64 {
+                let ahead = ((end - warm_until) as usize).min(SENDFILE_CHUNK);
+                pagecache::warm(file, warm_until, ahead).await;
+                warm_until += ahead as u64;
+            }
+            let chunk = ((warm_until - off as u64) as usize).min(SENDFILE_CHUNK);
             self.writable().await?;
             let res = self.try_io(Interest::WRITABLE, || {
                 // SAFETY: valid fds; `off` is updated by the kernel.
@@ -90,7 +98,7 @@ impl Wire for TcpStream {
                 }
             });
             match res {
-                Ok(0) => return Err(shrank()),
+                Ok(0) => return Err(pagecache::shrank()),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
@@ -120,19 +128,15 @@ impl Wire for TlsStream<TcpStream> {
     }
 
     async fn send_file(&mut self, file: &Arc<File>, offset: u64, len: u64) -> io::Result<u64> {
-        use std::os::unix::fs::FileExt;
-        let mut buf = vec![0u8; TLS_CHUNK.min(len as usize)];
+        let mut buf = Vec::with_capacity(TLS_CHUNK.min(len as usize));
         let mut at = offset;
         let end = offset + len;
         while at < end {
-            let want = ((end - at) as usize).min(buf.len());
-            warm_page_cache(file, at, want).await;
-            let n = file.read_at(&mut buf[..want], at)?;
-            if n == 0 {
-                return Err(shrank());
-            }
-            self.write_all(&buf[..n]).await?;
-            at += n as u64;
+            let want = (end - at).min(TLS_CHUNK as u64);
+            buf.clear();
+            pagecache::read_into(file, at, want, &mut buf).await?;
+            self.write_all(&buf).await?;
+            at += want;
         }
         self.flush().await?;
         Ok(len)
@@ -145,32 +149,4 @@ impl Wire for TlsStream<TcpStream> {
             _ => Some("TLS"),
         }
     }
-}
-
-fn shrank() -> io::Error {
-    // The file shrank under us (rsync replaced it): stop rather than send garbage.
-    io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being sent")
-}
-
-/// Reads a chunk that is not in the page cache on the blocking pool, so a cold file stalls only
-/// its own client and never the worker thread's other connections.
-async fn warm_page_cache(file: &Arc<File>, offset: u64, len: usize) {
-    if in_page_cache(file.as_raw_fd(), offset) {
-        return;
-    }
-    let f = file.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        // SAFETY: readahead only reads the file into the page cache.
-        unsafe { libc::readahead(f.as_raw_fd(), offset as libc::off_t, len) };
-    })
-    .await;
-}
-
-/// Whether the page at `offset` is cached: a one-byte read that refuses to wait for the disk.
-fn in_page_cache(fd: i32, offset: u64) -> bool {
-    let mut byte = [0u8; 1];
-    let iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
-    // SAFETY: one valid iovec of one byte.
-    let n = unsafe { libc::preadv2(fd, &iov, 1, offset as libc::off_t, libc::RWF_NOWAIT) };
-    n >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN)
 }

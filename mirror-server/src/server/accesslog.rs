@@ -10,20 +10,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::timefmt::format_clf;
+use super::timefmt::push_clf;
 
 /// Above this much unwritten log, lines are dropped (and counted) rather than held in memory.
 const MAX_PENDING: usize = 16 << 20;
 
-pub struct Record {
+pub struct Record<'a> {
     pub client: IpAddr,
     pub time: i64,
-    pub request_line: String,
+    pub request_line: &'a str,
     pub status: u16,
     pub body_bytes: u64,
     pub bytes_sent: u64,
-    pub referer: String,
-    pub user_agent: String,
+    pub referer: &'a str,
+    pub user_agent: &'a str,
     pub duration: Duration,
     pub tls: Option<&'static str>,
 }
@@ -34,38 +34,55 @@ pub fn format_line(r: &Record) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Appends one log line to `out`.
+/// Appends one log line to `out` (built from pieces: this runs for every request).
 pub fn write_line(out: &mut Vec<u8>, r: &Record) {
     let client = match r.client {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(r.client),
         v4 => v4,
     };
-    let _ = writeln!(
-        out,
-        "{client} - - [{}] \"{}\" {} {} \"{}\" \"{}\" {:.3} {} \"{}\"",
-        format_clf(r.time),
-        quote(&r.request_line),
-        r.status,
-        r.body_bytes,
-        quote(if r.referer.is_empty() { "-" } else { &r.referer }),
-        quote(if r.user_agent.is_empty() { "-" } else { &r.user_agent }),
-        r.duration.as_secs_f64(),
-        r.bytes_sent,
-        r.tls.unwrap_or("-"),
-    );
+    let mut number = itoa::Buffer::new();
+    let _ = write!(out, "{client}");
+    out.extend_from_slice(b" - - [");
+    push_clf(out, r.time);
+    out.extend_from_slice(b"] \"");
+    push_quoted(out, r.request_line);
+    out.extend_from_slice(b"\" ");
+    out.extend_from_slice(number.format(r.status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(number.format(r.body_bytes).as_bytes());
+    out.extend_from_slice(b" \"");
+    push_quoted(out, if r.referer.is_empty() { "-" } else { r.referer });
+    out.extend_from_slice(b"\" \"");
+    push_quoted(out, if r.user_agent.is_empty() { "-" } else { r.user_agent });
+    out.extend_from_slice(b"\" ");
+    // Seconds with milliseconds, as nginx's $request_time.
+    let ms = r.duration.as_millis();
+    out.extend_from_slice(number.format(ms / 1000).as_bytes());
+    out.push(b'.');
+    let frac = number.format(1000 + ms % 1000);
+    out.extend_from_slice(&frac.as_bytes()[1..]);
+    out.push(b' ');
+    out.extend_from_slice(number.format(r.bytes_sent).as_bytes());
+    out.extend_from_slice(b" \"");
+    out.extend_from_slice(r.tls.unwrap_or("-").as_bytes());
+    out.extend_from_slice(b"\"\n");
 }
 
-/// Escapes as nginx does: quotes, backslashes and control bytes as \xHH.
-fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+/// Appends `s` escaped as nginx does: quotes, backslashes and control bytes as \xHH.
+fn push_quoted(out: &mut Vec<u8>, s: &str) {
+    let plain = |b: u8| b != b'"' && b != b'\\' && (0x20..0x7f).contains(&b);
+    if s.bytes().all(plain) {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for b in s.bytes() {
-        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
-            out.push_str(&format!("\\x{b:02X}"));
+        if plain(b) {
+            out.push(b);
         } else {
-            out.push(b as char);
+            out.extend_from_slice(&[b'\\', b'x', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
         }
     }
-    out
 }
 
 #[derive(Clone)]
@@ -159,15 +176,15 @@ mod tests {
         let r = Record {
             client: "::ffff:192.0.2.7".parse().unwrap(),
             time: 1_700_000_000,
-            request_line: "GET /fedora/x.rpm HTTP/1.1".into(),
+            request_line: "GET /fedora/x.rpm HTTP/1.1",
             status: 200,
             body_bytes: 1000,
             bytes_sent: 1234,
-            referer: String::new(),
-            user_agent: "dnf/4 \"quoted\"".into(),
+            referer: "",
+            user_agent: "dnf/4 \"quoted\"\u{7f}",
             duration: Duration::from_millis(1500),
             tls: None,
         };
-        assert_eq!(format_line(&r), "192.0.2.7 - - [14/Nov/2023:22:13:20 +0000] \"GET /fedora/x.rpm HTTP/1.1\" 200 1000 \"-\" \"dnf/4 \\x22quoted\\x22\" 1.500 1234 \"-\"\n");
+        assert_eq!(format_line(&r), "192.0.2.7 - - [14/Nov/2023:22:13:20 +0000] \"GET /fedora/x.rpm HTTP/1.1\" 200 1000 \"-\" \"dnf/4 \\x22quoted\\x22\\x7F\" 1.500 1234 \"-\"\n");
     }
 }

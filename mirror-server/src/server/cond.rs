@@ -1,7 +1,7 @@
 //! Conditional requests and byte ranges (RFC 9110 §13, §14), decided from the request headers
 //! and a file's length, mtime and ETag. Pure: the connection code acts on the decision.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 /// Above this many ranges a request gets the whole file (as nginx's max_ranges would).
 const MAX_RANGES: usize = 32;
@@ -19,7 +19,7 @@ impl FileMeta {
     }
 
     pub fn last_modified(&self) -> String {
-        httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(self.mtime.max(0) as u64))
+        super::timefmt::format_http_date(self.mtime)
     }
 }
 
@@ -41,10 +41,10 @@ pub struct Conditions<'a> {
     pub range: Option<&'a str>,
 }
 
-pub fn decide(c: &Conditions, meta: &FileMeta) -> Decision {
-    let etag = meta.etag();
+/// `etag` is `meta.etag()`, which the caller has already made for the reply.
+pub fn decide(c: &Conditions, meta: &FileMeta, etag: &str) -> Decision {
     if let Some(inm) = c.if_none_match {
-        if etag_list_matches(inm, &etag) {
+        if etag_list_matches(inm, etag) {
             return Decision::NotModified;
         }
     } else if let Some(ims) = c.if_modified_since.and_then(parse_date) {
@@ -113,10 +113,6 @@ pub fn parse_ranges(header: &str, len: u64) -> Option<Vec<(u64, u64)>> {
     Some(out)
 }
 
-pub fn now_http_date() -> String {
-    httpdate::fmt_http_date(SystemTime::now())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,7 +120,7 @@ mod tests {
     const META: FileMeta = FileMeta { len: 1000, mtime: 1_700_000_000 };
 
     fn with_range(r: &str) -> Decision {
-        decide(&Conditions { range: Some(r), ..Default::default() }, &META)
+        decide(&Conditions { range: Some(r), ..Default::default() }, &META, &META.etag())
     }
 
     #[test]
@@ -147,15 +143,20 @@ mod tests {
 
     #[test]
     fn conditionals() {
-        let inm = |v| decide(&Conditions { if_none_match: Some(v), ..Default::default() }, &META);
+        let inm = |v| decide(&Conditions { if_none_match: Some(v), ..Default::default() }, &META, &META.etag());
         assert_eq!(inm("\"6553f100-3e8\""), Decision::NotModified);
         assert_eq!(inm("\"x\", W/\"6553f100-3e8\""), Decision::NotModified);
         assert_eq!(inm("\"other\""), Decision::Full);
-        let ims = |v| decide(&Conditions { if_modified_since: Some(v), ..Default::default() }, &META);
+        let ims = |v| decide(&Conditions { if_modified_since: Some(v), ..Default::default() }, &META, &META.etag());
         assert_eq!(ims("Tue, 14 Nov 2023 22:13:20 GMT"), Decision::NotModified);
         assert_eq!(ims("Tue, 14 Nov 2023 22:13:19 GMT"), Decision::Full);
-        let if_range =
-            |v| decide(&Conditions { if_range: Some(v), range: Some("bytes=0-9"), ..Default::default() }, &META);
+        let if_range = |v| {
+            decide(
+                &Conditions { if_range: Some(v), range: Some("bytes=0-9"), ..Default::default() },
+                &META,
+                &META.etag(),
+            )
+        };
         assert_eq!(if_range("\"6553f100-3e8\""), Decision::Partial(vec![(0, 9)]));
         assert_eq!(if_range("\"stale\""), Decision::Full);
         assert_eq!(if_range("Tue, 14 Nov 2023 22:13:20 GMT"), Decision::Partial(vec![(0, 9)]));

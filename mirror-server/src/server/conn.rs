@@ -11,10 +11,10 @@ use tokio::time::timeout;
 
 use super::accesslog::Record;
 use super::http::{self, Method, Parsed, Request};
-use super::pagecache;
 use super::respond::{self, Body, Reply};
 use super::wire::Wire;
 use super::Shared;
+use super::{pagecache, timefmt};
 use crate::telemetry;
 
 /// Bodies up to this size are read into memory and written with the head.
@@ -97,23 +97,26 @@ fn bad_request_stub(buf: &[u8]) -> Request {
 }
 
 fn head_bytes(out: &mut Vec<u8>, req: &Request, reply: &Reply) {
-    use std::io::Write;
-    let version = if req.minor_version == 0 { "HTTP/1.0" } else { "HTTP/1.1" };
-    let _ = write!(
-        out,
-        "{version} {} {}\r\nServer: mirror-server\r\nDate: {}\r\n",
-        reply.status,
-        http::reason(reply.status),
-        super::cond::now_http_date()
-    );
+    let mut number = itoa::Buffer::new();
+    out.extend_from_slice(if req.minor_version == 0 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
+    out.extend_from_slice(number.format(reply.status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(http::reason(reply.status).as_bytes());
+    out.extend_from_slice(b"\r\nServer: mirror-server\r\nDate: ");
+    timefmt::push_http_date(out, timefmt::now_secs());
+    out.extend_from_slice(b"\r\n");
     for (name, value) in &reply.headers {
-        let _ = write!(out, "{name}: {value}\r\n");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     if reply.status != 304 {
-        let _ = write!(out, "Content-Length: {}\r\n", reply.length);
+        out.extend_from_slice(b"Content-Length: ");
+        out.extend_from_slice(number.format(reply.length).as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
-    let conn = if reply.close { "close" } else { "keep-alive" };
-    let _ = write!(out, "Connection: {conn}\r\n\r\n");
+    out.extend_from_slice(if reply.close { b"Connection: close\r\n\r\n" } else { b"Connection: keep-alive\r\n\r\n" });
 }
 
 /// Queues or sends one reply; returns the bytes it puts on the wire (head + body).
@@ -205,12 +208,12 @@ fn account(
     shared.access_log.log(&Record {
         client: peer.ip(),
         time: now,
-        request_line: req.line.clone(),
+        request_line: &req.line,
         status: reply.status,
         body_bytes: body,
         bytes_sent: sent,
-        referer: req.header("referer").unwrap_or("").to_string(),
-        user_agent: req.header("user-agent").unwrap_or("").to_string(),
+        referer: req.header("referer").unwrap_or(""),
+        user_agent: req.header("user-agent").unwrap_or(""),
         duration: started.elapsed(),
         tls,
     });

@@ -2,6 +2,7 @@
 //! site assets, listings, conditionals and ranges. Touches the filesystem only to open and stat;
 //! sending bytes is the connection's job.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::sync::Arc;
 
@@ -29,7 +30,7 @@ pub enum Body {
 
 pub struct Reply {
     pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
     pub body: Body,
     /// Content-Length: the body's size (sent for HEAD too, though the body is not).
     pub length: u64,
@@ -46,9 +47,9 @@ impl Reply {
         Reply { status, headers: Vec::new(), body: Body::Empty, length: 0, close: false, project: None, release: None }
     }
 
-    fn bytes(status: u16, content_type: &str, data: Vec<u8>) -> Reply {
+    fn bytes(status: u16, content_type: &'static str, data: Vec<u8>) -> Reply {
         let mut r = Reply::new(status);
-        r.headers.push(("Content-Type", content_type.to_string()));
+        r.headers.push(("Content-Type", content_type.into()));
         r.length = data.len() as u64;
         r.body = Body::Bytes(data);
         r
@@ -126,10 +127,12 @@ fn file_reply(req: &Request, target: &Target, file: Arc<File>, meta: FileMeta) -
         range: req.header("range"),
     };
     let mut r = Reply::new(200);
-    r.headers.push(("Last-Modified", meta.last_modified()));
-    r.headers.push(("ETag", meta.etag()));
+    let etag = meta.etag();
+    let decision = cond::decide(&conditions, &meta, &etag);
+    r.headers.push(("Last-Modified", meta.last_modified().into()));
+    r.headers.push(("ETag", etag.into()));
     r.headers.push(("Accept-Ranges", "bytes".into()));
-    match cond::decide(&conditions, &meta) {
+    match decision {
         Decision::NotModified => r.status = 304,
         Decision::Full => {
             r.headers.push(("Content-Type", content_type.into()));
@@ -140,7 +143,7 @@ fn file_reply(req: &Request, target: &Target, file: Arc<File>, meta: FileMeta) -
             let (a, b) = ranges[0];
             r.status = 206;
             r.headers.push(("Content-Type", content_type.into()));
-            r.headers.push(("Content-Range", format!("bytes {a}-{b}/{}", meta.len)));
+            r.headers.push(("Content-Range", format!("bytes {a}-{b}/{}", meta.len).into()));
             r.length = b - a + 1;
             r.body = Body::File { file, offset: a, len: b - a + 1 };
         }
@@ -158,14 +161,14 @@ fn file_reply(req: &Request, target: &Target, file: Arc<File>, meta: FileMeta) -
                 .collect();
             let trailer = format!("\r\n--{boundary}--\r\n").into_bytes();
             r.status = 206;
-            r.headers.push(("Content-Type", format!("multipart/byteranges; boundary={boundary}")));
+            r.headers.push(("Content-Type", format!("multipart/byteranges; boundary={boundary}").into()));
             r.length = parts.iter().map(|(h, _, l)| h.len() as u64 + l).sum::<u64>() + trailer.len() as u64;
             r.body = Body::Multipart { file, parts, trailer };
         }
         Decision::Unsatisfiable => {
             r.status = 416;
             r.headers.retain(|(n, _)| *n != "ETag" && *n != "Last-Modified");
-            r.headers.push(("Content-Range", format!("bytes */{}", meta.len)));
+            r.headers.push(("Content-Range", format!("bytes */{}", meta.len).into()));
             r.headers.push(("Content-Type", "text/plain; charset=utf-8".into()));
             let text = b"416 Range Not Satisfiable\n".to_vec();
             r.length = text.len() as u64;
@@ -187,7 +190,7 @@ fn dir_reply(shared: &Shared, req: &Request, target: &Target, stamp: i128) -> Re
             "text/html; charset=utf-8",
             format!("<a href=\"{}\">moved here</a>\n", listing::escape(&location)).into_bytes(),
         );
-        r.headers.push(("Location", location));
+        r.headers.push(("Location", location.into()));
         return r;
     }
     let index = if target.segments.is_empty() {

@@ -32,6 +32,9 @@ impl Tree {
         std::fs::create_dir_all(&assets).unwrap();
         std::fs::write(assets.join("robots.txt"), b"User-agent: *\nDisallow: /\n").unwrap();
         std::fs::write(assets.join("404.html"), b"<h1>nothing here</h1>\n").unwrap();
+        std::fs::write(assets.join("favicon.ico"), b"\0\0\x01\0icon").unwrap();
+        std::fs::create_dir_all(root.join("fedora/site")).unwrap();
+        std::fs::write(root.join("fedora/site/index.html"), b"<p>the project's own page</p>\n").unwrap();
         Tree { dir }
     }
 
@@ -204,7 +207,11 @@ fn listings_html_and_json() {
     let body = &json[json.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
     let v: serde_json::Value = serde_json::from_slice(body).unwrap();
     let names: Vec<&str> = v["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
-    assert_eq!(names, vec!["a.rpm", "alias.xml", "repodata"]);
+    assert_eq!(names, vec!["a.rpm", "alias.xml", "repodata", "site"]);
+    let index = String::from_utf8_lossy(&get(s.port, "/fedora/site/")).into_owned();
+    assert!(index.contains("the project's own page") && !index.contains("Index of"), "index.html wins: {index}");
+    let icon = get(s.port, "/favicon.ico");
+    assert!(icon.ends_with(b"\0\0\x01\0icon"), "favicon.ico from the site assets");
     let q = get(s.port, "/space%20dir/?format=json");
     assert_eq!(status_of(&q), 200);
     assert!(String::from_utf8_lossy(&q).contains("\"entries\":[]"));
@@ -266,6 +273,24 @@ fn rate_limited_prefixes_get_429_after_their_burst() {
     let statuses: Vec<u16> = (0..8).map(|_| status_of(&get(s.port, "/fedora/repodata/repomd.xml"))).collect();
     assert_eq!(&statuses[..5], &[200; 5]);
     assert!(statuses[5..].iter().all(|&c| c == 429), "{statuses:?}");
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let t = Tree::new();
+    let s = t.start(&["--idle-timeout", "1"]);
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..2 {
+        c.write_all(b"GET /fedora/repodata/repomd.xml HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let n = c.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK"), "kept alive between requests");
+    }
+    let idle = std::time::Instant::now();
+    assert_eq!(c.read(&mut buf).unwrap_or(0), 0, "the server closes the idle connection");
+    let waited = idle.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "closed after {waited:?}");
 }
 
 #[test]

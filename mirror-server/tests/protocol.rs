@@ -408,6 +408,11 @@ impl Drop for SlowDisk {
     }
 }
 
+/// The value of a metric line `name value` in Prometheus text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 #[test]
 fn a_file_not_in_the_page_cache_stalls_only_its_own_client() {
     let t = Tree::new();
@@ -443,4 +448,28 @@ fn a_file_not_in_the_page_cache_stalls_only_its_own_client() {
         let body = &response[response.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
         assert!(body == &data[..], "the cold file arrives byte for byte");
     }
+}
+
+#[test]
+fn files_on_network_or_fuse_file_systems_are_never_kept_open() {
+    // Such files change without inotify seeing it (another host writes to NFS).
+    let t = Tree::new();
+    let source = t.dir.path().join("remote-source");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("remote.txt"), b"first!").unwrap();
+    let _disk = SlowDisk::mount(&source, &t.root().join("remote"), Duration::ZERO);
+    let metrics = format!("127.0.0.1:{}", common::free_port());
+    let s = t.start(&["--metrics-listen", &metrics]);
+    let port = s.port;
+    let body = |path: &str| {
+        let r = get(port, path);
+        r[r.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..].to_vec()
+    };
+    assert_eq!(body("/fedora/repodata/repomd.xml"), b"<?xml version=\"1.0\"?><repomd/>\n");
+    assert_eq!(body("/remote/remote.txt"), b"first!");
+    std::fs::write(source.join("remote.txt"), b"second").unwrap();
+    assert_eq!(body("/remote/remote.txt"), b"second", "a file changed behind the file system's back");
+    let port = metrics.rsplit(':').next().unwrap().parse().unwrap();
+    let text = String::from_utf8_lossy(&get(port, "/metrics")).into_owned();
+    assert_eq!(metric(&text, "micromirror_open_files_cached"), Some(1.0), "only the local file: {text}");
 }

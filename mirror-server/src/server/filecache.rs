@@ -3,7 +3,9 @@
 //! every folder on a cached path is watched, and the change events waiting in the kernel are
 //! applied under the cache's lock before every lookup, so a request that starts after rsync
 //! renamed a file into place never gets the old one. Paths that cross a symlink are never
-//! cached (the folders a link leads to are not on the path, so nothing would watch them).
+//! cached (the folders a link leads to are not on the path, so nothing would watch them), nor
+//! are files on network or FUSE file systems, which change without this kernel seeing it.
+//! Mounting something over a folder inside the tree is not an event: reload (SIGHUP) then.
 //!
 //! Written by hand: cache crates bound their entries, but none ties each entry to inotify
 //! watches on its folders and keeps the watch set to exactly the folders in use.
@@ -141,6 +143,9 @@ impl FileCache {
     /// folders were watched, so once they are, the path must still name the same file; any
     /// change after that is an event, and an insert that saw one is dropped.
     fn remember(&self, relative: &str, file: &Arc<File>) {
+        if !on_local_disk(file) {
+            return;
+        }
         let Some(ticket) = self.lock().and_then(|mut s| s.watch(&self.root, relative)) else { return };
         let meta = file
             .metadata()
@@ -154,6 +159,29 @@ impl FileCache {
             _ => state.release(&ticket.folders),
         }
     }
+}
+
+/// Whether `file` lives on a file system that only this kernel changes, so inotify sees every
+/// change (ext4, XFS, btrfs, tmpfs, f2fs, ZFS, bcachefs). NFS, CIFS and FUSE are changed by
+/// other hosts or processes behind its back.
+fn on_local_disk(file: &File) -> bool {
+    const ZFS: libc::c_long = 0x2FC1_2FC1;
+    // SAFETY: an all-zero statfs is a valid value for the kernel to overwrite.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: fstatfs on our open file into a correctly typed buffer.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } != 0 {
+        return false;
+    }
+    [
+        libc::EXT4_SUPER_MAGIC,
+        libc::XFS_SUPER_MAGIC,
+        libc::BTRFS_SUPER_MAGIC,
+        libc::TMPFS_MAGIC,
+        libc::F2FS_SUPER_MAGIC,
+        libc::BCACHEFS_SUPER_MAGIC,
+        ZFS,
+    ]
+    .contains(&st.f_type)
 }
 
 /// The folders a path passes through: "a/b/c" → "", "a", "a/b".

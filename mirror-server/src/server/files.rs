@@ -42,7 +42,9 @@ impl Root {
         if !dir.metadata()?.is_dir() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a folder", path.display())));
         }
-        Ok(Root { fd: OwnedFd::from(dir), path: path.to_path_buf() })
+        // Without links: inotify watches are taken by path, and must land on these folders.
+        let path = std::fs::canonicalize(path)?;
+        Ok(Root { fd: OwnedFd::from(dir), path })
     }
 
     /// Opens `relative` (no leading slash; "" is the root itself) without leaving the root.

@@ -414,7 +414,7 @@ pub fn run(config: Config, threads: usize, reload: impl Fn() -> Result<Config> +
         if let Some(addr) = config.metrics_listen {
             let l = bind(addr, false)?;
             tracing::info!(%addr, "metrics");
-            tokio::spawn(serve_metrics(l, lasting.clone(), config.status_dir.clone()));
+            tokio::spawn(serve_metrics(l, lasting.clone(), shared.clone(), config.status_dir.clone()));
         }
         match config.tls.as_ref().map(|t| &t.source) {
             Some(CertSource::Files { cert, key }) => {
@@ -512,21 +512,21 @@ async fn accept_loop(
 }
 
 /// The metrics listener: Prometheus text at any path. Never on the public port.
-async fn serve_metrics(listener: TcpListener, lasting: Lasting, status_dir: PathBuf) {
+async fn serve_metrics(listener: TcpListener, lasting: Lasting, shared: SharedCell, status_dir: PathBuf) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
         };
-        let lasting = lasting.clone();
-        let status_dir = status_dir.clone();
+        let (lasting, shared, status_dir) = (lasting.clone(), shared.clone(), status_dir.clone());
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
             let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
             let on_disk = tokio::task::spawn_blocking(move || metrics::disk_usage_from_status(&status_dir))
                 .await
                 .unwrap_or_default();
-            let body = metrics_text(&lasting, &on_disk);
+            let open_files = shared.read().map_or(0, |s| s.files.len());
+            let body = metrics_text(&lasting, &on_disk, open_files);
             let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
             let _ = stream.write_all(head.as_bytes()).await;
             let _ = stream.write_all(body.as_bytes()).await;
@@ -564,9 +564,14 @@ fn reload_cert_files(config: &Config, lasting: &Lasting) {
     }
 }
 
-fn metrics_text(lasting: &Lasting, on_disk: &std::collections::BTreeMap<String, u64>) -> String {
+fn metrics_text(lasting: &Lasting, on_disk: &std::collections::BTreeMap<String, u64>, open_files: usize) -> String {
     use std::fmt::Write;
     let mut body = lasting.metrics.prometheus(on_disk);
+    let _ = write!(
+        body,
+        "# HELP micromirror_open_files_cached Files kept open between requests (local file systems only).\n\
+         # TYPE micromirror_open_files_cached gauge\nmicromirror_open_files_cached {open_files}\n"
+    );
     let _ = write!(
         body,
         "# TYPE micromirror_access_log_dropped_total counter\nmicromirror_access_log_dropped_total {}\n",

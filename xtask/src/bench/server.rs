@@ -379,7 +379,38 @@ type Measure = Box<dyn Fn(Ports, u64) -> Result<(f64, f64, f64)>>;
 
 struct Workload {
     name: &'static str,
+    /// One stream: the server runs on CPU 0 and the client on CPU 1. Unpinned, the figure
+    /// mostly says where the scheduler put the two (±20 % from run to run).
+    pinned: bool,
     run: Measure,
+}
+
+/// Restricts every thread of the given processes to one CPU.
+fn pin_processes(pids: &[i32], cpu: usize) {
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for task in tasks.flatten() {
+            if let Ok(tid) = task.file_name().to_string_lossy().parse::<i32>() {
+                set_affinity(tid, Some(cpu));
+            }
+        }
+    }
+}
+
+/// One CPU, or all of them (None), for a thread (0: the calling one). Threads and processes it
+/// starts afterwards inherit the setting.
+fn set_affinity(tid: i32, cpu: Option<usize>) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity take valid pointers.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for c in 0..cpus {
+            if cpu.is_none_or(|only| only == c) {
+                libc::CPU_SET(c, &mut set);
+            }
+        }
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
 }
 
 fn http(p: Ports, path: &str) -> String {
@@ -393,25 +424,49 @@ fn https(p: Ports, path: &str) -> String {
 fn workloads() -> Result<Vec<Workload>> {
     let throughput = |m: f64| (0.0, m, 0.0);
     Ok(vec![
-        Workload { name: "4 KiB file, 64 conns", run: Box::new(|p, s| wrk(&http(p, "/small.bin"), 64, s)) },
-        Workload { name: "1 MiB file, 16 conns", run: Box::new(|p, s| wrk(&http(p, "/medium.bin"), 16, s)) },
+        Workload {
+            name: "4 KiB file, 64 conns",
+            pinned: false,
+            run: Box::new(|p, s| wrk(&http(p, "/small.bin"), 64, s)),
+        },
+        Workload {
+            name: "1 MiB file, 16 conns",
+            pinned: false,
+            run: Box::new(|p, s| wrk(&http(p, "/medium.bin"), 16, s)),
+        },
         Workload {
             name: "1 GiB file, 1 conn",
+            pinned: true,
             run: Box::new(move |p, s| big_reads(p.http, "/big.iso", 1, s).map(throughput)),
         },
         Workload {
             name: "1 GiB file, 16 conns",
+            pinned: false,
             run: Box::new(move |p, s| big_reads(p.http, "/big.iso", 16, s).map(throughput)),
         },
-        Workload { name: "listing, 5000 entries, 16 conns", run: Box::new(|p, s| wrk(&http(p, "/listing/"), 16, s)) },
-        Workload { name: "HEAD over 10,000 files, 64 conns", run: Box::new(|p, s| heads(p.http, 64, s)) },
-        Workload { name: "HTTPS 4 KiB file, 64 conns", run: Box::new(|p, s| wrk(&https(p, "/small.bin"), 64, s)) },
+        Workload {
+            name: "listing, 5000 entries, 16 conns",
+            pinned: false,
+            run: Box::new(|p, s| wrk(&http(p, "/listing/"), 16, s)),
+        },
+        Workload {
+            name: "HEAD over 10,000 files, 64 conns",
+            pinned: false,
+            run: Box::new(|p, s| heads(p.http, 64, s)),
+        },
+        Workload {
+            name: "HTTPS 4 KiB file, 64 conns",
+            pinned: false,
+            run: Box::new(|p, s| wrk(&https(p, "/small.bin"), 64, s)),
+        },
         Workload {
             name: "HTTPS 1 GiB file, 1 conn",
+            pinned: true,
             run: Box::new(move |p, s| curl_reads(&https(p, "/big.iso"), 1, s).map(throughput)),
         },
         Workload {
             name: "HTTPS 1 GiB file, 16 conns",
+            pinned: false,
             run: Box::new(move |p, s| curl_reads(&https(p, "/big.iso"), 16, s).map(throughput)),
         },
     ])
@@ -438,9 +493,16 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
             for (i, which) in [0usize, 1].iter().enumerate() {
                 let server = if *which == 0 { start_nginx(&tree, &work)? } else { start_mirror_server(&tree, &work)? };
                 let pids = server.pids();
+                let pinned = w.pinned && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+                if pinned {
+                    pin_processes(&pids, 0);
+                    set_affinity(0, Some(1));
+                }
                 let cpu0 = proc_cpu_seconds(&pids);
                 let m0 = machine_cpu_seconds();
-                let (rps, mbps, p99) = (w.run)(server.ports, opts.seconds)?;
+                let measured = (w.run)(server.ports, opts.seconds);
+                set_affinity(0, None);
+                let (rps, mbps, p99) = measured?;
                 let cpu = proc_cpu_seconds(&server.pids()) - cpu0;
                 let machine = machine_cpu_seconds() - m0;
                 let gb = mbps * opts.seconds as f64 / 1000.0;

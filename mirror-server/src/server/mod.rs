@@ -298,7 +298,9 @@ pub fn set_scavenger(socket: &impl std::os::fd::AsRawFd, ipv6: bool) {
 }
 
 /// Raises the soft limit on open descriptors to the hard one, as nginx's worker_rlimit_nofile
-/// does (connections and cached files both hold one), and returns the limit in force.
+/// does (connections and cached files both hold one), and returns the limit in force. The unit
+/// sets both to 65536, so on the box nothing changes; elsewhere glibc raises it with the
+/// prlimit64 syscall, which the unit's filter (~@resources lists setrlimit) would allow.
 fn open_file_limit() -> u64 {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit with a valid rlimit struct.

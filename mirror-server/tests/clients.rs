@@ -105,7 +105,24 @@ fn files_rsync_replaces_or_deletes_are_served_new_on_the_next_request() {
         assert_eq!(curl(&[&url]), version, "round {round}: the file rsync just put in place");
         assert_eq!(curl(&[&url]), version, "round {round}: asked again");
     }
-    std::fs::remove_file(upstream.join("repodata/repomd.xml")).unwrap();
+    // Without any further request, the replaced versions are closed (their space freed).
+    let deleted_open = || {
+        std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
+            .unwrap()
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter(|target| target.to_string_lossy().ends_with(" (deleted)"))
+            .count()
+    };
+    let replaced = upstream.join("repodata/repomd.xml");
+    std::fs::write(&replaced, b"one more version").unwrap();
+    sync();
+    let start = std::time::Instant::now();
+    while deleted_open() > 0 {
+        assert!(start.elapsed() < std::time::Duration::from_secs(5), "mirror-server keeps replaced files open");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::fs::remove_file(&replaced).unwrap();
     sync();
     let code = curl(&["-o", "/dev/null", "-w", "%{http_code}", &url]);
     assert_eq!(String::from_utf8_lossy(&code), "404", "a file rsync deleted is gone at once");

@@ -123,6 +123,18 @@ impl FileCache {
         Ok(opened)
     }
 
+    /// Applies the changes the kernel reported so far: closes files replaced or deleted since.
+    pub fn apply_changes(&self) {
+        drop(self.lock());
+    }
+
+    /// Closes every cached file.
+    pub fn clear(&self) {
+        if let Some(mut state) = self.lock() {
+            state.forget_under("");
+        }
+    }
+
     /// Open files held now (for tests and metrics).
     pub fn len(&self) -> usize {
         self.lock().map_or(0, |s| s.entries.len())

@@ -433,13 +433,19 @@ pub fn run(config: Config, threads: usize, reload: impl Fn() -> Result<Config> +
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut save_tick = tokio::time::interval(Duration::from_secs(60));
+        // Requests apply file changes as they come; this closes replaced and deleted files
+        // (freeing their disk space) on a box without traffic too.
+        let mut changes_tick = tokio::time::interval(Duration::from_secs(1));
         let counters = config.counters_file();
         loop {
             tokio::select! {
                 _ = save_tick.tick() => save_counters(&counters, &lasting.metrics.today()),
+                _ = changes_tick.tick() => if let Ok(s) = shared.read() { s.files.apply_changes() },
                 _ = hup.recv() => match reload().and_then(|c| { reload_cert_files(&c, &lasting); build_shared(&c, &lasting) }) {
                     Ok(new) => {
                         if let Ok(mut cell) = shared.write() {
+                            // Connections still on the old configuration open their files anew.
+                            cell.files.clear();
                             *cell = Arc::new(new);
                         }
                         tracing::info!("configuration reloaded");

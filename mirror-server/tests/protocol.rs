@@ -414,7 +414,7 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 }
 
 #[test]
-fn a_file_not_in_the_page_cache_stalls_only_its_own_client() {
+fn a_file_or_folder_not_in_the_cache_stalls_only_its_own_client() {
     let t = Tree::new();
     let source = t.dir.path().join("slow-source");
     std::fs::create_dir_all(&source).unwrap();
@@ -422,6 +422,8 @@ fn a_file_not_in_the_page_cache_stalls_only_its_own_client() {
     let small = common::bytes(20_000, 22);
     std::fs::write(source.join("cold.iso"), &big).unwrap();
     std::fs::write(source.join("cold.xml"), &small).unwrap();
+    std::fs::create_dir_all(source.join("cold-folder")).unwrap();
+    std::fs::write(source.join("cold-folder/package-1.0.rpm"), b"rpm").unwrap();
     let delay = Duration::from_secs(3);
     let _disk = SlowDisk::mount(&source, &t.root().join("slow"), delay);
     // One worker thread: a read that blocked it would stall every other client.
@@ -435,6 +437,7 @@ fn a_file_not_in_the_page_cache_stalls_only_its_own_client() {
         })
     };
     let (cold_big, cold_small) = (fetch("/slow/cold.iso"), fetch("/slow/cold.xml"));
+    let cold_listing = fetch("/slow/cold-folder/");
     std::thread::sleep(Duration::from_millis(300));
     for _ in 0..5 {
         let started = std::time::Instant::now();
@@ -448,6 +451,9 @@ fn a_file_not_in_the_page_cache_stalls_only_its_own_client() {
         let body = &response[response.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
         assert!(body == &data[..], "the cold file arrives byte for byte");
     }
+    let (listing, took) = cold_listing.join().unwrap();
+    assert!(took >= delay, "the folder was read in {took:?}: nothing was cold");
+    assert!(String::from_utf8_lossy(&listing).contains(">package-1.0.rpm</a>"), "the cold folder is listed");
 }
 
 #[test]

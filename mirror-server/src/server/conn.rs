@@ -32,7 +32,8 @@ pub async fn serve<W: Wire>(mut stream: W, peer: SocketAddr, shared: Arc<Shared>
                     inbuf.drain(..used);
                     let started = Instant::now();
                     let allowed = shared.limiter.allow(peer.ip());
-                    let mut reply = if allowed { respond::handle(&shared, &req) } else { respond::error(&shared, 429) };
+                    let reply = if allowed { respond::handle(&shared, &req) } else { respond::error(&shared, 429) };
+                    let mut reply = respond::finish(&shared, reply).await;
                     let keep = req.keep_alive() && !reply.close && !*shutdown.borrow();
                     reply.close = !keep;
                     let sent = match write_reply(&mut stream, &mut out, &req, &reply, !inbuf.is_empty()).await {
@@ -135,6 +136,8 @@ async fn write_reply<W: Wire>(
     }
     match &reply.body {
         Body::Empty => Ok(head_len),
+        // `respond::finish` renders every listing before a reply is written.
+        Body::Listing(_) => Err(io::Error::other("a listing reached the writer unrendered")),
         Body::Bytes(b) => {
             out.extend_from_slice(b);
             if out.len() > 256 << 10 || !more_pipelined {

@@ -203,7 +203,7 @@ fn tls_from_profile(
 pub struct Shared {
     /// The mirror root and the open files kept from earlier requests.
     pub files: filecache::FileCache,
-    pub assets: HashMap<String, Vec<u8>>,
+    pub assets: HashMap<String, Arc<[u8]>>,
     pub listings: cache::ListingCache,
     pub hostname: String,
     pub sponsor_name: String,
@@ -225,11 +225,11 @@ impl Shared {
 }
 
 /// Reads the asset files (favicon.ico, robots.txt, listing.css, 404.html) into memory.
-pub fn load_assets(dirs: &[PathBuf]) -> HashMap<String, Vec<u8>> {
+pub fn load_assets(dirs: &[PathBuf]) -> HashMap<String, Arc<[u8]>> {
     let mut out = HashMap::new();
     for name in ["favicon.ico", "robots.txt", "listing.css", "404.html"] {
         if let Some(data) = dirs.iter().find_map(|d| std::fs::read(d.join(name)).ok()) {
-            out.insert(name.to_string(), data);
+            out.insert(name.to_string(), Arc::from(data));
         }
     }
     out

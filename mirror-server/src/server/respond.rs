@@ -1,6 +1,7 @@
 //! From a parsed request to a reply: method check, path resolution under the root, redirects,
 //! site assets, listings, conditionals and ranges. Touches the filesystem only to open and stat;
-//! sending bytes is the connection's job.
+//! a folder listing is only described here (`Body::Listing`) and rendered off the worker
+//! threads by `finish`; sending bytes is the connection's job.
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -14,7 +15,10 @@ use super::{acme, listing, mime, Shared};
 
 pub enum Body {
     Empty,
-    Bytes(Vec<u8>),
+    /// Shared, so cached listings and assets are not copied per request.
+    Bytes(Arc<[u8]>),
+    /// A folder listing still to render (see `finish`).
+    Listing(ListingJob),
     File {
         file: Arc<File>,
         offset: u64,
@@ -47,7 +51,8 @@ impl Reply {
         Reply { status, headers: Vec::new(), body: Body::Empty, length: 0, close: false, project: None, release: None }
     }
 
-    fn bytes(status: u16, content_type: &'static str, data: Vec<u8>) -> Reply {
+    fn bytes(status: u16, content_type: &'static str, data: impl Into<Arc<[u8]>>) -> Reply {
+        let data = data.into();
         let mut r = Reply::new(status);
         r.headers.push(("Content-Type", content_type.into()));
         r.length = data.len() as u64;
@@ -56,11 +61,22 @@ impl Reply {
     }
 }
 
+/// A folder to list: what `finish` needs to render it on the blocking pool.
+pub struct ListingJob {
+    /// Under the root, no leading slash.
+    path: String,
+    /// As shown in the listing, with the trailing slash.
+    url_path: String,
+    json: bool,
+    /// The folder's mtime: the cached render of this version is reused.
+    stamp: i128,
+}
+
 /// The reply for an error status, with the site's 404 page where there is one.
 pub fn error(shared: &Shared, status: u16) -> Reply {
     if status == 404 {
         if let Some(page) = shared.assets.get("404.html") {
-            return Reply::bytes(404, "text/html; charset=utf-8", page.to_vec());
+            return Reply::bytes(404, "text/html; charset=utf-8", page.clone());
         }
     }
     let text = format!("{status} {}\n", super::http::reason(status));
@@ -112,7 +128,7 @@ fn site_asset(shared: &Shared, target: &Target) -> Option<Reply> {
         _ => return None,
     };
     let data = shared.assets.get(name)?;
-    let mut r = Reply::bytes(200, mime::content_type(name), data.to_vec());
+    let mut r = Reply::bytes(200, mime::content_type(name), data.clone());
     r.headers.push(("Cache-Control", "max-age=3600".into()));
     Some(r)
 }
@@ -170,9 +186,9 @@ fn file_reply(req: &Request, target: &Target, file: Arc<File>, meta: FileMeta) -
             r.headers.retain(|(n, _)| *n != "ETag" && *n != "Last-Modified");
             r.headers.push(("Content-Range", format!("bytes */{}", meta.len).into()));
             r.headers.push(("Content-Type", "text/plain; charset=utf-8".into()));
-            let text = b"416 Range Not Satisfiable\n".to_vec();
+            let text: &[u8] = b"416 Range Not Satisfiable\n";
             r.length = text.len() as u64;
-            r.body = Body::Bytes(text);
+            r.body = Body::Bytes(text.into());
         }
     }
     r
@@ -204,28 +220,38 @@ fn dir_reply(shared: &Shared, req: &Request, target: &Target, stamp: i128) -> Re
         return file_reply(req, &t, file, FileMeta { len, mtime });
     }
     let json = req.wants_json() || target.query_param("format") == Some("json");
-    let url_path = target.url_path(true);
-    let body = shared.listings.get_or_render(&target.relative_path(), stamp, json, || {
-        let entries = match files::read_entries(shared.files.root(), &target.relative_path()) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(path = %target.relative_path(), error = %e, "cannot list folder");
-                return None;
-            }
-        };
-        Some(if json {
-            listing::json(&url_path, &entries)
-        } else {
-            listing::html(&shared.site_view(), &url_path, &entries)
-        })
-    });
-    match body {
-        Some(text) => {
-            let content_type = if json { "application/json" } else { "text/html; charset=utf-8" };
-            let mut r = Reply::bytes(200, content_type, text.as_bytes().to_vec());
-            r.headers.push(("Vary", "Accept".into()));
-            r
+    let mut r = Reply::new(200);
+    r.headers.push(("Content-Type", if json { "application/json" } else { "text/html; charset=utf-8" }.into()));
+    r.headers.push(("Vary", "Accept".into()));
+    r.body = Body::Listing(ListingJob { path: target.relative_path(), url_path: target.url_path(true), json, stamp });
+    r
+}
+
+/// Completes a reply that `handle` left unfinished: renders a folder listing (once per folder
+/// version, on the blocking pool, however many clients ask) or answers 404 when the folder
+/// cannot be read. Other replies pass unchanged.
+pub async fn finish(shared: &Arc<Shared>, reply: Reply) -> Reply {
+    let Body::Listing(job) = &reply.body else { return reply };
+    let render = {
+        let (shared, path, url_path, json) = (shared.clone(), job.path.clone(), job.url_path.clone(), job.json);
+        move || {
+            let entries = match files::read_entries(shared.files.root(), &path) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(path, error = %e, "cannot list folder");
+                    return None;
+                }
+            };
+            let text = if json {
+                listing::json(&url_path, &entries)
+            } else {
+                listing::html(&shared.site_view(), &url_path, &entries)
+            };
+            Some(text.into_bytes())
         }
-        None => error(shared, 404),
+    };
+    match shared.listings.get_or_render(&job.path, job.stamp, job.json, render).await {
+        Some(text) => Reply { length: text.len() as u64, body: Body::Bytes(text), ..reply },
+        None => Reply { project: reply.project, release: reply.release, ..error(shared, 404) },
     }
 }

@@ -20,7 +20,7 @@ const PROBE_STRIDE: u64 = 1 << 20;
 /// Whether `[offset, offset + len)` of `file` is in the page cache: one-byte RWF_NOWAIT reads
 /// every PROBE_STRIDE and at the end (about 1 µs each, where mincore(2) over 4 MiB takes some
 /// 80 µs); file systems that refuse RWF_NOWAIT are asked with mincore.
-pub fn resident(file: &File, offset: u64, len: usize) -> bool {
+fn resident(file: &File, offset: u64, len: usize) -> bool {
     let end = offset + len as u64;
     let mut at = offset;
     while at < end {

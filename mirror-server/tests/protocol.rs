@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{raw, status_of, Server};
+use common::{body_of, raw, status_of, Server};
 
 struct Tree {
     dir: tempfile::TempDir,
@@ -204,7 +204,7 @@ fn listings_html_and_json() {
         b"GET /fedora/ HTTP/1.1\r\nHost: t\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
         Duration::from_secs(5),
     );
-    let body = &json[json.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+    let body = body_of(&json);
     let v: serde_json::Value = serde_json::from_slice(body).unwrap();
     let names: Vec<&str> = v["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
     assert_eq!(names, vec!["a.rpm", "alias.xml", "repodata", "site"]);
@@ -448,7 +448,7 @@ fn a_file_or_folder_not_in_the_cache_stalls_only_its_own_client() {
     for (handle, data) in [(cold_big, &big), (cold_small, &small)] {
         let (response, took) = handle.join().unwrap();
         assert!(took >= delay, "the slow disk answered in {took:?}: nothing was cold");
-        let body = &response[response.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+        let body = body_of(&response);
         assert!(body == &data[..], "the cold file arrives byte for byte");
     }
     let (listing, took) = cold_listing.join().unwrap();
@@ -469,7 +469,7 @@ fn files_on_network_or_fuse_file_systems_are_never_kept_open() {
     let port = s.port;
     let body = |path: &str| {
         let r = get(port, path);
-        r[r.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..].to_vec()
+        body_of(&r).to_vec()
     };
     assert_eq!(body("/fedora/repodata/repomd.xml"), b"<?xml version=\"1.0\"?><repomd/>\n");
     assert_eq!(body("/remote/remote.txt"), b"first!");

@@ -79,6 +79,12 @@ struct Ticket {
     changes: u64,
 }
 
+impl Ticket {
+    fn folders(&self) -> impl Iterator<Item = &str> {
+        self.folders.iter().map(|f| &**f)
+    }
+}
+
 impl FileCache {
     /// `capacity`: open files kept at most (each holds a descriptor).
     pub fn new(root: Root, capacity: usize) -> FileCache {
@@ -168,7 +174,7 @@ impl FileCache {
             Some(meta) if state.unchanged(&ticket) => {
                 state.insert(relative, file.clone(), meta.len(), meta.mtime(), ticket, self.capacity)
             }
-            _ => state.release(&ticket.folders),
+            _ => state.release(ticket.folders()),
         }
     }
 }
@@ -282,7 +288,7 @@ impl State {
                         f.watch = Some(wd);
                     }
                     _ => {
-                        self.release(&ticket.folders);
+                        self.release(ticket.folders());
                         return None;
                     }
                 }
@@ -306,7 +312,7 @@ impl State {
     fn insert(&mut self, relative: &str, file: Arc<File>, len: u64, mtime: i64, ticket: Ticket, capacity: usize) {
         if self.entries.contains_key(relative) {
             // Another request cached it meanwhile; its watches stand for both.
-            self.release(&ticket.folders);
+            self.release(ticket.folders());
             return;
         }
         while self.entries.len() >= capacity && !self.keys.is_empty() {
@@ -329,8 +335,7 @@ impl State {
                 e.at = entry.at;
             }
         }
-        let folders: Vec<Arc<str>> = folders_of(path).map(Arc::from).collect();
-        self.release(&folders);
+        self.release(folders_of(path));
     }
 
     /// Forgets every entry below `folder` ("" for all).
@@ -347,7 +352,7 @@ impl State {
     }
 
     /// Drops one use of each folder; a folder nobody uses any more is unwatched.
-    fn release(&mut self, folders: &[Arc<str>]) {
+    fn release<'a>(&mut self, folders: impl IntoIterator<Item = &'a str>) {
         for key in folders {
             let Some(f) = self.folders.get_mut(key) else { continue };
             f.users = f.users.saturating_sub(1);

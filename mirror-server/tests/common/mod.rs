@@ -91,6 +91,12 @@ pub fn raw(port: u16, request: &[u8], limit: Duration) -> Vec<u8> {
     out
 }
 
+/// The body of a raw response: everything after the head.
+pub fn body_of(response: &[u8]) -> &[u8] {
+    let head_end = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
+    &response[head_end + 4..]
+}
+
 pub fn status_of(response: &[u8]) -> u16 {
     String::from_utf8_lossy(response).split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }

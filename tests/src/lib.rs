@@ -2,23 +2,15 @@
 //! QEMU through `cargo xtask boot`, and look at it from outside (serial console, forwarded
 //! ports, the disk's partition table). Every wait is bounded; a failure prints the console.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use rustix::process::{kill_process_group, Pid, Signal};
 
-pub mod peers;
-
-pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
-}
-
-pub fn target() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"))
-}
+pub use testkit::{fixtures, http, peers, tail, target, workspace};
 
 /// Runs `cargo xtask ARGS` from the workspace; fails with its output.
 pub fn xtask(args: &[&str]) -> Result<String> {
@@ -130,8 +122,8 @@ impl Vm {
 
     /// Stops QEMU (the guest loses nothing the kernel has written; XFS and ext4 recover).
     pub fn stop(&mut self) {
-        // SAFETY: signalling our own child's process group.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGTERM) };
+        let group = Pid::from_child(&self.child);
+        let _ = kill_process_group(group, Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -139,8 +131,7 @@ impl Vm {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        // SAFETY: as above.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = kill_process_group(group, Signal::KILL);
         let _ = self.child.wait();
     }
 }
@@ -153,30 +144,6 @@ impl Drop for Vm {
 
 use std::os::unix::process::CommandExt;
 
-pub fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// A plain HTTP/1.1 request; returns (status, headers, body). Short timeouts: QEMU accepts a
-/// forwarded connection before the guest listens, so "reset" or "empty" mean "not yet".
-pub fn http(port: u16, method: &str, path: &str, extra: &[(&str, &str)]) -> Result<(u16, String, Vec<u8>)> {
-    let mut s = TcpStream::connect_timeout(&format!("127.0.0.1:{port}").parse()?, Duration::from_millis(500))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-    for (k, v) in extra {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").context("no complete response")?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("no status")?;
-    Ok((status, head, raw[split + 4..].to_vec()))
-}
-
 /// Retries `http` until it answers or `limit` passes.
 pub fn http_when_ready(port: u16, path: &str, limit: Duration) -> Result<(u16, String, Vec<u8>)> {
     let start = Instant::now();
@@ -184,7 +151,7 @@ pub fn http_when_ready(port: u16, path: &str, limit: Duration) -> Result<(u16, S
         match http(port, "GET", path, &[]) {
             Ok(r) => return Ok(r),
             Err(e) if start.elapsed() > limit => {
-                return Err(e.context(format!("no HTTP answer on port {port} within {limit:?}")))
+                return Err(anyhow::Error::new(e).context(format!("no HTTP answer on port {port} within {limit:?}")))
             }
             Err(_) => std::thread::sleep(Duration::from_millis(500)),
         }
@@ -222,154 +189,10 @@ pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split_whitespace().find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
 }
 
-/// A binary of the workspace, built (debug) if needed: `mirror-sync`, `mirror-server`.
-pub fn bin(name: &str) -> PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(workspace())
-            .args(["build", "--quiet", "-p", "mirror-server", "--bins"])
-            .status();
-        assert!(status.is_ok_and(|s| s.success()), "building mirror-server's binaries failed");
-    });
-    target().join("debug").join(name)
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
-/// Deterministic pseudo-random bytes (xorshift), so large fixtures need no RNG crate.
-pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(len);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
-/// A real peer (rsync daemon, mosquitto) in its own process group, killed on drop.
-pub struct Peer {
-    child: Child,
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child's process group.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
-}
-
-/// Waits until `what` (a peer's name, for the failure message) accepts on 127.0.0.1:`port`.
-pub fn wait_listening(port: u16, what: &str) {
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "{what} did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(30));
-    }
-}
-
-fn spawn_peer(cmd: &mut Command) -> Peer {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("spawn a peer");
-    Peer { child }
-}
-
-/// An rsync daemon on 127.0.0.1 serving `modules` (name, folder) read-only; returns its port.
-pub fn rsync_daemon(dir: &Path, modules: &[(&str, PathBuf)]) -> (Peer, u16) {
-    let port = free_port();
-    let list: String =
-        modules.iter().map(|(m, p)| format!("[{m}]\n  path = {}\n  read only = yes\n", p.display())).collect();
-    let conf = dir.join(format!("rsyncd-{port}.conf"));
-    let pid = dir.join(format!("rsyncd-{port}.pid"));
-    std::fs::write(
-        &conf,
-        format!(
-            "port = {port}\naddress = 127.0.0.1\nuse chroot = no\nnumeric ids = yes\npid file = {}\n{list}",
-            pid.display()
-        ),
-    )
-    .expect("rsyncd.conf");
-    let peer = spawn_peer(
-        Command::new("rsync").arg("--daemon").arg("--no-detach").arg(format!("--config={}", conf.display())),
-    );
-    wait_listening(port, "the rsync daemon");
-    (peer, port)
-}
-
-/// A mosquitto broker on 127.0.0.1; returns its port.
-pub fn mosquitto(dir: &Path) -> (Peer, u16) {
-    let port = free_port();
-    let conf = dir.join(format!("mosquitto-{port}.conf"));
-    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"))
-        .expect("mosquitto.conf");
-    let peer = spawn_peer(Command::new("mosquitto").arg("-c").arg(&conf));
-    wait_listening(port, "mosquitto");
-    (peer, port)
-}
-
-/// Publishes one MQTT message with the real client.
-pub fn publish(port: u16, topic: &str) {
-    let out = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic, "-m", "updated", "-q", "1"])
-        .output()
-        .expect("mosquitto_pub");
-    assert!(out.status.success(), "mosquitto_pub: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn write_file(path: &Path, data: &[u8]) {
-    std::fs::create_dir_all(path.parent().expect("a parent folder")).expect("mkdir");
-    std::fs::write(path, data).expect("write");
-}
-
-/// Publishes version `version` of a Debian-style repository in `up`: one package of `size`
-/// bytes in the pool and the index naming it; the previous version's package is removed.
-/// Each publication is stamped ten minutes after the last, as a real archive's would be
-/// (rsync's quick check compares size and mtime).
-pub fn publish_debian(up: &Path, version: u32, size: usize) {
-    let name = format!("pool/main/h/hello/hello_{version}_all.deb");
-    write_file(&up.join(&name), &bytes(size, u64::from(version)));
-    let packages = format!("Package: hello\nVersion: {version}\nFilename: {name}\nSize: {size}\n\n");
-    write_file(&up.join("dists/stable/main/binary-amd64/Packages"), packages.as_bytes());
-    write_file(&up.join("dists/stable/Release"), format!("Suite: stable\nVersion: {version}\n").as_bytes());
-    let when = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + u64::from(version) * 600);
-    for f in ["dists/stable/Release", "dists/stable/main/binary-amd64/Packages"] {
-        std::fs::File::options().write(true).open(up.join(f)).and_then(|f| f.set_modified(when)).expect("set mtime");
-    }
-    if version > 1 {
-        let _ = std::fs::remove_file(up.join(format!("pool/main/h/hello/hello_{}_all.deb", version - 1)));
-    }
-}
-
 /// Where a test keeps its serial console logs: target/e2e-logs/NAME (kept after the test, so
 /// a failure can be read).
 pub fn console_log(name: &str) -> PathBuf {
     let dir = target().join("e2e-logs");
     let _ = std::fs::create_dir_all(&dir);
     dir.join(name)
-}
-
-/// Runs a command; panics with its output when it fails.
-pub fn run(cmd: &mut Command) -> std::process::Output {
-    let shown = format!("{cmd:?}");
-    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    assert!(
-        out.status.success(),
-        "{shown} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::peers::{Pebble, Rsyslog, TestCa};
-use e2e::{
-    build_image, bytes, disk_copy, field, free_port, http, mosquitto, publish, publish_debian, rsync_daemon, Vm,
-};
+use e2e::{build_image, disk_copy, field, Vm};
+use testkit::fixtures::{bytes, publish_debian};
+use testkit::peers::{mosquitto, publish, rsync_daemon, Pebble, Rsyslog, TestCa};
+use testkit::{free_port, http};
 
 const PROJECTS: [&str; 3] = ["fixture-debian", "fixture-rpm", "fixture-arch"];
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use mirror_server::profile::LoadedProfile;
+use schema::profile::LoadedProfile;
 
 use crate::pipeline::load;
 use crate::{cmd, host, paths};

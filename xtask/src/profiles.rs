@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use clap::Subcommand;
-use mirror_server::profile::{self, ProfileError};
+use schema::profile::{self, ProfileError};
 
 use crate::paths;
 use crate::pipeline::load;

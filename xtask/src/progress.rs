@@ -62,4 +62,4 @@ impl Drop for Stage {
     }
 }
 
-pub use mirror_server::units::human_bytes;
+pub use schema::human::human_bytes;

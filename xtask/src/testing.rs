@@ -60,14 +60,14 @@ fn fuzz_smoke(cargo: &str) -> Result<()> {
     // The corpus grows during a run; it lives under target/, seeded from the committed seeds.
     let corpus = paths::target().join("fuzz-corpus/request_head");
     std::fs::create_dir_all(&corpus)?;
-    let seeds = paths::workspace().join("mirror-server/fuzz/seeds/request_head");
+    let seeds = paths::workspace().join("mirror-server/server/fuzz/seeds/request_head");
     for seed in std::fs::read_dir(&seeds)?.flatten() {
         std::fs::copy(seed.path(), corpus.join(seed.file_name()))?;
     }
     eprintln!("[test] fuzz smoke run: request_head for 20 s");
     cmd::run_visible(
         Command::new(cargo)
-            .current_dir(paths::workspace().join("mirror-server"))
+            .current_dir(paths::workspace().join("mirror-server/server"))
             .env("RUSTC_BOOTSTRAP", "1")
             .args(["fuzz", "run", "request_head"])
             .arg(&corpus)

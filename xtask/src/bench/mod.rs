@@ -46,7 +46,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
     let (title, peer, rows) = match command {
         BenchCommand::Server { seconds, rounds, only } => {
             host::ensure(&[host::BENCH])?;
-            build_release()?;
+            crate::pipeline::binaries::cargo_build_release()?;
             ("mirror-server vs nginx", "nginx", server::run(&server::Options { seconds, rounds, only })?)
         }
         BenchCommand::Image => {
@@ -55,24 +55,11 @@ pub fn run(command: BenchCommand) -> Result<()> {
         }
         BenchCommand::Sync { rounds } => {
             host::ensure(&[host::TESTS])?;
-            build_release()?;
+            crate::pipeline::binaries::cargo_build_release()?;
             ("mirror-sync vs bare rsync", "rsync", sync::run(rounds)?)
         }
     };
     print_table(title, peer, &rows);
-    Ok(())
-}
-
-fn build_release() -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    crate::cmd::run(std::process::Command::new(cargo).current_dir(crate::paths::workspace()).args([
-        "build",
-        "--release",
-        "--locked",
-        "-p",
-        "mirror-server",
-        "--bins",
-    ]))?;
     Ok(())
 }
 

@@ -7,11 +7,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use mirror_server::catalog::Catalog;
-use mirror_server::sync::plan::{self, Endpoints};
 
 use super::{median, status_kib, Row};
-use crate::{paths, tree_helpers};
+use crate::{cmd, paths, tree_helpers};
 
 fn upstream_tree(dir: &Path) -> Result<()> {
     if dir.join(".complete").exists() {
@@ -46,8 +44,6 @@ pub fn run(rounds: usize) -> Result<Vec<Row>> {
     std::fs::create_dir_all(etc.join("projects"))?;
     std::fs::copy(paths::catalog().join("fixture-rpm.toml"), etc.join("projects/fixture-rpm.toml"))?;
     std::fs::write(etc.join("site.toml"), format!("[site]\nname = \"bench\"\nhostname = \"bench.example.net\"\nsponsor_name = \"B\"\nsponsor_url = \"https://example.net/\"\nlocation = \"here\"\ntest = true\n\n[network]\nipv4 = \"192.0.2.10/24\"\nipv4_gateway = \"192.0.2.1\"\n\n[access]\nssh_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOpsKeyForBenchOnly b\"]\n\n[mirror]\nupstream = \"127.0.0.1:{port}\"\nbwlimit_mbit = 100000\nprojects = [\"fixture-rpm\"]\nmin_free_mb = 0\n"))?;
-    let catalog = Catalog::load(&etc.join("projects")).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let project = catalog.get("fixture-rpm").context("fixture-rpm in the catalog")?.clone();
     let bin = paths::target().join("release/mirror-sync");
     let (mut first_rsync, mut first_ours, mut again_rsync, mut again_ours) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -57,15 +53,10 @@ pub fn run(rounds: usize) -> Result<Vec<Row>> {
         for d in [&a, &b, &work.join("state"), &work.join("logs")] {
             let _ = std::fs::remove_dir_all(d);
         }
-        let ends = Endpoints {
-            upstream: format!("127.0.0.1:{port}"),
-            mirror_root: a.clone(),
-            hostname: "bench.example.net".into(),
-        };
-        let invocation = plan::plan(&project, &ends, 100_000, None).remove(0);
-        std::fs::create_dir_all(&invocation.dest)?;
+        let bare_line = planned_command(&bin, &etc, &a)?;
+        std::fs::create_dir_all(bare_line.last().context("an rsync destination")?)?;
         let bare = |c: &mut Vec<f64>| -> Result<()> {
-            c.push(timed(Command::new("rsync").args(invocation.command_line()))?);
+            c.push(timed(Command::new(&bare_line[0]).args(&bare_line[1..]))?);
             Ok(())
         };
         let ours_cmd = || {
@@ -126,6 +117,22 @@ pub fn run(rounds: usize) -> Result<Vec<Row>> {
             higher_is_better: false,
         },
     ])
+}
+
+/// The command line mirror-sync plans for fixture-rpm's one pass into `root`, as `mirror-sync
+/// check --json` prints it: the bare rsync runs exactly that.
+fn planned_command(bin: &Path, etc: &Path, root: &Path) -> Result<Vec<String>> {
+    let out = cmd::run(
+        Command::new(bin)
+            .arg("--config")
+            .arg(etc.join("site.toml"))
+            .arg("--mirror-root")
+            .arg(root)
+            .args(["check", "--json"]),
+    )?;
+    let plans: serde_json::Value = serde_json::from_str(&out).context("reading `mirror-sync check --json`")?;
+    let line = plans[0]["passes"][0]["command"].as_array().context("no planned pass for fixture-rpm")?;
+    Ok(line.iter().filter_map(|a| a.as_str().map(str::to_string)).collect())
 }
 
 fn idle_rss(bin: &Path, etc: &Path, work: &Path) -> Result<u64> {

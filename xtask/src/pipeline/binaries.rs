@@ -5,22 +5,21 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use mirror_server::profile::Distro;
+use schema::profile::Distro;
 
 use crate::{cmd, paths, progress};
 
 pub const PROGRAMS: &[&str] = &["mirror-server", "mirror-sync"];
+/// The packages that build them.
+const PACKAGES: &[&str] = &["mirror-server", "mirror-sync"];
 
 pub struct Binaries {
     pub files: Vec<(String, PathBuf)>,
 }
 
 pub fn build(distro: Distro) -> Result<Binaries> {
-    let stage = progress::stage("binaries", "cargo build --release -p mirror-server");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut c = Command::new(cargo);
-    c.current_dir(paths::workspace()).args(["build", "--release", "--locked", "-p", "mirror-server", "--bins"]);
-    cmd::run(&mut c)?;
+    let stage = progress::stage("binaries", "cargo build --release -p mirror-server -p mirror-sync");
+    cargo_build_release()?;
     let mut files = Vec::new();
     for name in PROGRAMS {
         let path = paths::target().join("release").join(name);
@@ -41,6 +40,17 @@ pub fn build(distro: Distro) -> Result<Binaries> {
     let shown = newest.map(|(a, b)| format!("GLIBC_{a}.{b}")).unwrap_or_else(|| "no glibc versions".into());
     stage.done(&format!("{} built, highest symbol version {shown}", PROGRAMS.join(" and ")));
     Ok(Binaries { files })
+}
+
+/// `cargo build --release` of the appliance's programs, as a developer would type it.
+pub fn cargo_build_release() -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut c = Command::new(cargo);
+    c.current_dir(paths::workspace()).args(["build", "--release", "--locked", "--bins"]);
+    for p in PACKAGES {
+        c.args(["-p", p]);
+    }
+    cmd::run(&mut c).map(|_| ())
 }
 
 /// The highest `GLIBC_x.y` symbol version an ELF file references.

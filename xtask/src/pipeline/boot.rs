@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use mirror_server::profile::{Distro, LoadedProfile};
+use schema::profile::{Distro, LoadedProfile};
 
 use crate::{cmd, progress};
 

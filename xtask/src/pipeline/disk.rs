@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 use image::disk::{self, Layout, MIB};
-use mirror_server::profile::LoadedProfile;
+use schema::profile::LoadedProfile;
 
 use super::tree;
 use crate::{cmd, progress};

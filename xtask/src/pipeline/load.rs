@@ -1,8 +1,8 @@
 //! Stage 1: read the site profile with the catalog and validate everything before any slow step.
 
 use anyhow::{bail, Result};
-use mirror_server::catalog::{Catalog, CatalogError};
-use mirror_server::profile::{self, LoadedProfile, ProfileError};
+use schema::catalog::{Catalog, CatalogError};
+use schema::profile::{self, LoadedProfile, ProfileError};
 
 use crate::paths;
 

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use mirror_server::profile::{Distro, LoadedProfile};
+use schema::profile::{Distro, LoadedProfile};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use minijinja::{Environment, UndefinedBehavior};
-use mirror_server::profile::{Distro, LoadedProfile};
+use schema::profile::{Distro, LoadedProfile};
 
 use super::binaries::Binaries;
 use super::tree;
@@ -260,7 +260,7 @@ mod tests {
 #[cfg(test)]
 mod render_tests {
     use super::*;
-    use mirror_server::profile::Distro;
+    use schema::profile::Distro;
 
     /// Renders every template of a layer for a site, as `apply` would, into (path, text).
     fn render_layer(site: &LoadedProfile, layer: &str) -> Vec<(String, String)> {
@@ -281,7 +281,7 @@ mod render_tests {
 
     fn site(name: &str, distro: Distro) -> LoadedProfile {
         let catalog = crate::pipeline::load::load_catalog().unwrap();
-        let mut s = mirror_server::profile::load(&paths::profile(name), &catalog).unwrap();
+        let mut s = schema::profile::load(&paths::profile(name), &catalog).unwrap();
         s.profile.base.distro = distro;
         s
     }

@@ -1,0 +1,254 @@
+//! Accounting per project (the first path segment): requests by status class and bytes sent,
+//! with hourly buckets for "bytes served in the last 24 h", per release (by the catalog's rule),
+//! bytes on disk from mirror-sync's status files, and the CDN efficiency (served per day ÷ on
+//! disk). Prometheus text output, and today's totals kept in a file for `mirror-server report`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Default, Clone)]
+struct Counters {
+    requests: [u64; 5],
+    bytes: u64,
+    /// (hour since epoch, bytes) for the last 24 hours.
+    hourly: [(u64, u64); 24],
+    /// (day since epoch, totals of that day) for `mirror-server report`.
+    today: (u64, DayTotals),
+}
+
+/// Requests and bytes of one project (or release) on one UTC day.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DayTotals {
+    pub requests: u64,
+    pub bytes: u64,
+}
+
+/// Today's totals per project, as kept in the counters file.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Today {
+    /// Days since the epoch (UTC).
+    pub day: u64,
+    pub projects: BTreeMap<String, DayTotals>,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    projects: Mutex<BTreeMap<String, Counters>>,
+    /// (project, release) → totals since start; only answered requests (below 400) count, so
+    /// a client cannot invent releases.
+    releases: Mutex<BTreeMap<(String, String), DayTotals>>,
+}
+
+/// Requests outside any project folder (404s, assets) are counted under this name.
+pub const NO_PROJECT: &str = "_none";
+
+impl Metrics {
+    pub fn record(&self, project: Option<&str>, release: Option<&str>, status: u16, bytes: u64) {
+        let hour = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() / 3600).unwrap_or(0);
+        self.record_at(project, status, bytes, hour);
+        if let (Some(p), Some(r), true) = (project, release, status < 400) {
+            if let Ok(mut map) = self.releases.lock() {
+                let t = map.entry((p.to_string(), r.to_string())).or_default();
+                t.requests += 1;
+                t.bytes += bytes;
+            }
+        }
+    }
+
+    /// Today's totals so far.
+    pub fn today(&self) -> Today {
+        let day = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() / 86400).unwrap_or(0);
+        let Ok(map) = self.projects.lock() else {
+            return Today::default();
+        };
+        let projects = map.iter().filter(|(_, c)| c.today.0 == day).map(|(k, c)| (k.clone(), c.today.1)).collect();
+        Today { day, projects }
+    }
+
+    /// Continues counting from totals a previous run saved today (a restart keeps "today").
+    pub fn resume_today(&self, saved: Today) {
+        let day = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() / 86400).unwrap_or(0);
+        if saved.day != day {
+            return;
+        }
+        if let Ok(mut map) = self.projects.lock() {
+            for (name, t) in saved.projects {
+                let c = map.entry(name).or_default();
+                if c.today.0 != day {
+                    c.today = (day, DayTotals::default());
+                }
+                c.today.1.requests += t.requests;
+                c.today.1.bytes += t.bytes;
+            }
+        }
+    }
+
+    pub fn record_at(&self, project: Option<&str>, status: u16, bytes: u64, hour: u64) {
+        let class = usize::from((status / 100).clamp(1, 5) - 1);
+        let Ok(mut map) = self.projects.lock() else {
+            return;
+        };
+        // A project becomes a label once something in it was served: 404s for invented
+        // folders all count under NO_PROJECT, so scanners cannot grow the series without bound.
+        let name = match project {
+            Some(p) if status < 400 || map.contains_key(p) => p,
+            _ => NO_PROJECT,
+        };
+        let c = match map.get_mut(name) {
+            Some(c) => c,
+            None => map.entry(name.to_string()).or_default(),
+        };
+        c.requests[class] += 1;
+        c.bytes += bytes;
+        let slot = &mut c.hourly[(hour % 24) as usize];
+        if slot.0 != hour {
+            *slot = (hour, 0);
+        }
+        slot.1 += bytes;
+        if c.today.0 != hour / 24 {
+            c.today = (hour / 24, DayTotals::default());
+        }
+        c.today.1.requests += 1;
+        c.today.1.bytes += bytes;
+    }
+
+    /// Bytes served by `project` in the 24 hours up to `hour`.
+    pub fn last_day(&self, project: &str, hour: u64) -> u64 {
+        let Ok(map) = self.projects.lock() else {
+            return 0;
+        };
+        map.get(project)
+            .map_or(0, |c| c.hourly.iter().filter(|(h, _)| *h + 24 > hour && *h <= hour).map(|(_, b)| b).sum())
+    }
+
+    pub fn prometheus(&self, on_disk: &BTreeMap<String, u64>) -> String {
+        let hour = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() / 3600).unwrap_or(0);
+        let mut s = String::new();
+        s.push_str("# HELP micromirror_http_requests_total Requests answered, by project and status class.\n# TYPE micromirror_http_requests_total counter\n");
+        let snapshot: Vec<(String, Counters)> = match self.projects.lock() {
+            Ok(map) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Err(_) => Vec::new(),
+        };
+        for (name, c) in &snapshot {
+            for (i, n) in c.requests.iter().enumerate() {
+                let _ = writeln!(
+                    s,
+                    "micromirror_http_requests_total{{project=\"{}\",class=\"{}xx\"}} {n}",
+                    escape_label(name),
+                    i + 1
+                );
+            }
+        }
+        s.push_str("# HELP micromirror_http_sent_bytes_total Bytes sent, by project.\n# TYPE micromirror_http_sent_bytes_total counter\n");
+        for (name, c) in &snapshot {
+            let _ = writeln!(s, "micromirror_http_sent_bytes_total{{project=\"{}\"}} {}", escape_label(name), c.bytes);
+        }
+        let releases: Vec<((String, String), DayTotals)> = match self.releases.lock() {
+            Ok(map) => map.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            Err(_) => Vec::new(),
+        };
+        s.push_str("# HELP micromirror_release_requests_total Answered requests, by project and release.\n# TYPE micromirror_release_requests_total counter\n");
+        for ((p, r), t) in &releases {
+            let _ = writeln!(
+                s,
+                "micromirror_release_requests_total{{project=\"{p}\",release=\"{}\"}} {}",
+                escape_label(r),
+                t.requests
+            );
+        }
+        s.push_str("# HELP micromirror_release_sent_bytes_total Bytes sent, by project and release.\n# TYPE micromirror_release_sent_bytes_total counter\n");
+        for ((p, r), t) in &releases {
+            let _ = writeln!(
+                s,
+                "micromirror_release_sent_bytes_total{{project=\"{p}\",release=\"{}\"}} {}",
+                escape_label(r),
+                t.bytes
+            );
+        }
+        s.push_str("# HELP micromirror_project_disk_bytes Bytes on disk, by project (from mirror-sync).\n# TYPE micromirror_project_disk_bytes gauge\n");
+        for (name, bytes) in on_disk {
+            let _ = writeln!(s, "micromirror_project_disk_bytes{{project=\"{name}\"}} {bytes}");
+        }
+        s.push_str("# HELP micromirror_cdn_efficiency Bytes served in the last 24 h divided by bytes on disk.\n# TYPE micromirror_cdn_efficiency gauge\n");
+        for (name, bytes) in on_disk.iter().filter(|(_, b)| **b > 0) {
+            let served = self.last_day(name, hour);
+            let _ =
+                writeln!(s, "micromirror_cdn_efficiency{{project=\"{name}\"}} {:.4}", served as f64 / *bytes as f64);
+        }
+        s
+    }
+}
+
+/// Prometheus label values escape backslash, quote and newline.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Today's totals as the last run saved them; none when the file is missing or unreadable.
+pub fn load_counters(path: &Path) -> Today {
+    std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+}
+
+/// Writes today's totals atomically (a temporary file renamed over the old one).
+pub fn save_counters(path: &Path, today: &Today) {
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(today)?)?;
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        tracing::warn!(error = %e, file = %path.display(), "cannot save today's counters");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_classes_bytes_and_the_last_day() {
+        let m = Metrics::default();
+        m.record_at(Some("fedora"), 200, 1000, 100);
+        m.record_at(Some("fedora"), 404, 10, 100);
+        m.record_at(Some("fedora"), 206, 500, 120);
+        m.record_at(None, 404, 10, 120);
+        m.record_at(Some("invented-by-a-scanner"), 404, 10, 120);
+        assert_eq!(m.last_day("fedora", 120), 1510);
+        assert_eq!(m.last_day("fedora", 125), 500);
+        assert_eq!(m.last_day("fedora", 110), 1010);
+        let text = m.prometheus(&BTreeMap::from([("fedora".to_string(), 1000)]));
+        assert!(text.contains("micromirror_http_requests_total{project=\"fedora\",class=\"2xx\"} 2"), "{text}");
+        assert!(text.contains("micromirror_http_sent_bytes_total{project=\"fedora\"} 1510"));
+        assert!(text.contains("micromirror_http_requests_total{project=\"_none\",class=\"4xx\"} 2"), "{text}");
+        assert!(!text.contains("invented-by-a-scanner"));
+        assert!(text.contains("micromirror_project_disk_bytes{project=\"fedora\"} 1000"));
+    }
+
+    #[test]
+    fn releases_count_answered_requests_only_and_today_resumes_after_a_restart() {
+        let m = Metrics::default();
+        m.record(Some("fedora"), Some("41"), 200, 100);
+        m.record(Some("fedora"), Some("41"), 206, 50);
+        m.record(Some("fedora"), Some("99999"), 404, 10);
+        let text = m.prometheus(&BTreeMap::new());
+        assert!(text.contains("micromirror_release_requests_total{project=\"fedora\",release=\"41\"} 2"), "{text}");
+        assert!(text.contains("micromirror_release_sent_bytes_total{project=\"fedora\",release=\"41\"} 150"));
+        assert!(!text.contains("99999"), "a 404 does not create a release");
+        let saved = m.today();
+        // A 404 inside a known project counts for the project (as in the status classes).
+        assert_eq!(saved.projects["fedora"], DayTotals { requests: 3, bytes: 160 });
+        let restarted = Metrics::default();
+        restarted.resume_today(saved.clone());
+        restarted.record(Some("fedora"), None, 200, 1);
+        assert_eq!(restarted.today().projects["fedora"], DayTotals { requests: 4, bytes: 161 });
+        let stale = Metrics::default();
+        stale.resume_today(Today { day: saved.day - 1, ..saved });
+        assert!(stale.today().projects.is_empty(), "yesterday's totals are not today's");
+    }
+}

@@ -1,0 +1,226 @@
+//! Planning a run: which rsync invocations a project gets, from its catalog entry and the site.
+//! Pure — the runner executes what this returns, and tests read it without running anything.
+
+use std::path::{Path, PathBuf};
+
+use schema::catalog::{Pass, Project};
+
+/// Where a run reads from and writes to.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// host or host:port of the upstream rsync daemon.
+    pub upstream: String,
+    /// The local mirror root (/srv/mirror on the appliance).
+    pub mirror_root: PathBuf,
+    /// Our host name: names our Debian-style trace file, which upstream does not have.
+    pub hostname: String,
+}
+
+/// One rsync invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    pub label: String,
+    pub args: Vec<String>,
+    pub source: String,
+    pub dest: PathBuf,
+}
+
+impl Invocation {
+    pub fn command_line(&self) -> Vec<String> {
+        let mut v = self.args.clone();
+        v.push(self.source.clone());
+        v.push(self.dest.display().to_string());
+        v
+    }
+}
+
+/// rsync's --bwlimit unit is KiB/s.
+pub fn bwlimit_kib(mbit: u32) -> u64 {
+    u64::from(mbit) * 1_000_000 / 8 / 1024
+}
+
+/// Options every pass gets: the fleet's base set, minus owner/group (we are not root).
+fn base_args(project: &Project, ends: &Endpoints, bwlimit_mbit: u32, max_delete: Option<u64>) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "--recursive",
+        "--links",
+        "--perms",
+        "--times",
+        "--hard-links",
+        "--sparse",
+        "--fuzzy",
+        "--delay-updates",
+        "--stats",
+        "--itemize-changes",
+        // Never copy or serve the upstream's own in-progress files, never delete ours mid-run.
+        "--exclude=.~tmp~/",
+        "--filter=protect .~tmp~/",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.push(format!("--timeout={}", project.timeout_s));
+    v.push(format!("--contimeout={}", project.timeout_s.min(60)));
+    v.push(format!("--bwlimit={}", bwlimit_kib(project.bwlimit_mbit.unwrap_or(bwlimit_mbit))));
+    if let Some(n) = max_delete {
+        v.push(format!("--max-delete={n}"));
+    }
+    for e in &project.exclude {
+        v.push(format!("--exclude={e}"));
+    }
+    if project.delete_excluded {
+        v.push("--delete-excluded".into());
+    }
+    if project.trace {
+        // Our own trace file is not upstream; the deleting pass must leave it alone.
+        v.push(format!("--filter=protect /trace/{}", ends.hostname));
+    }
+    v
+}
+
+fn pass_args(pass: &Pass) -> Vec<String> {
+    let mut v = Vec::new();
+    if pass.delete {
+        v.push(if pass.delete_after { "--delete-after" } else { "--delete-delay" }.to_string());
+    }
+    if pass.no_links {
+        v.push("--no-links".into());
+    }
+    for e in &pass.exclude {
+        v.push(format!("--exclude={e}"));
+    }
+    v
+}
+
+/// The invocations of one run of `project`, in order.
+pub fn plan(project: &Project, ends: &Endpoints, bwlimit_mbit: u32, max_delete: Option<u64>) -> Vec<Invocation> {
+    let dest_root = ends.mirror_root.join(&project.path);
+    project
+        .passes()
+        .iter()
+        .map(|pass| {
+            let mut args = base_args(project, ends, bwlimit_mbit, max_delete);
+            args.extend(pass_args(pass));
+            let (source, dest) = match &pass.only {
+                // One file or folder of the module: keep its place in the tree.
+                Some(only) => {
+                    let trimmed = only.trim_end_matches('/');
+                    let is_dir = only.ends_with('/');
+                    let src = format!(
+                        "rsync://{}/{}/{}{}",
+                        ends.upstream,
+                        project.module,
+                        trimmed,
+                        if is_dir { "/" } else { "" }
+                    );
+                    let dest = if is_dir { dest_root.join(trimmed) } else { parent_of(&dest_root.join(trimmed)) };
+                    (src, dest)
+                }
+                None => (format!("rsync://{}/{}/", ends.upstream, project.module), dest_root.clone()),
+            };
+            Invocation { label: pass.label.clone(), args, source, dest }
+        })
+        .collect()
+}
+
+fn parent_of(p: &Path) -> PathBuf {
+    p.parent().map(Path::to_path_buf).unwrap_or_else(|| p.to_path_buf())
+}
+
+/// The max-delete guard: at most `share` of the files the tree held after the last run may go
+/// in one run (never less than a floor, so small trees can still change).
+pub fn max_delete(last_file_count: Option<u64>, share: f64) -> Option<u64> {
+    let files = last_file_count?;
+    Some(((files as f64 * share) as u64).max(100))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schema::catalog::Project;
+
+    fn project(passes: Vec<Pass>) -> Project {
+        Project {
+            name: "ubuntu".into(),
+            title: "Ubuntu".into(),
+            module: "ubuntu".into(),
+            path: "ubuntu".into(),
+            rsync_module: None,
+            size_gb: 1,
+            bwlimit_mbit: None,
+            timeout_s: 600,
+            exclude: vec!["*/source/".into()],
+            delete_excluded: true,
+            topics: vec![],
+            trace: true,
+            debian_style: true,
+            passes,
+            release_pattern: None,
+        }
+    }
+
+    fn ends() -> Endpoints {
+        Endpoints {
+            upstream: "mirror.example.net".into(),
+            mirror_root: "/srv/mirror".into(),
+            hostname: "mm.example.net".into(),
+        }
+    }
+
+    #[test]
+    fn two_stage_debian_plan_keeps_indices_for_last() {
+        let passes = vec![
+            Pass {
+                label: "packages".into(),
+                exclude: vec!["Packages*".into(), "InRelease".into()],
+                delete: false,
+                ..Default::default()
+            },
+            Pass { label: "indices".into(), delete: true, delete_after: true, ..Default::default() },
+        ];
+        let p = plan(&project(passes), &ends(), 200, Some(500));
+        assert_eq!(p.len(), 2);
+        assert!(p[0].args.contains(&"--exclude=Packages*".to_string()));
+        assert!(!p[0].args.iter().any(|a| a.starts_with("--delete-after") || a == "--delete-delay"));
+        assert!(p[1].args.contains(&"--delete-after".to_string()));
+        assert!(!p[1].args.contains(&"--exclude=Packages*".to_string()));
+        for inv in &p {
+            assert!(inv.args.contains(&"--delay-updates".to_string()));
+            assert!(inv.args.contains(&"--bwlimit=24414".to_string()));
+            assert!(inv.args.contains(&"--max-delete=500".to_string()));
+            assert!(inv.args.contains(&"--exclude=*/source/".to_string()));
+            assert!(inv.args.contains(&"--delete-excluded".to_string()));
+            assert!(inv.args.contains(&"--filter=protect /trace/mm.example.net".to_string()));
+            assert_eq!(inv.source, "rsync://mirror.example.net/ubuntu/");
+            assert_eq!(inv.dest, PathBuf::from("/srv/mirror/ubuntu"));
+        }
+    }
+
+    #[test]
+    fn default_is_one_full_pass_with_delete_delay() {
+        let p = plan(&project(vec![]), &ends(), 80, None);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].args.contains(&"--delete-delay".to_string()));
+        assert!(p[0].args.contains(&"--bwlimit=9765".to_string()));
+    }
+
+    #[test]
+    fn only_passes_sync_one_part_in_place() {
+        let passes = vec![
+            Pass { label: "marker".into(), only: Some("last-updated".into()), delete: false, ..Default::default() },
+            Pass { label: "stable".into(), only: Some("stable/".into()), delete: true, ..Default::default() },
+        ];
+        let p = plan(&project(passes), &ends(), 200, None);
+        assert_eq!(p[0].source, "rsync://mirror.example.net/ubuntu/last-updated");
+        assert_eq!(p[0].dest, PathBuf::from("/srv/mirror/ubuntu"));
+        assert_eq!(p[1].source, "rsync://mirror.example.net/ubuntu/stable/");
+        assert_eq!(p[1].dest, PathBuf::from("/srv/mirror/ubuntu/stable"));
+    }
+
+    #[test]
+    fn max_delete_is_a_share_with_a_floor() {
+        assert_eq!(max_delete(None, 0.1), None);
+        assert_eq!(max_delete(Some(50), 0.1), Some(100));
+        assert_eq!(max_delete(Some(100_000), 0.1), Some(10_000));
+    }
+}

@@ -1,0 +1,404 @@
+//! Running one project's sync: lock, clean up after an interrupted run, check free space, wait
+//! for a Debian-style upstream to finish its own update, run the planned rsync passes (retrying
+//! network errors with backoff), then write the trace file and the status. The served tree is
+//! consistent at every step: rsync's --delay-updates puts files in place at the end of a pass.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Context, Result};
+
+use super::plan::{self, Endpoints};
+use super::rsync_output::{self, ExitMeaning};
+use schema::catalog::Project;
+use schema::status::{self, Outcome, Stats, Status};
+
+/// Everything a run needs besides the project.
+#[derive(Debug, Clone)]
+pub struct SyncEnv {
+    pub ends: Endpoints,
+    pub state_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub bwlimit_mbit: u32,
+    pub max_delete_percent: u32,
+    pub min_free_mb: u64,
+    pub retries: u32,
+    pub retry_base: Duration,
+    pub log_retention: Duration,
+    /// Echo rsync's output to stderr (`mirror-sync run` by hand).
+    pub echo: bool,
+}
+
+pub enum LockMode {
+    /// Wait for a running sync of the same project to finish (by hand).
+    Wait,
+    /// Give up when the project is locked (schedule and push).
+    Skip,
+}
+
+pub enum RunResult {
+    Done(Status),
+    SkippedLocked,
+}
+
+pub fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// An exclusive lock on the project that the kernel releases if we crash (flock).
+struct ProjectLock {
+    _file: File,
+}
+
+fn lock(env: &SyncEnv, project: &str, mode: LockMode) -> Result<Option<ProjectLock>> {
+    std::fs::create_dir_all(&env.state_dir).with_context(|| format!("creating {}", env.state_dir.display()))?;
+    let path = env.state_dir.join(format!("{project}.lock"));
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let flags = match mode {
+        LockMode::Wait => libc::LOCK_EX,
+        LockMode::Skip => libc::LOCK_EX | libc::LOCK_NB,
+    };
+    // SAFETY: flock on an open descriptor.
+    if unsafe { libc::flock(file.as_raw_fd(), flags) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Ok(None);
+        }
+        return Err(e).context("locking the project");
+    }
+    Ok(Some(ProjectLock { _file: file }))
+}
+
+pub fn run_project(env: &SyncEnv, project: &Project, mode: LockMode) -> Result<RunResult> {
+    let Some(_lock) = lock(env, &project.name, mode)? else {
+        return Ok(RunResult::SkippedLocked);
+    };
+    let previous = status::read(&env.state_dir, &project.name);
+    let started = now();
+    // Nanoseconds: a push can start a second run within the same second.
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let log_path = env.log_dir.join(format!("{}-{stamp}.log", project.name));
+    let mut st = Status {
+        last_success: previous.as_ref().and_then(|p| p.last_success),
+        size_bytes: previous.as_ref().map_or(0, |p| p.size_bytes),
+        log_file: Some(log_path.clone()),
+        ..Status::running(&project.name, &project.path, started)
+    };
+    status::write(&env.state_dir, &st).context("writing the status file")?;
+    prune_logs(&env.log_dir, &project.name, env.log_retention);
+    let outcome = run_steps(env, project, previous.as_ref(), &log_path, &mut st.stats);
+    st.ended = Some(now());
+    match outcome {
+        Ok(()) => {
+            st.state = Outcome::Success;
+            st.last_success = st.ended;
+            st.size_bytes = st.stats.tree_bytes;
+        }
+        Err(RunError::Refused(msg)) => {
+            st.state = Outcome::Refused;
+            st.error = Some(msg);
+        }
+        Err(RunError::Failed(msg)) => {
+            st.state = Outcome::Failed;
+            st.error = Some(msg);
+        }
+    }
+    status::write(&env.state_dir, &st).context("writing the status file")?;
+    Ok(RunResult::Done(st))
+}
+
+enum RunError {
+    Failed(String),
+    Refused(String),
+}
+
+impl From<anyhow::Error> for RunError {
+    fn from(e: anyhow::Error) -> Self {
+        RunError::Failed(format!("{e:#}"))
+    }
+}
+
+fn run_steps(
+    env: &SyncEnv,
+    project: &Project,
+    previous: Option<&Status>,
+    log_path: &Path,
+    stats: &mut Stats,
+) -> Result<(), RunError> {
+    let dest = env.ends.mirror_root.join(&project.path);
+    std::fs::create_dir_all(&dest).map_err(|e| RunError::Failed(format!("cannot create {}: {e}", dest.display())))?;
+    let marker = env.state_dir.join(format!("{}.in-progress", project.name));
+    if marker.exists() {
+        // The last run was interrupted: its rsync temporaries are garbage now.
+        remove_rsync_temporaries(&dest);
+    }
+    std::fs::write(&marker, b"").map_err(|e| RunError::Failed(format!("cannot write {}: {e}", marker.display())))?;
+    check_free_space(&env.ends.mirror_root, env.min_free_mb)?;
+    std::fs::create_dir_all(&env.log_dir)
+        .map_err(|e| RunError::Failed(format!("cannot create {}: {e}", env.log_dir.display())))?;
+    let mut log = File::create(log_path)
+        .map(std::io::BufWriter::new)
+        .map_err(|e| RunError::Failed(format!("cannot create {}: {e}", log_path.display())))?;
+    if project.debian_style {
+        wait_for_upstream_update(env, project, &mut log)?;
+    }
+    let max_delete = plan::max_delete(
+        previous.map(|p| p.stats.files_total).filter(|n| *n > 0),
+        f64::from(env.max_delete_percent) / 100.0,
+    );
+    let started = SystemTime::now();
+    for inv in plan::plan(project, &env.ends, env.bwlimit_mbit, max_delete) {
+        let mut attempt = 0;
+        loop {
+            let _ = writeln!(log, "### pass: {} ({})", inv.label, inv.command_line().join(" "));
+            let (code, output) = run_rsync(&inv.command_line(), &mut log, env.echo)
+                .map_err(|e| RunError::Failed(format!("cannot run rsync: {e}")))?;
+            match rsync_output::exit_meaning(code) {
+                ExitMeaning::Ok | ExitMeaning::OkVanished => {
+                    rsync_output::add_stats(&output, stats);
+                    break;
+                }
+                ExitMeaning::MaxDeleteHit => {
+                    rsync_output::add_stats(&output, stats);
+                    return Err(RunError::Refused(format!(
+                        "upstream would delete more than {}% of the files (--max-delete={}); deletions were held back. If upstream really removed them, run `mirror-sync run {}` with a higher max_delete_percent",
+                        env.max_delete_percent,
+                        max_delete.unwrap_or(0),
+                        project.name
+                    )));
+                }
+                ExitMeaning::Transient if attempt < env.retries => {
+                    attempt += 1;
+                    let wait = backoff(env.retry_base, attempt);
+                    let _ = writeln!(
+                        log,
+                        "### rsync exit {code} ({}); retry {attempt}/{} in {:.0?}",
+                        rsync_output::describe_exit(code),
+                        env.retries,
+                        wait
+                    );
+                    std::thread::sleep(wait);
+                }
+                ExitMeaning::LocalIo => {
+                    let free = free_mb(&env.ends.mirror_root).unwrap_or(0);
+                    return Err(RunError::Failed(format!(
+                        "rsync exit {code}: {} ({free} MiB free on {}); the served tree keeps its last complete state",
+                        rsync_output::describe_exit(code),
+                        env.ends.mirror_root.display()
+                    )));
+                }
+                _ => {
+                    let last = output
+                        .lines()
+                        .rev()
+                        .find(|l| l.contains("rsync") || l.contains("@ERROR"))
+                        .unwrap_or("")
+                        .trim()
+                        .to_string();
+                    return Err(RunError::Failed(format!(
+                        "pass `{}`: rsync exit {code}: {} {last}",
+                        inv.label,
+                        rsync_output::describe_exit(code)
+                    )));
+                }
+            }
+        }
+    }
+    if project.trace {
+        write_trace(env, project, started).map_err(|e| RunError::Failed(format!("writing the trace file: {e:#}")))?;
+    }
+    let _ = std::fs::remove_file(&marker);
+    Ok(())
+}
+
+/// Exponential backoff with jitter: base·2^(attempt-1), ±25 %.
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(10));
+    let jitter = (jitter_fraction() - 0.5) * 0.5;
+    exp.mul_f64(1.0 + jitter)
+}
+
+/// A number in [0, 1) that differs between boxes and runs (no RNG crate for one number).
+pub fn jitter_fraction() -> f64 {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let mixed = (u64::from(nanos) ^ u64::from(std::process::id()).rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Runs rsync, copying its output to the run's log (and the terminal when asked); returns the
+/// exit code and the output (for --stats).
+fn run_rsync(args: &[String], log: &mut impl Write, echo: bool) -> std::io::Result<(i32, String)> {
+    let mut child =
+        Command::new("rsync").args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let stderr = child.stderr.take();
+    let err_thread = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(e) = stderr {
+            for line in BufReader::new(e).lines().map_while(Result::ok) {
+                text.push_str(&line);
+                text.push('\n');
+            }
+        }
+        text
+    });
+    let mut output = String::new();
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = writeln!(log, "{line}");
+            if echo {
+                eprintln!("{line}");
+            }
+            // Keep the summary, not the per-file lines, in memory.
+            if !line.starts_with(['>', '<', 'c', 'h', '.', '*']) || line.starts_with("*deleting") {
+                output.push_str(&line);
+                output.push('\n');
+            }
+        }
+    }
+    let errors = err_thread.join().unwrap_or_default();
+    let _ = log.write_all(errors.as_bytes());
+    if echo {
+        eprint!("{errors}");
+    }
+    output.push_str(&errors);
+    let status = child.wait()?;
+    Ok((status.code().unwrap_or(20), output))
+}
+
+fn remove_rsync_temporaries(dir: &Path) {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if !ft.is_dir() {
+                continue;
+            }
+            if e.file_name() == ".~tmp~" {
+                let _ = std::fs::remove_dir_all(e.path());
+            } else {
+                stack.push(e.path());
+            }
+        }
+    }
+}
+
+pub fn free_mb(path: &Path) -> Option<u64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statvfs fills the struct we pass; path is NUL-terminated.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return None;
+    }
+    Some(s.f_bavail * s.f_frsize / (1 << 20))
+}
+
+fn check_free_space(root: &Path, min_mb: u64) -> Result<(), RunError> {
+    match free_mb(root) {
+        Some(free) if free < min_mb => Err(RunError::Failed(format!(
+            "only {free} MiB free on {} (need {min_mb} MiB); not starting",
+            root.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A Debian-style upstream mid-update shows `Archive-Update-in-Progress-<host>` at the top:
+/// wait for it to finish rather than copy a half-updated archive.
+fn wait_for_upstream_update(env: &SyncEnv, project: &Project, log: &mut impl Write) -> Result<(), RunError> {
+    let url = format!("rsync://{}/{}/", env.ends.upstream, project.module);
+    for attempt in 0..=env.retries {
+        let out = Command::new("rsync")
+            .args(["--list-only", "--no-motd", &format!("--contimeout={}", project.timeout_s.min(60))])
+            .arg(&url)
+            .output()
+            .map_err(|e| RunError::Failed(format!("cannot run rsync: {e}")))?;
+        let listing = String::from_utf8_lossy(&out.stdout);
+        let busy = listing
+            .lines()
+            .any(|l| l.split_whitespace().last().is_some_and(|n| n.starts_with("Archive-Update-in-Progress")));
+        if !busy {
+            return Ok(());
+        }
+        let wait = backoff(env.retry_base, attempt + 1);
+        let _ = writeln!(log, "### upstream {url} is updating itself (Archive-Update-in-Progress); waiting {wait:.0?}");
+        std::thread::sleep(wait);
+    }
+    Err(RunError::Failed(format!(
+        "upstream {url} stayed mid-update (Archive-Update-in-Progress); will try again at the next trigger"
+    )))
+}
+
+/// Debian's trace format, written atomically to `<project>/trace/<hostname>` after a complete run.
+fn write_trace(env: &SyncEnv, project: &Project, started: SystemTime) -> Result<()> {
+    let dir = env.ends.mirror_root.join(&project.path).join("trace");
+    std::fs::create_dir_all(&dir)?;
+    let date = |t: SystemTime| httpdate::fmt_http_date(t).replace("GMT", "+0000");
+    let text = format!(
+        "Date: {}\nDate-Started: {}\nArchive serial: {}\nCreator: mirror-sync {}\nRunning on host: {}\nUpstream-mirror: {}\n",
+        date(SystemTime::now()),
+        date(started),
+        now(),
+        env!("CARGO_PKG_VERSION"),
+        env.ends.hostname,
+        env.ends.upstream,
+    );
+    let tmp = dir.join(format!(".{}.tmp", env.ends.hostname));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, dir.join(&env.ends.hostname)).map_err(|e| anyhow!("renaming the trace file: {e}"))?;
+    Ok(())
+}
+
+fn prune_logs(dir: &Path, project: &str, keep: Duration) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let cutoff = SystemTime::now() - keep;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = name
+            .strip_prefix(project)
+            .and_then(|r| r.strip_prefix('-'))
+            .is_some_and(|r| r.ends_with(".log") && r[..r.len() - 4].chars().all(|c| c.is_ascii_digit()));
+        if ours && e.metadata().and_then(|m| m.modified()).is_ok_and(|m| m < cutoff) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_jitters_within_a_quarter() {
+        for attempt in 1..5 {
+            let d = backoff(Duration::from_secs(10), attempt);
+            let nominal = 10.0 * f64::from(1u32 << (attempt - 1));
+            assert!(d.as_secs_f64() >= nominal * 0.75 && d.as_secs_f64() <= nominal * 1.25, "{attempt}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn leftover_temporaries_are_removed_everywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/.~tmp~")).unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b/.~tmp~/x")).unwrap();
+        std::fs::write(dir.path().join("a/keep"), b"x").unwrap();
+        remove_rsync_temporaries(dir.path());
+        assert!(!dir.path().join("a/.~tmp~").exists());
+        assert!(!dir.path().join("a/b/.~tmp~").exists());
+        assert!(dir.path().join("a/keep").exists());
+    }
+}

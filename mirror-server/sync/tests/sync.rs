@@ -1,0 +1,398 @@
+//! mirror-sync against a real rsync daemon and a real MQTT broker (mosquitto) on loopback, with
+//! the fixture projects of the real catalog: first and incremental syncs, deletions, two-stage
+//! ordering, push during a run, locks, kill -9, the max-delete guard, a full disk, bwlimit.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustix::process::{kill_process_group, Pid};
+use testkit::fixtures::{bytes, publish_debian, snapshot, write_file as write, LabProfile, LAB_HOSTNAME};
+use testkit::peers::{mosquitto, publish, rsync_daemon, Peer};
+use testkit::Signal;
+
+/// A test world: an upstream tree behind an rsync daemon, a site profile pointing at it, and
+/// the local mirror root, state and log folders.
+struct World {
+    dir: tempfile::TempDir,
+    _rsyncd: Peer,
+}
+
+const PROJECTS: &[&str] = &["fixture-debian", "fixture-rpm", "fixture-arch"];
+
+impl World {
+    fn new() -> World {
+        World::with(|_| {})
+    }
+
+    /// A world whose profile gets more `[mirror]` keys from `extra_mirror`.
+    fn with(extra_mirror: impl Fn(&mut String)) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let up = dir.path().join("upstream");
+        for p in PROJECTS {
+            std::fs::create_dir_all(up.join(p)).unwrap();
+        }
+        let modules: Vec<(&str, PathBuf)> = PROJECTS.iter().map(|p| (*p, up.join(p))).collect();
+        let (rsyncd, port) = rsync_daemon(dir.path(), &modules);
+        let mut mirror = String::from("min_free_mb = 0\n");
+        extra_mirror(&mut mirror);
+        LabProfile::with_catalog_projects(PROJECTS)
+            .upstream(&format!("127.0.0.1:{port}"))
+            .mirror_extra(&mirror)
+            .write(&dir.path().join("etc"));
+        World { dir, _rsyncd: rsyncd }
+    }
+
+    fn upstream(&self, project: &str) -> PathBuf {
+        self.dir.path().join("upstream").join(project)
+    }
+
+    fn local(&self, project: &str) -> PathBuf {
+        self.mirror_root().join(project)
+    }
+
+    fn mirror_root(&self) -> PathBuf {
+        self.dir.path().join("mirror")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn sync_cmd(&self) -> Command {
+        let mut c = Command::new(testkit::bin("mirror-sync"));
+        c.arg("--config").arg(self.dir.path().join("etc/site.toml"));
+        c.arg("--mirror-root").arg(self.mirror_root());
+        c.arg("--state-dir").arg(self.state());
+        c.arg("--log-dir").arg(self.dir.path().join("logs"));
+        c.args(["--retry-base", "1"]);
+        c
+    }
+
+    fn run(&self, project: &str) -> (bool, String) {
+        let out = self.sync_cmd().args(["run", project]).stdin(Stdio::null()).output().unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    }
+
+    fn status(&self, project: &str) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(self.state().join(format!("{project}.json"))).unwrap()).unwrap()
+    }
+
+    fn runs_logged(&self, project: &str) -> usize {
+        std::fs::read_dir(self.dir.path().join("logs"))
+            .map(|rd| {
+                rd.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{project}-"))).count()
+            })
+            .unwrap_or(0)
+    }
+}
+
+fn arch_tree(up: &Path, files: usize) {
+    write(&up.join("lastsync"), b"1700000000\n");
+    write(&up.join("lastupdate"), b"1700000000\n");
+    for i in 0..files {
+        write(&up.join(format!("core/os/x86_64/pkg-{i}.pkg.tar.zst")), &bytes(1000 + i, i as u64));
+    }
+}
+
+#[test]
+fn first_sync_incremental_and_upstream_deletions() {
+    let w = World::new();
+    arch_tree(&w.upstream("fixture-arch"), 20);
+    let (ok, out) = w.run("fixture-arch");
+    assert!(ok, "{out}");
+    assert_eq!(snapshot(&w.local("fixture-arch")), snapshot(&w.upstream("fixture-arch")));
+    let st = w.status("fixture-arch");
+    assert_eq!(st["state"], "success");
+    assert_eq!(st["stats"]["files_transferred"], 22);
+    assert!(out.contains("fixture-arch") && out.contains("ok"), "status table printed: {out}");
+
+    // Incremental: one new file, one gone; lastsync comes from upstream, never from us.
+    write(&w.upstream("fixture-arch").join("core/os/x86_64/new.pkg.tar.zst"), b"new");
+    std::fs::remove_file(w.upstream("fixture-arch").join("core/os/x86_64/pkg-3.pkg.tar.zst")).unwrap();
+    // Upstream's lastsync changes minutes later in real life; rsync's quick check needs that.
+    let lastsync = w.upstream("fixture-arch").join("lastsync");
+    write(&lastsync, b"1700000100\n");
+    let later = std::time::SystemTime::now() + Duration::from_secs(120);
+    std::fs::File::options().write(true).open(&lastsync).unwrap().set_modified(later).unwrap();
+    let (ok, out) = w.run("fixture-arch");
+    assert!(ok, "{out}");
+    assert_eq!(snapshot(&w.local("fixture-arch")), snapshot(&w.upstream("fixture-arch")));
+    let st = w.status("fixture-arch");
+    assert_eq!(st["stats"]["files_transferred"], 2);
+    assert_eq!(st["stats"]["files_deleted"], 1);
+    assert_eq!(std::fs::read(w.local("fixture-arch").join("lastsync")).unwrap(), b"1700000100\n");
+
+    // `status` reads well for humans and machines.
+    let table = String::from_utf8_lossy(&w.sync_cmd().arg("status").output().unwrap().stdout).into_owned();
+    assert!(table.lines().next().unwrap().starts_with("PROJECT"), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("fixture-arch") && l.contains(" ok ")), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("fixture-rpm") && l.contains("never synced")), "{table}");
+}
+
+#[test]
+fn two_stage_sync_never_shows_an_index_naming_a_missing_file() {
+    // 8 Mbit/s: the 3 MiB package takes about three seconds, the reader polls all along.
+    let w = World::with(|p| p.push_str("bwlimit_mbit = 8\n"));
+    let up = w.upstream("fixture-debian");
+    publish_debian(&up, 1, 1000);
+    assert!(w.run("fixture-debian").0);
+    publish_debian(&up, 2, 3 << 20);
+
+    let local = w.local("fixture-debian");
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (local, stop) = (local.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut checks = 0u32;
+            let mut violations = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(index) = std::fs::read_to_string(local.join("dists/stable/main/binary-amd64/Packages")) {
+                    for f in index.lines().filter_map(|l| l.strip_prefix("Filename: ")) {
+                        if !local.join(f).is_file() {
+                            violations.push(f.to_string());
+                        }
+                    }
+                    checks += 1;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (checks, violations)
+        })
+    };
+    let (ok, out) = w.run("fixture-debian");
+    stop.store(true, Ordering::Relaxed);
+    let (checks, violations) = reader.join().unwrap();
+    assert!(ok, "{out}");
+    assert!(checks > 100, "the reader looked only {checks} times");
+    assert!(violations.is_empty(), "an index named missing files: {violations:?}");
+    assert_eq!(
+        snapshot(&local).into_iter().filter(|(p, _)| !p.starts_with("trace/")).collect::<Vec<_>>(),
+        snapshot(&up)
+    );
+    // The trace file is written after the complete run, named after our host, and survives
+    // the next run's deleting pass.
+    let trace = std::fs::read_to_string(local.join("trace").join(LAB_HOSTNAME)).unwrap();
+    assert!(trace.contains(&format!("Running on host: {LAB_HOSTNAME}")), "{trace}");
+    assert!(w.run("fixture-debian").0);
+    assert!(local.join("trace").join(LAB_HOSTNAME).exists());
+}
+
+#[test]
+fn upstream_mid_update_is_waited_for() {
+    let w = World::new();
+    let up = w.upstream("fixture-debian");
+    publish_debian(&up, 1, 1000);
+    write(&up.join("Archive-Update-in-Progress-upstream.example.net"), b"");
+    let marker = up.join("Archive-Update-in-Progress-upstream.example.net");
+    let remover = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        std::fs::remove_file(marker).unwrap();
+    });
+    let started = Instant::now();
+    let (ok, out) = w.run("fixture-debian");
+    remover.join().unwrap();
+    assert!(ok, "{out}");
+    assert!(started.elapsed() >= Duration::from_millis(1400), "the run did not wait for upstream");
+    assert!(!w.local("fixture-debian").join("Archive-Update-in-Progress-upstream.example.net").exists());
+}
+
+#[test]
+fn push_during_a_run_gives_exactly_one_more_run() {
+    let broker_dir = tempfile::tempdir().unwrap();
+    let (_broker, mqtt) = mosquitto(broker_dir.path());
+    let w = World::with(|p| {
+        p.push_str(&format!(
+            "bwlimit_mbit = 8\npush = {{ broker = \"127.0.0.1:{mqtt}\", topic_prefix = \"rsync/up.example.net\" }}\n"
+        ))
+    });
+    write(&w.upstream("fixture-rpm").join("repodata/repomd.xml"), b"<repomd/>");
+    write(&w.upstream("fixture-rpm").join("Packages/big.rpm"), &bytes(3 << 20, 1));
+    // Everything else is synced once first so the schedule stays quiet.
+    for p in ["fixture-debian", "fixture-arch"] {
+        assert!(w.run(p).0);
+    }
+    let rpm_status = w.state().join("fixture-rpm.json");
+    // A recent success keeps the schedule quiet for fixture-rpm too; only pushes start runs.
+    std::fs::create_dir_all(w.state()).unwrap();
+    std::fs::write(&rpm_status, format!("{{\"project\":\"fixture-rpm\",\"project_path\":\"fixture-rpm\",\"state\":\"success\",\"started\":0,\"ended\":null,\"last_success\":{},\"error\":null,\"stats\":{{\"files_transferred\":0,\"files_deleted\":0,\"bytes_received\":0,\"files_total\":0,\"tree_bytes\":0}},\"size_bytes\":0,\"log_file\":null}}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs())).unwrap();
+
+    let mut daemon = w.sync_cmd();
+    daemon.args(["daemon"]).env("RUST_LOG", "info");
+    let log = w.dir.path().join("daemon.log");
+    let mut child = {
+        use std::os::unix::process::CommandExt;
+        daemon
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    };
+    let guard = Pid::from_child(&child);
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let wait_for = |needle: &str, count: usize, limit: Duration| {
+        let start = Instant::now();
+        while text().matches(needle).count() < count {
+            assert!(start.elapsed() < limit, "waited for {count}× `{needle}`:\n{}", text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for("push: connected", 1, Duration::from_secs(10));
+    publish(mqtt, "rsync/up.example.net/fixture-rpm");
+    wait_for("sync triggered", 1, Duration::from_secs(10));
+    // Three more pushes while the first run is still transferring: one more run, not three.
+    for _ in 0..3 {
+        publish(mqtt, "rsync/up.example.net/fixture-rpm");
+    }
+    publish(mqtt, "rsync/up.example.net/not-hosted-here");
+    wait_for("sync finished", 2, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = kill_process_group(guard, Signal::KILL);
+    let _ = child.wait();
+    let t = text();
+    assert_eq!(t.matches("sync finished").count(), 2, "{t}");
+    assert_eq!(t.matches("one more run queued").count(), 3, "{t}");
+    assert_eq!(w.runs_logged("fixture-rpm"), 2);
+    assert_eq!(snapshot(&w.local("fixture-rpm")), snapshot(&w.upstream("fixture-rpm")));
+}
+
+#[test]
+fn a_second_run_waits_for_the_lock() {
+    let w = World::with(|p| p.push_str("bwlimit_mbit = 8\n"));
+    write(&w.upstream("fixture-rpm").join("big.rpm"), &bytes(2 << 20, 2));
+    let mut first = w.sync_cmd();
+    let first = first.args(["run", "fixture-rpm"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, out) = w.run("fixture-rpm");
+    let first_end = std::fs::metadata(w.state().join("fixture-rpm.json")).unwrap().modified().unwrap();
+    assert!(ok, "{out}");
+    let mut first = first;
+    assert!(first.wait().unwrap().success());
+    let st = w.status("fixture-rpm");
+    // The second run started after the first had written its final status.
+    let second_start = st["started"].as_i64().unwrap();
+    let first_end = first_end.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!(second_start + 1 >= first_end, "second run started at {second_start}, first ended {first_end}");
+    assert_eq!(w.runs_logged("fixture-rpm"), 2);
+}
+
+#[test]
+fn kill_9_mid_run_then_the_next_run_completes_consistently() {
+    let w = World::with(|p| p.push_str("bwlimit_mbit = 8\n"));
+    let up = w.upstream("fixture-rpm");
+    for i in 0..4 {
+        write(&up.join(format!("Packages/p{i}.rpm")), &bytes(1 << 20, i));
+    }
+    let mut c = w.sync_cmd();
+    let child = {
+        use std::os::unix::process::CommandExt;
+        c.args(["run", "fixture-rpm"]).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0).spawn().unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    // The whole process group, rsync included, as systemd would on a crash.
+    let _ = kill_process_group(Pid::from_child(&child), Signal::KILL);
+    let mut child = child;
+    let _ = child.wait();
+    let partial_tmp = find_named(&w.local("fixture-rpm"), ".~tmp~");
+    assert!(!partial_tmp.is_empty(), "the killed run should have left rsync temporaries");
+    let (ok, out) = w.run("fixture-rpm");
+    assert!(ok, "{out}");
+    assert_eq!(snapshot(&w.local("fixture-rpm")), snapshot(&up));
+    assert!(find_named(&w.local("fixture-rpm"), ".~tmp~").is_empty(), "leftover temporaries were not removed");
+}
+
+fn find_named(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_name() == name {
+                out.push(e.path());
+            } else if e.path().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_max_delete_guard_refuses_a_mass_deletion() {
+    let w = World::with(|p| p.push_str("max_delete_percent = 10\n"));
+    let up = w.upstream("fixture-arch");
+    arch_tree(&up, 1200);
+    assert!(w.run("fixture-arch").0);
+    for i in 0..600 {
+        std::fs::remove_file(up.join(format!("core/os/x86_64/pkg-{i}.pkg.tar.zst"))).unwrap();
+    }
+    let (ok, out) = w.run("fixture-arch");
+    assert!(!ok, "the run should be refused: {out}");
+    let st = w.status("fixture-arch");
+    assert_eq!(st["state"], "refused", "{st}");
+    assert!(st["error"].as_str().unwrap().contains("more than 10%"), "{st}");
+    let left = std::fs::read_dir(w.local("fixture-arch").join("core/os/x86_64")).unwrap().count();
+    assert!(left > 1000, "only {left} files left: the guard let the deletion through");
+}
+
+#[test]
+fn a_full_disk_fails_cleanly_and_keeps_the_served_tree() {
+    let w = World::new();
+    let root = w.mirror_root();
+    std::fs::create_dir_all(&root).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(&root)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(mounted, "this test needs root to mount a small tmpfs (run the tests as root, as CI does)");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(root.clone());
+    let up = w.upstream("fixture-rpm");
+    write(&up.join("repodata/repomd.xml"), b"<repomd>v1</repomd>");
+    write(&up.join("Packages/a.rpm"), &bytes(500_000, 1));
+    assert!(w.run("fixture-rpm").0);
+    let before = snapshot(&w.local("fixture-rpm"));
+    // v2 needs more than the disk has.
+    write(&up.join("repodata/repomd.xml"), b"<repomd>v2</repomd>");
+    write(&up.join("Packages/b.rpm"), &bytes(4 << 20, 2));
+    let (ok, out) = w.run("fixture-rpm");
+    assert!(!ok, "{out}");
+    let st = w.status("fixture-rpm");
+    assert_eq!(st["state"], "failed");
+    assert!(
+        st["error"].as_str().unwrap().contains("disk full") || st["error"].as_str().unwrap().contains("No space"),
+        "{st}"
+    );
+    assert_eq!(snapshot(&w.local("fixture-rpm")), before, "the served tree changed after a failed run");
+}
+
+#[test]
+fn the_bandwidth_limit_holds_within_ten_percent() {
+    let w = World::with(|p| p.push_str("bwlimit_mbit = 16\n"));
+    let size = 6 << 20;
+    write(&w.upstream("fixture-rpm").join("big.rpm"), &bytes(size, 4));
+    let start = Instant::now();
+    let (ok, out) = w.run("fixture-rpm");
+    let took = start.elapsed().as_secs_f64();
+    assert!(ok, "{out}");
+    let kib_per_s = (16e6_f64 / 8.0 / 1024.0).floor();
+    let expected = size as f64 / 1024.0 / kib_per_s;
+    let rate = size as f64 * 8.0 / took / 1e6;
+    assert!(
+        (took - expected).abs() / expected <= 0.10,
+        "took {took:.2}s for {expected:.2}s expected ({rate:.1} Mbit/s at a 16 Mbit/s limit)"
+    );
+}

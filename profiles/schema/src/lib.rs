@@ -1,0 +1,18 @@
+//! The one schema of a micro mirror, next to the data it describes: the site profile
+//! (`profile`), the project catalog (`catalog`, with the `release` rules its entries carry),
+//! the problems found in either (`diagnostics`), where the appliance keeps things (`paths`),
+//! and the sync status files that mirror-sync writes and others read (`status`).
+//!
+//! xtask reads it at build time, the appliance's programs at run time. It does no I/O beyond
+//! reading the files it is asked to load and the status files; it never runs a command, never
+//! opens a socket, and depends on nothing of the runtime (no async, no TLS).
+
+pub mod catalog;
+pub mod diagnostics;
+pub mod human;
+pub mod paths;
+pub mod profile;
+pub mod release;
+pub mod site_config;
+pub mod status;
+mod toml_load;

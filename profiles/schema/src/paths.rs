@@ -1,0 +1,103 @@
+//! Where the appliance keeps things: its configuration (/etc/micromirror), the mirror tree
+//! (/srv/mirror), state kept across restarts and updates (/var/lib/micromirror) and logs
+//! (/var/log/micromirror). One type, so a path is named in one place; tests and development
+//! runs put everything under one folder with `Paths::under`.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// The rendered site profile, its catalog entries, site assets and CA files.
+    pub config: PathBuf,
+    /// The mirror tree: one folder per project; only mirror-sync writes here.
+    pub mirror_root: PathBuf,
+    /// State kept across restarts and updates.
+    pub state: PathBuf,
+    pub logs: PathBuf,
+    /// The default listing stylesheet, favicon, robots.txt and 404 page.
+    pub default_assets: PathBuf,
+}
+
+impl Paths {
+    /// The box's layout.
+    pub fn appliance() -> Paths {
+        Paths {
+            config: "/etc/micromirror".into(),
+            mirror_root: "/srv/mirror".into(),
+            state: "/var/lib/micromirror".into(),
+            logs: "/var/log/micromirror".into(),
+            default_assets: "/usr/share/micromirror/assets".into(),
+        }
+    }
+
+    /// Everything under `dir` (config/, mirror/, state/, log/, assets/), for tests.
+    pub fn under(dir: &Path) -> Paths {
+        Paths {
+            config: dir.join("config"),
+            mirror_root: dir.join("mirror"),
+            state: dir.join("state"),
+            logs: dir.join("log"),
+            default_assets: dir.join("assets"),
+        }
+    }
+
+    /// The installed site profile.
+    pub fn site_profile(&self) -> PathBuf {
+        self.config.join("site.toml")
+    }
+
+    /// The site's own listing assets, which override the defaults.
+    pub fn site_assets(&self) -> PathBuf {
+        self.config.join("assets")
+    }
+
+    /// mirror-sync's status files (one per project), locks and in-progress markers.
+    pub fn sync_status(&self) -> PathBuf {
+        self.state.join("sync")
+    }
+
+    /// One log file per sync run, kept two days.
+    pub fn sync_logs(&self) -> PathBuf {
+        self.logs.join("sync")
+    }
+
+    pub fn access_log(&self) -> PathBuf {
+        self.logs.join("access.log")
+    }
+
+    /// The ACME account key and certificate.
+    pub fn acme(&self) -> PathBuf {
+        self.state.join("acme")
+    }
+
+    /// Today's per-project totals, saved every minute and at exit for `mirror-server report`.
+    pub fn counters_file(&self) -> PathBuf {
+        self.state.join("server/counters.json")
+    }
+
+    /// Telemetry records kept while the watchtower is away.
+    pub fn spill_file(&self) -> PathBuf {
+        self.state.join("telemetry/spill")
+    }
+}
+
+/// The catalog that goes with a profile: `projects/` next to it (the appliance's layout and the
+/// repository's alike).
+pub fn catalog_dir_for(profile: &Path) -> PathBuf {
+    profile.parent().unwrap_or(Path::new(".")).join("projects")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_appliance_layout_is_what_the_units_and_overlay_name() {
+        let p = Paths::appliance();
+        assert_eq!(p.site_profile(), Path::new("/etc/micromirror/site.toml"));
+        assert_eq!(p.sync_status(), Path::new("/var/lib/micromirror/sync"));
+        assert_eq!(p.counters_file(), Path::new("/var/lib/micromirror/server/counters.json"));
+        assert_eq!(p.spill_file(), Path::new("/var/lib/micromirror/telemetry/spill"));
+        assert_eq!(catalog_dir_for(&p.site_profile()), Path::new("/etc/micromirror/projects"));
+    }
+}

@@ -1,0 +1,69 @@
+//! `[access]`: who may log in (the admin user and SSH keys) and from where admin ports answer.
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::checks::is_simple_name;
+use crate::diagnostics::Reporter;
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Access {
+    #[serde(default = "default_admin")]
+    pub admin_user: String,
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
+    /// Prefixes allowed to reach admin-only ports (metrics).
+    #[serde(default)]
+    pub admin_prefixes: Vec<String>,
+}
+
+fn default_admin() -> String {
+    "mirror".into()
+}
+
+pub(super) fn validate(a: &Access, r: &mut Reporter) {
+    if !is_simple_name(&a.admin_user) || a.admin_user == "root" {
+        r.error(
+            "access.admin_user",
+            format!("`{}` is not a usable user name", a.admin_user),
+            "use a lowercase name other than root, e.g. \"mirror\"",
+        );
+    }
+    if a.ssh_keys.is_empty() {
+        r.error(
+            "access.ssh_keys",
+            "no SSH key: nobody could log in to the box",
+            "add at least one public key, e.g. the content of ~/.ssh/id_ed25519.pub",
+        );
+    }
+    for (i, key) in a.ssh_keys.iter().enumerate() {
+        let mut parts = key.split_whitespace();
+        let kind = parts.next().unwrap_or("");
+        let body = parts.next().unwrap_or("");
+        let known = [
+            "ssh-ed25519",
+            "ssh-rsa",
+            "ecdsa-sha2-nistp256",
+            "ecdsa-sha2-nistp384",
+            "ecdsa-sha2-nistp521",
+            "sk-ssh-ed25519@openssh.com",
+            "sk-ecdsa-sha2-nistp256@openssh.com",
+        ];
+        if !known.contains(&kind) || body.len() < 16 || key.contains('\n') {
+            r.error(
+                &format!("access.ssh_keys[{i}]"),
+                "not an OpenSSH public key",
+                "paste one line of a .pub file: \"ssh-ed25519 AAAA… comment\"",
+            );
+        }
+    }
+    for (i, p) in a.admin_prefixes.iter().enumerate() {
+        if p.parse::<IpNet>().is_err() {
+            r.error(
+                &format!("access.admin_prefixes[{i}]"),
+                format!("`{p}` is not a prefix"),
+                "write e.g. \"198.51.100.0/24\" or \"2001:db8::/48\"",
+            );
+        }
+    }
+}

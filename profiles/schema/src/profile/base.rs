@@ -1,0 +1,95 @@
+//! `[base]`: the distribution the image is built from and where its packages come from.
+
+use serde::{Deserialize, Serialize};
+
+use super::checks::is_url;
+use crate::diagnostics::Reporter;
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+pub enum Distro {
+    #[default]
+    #[serde(rename = "almalinux-9")]
+    Almalinux9,
+    #[serde(rename = "debian-12")]
+    Debian12,
+}
+
+impl Distro {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Distro::Almalinux9 => "almalinux-9",
+            Distro::Debian12 => "debian-12",
+        }
+    }
+
+    /// Highest glibc the distro ships; our binaries must not need a newer one.
+    pub fn glibc(self) -> (u32, u32) {
+        match self {
+            Distro::Almalinux9 => (2, 34),
+            Distro::Debian12 => (2, 36),
+        }
+    }
+
+    pub fn default_mirror(self) -> &'static str {
+        match self {
+            Distro::Almalinux9 => "https://repo.almalinux.org/almalinux",
+            Distro::Debian12 => "http://deb.debian.org/debian",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+pub struct Base {
+    #[serde(default)]
+    pub distro: Distro,
+    /// Where packages come from; the distro's own default when absent.
+    #[serde(default)]
+    pub mirror: Option<String>,
+    /// AlmaLinux only: where EPEL comes from (for packages BaseOS/AppStream lack).
+    #[serde(default)]
+    pub epel_mirror: Option<String>,
+    /// AlmaLinux only: the GPG key(s) packages must be signed with (URL or file:// path);
+    /// the distro's key under the mirror when absent.
+    #[serde(default)]
+    pub gpg_keys: Vec<String>,
+}
+
+impl Base {
+    pub fn mirror_url(&self) -> String {
+        self.mirror
+            .clone()
+            .unwrap_or_else(|| self.distro.default_mirror().to_string())
+            .trim_end_matches('/')
+            .to_string()
+    }
+}
+
+pub(super) fn validate(b: &Base, r: &mut Reporter) {
+    for (key, url) in [("base.mirror", &b.mirror), ("base.epel_mirror", &b.epel_mirror)] {
+        if let Some(url) = url {
+            if !is_url(url) {
+                r.error(
+                    key,
+                    format!("`{url}` is not a URL"),
+                    "write an http://, https:// or file:// URL of a package mirror",
+                );
+            }
+        }
+    }
+    if b.distro == Distro::Debian12 && (b.epel_mirror.is_some() || !b.gpg_keys.is_empty()) {
+        r.error(
+            "base.epel_mirror",
+            "epel_mirror and gpg_keys apply to almalinux-9 only",
+            "remove them or set distro = \"almalinux-9\"",
+        );
+    }
+    for (i, key) in b.gpg_keys.iter().enumerate() {
+        if !is_url(key) {
+            r.error(
+                &format!("base.gpg_keys[{i}]"),
+                format!("`{key}` is not a URL"),
+                "write an https:// or file:// URL of the key",
+            );
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The site profile (`profiles/NAME.toml`): the one schema that describes a micro mirror.
+//! xtask reads it to bake an image; the appliance reads the same file from /etc/micromirror.
+//! Loading validates everything and reports every problem at once; nothing here does I/O
+//! beyond reading the file itself and the side files it names. One module per section.
+
+mod access;
+mod base;
+mod checks;
+mod mirror;
+mod network;
+mod server;
+mod site;
+mod telemetry;
+mod tls;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use access::Access;
+pub use base::{Base, Distro};
+pub use checks::is_host_port;
+pub use mirror::{Mirror, Push};
+pub use network::{is_documentation, Bond, Network, NicMatch};
+pub use server::{RateLimit, Server};
+pub use site::Site;
+pub use telemetry::Telemetry;
+pub use tls::Tls;
+
+use crate::catalog::{Catalog, Project};
+use crate::diagnostics::{Problem, Problems, Reporter};
+use crate::toml_load::{parse_collecting_unknown, read_file};
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Profile {
+    pub site: Site,
+    #[serde(default)]
+    pub base: Base,
+    pub network: Network,
+    pub access: Access,
+    pub mirror: Mirror,
+    #[serde(default)]
+    pub server: Server,
+    /// HTTPS on 443 next to plain HTTP; absent: plain HTTP only.
+    #[serde(default)]
+    pub tls: Option<Tls>,
+    /// Request records streamed to the fleet's watchtower; absent: none leave the box.
+    #[serde(default)]
+    pub telemetry: Option<Telemetry>,
+}
+
+/// A profile that passed validation, with the catalog entries of its projects.
+#[derive(Debug, Clone)]
+pub struct LoadedProfile {
+    pub path: PathBuf,
+    pub text: String,
+    pub profile: Profile,
+    pub projects: Vec<Project>,
+    pub warnings: Vec<Problem>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("{0}")]
+    Invalid(Problems),
+}
+
+/// Reads and validates a profile of the repository (`profiles/NAME.toml`: the file is named
+/// after the site).
+pub fn load(path: &Path, catalog: &Catalog) -> Result<LoadedProfile, ProfileError> {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    load_named(path, catalog, Some(&stem))
+}
+
+/// Reads and validates the profile installed on an appliance (/etc/micromirror/site.toml).
+pub fn load_installed(path: &Path, catalog: &Catalog) -> Result<LoadedProfile, ProfileError> {
+    load_named(path, catalog, None)
+}
+
+fn load_named(path: &Path, catalog: &Catalog, file_stem: Option<&str>) -> Result<LoadedProfile, ProfileError> {
+    let text = read_file(path).map_err(|p| ProfileError::Invalid(Problems(vec![p])))?;
+    let mut r = Reporter::new(path, &text);
+    let Some(profile) = parse_collecting_unknown::<Profile>(&text, &mut r) else {
+        return Err(ProfileError::Invalid(Problems(r.problems)));
+    };
+    validate(&profile, file_stem, catalog, &mut r);
+    validate_side_files(&profile, path.parent().unwrap_or(Path::new(".")), &mut r);
+    if r.has_errors() {
+        return Err(ProfileError::Invalid(Problems(r.problems)));
+    }
+    let projects = profile.mirror.projects.iter().filter_map(|n| catalog.get(n).cloned()).collect();
+    let warnings = r.problems;
+    Ok(LoadedProfile { path: path.to_path_buf(), text, profile, projects, warnings })
+}
+
+/// Every rule a profile must meet; each broken rule becomes one problem naming its key.
+pub fn validate(p: &Profile, file_stem: Option<&str>, catalog: &Catalog, r: &mut Reporter) {
+    site::validate(&p.site, file_stem, r);
+    base::validate(&p.base, r);
+    network::validate(&p.network, p.site.test, r);
+    access::validate(&p.access, r);
+    mirror::validate(&p.mirror, p.site.disk_gb, catalog, r);
+    server::validate(&p.server, r);
+    if let Some(tls) = &p.tls {
+        tls::validate(tls, r);
+    }
+    if let Some(t) = &p.telemetry {
+        telemetry::validate(t, r);
+    }
+}
+
+/// Files a profile names next to itself (CA certificates): they must exist and hold PEM
+/// certificates, since the image copies them and the box cannot fetch them later.
+fn validate_side_files(p: &Profile, profile_dir: &Path, r: &mut Reporter) {
+    let named = [
+        ("tls.acme_ca_file", p.tls.as_ref().and_then(|t| t.acme_ca_file.as_ref())),
+        ("telemetry.ca_file", p.telemetry.as_ref().map(|t| &t.ca_file)),
+    ];
+    for (key, file) in named {
+        let Some(file) = file else { continue };
+        if file.starts_with('/') || file.split('/').any(|c| c == "..") {
+            r.error(
+                key,
+                format!("`{file}` must be a path inside the profiles folder"),
+                "write e.g. \"certs/watchtower-ca.pem\"",
+            );
+            continue;
+        }
+        match std::fs::read_to_string(profile_dir.join(file)) {
+            Ok(text) if text.contains("-----BEGIN CERTIFICATE-----") => {}
+            Ok(_) => r.error(
+                key,
+                format!("{file} holds no PEM certificate"),
+                "put the CA certificate (-----BEGIN CERTIFICATE-----) there",
+            ),
+            Err(e) => r.error(
+                key,
+                format!("cannot read {}: {e}", profile_dir.join(file).display()),
+                "put the CA certificate there (paths are relative to the profile)",
+            ),
+        }
+    }
+}
+
+impl Profile {
+    /// Files the profile names relative to itself, to install next to it on the box.
+    pub fn side_files(&self) -> Vec<&str> {
+        let tls = self.tls.as_ref().and_then(|t| t.acme_ca_file.as_deref());
+        let telemetry = self.telemetry.as_ref().map(|t| t.ca_file.as_str());
+        tls.into_iter().chain(telemetry).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -14,8 +14,7 @@ pub use testkit::{fixtures, http, peers, tail, target, workspace};
 
 /// Runs `cargo xtask ARGS` from the workspace; fails with its output.
 pub fn xtask(args: &[&str]) -> Result<String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
+    let out = testkit::cargo()
         .current_dir(workspace())
         .args(["run", "--quiet", "--package", "xtask", "--"])
         .args(args)
@@ -72,8 +71,7 @@ impl Vm {
     /// peers that must know them before the guest starts (an ACME CA validating port 80).
     pub fn boot_on(site: &str, disk: &Path, serial: &Path, guestfwd: &[String], port_base: u16) -> Result<Vm> {
         let _ = std::fs::remove_file(serial);
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut c = Command::new(cargo);
+        let mut c = testkit::cargo();
         c.current_dir(workspace())
             .args(["run", "--quiet", "--package", "xtask", "--", "boot", "--site", site, "--no-reboot"])
             .arg("--disk")

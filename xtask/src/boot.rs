@@ -59,9 +59,9 @@ pub fn run(args: BootArgs) -> Result<()> {
         }
     };
     let vars = paths::target().join("boot").join(format!("{}-OVMF_VARS.fd", args.site));
-    std::fs::create_dir_all(paths::target().join("boot"))?;
+    fs_err::create_dir_all(paths::target().join("boot"))?;
     if !vars.exists() {
-        std::fs::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS}"))?;
+        fs_err::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS}"))?;
     }
     let mut qemu = qemu_command(&site, &disk, &vars, &args)?;
     eprintln!("booting {} under QEMU ({}):", disk.display(), accel());
@@ -77,7 +77,7 @@ pub fn run(args: BootArgs) -> Result<()> {
 /// A sparse copy of the image, resized to `size` (the box grows into it on first boot).
 pub fn fresh_disk(image: &Path, copy: &Path, size: &str) -> Result<()> {
     if let Some(dir) = copy.parent() {
-        std::fs::create_dir_all(dir)?;
+        fs_err::create_dir_all(dir)?;
     }
     cmd::run(Command::new("cp").arg("--sparse=always").arg(image).arg(copy))?;
     cmd::run(Command::new("truncate").arg("-s").arg(size).arg(copy))?;

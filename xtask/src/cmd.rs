@@ -51,3 +51,27 @@ pub fn exists(program: impl AsRef<OsStr>) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// A nested `cargo` as a developer would type it in a shell. `cargo run` gives xtask the
+/// variables it sets for the program it runs (CARGO_MANIFEST_DIR, CARGO_PKG_*, …); passed on,
+/// they reach build scripts that watch them (ring's watches CARGO_MANIFEST_DIR), so the nested
+/// build and a plain `cargo build` would each find the other's artifacts stale and rebuild.
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_by_cargo_run = name.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&name.as_ref());
+        if set_by_cargo_run {
+            c.env_remove(name.as_ref());
+        }
+    }
+    c
+}

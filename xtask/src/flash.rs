@@ -70,10 +70,10 @@ pub fn run(args: FlashArgs) -> Result<()> {
     if !image.exists() {
         bail!("no image at {}; build it with: cargo xtask image --site {}", image.display(), args.site);
     }
-    let image_len = std::fs::metadata(&image)?.len();
+    let image_len = fs_err::metadata(&image)?.len();
     let target =
-        std::fs::canonicalize(&args.device).with_context(|| format!("{} does not exist", args.device.display()))?;
-    let meta = std::fs::metadata(&target)?;
+        fs_err::canonicalize(&args.device).with_context(|| format!("{} does not exist", args.device.display()))?;
+    let meta = fs_err::metadata(&target)?;
     let is_block = meta.file_type().is_block_device();
     if !is_block && !meta.is_file() {
         bail!("{} is neither a disk nor a regular file", target.display());
@@ -235,7 +235,7 @@ fn refuse_unsafe_disk(dev: &Path) -> Result<()> {
             bail!("{} is mounted on {mp}; unmount it first (umount {})", r[0], r[0]);
         }
     }
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mounts = fs_err::read_to_string("/proc/self/mounts").unwrap_or_default();
     if mounts.lines().any(|l| {
         l.split(' ').next().is_some_and(|src| {
             src == dev_str

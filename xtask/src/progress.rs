@@ -1,10 +1,17 @@
-//! Progress for long stages: indicatif spinners with elapsed time on a terminal, plain
-//! timestamped lines when stderr is not one (CI logs).
+//! Progress for long stages: indicatif spinners with elapsed time on a terminal (one line per
+//! stage under way: two stages may run at once), plain lines when stderr is not one (CI logs).
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+/// Every spinner on the terminal, so concurrent stages do not draw over each other.
+fn bars() -> &'static MultiProgress {
+    static BARS: OnceLock<MultiProgress> = OnceLock::new();
+    BARS.get_or_init(MultiProgress::new)
+}
 
 pub struct Stage {
     name: String,
@@ -15,7 +22,7 @@ pub struct Stage {
 /// Starts a stage; finish it with `done` (or it reports as abandoned when dropped).
 pub fn stage(name: &str, what: &str) -> Stage {
     let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new_spinner();
+        let bar = bars().add(ProgressBar::new_spinner());
         bar.set_style(
             ProgressStyle::with_template("{spinner} {prefix:>8} {msg} [{elapsed}]")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
@@ -42,10 +49,14 @@ impl Stage {
     pub fn done(mut self, summary: &str) -> Duration {
         let elapsed = self.started.elapsed();
         let line = format!("{:>8} {summary} ({:.1} s)", self.name, elapsed.as_secs_f64());
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
+        match self.bar.take() {
+            Some(bar) => {
+                bar.finish_and_clear();
+                bars().remove(&bar);
+                let _ = bars().println(&line);
+            }
+            None => eprintln!("{line}"),
         }
-        eprintln!("{line}");
         elapsed
     }
 }

@@ -1,8 +1,6 @@
 //! `cargo xtask test`: install the host tools the tests drive (real QEMU, rsync, mosquitto, …),
 //! then run formatting and lint checks and every test of the workspace. CI runs exactly this.
 
-use std::process::Command;
-
 use anyhow::Result;
 
 use crate::{cmd, host, paths};
@@ -18,13 +16,12 @@ pub struct TestArgs {
 
 pub fn run(args: TestArgs) -> Result<()> {
     host::ensure(&[host::IMAGE_DEBIAN, host::BOOT, host::TESTS])?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let ws = paths::workspace();
     if !args.no_lint {
         eprintln!("[test] cargo fmt --check");
-        cmd::run_visible(Command::new(&cargo).current_dir(&ws).args(["fmt", "--all", "--check"]))?;
+        cmd::run_visible(cmd::cargo().current_dir(&ws).args(["fmt", "--all", "--check"]))?;
         eprintln!("[test] cargo clippy");
-        cmd::run_visible(Command::new(&cargo).current_dir(&ws).args([
+        cmd::run_visible(cmd::cargo().current_dir(&ws).args([
             "clippy",
             "--workspace",
             "--all-targets",
@@ -35,7 +32,7 @@ pub fn run(args: TestArgs) -> Result<()> {
         ]))?;
     }
     eprintln!("[test] cargo test --workspace");
-    let mut test = Command::new(&cargo);
+    let mut test = cmd::cargo();
     test.current_dir(&ws).args(["test", "--workspace", "--locked"]);
     if let Some(f) = &args.filter {
         test.arg(f);
@@ -44,29 +41,29 @@ pub fn run(args: TestArgs) -> Result<()> {
     test.args(["--", "--test-threads=1"]);
     cmd::run_visible(&mut test)?;
     if args.filter.is_none() {
-        fuzz_smoke(&cargo)?;
+        fuzz_smoke()?;
     }
     Ok(())
 }
 
 /// A short run of the request-parser fuzz target (cargo fuzz needs nightly features; the
 /// stable toolchain provides them with RUSTC_BOOTSTRAP=1).
-fn fuzz_smoke(cargo: &str) -> Result<()> {
-    let fuzz_installed = Command::new(cargo).args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
+fn fuzz_smoke() -> Result<()> {
+    let fuzz_installed = cmd::cargo().args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
     if !fuzz_installed {
         eprintln!("[test] installing cargo-fuzz");
-        cmd::run_visible(Command::new(cargo).args(["install", "cargo-fuzz", "--locked"]))?;
+        cmd::run_visible(cmd::cargo().args(["install", "cargo-fuzz", "--locked"]))?;
     }
     // The corpus grows during a run; it lives under target/, seeded from the committed seeds.
     let corpus = paths::target().join("fuzz-corpus/request_head");
-    std::fs::create_dir_all(&corpus)?;
+    fs_err::create_dir_all(&corpus)?;
     let seeds = paths::workspace().join("mirror-server/server/fuzz/seeds/request_head");
-    for seed in std::fs::read_dir(&seeds)?.flatten() {
-        std::fs::copy(seed.path(), corpus.join(seed.file_name()))?;
+    for seed in fs_err::read_dir(&seeds)?.flatten() {
+        fs_err::copy(seed.path(), corpus.join(seed.file_name()))?;
     }
     eprintln!("[test] fuzz smoke run: request_head for 20 s");
     cmd::run_visible(
-        Command::new(cargo)
+        cmd::cargo()
             .current_dir(paths::workspace().join("mirror-server/server"))
             .env("RUSTC_BOOTSTRAP", "1")
             .args(["fuzz", "run", "request_head"])

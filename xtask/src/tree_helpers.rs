@@ -19,7 +19,7 @@ impl Drop for Peer {
 pub fn rsync_daemon(work: &Path, module: &str, path: &Path) -> Result<(Peer, u16)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let conf = work.join("rsyncd.conf");
-    std::fs::write(&conf, format!("port = {port}\naddress = 127.0.0.1\nuse chroot = no\nnumeric ids = yes\npid file = {}\n[{module}]\n  path = {}\n  read only = yes\n", work.join("rsyncd.pid").display(), path.display()))?;
+    fs_err::write(&conf, format!("port = {port}\naddress = 127.0.0.1\nuse chroot = no\nnumeric ids = yes\npid file = {}\n[{module}]\n  path = {}\n  read only = yes\n", work.join("rsyncd.pid").display(), path.display()))?;
     let child = Command::new("rsync")
         .arg("--daemon")
         .arg("--no-detach")

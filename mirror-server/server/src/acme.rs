@@ -75,10 +75,7 @@ pub fn retry_delay(failures: u32, jitter: f64) -> Duration {
 
 /// A number in [0, 1) that differs between boxes and runs; enough for spreading timers.
 pub fn jitter() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0));
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+    fastrand::f64()
 }
 
 fn cert_path(dir: &Path) -> PathBuf {

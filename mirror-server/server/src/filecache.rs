@@ -53,7 +53,7 @@ struct State {
     /// cached, pass through.
     folders: HashMap<Arc<str>, Folder>,
     by_watch: HashMap<i32, Arc<str>>,
-    seed: u64,
+    rng: fastrand::Rng,
 }
 
 struct Entry {
@@ -101,7 +101,7 @@ impl FileCache {
                 keys: Vec::new(),
                 folders: HashMap::new(),
                 by_watch: HashMap::new(),
-                seed: 0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id()),
+                rng: fastrand::Rng::new(),
             })),
             Err(e) => {
                 tracing::warn!(error = %e, capacity, "inotify unavailable: files are opened for every request");
@@ -316,10 +316,7 @@ impl State {
             return;
         }
         while self.entries.len() >= capacity && !self.keys.is_empty() {
-            self.seed ^= self.seed << 13;
-            self.seed ^= self.seed >> 7;
-            self.seed ^= self.seed << 17;
-            let victim = self.keys[(self.seed % self.keys.len() as u64) as usize].clone();
+            let victim = self.keys[self.rng.usize(..self.keys.len())].clone();
             self.forget(&victim);
         }
         let key: Arc<str> = Arc::from(relative);

@@ -227,11 +227,9 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
     exp.mul_f64(1.0 + jitter)
 }
 
-/// A number in [0, 1) that differs between boxes and runs (no RNG crate for one number).
+/// A number in [0, 1) that differs between boxes and runs.
 pub fn jitter_fraction() -> f64 {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    let mixed = (u64::from(nanos) ^ u64::from(std::process::id()).rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (mixed >> 11) as f64 / (1u64 << 53) as f64
+    fastrand::f64()
 }
 
 /// Runs rsync, copying its output to the run's log (and the terminal when asked); returns the

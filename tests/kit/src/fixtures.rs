@@ -9,17 +9,10 @@ use schema::status::{self, Outcome, Status};
 
 use crate::workspace;
 
-/// Deterministic pseudo-random bytes (xorshift): large fixtures without an RNG.
+/// Deterministic pseudo-random bytes: the same `seed` gives the same content.
 pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(len);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
+    let mut v = vec![0u8; len];
+    fastrand::Rng::with_seed(seed).fill(&mut v);
     v
 }
 

@@ -35,14 +35,38 @@ pub fn free_port() -> u16 {
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
     BUILT.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
+        let status = cargo()
             .current_dir(workspace())
             .args(["build", "--quiet", "-p", "mirror-server", "-p", "mirror-sync", "--bins"])
             .status();
         assert!(status.is_ok_and(|s| s.success()), "building the workspace's programs failed");
     });
     target().join("debug").join(name)
+}
+
+/// A nested `cargo` as a developer would type it. A test process carries the variables cargo
+/// sets for it (CARGO_MANIFEST_DIR, CARGO_PKG_*, …); passed on, they reach build scripts that
+/// watch them and make the nested build and a plain one rebuild each other's artifacts.
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_by_cargo_for_us = name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_EXE_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+            ]
+            .contains(&name.as_ref());
+        if set_by_cargo_for_us {
+            c.env_remove(name.as_ref());
+        }
+    }
+    c
 }
 
 /// Runs a command; panics with its output when it fails.

@@ -24,7 +24,7 @@ fn xtask(args: &[&str]) -> Result<f64> {
 fn boot_to_http(site: &str) -> Result<f64> {
     let port_base = 23_000u16;
     let log = paths::target().join("bench/boot-serial.log");
-    std::fs::create_dir_all(paths::target().join("bench"))?;
+    fs_err::create_dir_all(paths::target().join("bench"))?;
     let start = Instant::now();
     let mut child = Command::new(std::env::current_exe()?)
         .args(["boot", "--site", site, "--no-reboot", "--port-base", &port_base.to_string(), "--serial-log"])
@@ -66,7 +66,7 @@ pub fn run() -> Result<Vec<Row>> {
     eprintln!("[bench] warm build of lab6 (another site, cached base)");
     let warm = xtask(&["image", "--site", "lab6"])?;
     let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(paths::images("demo").join("manifest.json"))?)?;
+        serde_json::from_slice(&fs_err::read(paths::images("demo").join("manifest.json"))?)?;
     let allocated = manifest["artifacts"][0]["allocated"].as_f64().unwrap_or(0.0) / 1048576.0;
     let zst = manifest["artifacts"][1]["size"].as_f64().unwrap_or(0.0) / 1048576.0;
     eprintln!("[bench] booting demo under TCG");

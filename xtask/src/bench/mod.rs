@@ -87,7 +87,7 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 pub fn proc_cpu_seconds(pids: &[i32]) -> f64 {
     let ticks = 100.0;
     pids.iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .filter_map(|p| fs_err::read_to_string(format!("/proc/{p}/stat")).ok())
         .map(|s| {
             let rest: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
             let u: f64 = rest.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
@@ -103,7 +103,7 @@ pub fn proc_peak_rss(pids: &[i32]) -> u64 {
 }
 
 pub fn status_kib(pid: i32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+    fs_err::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix(key))

@@ -64,10 +64,10 @@ impl Server {
     fn pids(&self) -> Vec<i32> {
         let root = self.child.id() as i32;
         let mut pids = vec![root];
-        if let Ok(rd) = std::fs::read_dir("/proc") {
+        if let Ok(rd) = fs_err::read_dir("/proc") {
             for e in rd.flatten() {
                 let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let stat = fs_err::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
                 let ppid = stat
                     .rsplit(')')
                     .next()
@@ -103,22 +103,22 @@ pub fn make_tree(dir: &Path) -> Result<()> {
     if marker.exists() {
         return Ok(());
     }
-    std::fs::create_dir_all(dir.join("listing"))?;
-    std::fs::create_dir_all(dir.join("many"))?;
-    std::fs::write(dir.join("small.bin"), vec![7u8; 4096])?;
-    std::fs::write(dir.join("medium.bin"), vec![9u8; 1 << 20])?;
-    let mut big = std::fs::File::create(dir.join("big.iso"))?;
+    fs_err::create_dir_all(dir.join("listing"))?;
+    fs_err::create_dir_all(dir.join("many"))?;
+    fs_err::write(dir.join("small.bin"), vec![7u8; 4096])?;
+    fs_err::write(dir.join("medium.bin"), vec![9u8; 1 << 20])?;
+    let mut big = fs_err::File::create(dir.join("big.iso"))?;
     let chunk: Vec<u8> = (0..(8u32 << 20)).map(|i| (i % 251) as u8).collect();
     for _ in 0..128 {
         big.write_all(&chunk)?;
     }
     for i in 0..5000 {
-        std::fs::write(dir.join(format!("listing/package-{i:05}-1.0-1.x86_64.rpm")), b"x")?;
+        fs_err::write(dir.join(format!("listing/package-{i:05}-1.0-1.x86_64.rpm")), b"x")?;
     }
     for i in 0..10_000 {
-        std::fs::write(dir.join(format!("many/f{i:05}.rpm")), b"rpm")?;
+        fs_err::write(dir.join(format!("many/f{i:05}.rpm")), b"rpm")?;
     }
-    std::fs::write(marker, b"")?;
+    fs_err::write(marker, b"")?;
     Ok(())
 }
 
@@ -126,7 +126,7 @@ fn start_nginx(tree: &Path, work: &Path) -> Result<Server> {
     let ports = Ports { http: free_port(), https: free_port() };
     let (cert, key) = bench_certificate(work)?;
     let conf = work.join("nginx.conf");
-    std::fs::write(
+    fs_err::write(
         &conf,
         format!(
             "worker_processes 2;\ndaemon off;\npid {work}/nginx.pid;\nerror_log {work}/nginx-error.log;\nevents {{ worker_connections 4096; }}\nhttp {{\n  include /etc/nginx/mime.types;\n  default_type application/octet-stream;\n  sendfile on; tcp_nopush on; tcp_nodelay on; keepalive_timeout 65; keepalive_requests 1000000;\n  access_log {work}/nginx-access.log combined;\n  client_body_temp_path {work}/tmp;\n  server {{ listen 127.0.0.1:{http}; listen 127.0.0.1:{https} ssl; ssl_certificate {cert}; ssl_certificate_key {key}; ssl_protocols TLSv1.2 TLSv1.3; root {tree}; autoindex on; }}\n}}\n",
@@ -138,7 +138,7 @@ fn start_nginx(tree: &Path, work: &Path) -> Result<Server> {
             key = key.display(),
         ),
     )?;
-    std::fs::create_dir_all(work.join("tmp"))?;
+    fs_err::create_dir_all(work.join("tmp"))?;
     use std::os::unix::process::CommandExt;
     let child = Command::new("nginx")
         .arg("-c")
@@ -328,14 +328,11 @@ fn heads(port: u16, conns: usize, seconds: u64) -> Result<(f64, f64, f64)> {
                 let mut latencies = Vec::new();
                 let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return (0, latencies) };
                 let _ = s.set_nodelay(true);
-                let mut x: u64 = 0x9E37_79B9 ^ c as u64;
+                let mut files = fastrand::Rng::with_seed(c as u64);
                 let mut buf = [0u8; 4096];
                 while Instant::now() < deadline {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
                     let t = Instant::now();
-                    let req = format!("HEAD /many/f{:05}.rpm HTTP/1.1\r\nHost: b\r\n\r\n", x % 10_000);
+                    let req = format!("HEAD /many/f{:05}.rpm HTTP/1.1\r\nHost: b\r\n\r\n", files.u32(..10_000));
                     if s.write_all(req.as_bytes()).is_err() {
                         break;
                     }
@@ -366,7 +363,7 @@ fn heads(port: u16, conns: usize, seconds: u64) -> Result<(f64, f64, f64)> {
 }
 
 fn machine_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let stat = fs_err::read_to_string("/proc/stat").unwrap_or_default();
     let fields: Vec<f64> =
         stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
     // user nice system idle iowait irq softirq: busy = all but idle and iowait.
@@ -388,7 +385,7 @@ struct Workload {
 /// Restricts every thread of the given processes to one CPU.
 fn pin_processes(pids: &[i32], cpu: usize) {
     for pid in pids {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        let Ok(tasks) = fs_err::read_dir(format!("/proc/{pid}/task")) else { continue };
         for task in tasks.flatten() {
             if let Ok(tid) = task.file_name().to_string_lossy().parse::<i32>() {
                 set_affinity(tid, Some(cpu));
@@ -475,7 +472,7 @@ fn workloads() -> Result<Vec<Workload>> {
 pub fn run(opts: &Options) -> Result<Vec<Row>> {
     let work = paths::target().join("bench/server");
     let tree = work.join("tree");
-    std::fs::create_dir_all(&work)?;
+    fs_err::create_dir_all(&work)?;
     eprintln!("[bench] preparing the tree in {}", tree.display());
     make_tree(&tree)?;
     // Warm the page cache: both servers read the same cached bytes.

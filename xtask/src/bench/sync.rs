@@ -17,13 +17,13 @@ fn upstream_tree(dir: &Path) -> Result<()> {
     }
     for i in 0..2000u32 {
         let sub = dir.join(format!("Packages/{}", i % 26));
-        std::fs::create_dir_all(&sub)?;
+        fs_err::create_dir_all(&sub)?;
         let size = 1000 + (i as usize * 7919) % 200_000;
-        std::fs::write(sub.join(format!("pkg-{i}.rpm")), vec![(i % 251) as u8; size])?;
+        fs_err::write(sub.join(format!("pkg-{i}.rpm")), vec![(i % 251) as u8; size])?;
     }
-    std::fs::create_dir_all(dir.join("repodata"))?;
-    std::fs::write(dir.join("repodata/repomd.xml"), b"<repomd/>")?;
-    std::fs::write(dir.join(".complete"), b"")?;
+    fs_err::create_dir_all(dir.join("repodata"))?;
+    fs_err::write(dir.join("repodata/repomd.xml"), b"<repomd/>")?;
+    fs_err::write(dir.join(".complete"), b"")?;
     Ok(())
 }
 
@@ -37,13 +37,13 @@ fn timed(c: &mut Command) -> Result<f64> {
 pub fn run(rounds: usize) -> Result<Vec<Row>> {
     let work = paths::target().join("bench/sync");
     let up = work.join("upstream/fixture-rpm");
-    std::fs::create_dir_all(&up)?;
+    fs_err::create_dir_all(&up)?;
     upstream_tree(&up)?;
     let (_rsyncd, port) = tree_helpers::rsync_daemon(&work, "fixture-rpm", &up)?;
     let etc = work.join("etc");
-    std::fs::create_dir_all(etc.join("projects"))?;
-    std::fs::copy(paths::catalog().join("fixture-rpm.toml"), etc.join("projects/fixture-rpm.toml"))?;
-    std::fs::write(etc.join("site.toml"), format!("[site]\nname = \"bench\"\nhostname = \"bench.example.net\"\nsponsor_name = \"B\"\nsponsor_url = \"https://example.net/\"\nlocation = \"here\"\ntest = true\n\n[network]\nipv4 = \"192.0.2.10/24\"\nipv4_gateway = \"192.0.2.1\"\n\n[access]\nssh_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOpsKeyForBenchOnly b\"]\n\n[mirror]\nupstream = \"127.0.0.1:{port}\"\nbwlimit_mbit = 100000\nprojects = [\"fixture-rpm\"]\nmin_free_mb = 0\n"))?;
+    fs_err::create_dir_all(etc.join("projects"))?;
+    fs_err::copy(paths::catalog().join("fixture-rpm.toml"), etc.join("projects/fixture-rpm.toml"))?;
+    fs_err::write(etc.join("site.toml"), format!("[site]\nname = \"bench\"\nhostname = \"bench.example.net\"\nsponsor_name = \"B\"\nsponsor_url = \"https://example.net/\"\nlocation = \"here\"\ntest = true\n\n[network]\nipv4 = \"192.0.2.10/24\"\nipv4_gateway = \"192.0.2.1\"\n\n[access]\nssh_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOpsKeyForBenchOnly b\"]\n\n[mirror]\nupstream = \"127.0.0.1:{port}\"\nbwlimit_mbit = 100000\nprojects = [\"fixture-rpm\"]\nmin_free_mb = 0\n"))?;
     let bin = paths::target().join("release/mirror-sync");
     let (mut first_rsync, mut first_ours, mut again_rsync, mut again_ours) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -51,10 +51,10 @@ pub fn run(rounds: usize) -> Result<Vec<Row>> {
         let a = work.join("bare");
         let b = work.join("ours");
         for d in [&a, &b, &work.join("state"), &work.join("logs")] {
-            let _ = std::fs::remove_dir_all(d);
+            let _ = fs_err::remove_dir_all(d);
         }
         let bare_line = planned_command(&bin, &etc, &a)?;
-        std::fs::create_dir_all(bare_line.last().context("an rsync destination")?)?;
+        fs_err::create_dir_all(bare_line.last().context("an rsync destination")?)?;
         let bare = |c: &mut Vec<f64>| -> Result<()> {
             c.push(timed(Command::new(&bare_line[0]).args(&bare_line[1..]))?);
             Ok(())

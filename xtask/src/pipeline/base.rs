@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use schema::profile::{Distro, LoadedProfile};
 use sha2::{Digest, Sha256};
 
+use super::tarball;
 use crate::host::{self, Need};
 use crate::{cmd, paths, progress};
 
@@ -100,7 +101,7 @@ pub struct Base {
 pub fn prepare(site: &LoadedProfile, refresh: bool) -> Result<Base> {
     let key = cache_key(site);
     let dir = paths::base_cache();
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    fs_err::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let archive = dir.join(format!("{key}.tar.zst"));
     if archive.exists() && !refresh {
         let stage = progress::stage("base", &format!("reusing cached {key}"));
@@ -108,7 +109,7 @@ pub fn prepare(site: &LoadedProfile, refresh: bool) -> Result<Base> {
         return Ok(Base { archive, key, reused: true });
     }
     let partial = dir.join(format!(".{key}.partial.tar.zst"));
-    let _ = std::fs::remove_file(&partial);
+    let _ = fs_err::remove_file(&partial);
     let stage = progress::stage(
         "base",
         &format!(
@@ -121,8 +122,8 @@ pub fn prepare(site: &LoadedProfile, refresh: bool) -> Result<Base> {
         Distro::Debian12 => mmdebstrap(site, &partial)?,
         Distro::Almalinux9 => dnf_installroot(site, &partial, &dir)?,
     }
-    std::fs::rename(&partial, &archive).with_context(|| format!("storing {}", archive.display()))?;
-    let size = std::fs::metadata(&archive).map(|m| m.len()).unwrap_or(0);
+    fs_err::rename(&partial, &archive).with_context(|| format!("storing {}", archive.display()))?;
+    let size = fs_err::metadata(&archive).map(|m| m.len()).unwrap_or(0);
     stage.done(&format!("base {key} ({})", progress::human_bytes(size)));
     Ok(Base { archive, key, reused: false })
 }
@@ -155,11 +156,11 @@ fn dnf_installroot(site: &LoadedProfile, out: &Path, cache: &Path) -> Result<()>
     let tmp = tempfile::Builder::new().prefix(".dnf-").tempdir_in(cache)?;
     let root = tmp.path().join("root");
     let conf = dnf_config(site, tmp.path());
-    std::fs::create_dir_all(tmp.path().join("repos"))?;
-    std::fs::write(tmp.path().join("dnf.conf"), conf.main)?;
-    std::fs::write(tmp.path().join("repos/micromirror.repo"), conf.repos)?;
+    fs_err::create_dir_all(tmp.path().join("repos"))?;
+    fs_err::write(tmp.path().join("dnf.conf"), conf.main)?;
+    fs_err::write(tmp.path().join("repos/micromirror.repo"), conf.repos)?;
     // Debian's rpm keeps its database in ~/.rpmdb; AlmaLinux's lives in /var/lib/rpm.
-    std::fs::write(tmp.path().join(".rpmmacros"), "%_dbpath /var/lib/rpm\n")?;
+    fs_err::write(tmp.path().join(".rpmmacros"), "%_dbpath /var/lib/rpm\n")?;
     let mut c = Command::new("dnf");
     c.env("HOME", tmp.path()).args(dnf_args(tmp.path(), &root)).args(packages(Distro::Almalinux9));
     cmd::run(&mut c).with_context(|| {
@@ -170,16 +171,9 @@ fn dnf_installroot(site: &LoadedProfile, out: &Path, cache: &Path) -> Result<()>
         ["var/cache/dnf", "var/log/dnf.log", "var/log/dnf.librepo.log", "var/log/dnf.rpm.log", "var/log/hawkey.log"]
     {
         let p = root.join(junk);
-        let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        let _ = if p.is_dir() { fs_err::remove_dir_all(&p) } else { fs_err::remove_file(&p) };
     }
-    let mut tar = Command::new("tar");
-    tar.args(["--zstd", "-cpf"])
-        .arg(out)
-        .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "--sort=name", "-C"])
-        .arg(&root)
-        .arg(".");
-    cmd::run(&mut tar)?;
-    Ok(())
+    tarball::pack(&root, out)
 }
 
 pub struct DnfConfig {
@@ -236,13 +230,7 @@ fn probe_repository(site: &LoadedProfile, name: &str, url: &str) -> Result<()> {
 /// Unpacks a cached base into `root` (which must not exist yet).
 pub fn extract(archive: &Path, root: &Path) -> Result<()> {
     let stage = progress::stage("extract", "unpacking the base tree");
-    std::fs::create_dir_all(root)?;
-    let mut tar = Command::new("tar");
-    tar.args(["--zstd", "-xpf"])
-        .arg(archive)
-        .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-C"])
-        .arg(root);
-    cmd::run(&mut tar)?;
+    tarball::unpack(archive, root)?;
     stage.done("base tree unpacked");
     Ok(())
 }

@@ -1,8 +1,10 @@
 //! The appliance's own programs: release builds of mirror-server and mirror-sync, checked to
-//! run on the target distro's glibc (the build host's may be newer).
+//! run on the target distro's glibc (the build host's may be newer). The build starts as a
+//! child process so it can compile while the base tree installs (one waits on the network and
+//! dpkg, the other on the CPU); a build that is not waited for is killed.
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 use schema::profile::Distro;
@@ -17,13 +19,63 @@ pub struct Binaries {
     pub files: Vec<(String, PathBuf)>,
 }
 
-pub fn build(distro: Distro) -> Result<Binaries> {
-    let stage = progress::stage("binaries", "cargo build --release -p mirror-server -p mirror-sync");
-    cargo_build_release()?;
+/// A release build under way; `finish` waits for it and checks what it made.
+pub struct Pending {
+    child: Option<Child>,
+    shown: String,
+    log: PathBuf,
+    distro: Distro,
+    stage: Option<progress::Stage>,
+}
+
+/// Starts `cargo build --release` of the programs in the background.
+pub fn start(distro: Distro) -> Result<Pending> {
+    let mut c = release_build();
+    let shown = cmd::describe(&c);
+    let stage = progress::stage("binaries", &format!("{shown} (alongside the base)"));
+    let log = paths::target().join("xtask-binaries.log");
+    fs_err::create_dir_all(paths::target())?;
+    let out = fs_err::File::create(&log)?.into_file();
+    let child = c
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("cannot start `{shown}`"))?;
+    Ok(Pending { child: Some(child), shown, log, distro, stage: Some(stage) })
+}
+
+impl Pending {
+    pub fn finish(mut self) -> Result<Binaries> {
+        let status = self.child.take().map(|mut c| c.wait()).transpose()?;
+        if !status.is_some_and(|s| s.success()) {
+            let text = fs_err::read_to_string(&self.log).unwrap_or_default();
+            bail!("`{}` failed:\n{}", self.shown, cmd::tail(&text, 40));
+        }
+        let stage = self.stage.take().context("a build is finished once")?;
+        let files = check(self.distro)?;
+        let newest = files.iter().filter_map(|(_, p)| fs_err::read(p).ok()).filter_map(|b| max_glibc(&b)).max();
+        let shown = newest.map(|(a, b)| format!("GLIBC_{a}.{b}")).unwrap_or_else(|| "no glibc versions".into());
+        stage.done(&format!("{} built, highest symbol version {shown}", PROGRAMS.join(" and ")));
+        Ok(Binaries { files })
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The built programs, each checked against the target's glibc.
+fn check(distro: Distro) -> Result<Vec<(String, PathBuf)>> {
     let mut files = Vec::new();
     for name in PROGRAMS {
         let path = paths::target().join("release").join(name);
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let bytes = fs_err::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let needed = max_glibc(&bytes);
         let allowed = distro.glibc();
         if let Some(v) = needed {
@@ -36,21 +88,22 @@ pub fn build(distro: Distro) -> Result<Binaries> {
         }
         files.push((name.to_string(), path));
     }
-    let newest = files.iter().filter_map(|(_, p)| std::fs::read(p).ok()).filter_map(|b| max_glibc(&b)).max();
-    let shown = newest.map(|(a, b)| format!("GLIBC_{a}.{b}")).unwrap_or_else(|| "no glibc versions".into());
-    stage.done(&format!("{} built, highest symbol version {shown}", PROGRAMS.join(" and ")));
-    Ok(Binaries { files })
+    Ok(files)
 }
 
 /// `cargo build --release` of the appliance's programs, as a developer would type it.
-pub fn cargo_build_release() -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut c = Command::new(cargo);
+fn release_build() -> Command {
+    let mut c = cmd::cargo();
     c.current_dir(paths::workspace()).args(["build", "--release", "--locked", "--bins"]);
     for p in PACKAGES {
         c.args(["-p", p]);
     }
-    cmd::run(&mut c).map(|_| ())
+    c
+}
+
+/// Builds the programs and waits (the benchmarks).
+pub fn cargo_build_release() -> Result<()> {
+    cmd::run(&mut release_build()).map(|_| ())
 }
 
 /// The highest `GLIBC_x.y` symbol version an ELF file references.

@@ -48,14 +48,14 @@ pub fn make_uki(site: &LoadedProfile, root: &Path, epoch: i64) -> Result<Vec<u8>
     let distro = site.profile.base.distro;
     let initrd_path = root.join("boot/initrd.micromirror");
     make_initramfs(distro, root, &kver, epoch)?;
-    let initrd = std::fs::read(&initrd_path).with_context(|| format!("reading {}", initrd_path.display()))?;
+    let initrd = fs_err::read(&initrd_path).with_context(|| format!("reading {}", initrd_path.display()))?;
     // The initramfs lives in the UKI only; a copy in the root filesystem would be dead weight.
-    std::fs::remove_file(&initrd_path)?;
+    fs_err::remove_file(&initrd_path)?;
     let kernel_path = kernel_image(root, &kver)?;
-    let linux = std::fs::read(&kernel_path).with_context(|| format!("reading {}", kernel_path.display()))?;
-    let os_release = std::fs::read(root.join("usr/lib/os-release")).context("reading the base's os-release")?;
+    let linux = fs_err::read(&kernel_path).with_context(|| format!("reading {}", kernel_path.display()))?;
+    let os_release = fs_err::read(root.join("usr/lib/os-release")).context("reading the base's os-release")?;
     let stub_path = stub(root);
-    let stub = std::fs::read(&stub_path).with_context(|| format!("reading the EFI stub {}", stub_path.display()))?;
+    let stub = fs_err::read(&stub_path).with_context(|| format!("reading the EFI stub {}", stub_path.display()))?;
     let line = cmdline(site);
     stage.message("assembling the UKI");
     let uki = image::uki::build_uki(
@@ -72,7 +72,7 @@ pub fn make_uki(site: &LoadedProfile, root: &Path, epoch: i64) -> Result<Vec<u8>
 
 fn kernel_version(root: &Path) -> Result<String> {
     let dir = root.join("usr/lib/modules");
-    let mut versions: Vec<String> = std::fs::read_dir(&dir)
+    let mut versions: Vec<String> = fs_err::read_dir(&dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())

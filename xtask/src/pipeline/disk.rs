@@ -28,7 +28,7 @@ pub fn root_size(tree_bytes: u64) -> u64 {
 pub fn assemble(site: &LoadedProfile, root: &Path, uki: &[u8], epoch: i64, staging: &Path) -> Result<Disk> {
     let stage = progress::stage("disk", "writing ESP, root filesystem and GPT");
     let name = &site.profile.site.name;
-    std::fs::create_dir_all(staging)?;
+    fs_err::create_dir_all(staging)?;
     let image_path = staging.join(format!("{name}.img"));
     let used = tree::allocated_size(root)?;
     let layout = disk::plan(ESP_SIZE, root_size(used));
@@ -95,7 +95,7 @@ fn pin_inode_change_times(root: &Path, image_path: &Path, layout: &Layout, epoch
         script.push_str(&format!("sif \"/{text}\" ctime @{epoch}\n"));
     }
     let commands = image_path.with_extension("debugfs");
-    std::fs::write(&commands, script)?;
+    fs_err::write(&commands, script)?;
     let target = format!("{}?offset={}", image_path.display(), layout.root_offset);
     let out = cmd::run(
         Command::new("debugfs")
@@ -105,7 +105,7 @@ fn pin_inode_change_times(root: &Path, image_path: &Path, layout: &Layout, epoch
             .arg(&commands)
             .arg(&target),
     );
-    let _ = std::fs::remove_file(&commands);
+    let _ = fs_err::remove_file(&commands);
     let out = out.context("pinning inode change times with debugfs")?;
     if let Some(err) = out.lines().find(|l| l.contains("File not found") || l.contains("Couldn't")) {
         anyhow::bail!("debugfs: {err}");

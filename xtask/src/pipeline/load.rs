@@ -38,7 +38,7 @@ pub fn load_catalog() -> Result<Catalog> {
 
 /// Site names: every profiles/*.toml.
 pub fn known_sites() -> Vec<String> {
-    let mut sites: Vec<String> = std::fs::read_dir(paths::profiles())
+    let mut sites: Vec<String> = fs_err::read_dir(paths::profiles())
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.path())

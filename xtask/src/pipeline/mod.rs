@@ -9,6 +9,7 @@ pub mod disk;
 pub mod load;
 pub mod outputs;
 pub mod overlay;
+pub mod tarball;
 pub mod tree;
 
 use std::path::PathBuf;
@@ -60,15 +61,20 @@ pub fn run(args: ImageArgs) -> Result<Option<Built>> {
 
     let work = paths::target().join("work").join(&args.site);
     tree::remove_dir_all_if_exists(&work)?;
-    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    fs_err::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let root = work.join("root");
 
+    // Our programs compile while the base installs; an early return or error stops the build.
+    let bins = match args.until {
+        Some(Stage::Base) => None,
+        _ => Some(binaries::start(site.profile.base.distro)?),
+    };
     let base = base::prepare(&site, args.refresh_base)?;
-    if args.until == Some(Stage::Base) {
+    let Some(bins) = bins else {
         eprintln!("base tree: {}", base.archive.display());
         return Ok(None);
-    }
-    let bins = binaries::build(site.profile.base.distro)?;
+    };
+    let bins = bins.finish()?;
     base::extract(&base.archive, &root)?;
     overlay::apply(&site, &root, &bins)?;
     if args.until == Some(Stage::Overlay) {

@@ -55,7 +55,7 @@ pub fn finish(
     if compress {
         let zst = staging.join(format!("{name}.img.zst"));
         compress_zstd(&disk.image, &zst)?;
-        artifacts.push(json!({"file": format!("{name}.img.zst"), "sha256": sha256_file(&zst)?, "size": std::fs::metadata(&zst)?.len()}));
+        artifacts.push(json!({"file": format!("{name}.img.zst"), "sha256": sha256_file(&zst)?, "size": fs_err::metadata(&zst)?.len()}));
     }
     let manifest = json!({
         "site": name,
@@ -75,7 +75,7 @@ pub fn finish(
         "build_seconds": started.elapsed().as_secs(),
     });
     let manifest_path = staging.join("manifest.json");
-    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest)?)?;
+    fs_err::write(&manifest_path, serde_json::to_vec_pretty(&manifest)?)?;
     let final_dir = paths::images(name);
     publish(staging, &final_dir)?;
     stage.done(&format!("outputs in {}", final_dir.display()));
@@ -85,12 +85,12 @@ pub fn finish(
 /// Swaps `staging` in as `final_dir` atomically (renameat2 RENAME_EXCHANGE when it exists).
 pub fn publish(staging: &Path, final_dir: &Path) -> Result<()> {
     if let Some(parent) = final_dir.parent() {
-        std::fs::create_dir_all(parent)?;
+        fs_err::create_dir_all(parent)?;
     }
     // Staging must be on the same filesystem: move it next to the final folder first.
     let next = final_dir.with_extension("next");
     tree::remove_dir_all_if_exists(&next)?;
-    std::fs::rename(staging, &next).with_context(|| format!("moving {} into place", staging.display()))?;
+    fs_err::rename(staging, &next).with_context(|| format!("moving {} into place", staging.display()))?;
     if final_dir.exists() {
         let a = CString::new(next.as_os_str().as_bytes())?;
         let b = CString::new(final_dir.as_os_str().as_bytes())?;
@@ -103,7 +103,7 @@ pub fn publish(staging: &Path, final_dir: &Path) -> Result<()> {
         }
         tree::remove_dir_all_if_exists(&next)?;
     } else {
-        std::fs::rename(&next, final_dir)?;
+        fs_err::rename(&next, final_dir)?;
     }
     Ok(())
 }
@@ -111,7 +111,7 @@ pub fn publish(staging: &Path, final_dir: &Path) -> Result<()> {
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut f = BufReader::with_capacity(
         1 << 20,
-        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        fs_err::File::open(path).with_context(|| format!("opening {}", path.display()))?,
     );
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -127,12 +127,12 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 
 pub fn allocated(path: &Path) -> Result<u64> {
     use std::os::unix::fs::MetadataExt;
-    Ok(std::fs::metadata(path)?.blocks() * 512)
+    Ok(fs_err::metadata(path)?.blocks() * 512)
 }
 
 fn compress_zstd(src: &Path, dest: &Path) -> Result<()> {
-    let input = std::fs::File::open(src)?;
-    let out = std::fs::File::create(dest)?;
+    let input = fs_err::File::open(src)?;
+    let out = fs_err::File::create(dest)?;
     let mut enc = zstd::Encoder::new(out, 3)?;
     enc.multithread(std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1))?;
     std::io::copy(&mut BufReader::with_capacity(4 << 20, input), &mut enc)?;
@@ -149,7 +149,7 @@ fn package_versions(distro: Distro, root: &Path) -> serde_json::Value {
     let mut map = serde_json::Map::new();
     match distro {
         Distro::Debian12 => {
-            let status = std::fs::read_to_string(root.join("var/lib/dpkg/status")).unwrap_or_default();
+            let status = fs_err::read_to_string(root.join("var/lib/dpkg/status")).unwrap_or_default();
             for para in status.split("\n\n") {
                 let field = |k: &str| para.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
                 if let (Some(p), Some(v)) = (field("Package:"), field("Version:")) {
@@ -202,13 +202,13 @@ mod tests {
     fn sparse_hash_equals_plain_hash() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("sparse");
-        let f = std::fs::File::create(&p).unwrap();
+        let f = fs_err::File::create(&p).unwrap();
         f.set_len(5 << 20).unwrap();
-        use std::os::unix::fs::FileExt;
+        use fs_err::os::unix::fs::FileExt;
         f.write_all_at(b"hello", 3 << 20).unwrap();
         f.write_all_at(b"end", (5 << 20) - 3).unwrap();
         drop(f);
-        let plain = hex(&Sha256::digest(std::fs::read(&p).unwrap()));
+        let plain = hex(&Sha256::digest(fs_err::read(&p).unwrap()));
         assert_eq!(sha256_file(&p).unwrap(), plain);
     }
 }

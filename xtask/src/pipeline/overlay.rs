@@ -81,7 +81,7 @@ pub fn apply(site: &LoadedProfile, root: &Path, bins: &Binaries) -> Result<()> {
     }
     install_site_config(site, root)?;
     for (name, path) in &bins.files {
-        let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let data = fs_err::read(path).with_context(|| format!("reading {}", path.display()))?;
         tree::write_file(&root.join("usr/bin").join(name), &data, 0o755)?;
     }
     set_timezone(site, root)?;
@@ -127,7 +127,7 @@ fn lay(layer: &Path, root: &Path, env: &Environment, ctx: &minijinja::Value) -> 
     let mut count = 0;
     for src in tree::walk(layer)? {
         let rel = src.strip_prefix(layer).context("overlay path outside its layer")?;
-        let meta = std::fs::symlink_metadata(&src)?;
+        let meta = fs_err::symlink_metadata(&src)?;
         if meta.is_dir() {
             continue;
         }
@@ -135,10 +135,10 @@ fn lay(layer: &Path, root: &Path, env: &Environment, ctx: &minijinja::Value) -> 
         let is_template = rel.to_str().is_some_and(|s| s.ends_with(".j2"));
         let (dest, data): (PathBuf, Vec<u8>) = match rel.to_str().and_then(|s| s.strip_suffix(".j2")) {
             Some(stripped) => {
-                let text = std::fs::read_to_string(&src).with_context(|| format!("reading {}", src.display()))?;
+                let text = fs_err::read_to_string(&src).with_context(|| format!("reading {}", src.display()))?;
                 (root.join(stripped), render(env, &src.display().to_string(), &text, ctx)?.into_bytes())
             }
-            None => (root.join(rel), std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?),
+            None => (root.join(rel), fs_err::read(&src).with_context(|| format!("reading {}", src.display()))?),
         };
         // A template that renders to nothing (e.g. the bond files of a one-NIC site) is not
         // installed: an empty systemd .link file would match every device.
@@ -176,13 +176,13 @@ fn install_site_config(site: &LoadedProfile, root: &Path) -> Result<()> {
     tree::write_file(&root.join("etc/ssh/authorized_keys").join(&access.admin_user), keys.as_bytes(), 0o644)?;
     for p in &site.projects {
         let src = paths::catalog().join(format!("{}.toml", p.name));
-        let data = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
+        let data = fs_err::read(&src).with_context(|| format!("reading {}", src.display()))?;
         tree::write_file(&etc.join("projects").join(format!("{}.toml", p.name)), &data, 0o644)?;
     }
     let profile_dir = site.path.parent().unwrap_or(Path::new("."));
     for rel in site.profile.side_files() {
         let src = profile_dir.join(rel);
-        let data = std::fs::read(&src)
+        let data = fs_err::read(&src)
             .with_context(|| format!("reading {} (named in {})", src.display(), site.path.display()))?;
         tree::write_file(&etc.join(rel), &data, 0o644)?;
     }
@@ -199,7 +199,7 @@ fn set_timezone(site: &LoadedProfile, root: &Path) -> Result<()> {
         );
     }
     let link = root.join("etc/localtime");
-    let _ = std::fs::remove_file(&link);
+    let _ = fs_err::remove_file(&link);
     std::os::unix::fs::symlink(format!("../usr/share/zoneinfo/{tz}"), &link).context("linking /etc/localtime")?;
     tree::write_file(&root.join("etc/timezone"), format!("{tz}\n").as_bytes(), 0o644)
 }
@@ -207,8 +207,8 @@ fn set_timezone(site: &LoadedProfile, root: &Path) -> Result<()> {
 fn forget_machine_identity(root: &Path) -> Result<()> {
     for rel in MACHINE_IDENTITY {
         let p = root.join(rel);
-        if std::fs::symlink_metadata(&p).is_ok() {
-            std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+        if fs_err::symlink_metadata(&p).is_ok() {
+            fs_err::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
         }
     }
     // Empty (not missing): systemd makes a fresh id on first boot and treats it as first boot.
@@ -273,7 +273,7 @@ mod render_tests {
             .filter(|p| p.extension().is_some_and(|e| e == "j2"))
             .map(|p| {
                 let rel = p.strip_prefix(&dir).unwrap().to_string_lossy().trim_end_matches(".j2").to_string();
-                let text = render(&env, &p.display().to_string(), &std::fs::read_to_string(&p).unwrap(), &ctx).unwrap();
+                let text = render(&env, &p.display().to_string(), &fs_err::read_to_string(&p).unwrap(), &ctx).unwrap();
                 (rel, text)
             })
             .collect()

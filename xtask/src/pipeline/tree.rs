@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 pub fn remove_dir_all_if_exists(path: &Path) -> Result<()> {
-    match std::fs::remove_dir_all(path) {
+    match fs_err::remove_dir_all(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
@@ -21,14 +21,14 @@ pub fn walk(root: &Path) -> Result<Vec<std::path::PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        let mut entries: Vec<_> = fs_err::read_dir(&dir)
             .with_context(|| format!("reading {}", dir.display()))?
             .filter_map(|e| e.ok())
             .map(|e| e.path())
             .collect();
         entries.sort();
         for p in entries {
-            let meta = std::fs::symlink_metadata(&p)?;
+            let meta = fs_err::symlink_metadata(&p)?;
             if meta.is_dir() {
                 stack.push(p.clone());
             }
@@ -44,7 +44,7 @@ pub fn allocated_size(root: &Path) -> Result<u64> {
     let mut seen = std::collections::HashSet::new();
     let mut total = 0;
     for p in walk(root)? {
-        let m = std::fs::symlink_metadata(&p)?;
+        let m = fs_err::symlink_metadata(&p)?;
         if m.nlink() > 1 && !m.is_dir() && !seen.insert((m.dev(), m.ino())) {
             continue;
         }
@@ -72,14 +72,14 @@ pub fn pin_timestamps(root: &Path, epoch: i64) -> Result<()> {
 /// Writes a file, creating parent folders, with the given mode.
 pub fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        fs_err::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
     // Replace rather than write through: the base may hold a symlink here (e.g. /etc/resolv.conf).
-    if std::fs::symlink_metadata(path).is_ok() {
-        std::fs::remove_file(path).with_context(|| format!("replacing {}", path.display()))?;
+    if fs_err::symlink_metadata(path).is_ok() {
+        fs_err::remove_file(path).with_context(|| format!("replacing {}", path.display()))?;
     }
-    std::fs::write(path, data).with_context(|| format!("writing {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    fs_err::write(path, data).with_context(|| format!("writing {}", path.display()))?;
+    fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("chmod {}", path.display()))?;
     Ok(())
 }

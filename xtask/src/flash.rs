@@ -4,6 +4,9 @@
 //! stale backup GPT at the end of the disk, then reads the image's span back and compares
 //! hashes. A regular file works as a target too (a rehearsal of the real thing).
 
+// The three block-device ioctls here (BLKGETSIZE64, BLKZEROOUT, BLKFLSBUF) stay hand-written
+// with libc: rustix offers no wrapper for them.
+
 use std::fs::File;
 use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
@@ -35,15 +38,9 @@ pub fn data_extents(file: &File, len: u64) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     let mut pos = 0u64;
     while pos < len {
-        // SAFETY: lseek on an open file.
-        let data = unsafe { libc::lseek(file.as_raw_fd(), pos as libc::off_t, libc::SEEK_DATA) };
-        if data < 0 {
-            break;
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(file.as_raw_fd(), data, libc::SEEK_HOLE) };
-        let end = if hole < 0 { len } else { (hole as u64).min(len) };
-        out.push((data as u64, end - data as u64));
+        let Ok(data) = rustix::fs::seek(file, rustix::fs::SeekFrom::Data(pos)) else { break };
+        let end = rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(data)).map_or(len, |hole| hole.min(len));
+        out.push((data, end - data));
         pos = end;
     }
     out
@@ -163,15 +160,8 @@ fn zero_range(dst: &mut File, start: u64, len: u64, is_block: bool) -> Result<()
         // SAFETY: BLKZEROOUT takes a [start, len] pair of u64.
         unsafe { libc::ioctl(dst.as_raw_fd(), 0x127f, range.as_ptr()) }
     } else {
-        // SAFETY: fallocate on an open file.
-        unsafe {
-            libc::fallocate(
-                dst.as_raw_fd(),
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                start as libc::off_t,
-                len as libc::off_t,
-            )
-        }
+        let punch = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+        rustix::fs::fallocate(&*dst, punch, start, len).map_or(-1, |()| 0)
     };
     if rc != 0 {
         // Fall back to writing zeros.

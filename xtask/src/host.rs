@@ -115,8 +115,7 @@ pub fn ensure(needs: &[&[Need]]) -> Result<()> {
             packages.join(" ")
         );
     };
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         bail!("missing host tools ({}); install them as root with:\n  sudo sh -c '{install}'", probes(&missing));
     }
     eprintln!("installing host packages: {}", packages.join(" "));

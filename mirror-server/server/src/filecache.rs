@@ -13,7 +13,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -184,12 +183,7 @@ impl FileCache {
 /// other hosts or processes behind its back.
 fn on_local_disk(file: &File) -> bool {
     const ZFS: libc::c_long = 0x2FC1_2FC1;
-    // SAFETY: an all-zero statfs is a valid value for the kernel to overwrite.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: fstatfs on our open file into a correctly typed buffer.
-    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } != 0 {
-        return false;
-    }
+    let Ok(st) = rustix::fs::fstatfs(file) else { return false };
     [
         libc::EXT4_SUPER_MAGIC,
         libc::XFS_SUPER_MAGIC,
@@ -199,7 +193,7 @@ fn on_local_disk(file: &File) -> bool {
         libc::BCACHEFS_SUPER_MAGIC,
         ZFS,
     ]
-    .contains(&st.f_type)
+    .contains(&(st.f_type as libc::c_long))
 }
 
 /// The folders a path passes through: "a/b/c" → "", "a", "a/b".
@@ -219,10 +213,7 @@ impl State {
     /// Reads and applies the change events waiting in the kernel. One ioctl when there are none.
     fn apply_pending_changes(&mut self) {
         loop {
-            let mut pending: libc::c_int = 0;
-            // SAFETY: FIONREAD on our inotify descriptor writes one int.
-            let rc = unsafe { libc::ioctl(self.inotify.as_raw_fd(), libc::FIONREAD, &mut pending) };
-            if rc < 0 || pending <= 0 {
+            if !rustix::io::ioctl_fionread(&self.inotify).is_ok_and(|pending| pending > 0) {
                 return;
             }
             let changes: Vec<(i32, EventMask, Option<String>)> = match self.inotify.read_events(&mut self.events) {

@@ -1,23 +1,21 @@
 //! Opening files under the mirror root with openat2(RESOLVE_BENEATH): the kernel refuses any
 //! path, symlink included, that would leave the root. Also reads folders for listings.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+
 use super::urlpath::RSYNC_TMP;
 
-/// The kernel's `struct open_how` (libc's is non-exhaustive and cannot be built directly).
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
+/// How every file under the root is opened: read-only, never a controlling tty, never blocking
+/// on a FIFO someone put there.
+const READ: OFlags = OFlags::RDONLY.union(OFlags::CLOEXEC).union(OFlags::NOCTTY).union(OFlags::NONBLOCK);
 
 pub struct Root {
     fd: OwnedFd,
@@ -56,39 +54,19 @@ impl Root {
     /// Opens `relative` beneath the root; the flag says whether the path crossed no symlink
     /// (only such paths may be cached: the folders a link leads to are not on the path).
     pub fn open_resolving(&self, relative: &str) -> io::Result<(File, bool)> {
+        if relative.contains('\0') {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
         let rel = if relative.is_empty() { "." } else { relative };
-        let c = CString::new(rel).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let beneath = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
-        match self.openat2(&c, beneath | libc::RESOLVE_NO_SYMLINKS) {
+        let beneath = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+        let open = |resolve| rustix::fs::openat2(&self.fd, rel, READ, Mode::empty(), resolve).map(File::from);
+        match open(beneath | ResolveFlags::NO_SYMLINKS) {
             Ok(file) => Ok((file, true)),
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Ok((self.openat2(&c, beneath)?, false)),
+            Err(Errno::LOOP) => Ok((open(beneath)?, false)),
             // systemd's seccomp sandboxes (and pre-5.6 kernels) answer openat2 with ENOSYS.
-            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => self.open_by_walking(relative),
-            Err(e) => Err(e),
+            Err(Errno::NOSYS) => self.open_by_walking(relative),
+            Err(e) => Err(e.into()),
         }
-    }
-
-    fn openat2(&self, path: &CString, resolve: u64) -> io::Result<File> {
-        let how = OpenHow {
-            flags: (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64,
-            mode: 0,
-            resolve,
-        };
-        // SAFETY: valid dirfd, NUL-terminated path, and a correctly sized open_how.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                self.fd.as_raw_fd(),
-                path.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the kernel just gave us this descriptor.
-        Ok(unsafe { File::from_raw_fd(fd as i32) })
     }
 
     /// The folder the root was opened from (for inotify watches, which take paths).
@@ -98,14 +76,7 @@ impl Root {
 
     /// Identity (device, inode) of what `relative` names now, without following a final link.
     pub fn identity_of(&self, relative: &str) -> io::Result<(u64, u64)> {
-        let c = CString::new(relative).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: an all-zero stat is a valid value for the kernel to overwrite.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: valid dirfd, NUL-terminated path, stat buffer of the right type.
-        let rc = unsafe { libc::fstatat(self.fd.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let st = rustix::fs::statat(&self.fd, relative, AtFlags::SYMLINK_NOFOLLOW)?;
         Ok((st.st_dev, st.st_ino))
     }
 }
@@ -135,60 +106,38 @@ impl Root {
         while let Some(component) = pending.pop() {
             if component == ".." {
                 if stack.pop().is_none() {
-                    return Err(io::Error::from_raw_os_error(libc::EXDEV));
+                    return Err(Errno::XDEV.into());
                 }
                 continue;
             }
-            let parent = stack.last().map_or(self.fd.as_raw_fd(), |f| f.as_raw_fd());
-            match openat(
-                parent,
-                &component,
-                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK,
-            ) {
-                Ok(f) => stack.push(f),
-                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            let parent: BorrowedFd = stack.last().map_or(self.fd.as_fd(), |f| f.as_fd());
+            match rustix::fs::openat(parent, component.as_str(), READ | OFlags::NOFOLLOW, Mode::empty()) {
+                Ok(f) => stack.push(File::from(f)),
+                Err(Errno::LOOP) => {
                     links += 1;
                     if links > MAX_LINKS {
-                        return Err(e);
+                        return Err(Errno::LOOP.into());
                     }
                     let target = readlinkat(parent, &component)?;
                     if target.starts_with('/') {
-                        return Err(io::Error::from_raw_os_error(libc::EXDEV));
+                        return Err(Errno::XDEV.into());
                     }
                     pending.extend(target.split('/').filter(|c| !c.is_empty() && *c != ".").rev().map(str::to_string));
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
         let file = match stack.pop() {
             Some(f) => f,
-            None => openat(self.fd.as_raw_fd(), ".", libc::O_RDONLY | libc::O_CLOEXEC)?,
+            None => File::from(rustix::fs::openat(&self.fd, ".", READ, Mode::empty())?),
         };
         Ok((file, links == 0))
     }
 }
 
-fn openat(dir: i32, name: &str, flags: i32) -> io::Result<File> {
-    let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: valid dirfd and NUL-terminated name.
-    let fd = unsafe { libc::openat(dir, c.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fresh descriptor from the kernel.
-    Ok(unsafe { File::from_raw_fd(fd) })
-}
-
-fn readlinkat(dir: i32, name: &str) -> io::Result<String> {
-    let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: buffer of the given length; valid dirfd and name.
-    let n = unsafe { libc::readlinkat(dir, c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(n as usize);
-    String::from_utf8(buf).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+fn readlinkat(dir: BorrowedFd, name: &str) -> io::Result<String> {
+    let target = rustix::fs::readlinkat(dir, name, Vec::new())?;
+    target.into_string().map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,10 +4,12 @@
 //! residency comes from mincore(2).
 
 use std::fs::File;
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+
+use rustix::io::{Errno, ReadWriteFlags};
 
 const PAGE: u64 = 4096;
 
@@ -36,22 +38,18 @@ fn resident(file: &File, offset: u64, len: usize) -> bool {
 
 /// Some(whether the byte at `offset` is cached), or None when the file system cannot say.
 fn cached_byte(file: &File, offset: u64) -> Option<bool> {
-    let mut byte = 0u8;
-    let iov = libc::iovec { iov_base: (&mut byte as *mut u8).cast(), iov_len: 1 };
-    // SAFETY: one iovec over one byte of our stack.
-    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset as libc::off_t, libc::RWF_NOWAIT) };
-    if n >= 0 {
-        return Some(true);
-    }
-    match io::Error::last_os_error().raw_os_error() {
-        Some(libc::EAGAIN) => Some(false),
-        Some(libc::EOPNOTSUPP) => None,
+    let mut byte = [0u8; 1];
+    match rustix::io::preadv2(file, &mut [IoSliceMut::new(&mut byte)], offset, ReadWriteFlags::NOWAIT) {
+        Ok(_) => Some(true),
+        Err(Errno::AGAIN) => Some(false),
+        Err(Errno::OPNOTSUPP) => None,
         // Any other error will show up, with its cause, in the real read.
-        _ => Some(true),
+        Err(_) => Some(true),
     }
 }
 
-/// Residency by mincore(2) over a mapping of the range, which faults nothing in.
+/// Residency by mincore(2) over a mapping of the range, which faults nothing in. Written with
+/// libc by hand: rustix has no mincore, and the mapping is never read through.
 fn resident_by_mincore(file: &File, offset: u64, len: usize) -> bool {
     if len == 0 {
         return true;
@@ -111,15 +109,11 @@ pub async fn read_into(file: &Arc<File>, offset: u64, len: u64, out: &mut Vec<u8
 fn read_cached(file: &File, buf: &mut [u8], offset: u64) -> usize {
     let mut done = 0;
     while done < buf.len() {
-        let iov = libc::iovec { iov_base: buf[done..].as_mut_ptr().cast(), iov_len: buf.len() - done };
-        // SAFETY: one iovec over the unfilled part of `buf`.
-        let n = unsafe {
-            libc::preadv2(file.as_raw_fd(), &iov, 1, (offset + done as u64) as libc::off_t, libc::RWF_NOWAIT)
-        };
-        if n <= 0 {
-            break;
+        let rest = &mut [IoSliceMut::new(&mut buf[done..])];
+        match rustix::io::preadv2(file, rest, offset + done as u64, ReadWriteFlags::NOWAIT) {
+            Ok(n) if n > 0 => done += n,
+            _ => break,
         }
-        done += n as usize;
     }
     done
 }
@@ -135,13 +129,14 @@ pub async fn warm(file: &Arc<File>, offset: u64, len: usize) {
     let _ = tokio::task::spawn_blocking(move || {
         static DEV_NULL: std::sync::OnceLock<Option<File>> = std::sync::OnceLock::new();
         let Some(null) = DEV_NULL.get_or_init(|| File::options().write(true).open("/dev/null").ok()) else { return };
-        let mut off = offset as libc::off_t;
+        let mut off = offset;
         let end = offset + len as u64;
-        while (off as u64) < end {
-            // SAFETY: valid descriptors; the kernel updates `off`.
-            let n = unsafe { libc::sendfile(null.as_raw_fd(), f.as_raw_fd(), &mut off, (end - off as u64) as usize) };
-            if n <= 0 {
-                return;
+        while off < end {
+            // The kernel moves `off` on by what it read.
+            let rest = (end - off) as usize;
+            match rustix::fs::sendfile(null, &*f, Some(&mut off), rest) {
+                Ok(n) if n > 0 => {}
+                _ => return,
             }
         }
     })
@@ -185,8 +180,7 @@ mod tests {
         // The advice is only advice (pages still batched on another CPU survive a call): repeat
         // it for a bounded while.
         for _ in 0..100 {
-            // SAFETY: advice on our own file.
-            unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            let _ = rustix::fs::fadvise(&*f, 0, None, rustix::fs::Advice::DontNeed);
             if !resident_by_mincore(&f, 0, 1) {
                 break;
             }

@@ -4,8 +4,9 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
+
+use rustix::net::SendFlags;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
@@ -46,21 +47,11 @@ impl Wire for TcpStream {
 
     async fn send(&mut self, out: &mut Vec<u8>, more: bool) -> io::Result<()> {
         // MSG_MORE: the head waits for the first sendfile bytes (nginx's tcp_nopush).
-        let flags = if more { libc::MSG_MORE } else { 0 };
-        let fd = self.as_raw_fd();
+        let flags = if more { SendFlags::MORE } else { SendFlags::empty() } | SendFlags::NOSIGNAL;
         let mut pos = 0;
         while pos < out.len() {
             self.writable().await?;
-            let res = self.try_io(Interest::WRITABLE, || {
-                let rest = &out[pos..];
-                // SAFETY: `rest` is a valid buffer for its length; fd is our connected socket.
-                let n = unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), flags | libc::MSG_NOSIGNAL) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
+            let res = self.try_io(Interest::WRITABLE, || Ok(rustix::net::send(&*self, &out[pos..], flags)?));
             match res {
                 Ok(n) => pos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -74,29 +65,22 @@ impl Wire for TcpStream {
     /// sendfile(2) in chunks; bytes not in the page cache are first read in on the blocking
     /// pool, so a cold file stalls only its own client.
     async fn send_file(&mut self, file: &Arc<File>, offset: u64, len: u64) -> io::Result<u64> {
-        let (sock, fd) = (self.as_raw_fd(), file.as_raw_fd());
         let end = offset + len;
-        let mut off = offset as libc::off_t;
+        let mut off = offset;
         // Bytes before `warm_until` are known to be cached. The known stretch slides ahead a
         // chunk at a time, so each byte is checked once and every call may send a full chunk.
         let mut warm_until = offset;
-        while (off as u64) < end {
-            if warm_until < end && warm_until - (off as u64) < SENDFILE_CHUNK as u64 {
+        while off < end {
+            if warm_until < end && warm_until - off < SENDFILE_CHUNK as u64 {
                 let ahead = ((end - warm_until) as usize).min(SENDFILE_CHUNK);
                 pagecache::warm(file, warm_until, ahead).await;
                 warm_until += ahead as u64;
             }
-            let chunk = ((warm_until - off as u64) as usize).min(SENDFILE_CHUNK);
+            let chunk = ((warm_until - off) as usize).min(SENDFILE_CHUNK);
             self.writable().await?;
-            let res = self.try_io(Interest::WRITABLE, || {
-                // SAFETY: valid fds; `off` is updated by the kernel.
-                let n = unsafe { libc::sendfile(sock, fd, &mut off, chunk) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
+            // The kernel moves `off` on by what it sent.
+            let res =
+                self.try_io(Interest::WRITABLE, || Ok(rustix::fs::sendfile(&*self, &**file, Some(&mut off), chunk)?));
             match res {
                 Ok(0) => return Err(pagecache::shrank()),
                 Ok(_) => {}

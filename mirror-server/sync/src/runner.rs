@@ -5,12 +5,13 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context, Result};
+use rustix::fs::FlockOperation;
+use rustix::io::Errno;
 
 use super::plan::{self, Endpoints};
 use super::rsync_output::{self, ExitMeaning};
@@ -63,19 +64,15 @@ fn lock(env: &SyncEnv, project: &str, mode: LockMode) -> Result<Option<ProjectLo
         .write(true)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
-    let flags = match mode {
-        LockMode::Wait => libc::LOCK_EX,
-        LockMode::Skip => libc::LOCK_EX | libc::LOCK_NB,
+    let operation = match mode {
+        LockMode::Wait => FlockOperation::LockExclusive,
+        LockMode::Skip => FlockOperation::NonBlockingLockExclusive,
     };
-    // SAFETY: flock on an open descriptor.
-    if unsafe { libc::flock(file.as_raw_fd(), flags) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Ok(None);
-        }
-        return Err(e).context("locking the project");
+    match rustix::fs::flock(&file, operation) {
+        Ok(()) => Ok(Some(ProjectLock { _file: file })),
+        Err(Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(std::io::Error::from(e)).context("locking the project"),
     }
-    Ok(Some(ProjectLock { _file: file }))
 }
 
 pub fn run_project(env: &SyncEnv, project: &Project, mode: LockMode) -> Result<RunResult> {
@@ -293,12 +290,7 @@ fn remove_rsync_temporaries(dir: &Path) {
 }
 
 pub fn free_mb(path: &Path) -> Option<u64> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: statvfs fills the struct we pass; path is NUL-terminated.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return None;
-    }
+    let s = rustix::fs::statvfs(path).ok()?;
     Some(s.f_bavail * s.f_frsize / (1 << 20))
 }
 

@@ -53,8 +53,10 @@ fn bench_certificate(work: &Path) -> Result<(std::path::PathBuf, std::path::Path
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // SAFETY: our child's process group.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGTERM) };
+        let _ = rustix::process::kill_process_group(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::TERM,
+        );
         let _ = self.child.wait();
     }
 }
@@ -176,15 +178,6 @@ fn start_mirror_server(tree: &Path, work: &Path) -> Result<Server> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0);
-    // The appliance's unit gives LimitNOFILE=65536; the open-file cache is sized from it.
-    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            let lim = libc::rlimit { rlim_cur: 65536, rlim_max: 65536 };
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-            Ok(())
-        })
-    };
     let child = command.spawn().with_context(|| format!("starting {}", bin.display()))?;
     wait_port(ports.http)?;
     wait_port(ports.https)?;
@@ -398,16 +391,11 @@ fn pin_processes(pids: &[i32], cpu: usize) {
 /// starts afterwards inherit the setting.
 fn set_affinity(tid: i32, cpu: Option<usize>) {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity take valid pointers.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for c in 0..cpus {
-            if cpu.is_none_or(|only| only == c) {
-                libc::CPU_SET(c, &mut set);
-            }
-        }
-        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    let mut set = rustix::thread::CpuSet::new();
+    for c in (0..cpus).filter(|c| cpu.is_none_or(|only| only == *c)) {
+        set.set(c);
     }
+    let _ = rustix::thread::sched_setaffinity(rustix::process::Pid::from_raw(tid), &set);
 }
 
 fn http(p: Ports, path: &str) -> String {
@@ -473,6 +461,12 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
     let work = paths::target().join("bench/server");
     let tree = work.join("tree");
     fs_err::create_dir_all(&work)?;
+    // The appliance's unit gives LimitNOFILE=65536 (mirror-server sizes its open-file cache from
+    // it); both servers inherit the same limit from here.
+    let nofile = rustix::process::Rlimit { current: Some(65536), maximum: Some(65536) };
+    rustix::process::setrlimit(rustix::process::Resource::Nofile, nofile)
+        .map_err(std::io::Error::from)
+        .context("raising the open-file limit to the unit's 65536 (run as root)")?;
     eprintln!("[bench] preparing the tree in {}", tree.display());
     make_tree(&tree)?;
     // Warm the page cache: both servers read the same cached bytes.

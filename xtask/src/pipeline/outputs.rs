@@ -2,14 +2,13 @@
 //! Everything is made in a staging folder and swapped in with one atomic rename, so a failed or
 //! interrupted build leaves the previous outputs untouched and no partial file.
 
-use std::ffi::CString;
 use std::io::{BufReader, Read, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use rustix::fs::{RenameFlags, CWD};
 use schema::profile::{Distro, LoadedProfile};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -92,15 +91,9 @@ pub fn publish(staging: &Path, final_dir: &Path) -> Result<()> {
     tree::remove_dir_all_if_exists(&next)?;
     fs_err::rename(staging, &next).with_context(|| format!("moving {} into place", staging.display()))?;
     if final_dir.exists() {
-        let a = CString::new(next.as_os_str().as_bytes())?;
-        let b = CString::new(final_dir.as_os_str().as_bytes())?;
-        // SAFETY: both are valid NUL-terminated paths.
-        let rc =
-            unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("swapping in {}", final_dir.display()));
-        }
+        rustix::fs::renameat_with(CWD, &next, CWD, final_dir, RenameFlags::EXCHANGE)
+            .map_err(std::io::Error::from)
+            .with_context(|| format!("swapping in {}", final_dir.display()))?;
         tree::remove_dir_all_if_exists(&next)?;
     } else {
         fs_err::rename(&next, final_dir)?;

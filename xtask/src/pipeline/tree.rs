@@ -1,12 +1,11 @@
 //! File-tree helpers shared by the stages: removing, copying with modes, sizing, and pinning
 //! every timestamp to the build epoch so filesystem images come out byte-identical.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use rustix::fs::{utimensat, AtFlags, Timespec, Timestamps, CWD};
 
 pub fn remove_dir_all_if_exists(path: &Path) -> Result<()> {
     match fs_err::remove_dir_all(path) {
@@ -57,14 +56,12 @@ pub fn allocated_size(root: &Path) -> Result<u64> {
 pub fn pin_timestamps(root: &Path, epoch: i64) -> Result<()> {
     let mut paths = walk(root)?;
     paths.push(root.to_path_buf());
-    let times = [libc::timespec { tv_sec: epoch, tv_nsec: 0 }, libc::timespec { tv_sec: epoch, tv_nsec: 0 }];
+    let t = Timespec { tv_sec: epoch, tv_nsec: 0 };
+    let times = Timestamps { last_access: t, last_modification: t };
     for p in paths {
-        let c = CString::new(p.as_os_str().as_bytes())?;
-        // SAFETY: `c` is a valid NUL-terminated path and `times` holds two timespecs.
-        let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| format!("setting times of {}", p.display()));
-        }
+        utimensat(CWD, &p, &times, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(std::io::Error::from)
+            .with_context(|| format!("setting times of {}", p.display()))?;
     }
     Ok(())
 }

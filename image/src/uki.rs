@@ -29,8 +29,9 @@ pub fn build_uki(stub: &[u8], parts: &UkiParts<'_>) -> Result<Vec<u8>, ImageErro
     Ok(pe.bytes)
 }
 
-/// Lists (name, virtual address, size) of every section, for tests and the manifest.
-pub fn sections(image: &[u8]) -> Result<Vec<(String, u32, u32)>, ImageError> {
+/// Lists (name, virtual address, size) of every section (our reader; the tests also use another).
+#[cfg(test)]
+fn sections(image: &[u8]) -> Result<Vec<(String, u32, u32)>, ImageError> {
     let pe = Pe::parse(image.to_vec())?;
     Ok((0..pe.section_count()).map(|i| pe.section(i)).map(|s| (s.name, s.virtual_address, s.virtual_size)).collect())
 }
@@ -204,6 +205,57 @@ mod tests {
         let linux = pe.section(4);
         assert_eq!(&uki[linux.raw_pointer as usize..][..9000], &[2u8; 9000][..]);
         assert_eq!(u32_at(&uki, pe.opt + 56), align(linux.virtual_address + 9000, 0x1000));
+    }
+
+    /// Reads a UKI with the `object` crate, not our own parser: (section name, contents).
+    fn read_with_object(uki: &[u8]) -> Vec<(String, Vec<u8>)> {
+        use object::{Object, ObjectSection};
+        let file = object::read::pe::PeFile64::parse(uki).expect("the object crate reads our UKI as PE32+");
+        file.sections()
+            .map(|s| {
+                let name = s.name().expect("a section name").to_string();
+                // The raw data is padded to the file alignment; the virtual size is the payload.
+                let data = s.data().expect("section data");
+                let size = (s.size() as usize).min(data.len());
+                (name, data[..size].to_vec())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_pe_reader_of_its_own_finds_every_part_byte_for_byte_on_systemds_stub() {
+        let stub_path = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+        let stub = std::fs::read(stub_path).unwrap_or_else(|e| {
+            panic!("{stub_path}: {e} (Debian package systemd-boot-efi; `cargo xtask test` installs it)")
+        });
+        let initrd: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let linux: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+        let parts = UkiParts {
+            os_release: b"ID=micromirror\nIMAGE_VERSION=1\n",
+            cmdline: b"root=PARTUUID=x rw",
+            initrd: &initrd,
+            linux: &linux,
+        };
+        let uki = build_uki(&stub, &parts).unwrap();
+        let read = read_with_object(&uki);
+        let stub_sections = read_with_object(&stub).len();
+        assert_eq!(read.len(), stub_sections + 4, "the stub's sections and ours");
+        let got = |name: &str| {
+            read.iter().find(|(n, _)| n == name).map(|(_, d)| d.clone()).unwrap_or_else(|| panic!("no {name}"))
+        };
+        assert_eq!(got(".osrel"), parts.os_release);
+        assert_eq!(got(".cmdline"), parts.cmdline);
+        assert_eq!(got(".initrd"), initrd);
+        assert_eq!(got(".linux"), linux);
+        // objdump (binutils) agrees on the section table too.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("uki.efi");
+        std::fs::write(&file, &uki).unwrap();
+        let out = std::process::Command::new("objdump").arg("-h").arg(&file).output().expect("objdump (binutils)");
+        let table = String::from_utf8_lossy(&out.stdout);
+        for name in [".osrel", ".cmdline", ".initrd", ".linux"] {
+            assert!(table.contains(name), "objdump -h does not list {name}:\n{table}");
+        }
     }
 
     #[test]

@@ -3,13 +3,13 @@
 //! and 873 forwarded on 127.0.0.1. The boot tests drive this same command.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use schema::profile::LoadedProfile;
 
+use crate::cmd::{self, cmd};
 use crate::pipeline::load;
-use crate::{cmd, host, paths};
+use crate::{host, paths};
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
@@ -63,7 +63,8 @@ pub fn run(args: BootArgs) -> Result<()> {
     if !vars.exists() {
         fs_err::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS}"))?;
     }
-    let mut qemu = qemu_command(&site, &disk, &vars, &args)?;
+    let sh = cmd::shell()?;
+    let qemu = qemu_command(&sh, &site, &disk, &vars, &args)?;
     eprintln!("booting {} under QEMU ({}):", disk.display(), accel());
     for (guest, host) in forwards(args.port_base) {
         eprintln!("  guest port {guest:>3} -> 127.0.0.1:{host}");
@@ -71,7 +72,7 @@ pub fn run(args: BootArgs) -> Result<()> {
     if let Some(log) = &args.serial_log {
         eprintln!("  serial console -> {}", log.display());
     }
-    cmd::run_visible(&mut qemu)
+    cmd::run_visible(qemu)
 }
 
 /// A sparse copy of the image, resized to `size` (the box grows into it on first boot).
@@ -79,8 +80,9 @@ pub fn fresh_disk(image: &Path, copy: &Path, size: &str) -> Result<()> {
     if let Some(dir) = copy.parent() {
         fs_err::create_dir_all(dir)?;
     }
-    cmd::run(Command::new("cp").arg("--sparse=always").arg(image).arg(copy))?;
-    cmd::run(Command::new("truncate").arg("-s").arg(size).arg(copy))?;
+    let sh = cmd::shell()?;
+    cmd::run(cmd!(sh, "cp --sparse=always {image} {copy}"))?;
+    cmd::run(cmd!(sh, "truncate -s {size} {copy}"))?;
     Ok(())
 }
 
@@ -120,35 +122,28 @@ pub fn netdev(site: &LoadedProfile, port_base: u16, guestfwd: &[String]) -> Resu
     Ok(s)
 }
 
-fn qemu_command(site: &LoadedProfile, disk: &Path, vars: &Path, args: &BootArgs) -> Result<Command> {
-    let mut c = Command::new("qemu-system-x86_64");
-    c.args([
-        "-machine",
-        "q35",
-        "-accel",
-        accel(),
-        "-cpu",
-        "max",
-        "-smp",
-        "2",
-        "-m",
-        &args.memory.to_string(),
-        "-nodefaults",
-        "-display",
-        "none",
-    ]);
-    c.arg("-drive").arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"));
-    c.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
-    c.arg("-drive").arg(format!("file={},if=virtio,format=raw,cache=unsafe,discard=unmap", disk.display()));
-    c.arg("-netdev").arg(netdev(site, args.port_base, &args.guestfwd)?);
-    c.args(["-device", "virtio-net-pci,netdev=wan,mac=52:54:00:12:34:56"]);
-    c.args(["-device", "virtio-rng-pci"]);
-    match &args.serial_log {
-        Some(log) => c.arg("-serial").arg(format!("file:{}", log.display())),
-        None => c.args(["-serial", "mon:stdio"]),
+fn qemu_command<'a>(
+    sh: &'a cmd::Shell,
+    site: &LoadedProfile,
+    disk: &Path,
+    vars: &Path,
+    args: &BootArgs,
+) -> Result<cmd::Cmd<'a>> {
+    let (accel, memory) = (accel(), args.memory.to_string());
+    let code = format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}");
+    let vars = format!("if=pflash,format=raw,unit=1,file={}", vars.display());
+    let disk = format!("file={},if=virtio,format=raw,cache=unsafe,discard=unmap", disk.display());
+    let netdev = netdev(site, args.port_base, &args.guestfwd)?;
+    let serial = match &args.serial_log {
+        Some(log) => format!("file:{}", log.display()),
+        None => "mon:stdio".into(),
     };
-    if args.no_reboot {
-        c.arg("-no-reboot");
-    }
-    Ok(c)
+    let no_reboot = args.no_reboot.then_some("-no-reboot");
+    Ok(cmd!(
+        sh,
+        "qemu-system-x86_64 -machine q35 -accel {accel} -cpu max -smp 2 -m {memory} -nodefaults -display none
+            -drive {code} -drive {vars} -drive {disk} -netdev {netdev}
+            -device virtio-net-pci,netdev=wan,mac=52:54:00:12:34:56 -device virtio-rng-pci
+            -serial {serial} {no_reboot...}"
+    ))
 }

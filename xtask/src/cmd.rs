@@ -1,15 +1,31 @@
-//! Running external commands with errors that say what ran, where, and what it printed.
+//! Running external commands. They are written as xshell `cmd!` lines, which read as they would
+//! be typed, and run through `run`/`run_visible` here, whose errors say what ran and the last
+//! lines it printed (xshell's own error names the command but not its output). Processes that
+//! must outlive the call (servers in benchmarks, a build in the background) are spawned as
+//! `std::process::Command`s, built from a `Cmd` where one exists.
 
 use std::ffi::OsStr;
-use std::process::{Command, Stdio};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
+pub use xshell::{cmd, Cmd, Shell};
 
-/// Runs a command, capturing its output; fails with the command line and its last output lines.
-pub fn run(cmd: &mut Command) -> Result<String> {
-    let shown = describe(cmd);
-    let out =
-        cmd.stdin(Stdio::null()).output().with_context(|| format!("cannot start `{shown}` (is it installed?)"))?;
+use crate::paths;
+
+/// A shell in the workspace folder.
+pub fn shell() -> Result<Shell> {
+    let sh = Shell::new()?;
+    sh.change_dir(paths::workspace());
+    Ok(sh)
+}
+
+/// Runs a command to completion, capturing its output; fails with the command line and its
+/// last 40 lines of output. Returns what it printed on stdout.
+pub fn run(c: Cmd<'_>) -> Result<String> {
+    let shown = c.to_string();
+    let out = match c.quiet().ignore_status().output() {
+        Ok(out) => out,
+        Err(e) => bail!("cannot start `{shown}` (is it installed?): {e}"),
+    };
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -19,23 +35,33 @@ pub fn run(cmd: &mut Command) -> Result<String> {
 }
 
 /// Runs a command with its output shown live (long steps whose progress matters).
-pub fn run_visible(cmd: &mut Command) -> Result<()> {
-    let shown = describe(cmd);
-    let status =
-        cmd.stdin(Stdio::null()).status().with_context(|| format!("cannot start `{shown}` (is it installed?)"))?;
-    if !status.success() {
-        bail!("`{shown}` failed ({status})");
-    }
-    Ok(())
+pub fn run_visible(c: Cmd<'_>) -> Result<()> {
+    // xshell's error says whether it could not start or exited non-zero, and names the command.
+    c.quiet().run().map_err(|e| anyhow!("{e}"))
 }
 
-pub fn describe(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for a in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&a.to_string_lossy());
+/// A nested `cargo` as a developer would type it in a shell. `cargo run` gives xtask the
+/// variables it sets for the program it runs (CARGO_MANIFEST_DIR, CARGO_PKG_*, …); passed on,
+/// they reach build scripts that watch them (ring's watches CARGO_MANIFEST_DIR), so the nested
+/// build and a plain `cargo build` would each find the other's artifacts stale and rebuild.
+pub fn cargo(sh: &Shell) -> Cmd<'_> {
+    let mut c = sh.cmd(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_by_cargo_run = name.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&name.as_ref());
+        if set_by_cargo_run {
+            c = c.env_remove(name.as_ref());
+        }
     }
-    s
+    c
 }
 
 pub fn tail(text: &str, lines: usize) -> String {
@@ -50,28 +76,4 @@ pub fn exists(program: impl AsRef<OsStr>) -> bool {
             std::env::split_paths(&paths).chain(["/usr/sbin".into(), "/sbin".into()]).any(|d| d.join(program).is_file())
         })
         .unwrap_or(false)
-}
-
-/// A nested `cargo` as a developer would type it in a shell. `cargo run` gives xtask the
-/// variables it sets for the program it runs (CARGO_MANIFEST_DIR, CARGO_PKG_*, …); passed on,
-/// they reach build scripts that watch them (ring's watches CARGO_MANIFEST_DIR), so the nested
-/// build and a plain `cargo build` would each find the other's artifacts stale and rebuild.
-pub fn cargo() -> Command {
-    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        let set_by_cargo_run = name.starts_with("CARGO_PKG_")
-            || [
-                "CARGO_MANIFEST_DIR",
-                "CARGO_MANIFEST_PATH",
-                "CARGO_CRATE_NAME",
-                "CARGO_BIN_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-            ]
-            .contains(&name.as_ref());
-        if set_by_cargo_run {
-            c.env_remove(name.as_ref());
-        }
-    }
-    c
 }

@@ -12,11 +12,11 @@ use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::cmd::{self, cmd};
 use crate::pipeline::outputs::sha256_file;
 use crate::{paths, progress};
 
@@ -207,9 +207,8 @@ fn block_size(dev: &Path) -> Result<u64> {
 /// Refuses a disk that is mounted (itself or any partition) or that holds this system's root.
 fn refuse_unsafe_disk(dev: &Path) -> Result<()> {
     let name = dev.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let lsblk =
-        Command::new("lsblk").args(["-nrpo", "NAME,PKNAME,MOUNTPOINT,TYPE"]).output().context("running lsblk")?;
-    let text = String::from_utf8_lossy(&lsblk.stdout);
+    let sh = cmd::shell()?;
+    let text = cmd::run(cmd!(sh, "lsblk -nrpo NAME,PKNAME,MOUNTPOINT,TYPE"))?;
     let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
     let dev_str = dev.display().to_string();
     if rows.iter().any(|r| r.first() == Some(&dev_str.as_str()) && r.get(3) == Some(&"part")) {

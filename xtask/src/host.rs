@@ -2,11 +2,10 @@
 //! ones (apt on Debian, dnf on Fedora/AlmaLinux), or naming the exact command when not root.
 
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{bail, Result};
 
-use crate::cmd;
+use crate::cmd::{self, cmd};
 
 /// A host tool, found by command name or by a file it installs.
 pub struct Need {
@@ -57,6 +56,7 @@ pub const BENCH: &[Need] = &[
 /// What the rest of the tests need: real peers and checkers.
 pub const TESTS: &[Need] = &[
     need("fsck.vfat", "dosfstools", "dosfstools"),
+    need("objdump", "binutils", "binutils"),
     need("sgdisk", "gdisk", "gdisk"),
     need("sfdisk", "fdisk", "util-linux"),
     need("mkfs.xfs", "xfsprogs", "xfsprogs"),
@@ -119,7 +119,8 @@ pub fn ensure(needs: &[&[Need]]) -> Result<()> {
         bail!("missing host tools ({}); install them as root with:\n  sudo sh -c '{install}'", probes(&missing));
     }
     eprintln!("installing host packages: {}", packages.join(" "));
-    cmd::run_visible(Command::new("sh").arg("-c").arg(&install))?;
+    let sh = cmd::shell()?;
+    cmd::run_visible(cmd!(sh, "sh -c {install}"))?;
     let still: Vec<&Need> = missing.into_iter().filter(|n| !present(n)).collect();
     if !still.is_empty() {
         bail!("installed packages but still missing: {}", probes(&still));

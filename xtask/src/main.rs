@@ -11,7 +11,6 @@ mod pipeline;
 mod profiles;
 mod progress;
 mod testing;
-mod tree_helpers;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -16,12 +16,12 @@ pub struct TestArgs {
 
 pub fn run(args: TestArgs) -> Result<()> {
     host::ensure(&[host::IMAGE_DEBIAN, host::BOOT, host::TESTS])?;
-    let ws = paths::workspace();
+    let sh = cmd::shell()?;
     if !args.no_lint {
         eprintln!("[test] cargo fmt --check");
-        cmd::run_visible(cmd::cargo().current_dir(&ws).args(["fmt", "--all", "--check"]))?;
+        cmd::run_visible(cmd::cargo(&sh).args(["fmt", "--all", "--check"]))?;
         eprintln!("[test] cargo clippy");
-        cmd::run_visible(cmd::cargo().current_dir(&ws).args([
+        cmd::run_visible(cmd::cargo(&sh).args([
             "clippy",
             "--workspace",
             "--all-targets",
@@ -32,14 +32,11 @@ pub fn run(args: TestArgs) -> Result<()> {
         ]))?;
     }
     eprintln!("[test] cargo test --workspace");
-    let mut test = cmd::cargo();
-    test.current_dir(&ws).args(["test", "--workspace", "--locked"]);
-    if let Some(f) = &args.filter {
-        test.arg(f);
-    }
+    let filter = args.filter.iter();
     // The boot tests print the serial console on failure; keep their output readable.
-    test.args(["--", "--test-threads=1"]);
-    cmd::run_visible(&mut test)?;
+    cmd::run_visible(
+        cmd::cargo(&sh).args(["test", "--workspace", "--locked"]).args(filter).args(["--", "--test-threads=1"]),
+    )?;
     if args.filter.is_none() {
         fuzz_smoke()?;
     }
@@ -49,10 +46,12 @@ pub fn run(args: TestArgs) -> Result<()> {
 /// A short run of the request-parser fuzz target (cargo fuzz needs nightly features; the
 /// stable toolchain provides them with RUSTC_BOOTSTRAP=1).
 fn fuzz_smoke() -> Result<()> {
-    let fuzz_installed = cmd::cargo().args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
+    let sh = cmd::shell()?;
+    let fuzz_installed =
+        cmd::cargo(&sh).args(["fuzz", "--version"]).quiet().ignore_status().output().is_ok_and(|o| o.status.success());
     if !fuzz_installed {
         eprintln!("[test] installing cargo-fuzz");
-        cmd::run_visible(cmd::cargo().args(["install", "cargo-fuzz", "--locked"]))?;
+        cmd::run_visible(cmd::cargo(&sh).args(["install", "cargo-fuzz", "--locked"]))?;
     }
     // The corpus grows during a run; it lives under target/, seeded from the committed seeds.
     let corpus = paths::target().join("fuzz-corpus/request_head");
@@ -62,12 +61,7 @@ fn fuzz_smoke() -> Result<()> {
         fs_err::copy(seed.path(), corpus.join(seed.file_name()))?;
     }
     eprintln!("[test] fuzz smoke run: request_head for 20 s");
-    cmd::run_visible(
-        cmd::cargo()
-            .current_dir(paths::workspace().join("mirror-server/server"))
-            .env("RUSTC_BOOTSTRAP", "1")
-            .args(["fuzz", "run", "request_head"])
-            .arg(&corpus)
-            .args(["--", "-max_total_time=20", "-seed=1"]),
-    )
+    sh.change_dir(paths::workspace().join("mirror-server/server"));
+    let run = cmd::cargo(&sh).args(["fuzz", "run", "request_head"]).arg(&corpus);
+    cmd::run_visible(run.args(["--", "-max_total_time=20", "-seed=1"]).env("RUSTC_BOOTSTRAP", "1"))
 }

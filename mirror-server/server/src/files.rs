@@ -148,33 +148,40 @@ pub struct Entry {
     pub mtime: i64,
 }
 
-/// The entries of a folder that `open_beneath` accepted, sorted by name; rsync temporaries and
-/// entries that cannot be described (broken or escaping links, names that are not UTF-8) are
-/// left out.
+/// The entries of a folder under the root, sorted by name; rsync temporaries and entries that
+/// cannot be described (broken or escaping links, names that are not UTF-8) are left out. The
+/// folder is opened beneath the root and read through that descriptor, and each entry is
+/// looked at relative to it: no path is resolved again outside the kernel's RESOLVE_BENEATH.
 pub fn read_entries(root: &Root, relative: &str) -> io::Result<Vec<Entry>> {
+    let (folder, _) = root.open_resolving(relative)?;
+    let folder = OwnedFd::from(folder);
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(root.path.join(relative))? {
+    for entry in rustix::fs::Dir::read_from(&folder)? {
         let entry = entry?;
-        let Ok(name) = entry.file_name().into_string() else {
+        let Ok(name) = entry.file_name().to_str().map(str::to_string) else {
             continue;
         };
-        if name == RSYNC_TMP {
+        if name == "." || name == ".." || name == RSYNC_TMP {
             continue;
         }
-        let ft = entry.file_type()?;
-        let meta = if ft.is_symlink() {
-            // Describe a link by its target, and only when the target stays inside the root.
-            let rel = if relative.is_empty() { name.clone() } else { format!("{relative}/{name}") };
-            match root.open_beneath(&rel) {
-                Ok(Opened::File { len, mtime, .. }) => Some((false, len, mtime)),
-                Ok(Opened::Dir { stamp, .. }) => Some((true, 0, (stamp / 1_000_000_000) as i64)),
-                Err(_) => None,
+        let Ok(st) = rustix::fs::statat(&folder, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) else { continue };
+        let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+        let meta = match kind {
+            rustix::fs::FileType::Directory => Some((true, 0, st.st_mtime)),
+            rustix::fs::FileType::RegularFile => Some((false, st.st_size as u64, st.st_mtime)),
+            rustix::fs::FileType::Symlink => {
+                // Describe a link by its target, and only when the target stays inside the root.
+                let rel = if relative.is_empty() { name.clone() } else { format!("{relative}/{name}") };
+                match root.open_beneath(&rel) {
+                    Ok(Opened::File { len, mtime, .. }) => Some((false, len, mtime)),
+                    Ok(Opened::Dir { stamp, .. }) => Some((true, 0, (stamp / 1_000_000_000) as i64)),
+                    Err(_) => None,
+                }
             }
-        } else {
-            entry.metadata().ok().filter(|m| m.is_dir() || m.is_file()).map(|m| (m.is_dir(), m.len(), m.mtime()))
+            _ => None,
         };
         if let Some((is_dir, len, mtime)) = meta {
-            out.push(Entry { name, is_dir, len: if is_dir { 0 } else { len }, mtime });
+            out.push(Entry { name, is_dir, len, mtime });
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -215,5 +222,21 @@ mod tests {
             assert!(root.open_beneath(rel).is_err(), "openat2 allowed {rel}");
             assert!(root.open_by_walking(rel).is_err(), "walk allowed {rel}");
         }
+    }
+
+    #[test]
+    fn listings_never_show_or_follow_what_lies_outside_the_root() {
+        let d = tree();
+        let root = Root::open(&d.path().join("root")).unwrap();
+        let names = |rel: &str| read_entries(&root, rel).unwrap().into_iter().map(|e| e.name).collect::<Vec<_>>();
+        // The escaping, absolute and looping links are left out; the inside ones are described.
+        assert_eq!(names("a"), vec!["b", "link", "up-and-back"]);
+        assert_eq!(names(""), vec!["a"]);
+        // A folder reached through a link that leaves the root is not listed at all.
+        std::os::unix::fs::symlink(d.path(), d.path().join("root/outside")).unwrap();
+        assert!(read_entries(&root, "outside").is_err());
+        assert!(read_entries(&root, "a/escape").is_err());
+        let link = read_entries(&root, "a").unwrap().into_iter().find(|e| e.name == "link").unwrap();
+        assert_eq!((link.is_dir, link.len), (false, 1), "a link inside is described by its target");
     }
 }

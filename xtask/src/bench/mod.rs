@@ -3,6 +3,7 @@
 //! ratios. Benchmarks are not tests: they print, they do not pass or fail.
 
 pub mod image;
+pub mod peers;
 pub mod server;
 pub mod sync;
 

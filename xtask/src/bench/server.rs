@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::{median, proc_cpu_seconds, proc_peak_rss, Row};
-use crate::{cmd, paths};
+use crate::cmd::{self, cmd};
+use crate::paths;
 
 pub struct Options {
     pub seconds: u64,
@@ -38,15 +39,12 @@ struct Ports {
 fn bench_certificate(work: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     let (cert, key) = (work.join("bench-cert.pem"), work.join("bench-key.pem"));
     if !cert.exists() || !key.exists() {
-        cmd::run(
-            Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30"])
-                .args(["-subj", "/CN=bench", "-addext", "subjectAltName=IP:127.0.0.1"])
-                .arg("-keyout")
-                .arg(&key)
-                .arg("-out")
-                .arg(&cert),
-        )?;
+        let sh = cmd::shell()?;
+        cmd::run(cmd!(
+            sh,
+            "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30
+                -subj /CN=bench -addext subjectAltName=IP:127.0.0.1 -keyout {key} -out {cert}"
+        ))?;
     }
     Ok((cert, key))
 }
@@ -194,10 +192,9 @@ struct Sample {
 }
 
 fn wrk(url: &str, conns: u32, seconds: u64) -> Result<(f64, f64, f64)> {
-    let mut c = Command::new("wrk");
-    c.args(["-t2", &format!("-c{conns}"), &format!("-d{seconds}s"), "--latency", "--timeout", "10s"]);
-    c.arg(url);
-    let out = cmd::run(&mut c)?;
+    let (conns, seconds) = (format!("-c{conns}"), format!("-d{seconds}s"));
+    let sh = cmd::shell()?;
+    let out = cmd::run(cmd!(sh, "wrk -t2 {conns} {seconds} --latency --timeout 10s {url}"))?;
     let rps =
         out.lines().find_map(|l| l.strip_prefix("Requests/sec:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0);
     let transfer =

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use super::peers;
 use super::{median, status_kib, Row};
-use crate::{cmd, paths, tree_helpers};
+use crate::cmd::{self, cmd};
+use crate::paths;
 
 fn upstream_tree(dir: &Path) -> Result<()> {
     if dir.join(".complete").exists() {
@@ -39,7 +41,7 @@ pub fn run(rounds: usize) -> Result<Vec<Row>> {
     let up = work.join("upstream/fixture-rpm");
     fs_err::create_dir_all(&up)?;
     upstream_tree(&up)?;
-    let (_rsyncd, port) = tree_helpers::rsync_daemon(&work, "fixture-rpm", &up)?;
+    let (_rsyncd, port) = peers::rsync_daemon(&work, "fixture-rpm", &up)?;
     let etc = work.join("etc");
     fs_err::create_dir_all(etc.join("projects"))?;
     fs_err::copy(paths::catalog().join("fixture-rpm.toml"), etc.join("projects/fixture-rpm.toml"))?;
@@ -122,14 +124,8 @@ pub fn run(rounds: usize) -> Result<Vec<Row>> {
 /// The command line mirror-sync plans for fixture-rpm's one pass into `root`, as `mirror-sync
 /// check --json` prints it: the bare rsync runs exactly that.
 fn planned_command(bin: &Path, etc: &Path, root: &Path) -> Result<Vec<String>> {
-    let out = cmd::run(
-        Command::new(bin)
-            .arg("--config")
-            .arg(etc.join("site.toml"))
-            .arg("--mirror-root")
-            .arg(root)
-            .args(["check", "--json"]),
-    )?;
+    let (sh, profile) = (cmd::shell()?, etc.join("site.toml"));
+    let out = cmd::run(cmd!(sh, "{bin} --config {profile} --mirror-root {root} check --json"))?;
     let plans: serde_json::Value = serde_json::from_str(&out).context("reading `mirror-sync check --json`")?;
     let line = plans[0]["passes"][0]["command"].as_array().context("no planned pass for fixture-rpm")?;
     Ok(line.iter().filter_map(|a| a.as_str().map(str::to_string)).collect())

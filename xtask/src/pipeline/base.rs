@@ -3,15 +3,15 @@
 //! release, package set and package source, so a second site reuses it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use schema::profile::{Distro, LoadedProfile};
 use sha2::{Digest, Sha256};
 
 use super::tarball;
+use crate::cmd::{self, cmd};
 use crate::host::{self, Need};
-use crate::{cmd, paths, progress};
+use crate::{paths, progress};
 
 /// Bump when the way a base is made changes, so old caches are not reused.
 const RECIPE_VERSION: u32 = 1;
@@ -129,22 +129,20 @@ pub fn prepare(site: &LoadedProfile, refresh: bool) -> Result<Base> {
 }
 
 fn mmdebstrap(site: &LoadedProfile, out: &Path) -> Result<()> {
-    let mut c = Command::new("mmdebstrap");
-    c.env("INITRD", "No") // the kernel's postinst would build an initramfs we rebuild anyway
-        .arg("--variant=minbase")
-        .arg("--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr")
-        .arg("--aptopt=Acquire::Retries \"3\"")
-        .arg("--dpkgopt=path-exclude=/usr/share/doc/*")
-        .arg("--dpkgopt=path-exclude=/usr/share/man/*")
-        .arg("--dpkgopt=path-exclude=/usr/share/locale/*")
-        .arg("--dpkgopt=path-include=/usr/share/doc/*/copyright")
-        .arg(format!("--include={}", packages(Distro::Debian12).join(",")))
-        .arg("bookworm")
-        .arg(out);
-    for (_, line) in sources(site) {
-        c.arg(line);
-    }
-    cmd::run(&mut c).map(|_| ()).with_context(|| {
+    let include = format!("--include={}", packages(Distro::Debian12).join(","));
+    let sources: Vec<String> = sources(site).into_iter().map(|(_, line)| line).collect();
+    // An apt.conf line, written into the tree as it is (so the quotes stay).
+    let retries = r#"--aptopt=Acquire::Retries "3""#;
+    let sh = cmd::shell()?;
+    let c = cmd!(
+        sh,
+        "mmdebstrap --variant=minbase --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr {retries}
+            --dpkgopt=path-exclude=/usr/share/doc/* --dpkgopt=path-exclude=/usr/share/man/*
+            --dpkgopt=path-exclude=/usr/share/locale/* --dpkgopt=path-include=/usr/share/doc/*/copyright
+            {include} bookworm {out} {sources...}"
+    );
+    // INITRD=No: the kernel's postinst would build an initramfs we rebuild anyway.
+    cmd::run(c.env("INITRD", "No")).map(|_| ()).with_context(|| {
         format!("installing the Debian base from {} failed; if that mirror is unreachable, set base.mirror in {} to one that is", site.profile.base.mirror_url(), site.path.display())
     })
 }
@@ -161,9 +159,9 @@ fn dnf_installroot(site: &LoadedProfile, out: &Path, cache: &Path) -> Result<()>
     fs_err::write(tmp.path().join("repos/micromirror.repo"), conf.repos)?;
     // Debian's rpm keeps its database in ~/.rpmdb; AlmaLinux's lives in /var/lib/rpm.
     fs_err::write(tmp.path().join(".rpmmacros"), "%_dbpath /var/lib/rpm\n")?;
-    let mut c = Command::new("dnf");
-    c.env("HOME", tmp.path()).args(dnf_args(tmp.path(), &root)).args(packages(Distro::Almalinux9));
-    cmd::run(&mut c).with_context(|| {
+    let (args, packages) = (dnf_args(tmp.path(), &root), packages(Distro::Almalinux9));
+    let sh = cmd::shell()?;
+    cmd::run(cmd!(sh, "dnf {args...} {packages...}").env("HOME", tmp.path())).with_context(|| {
         format!("dnf could not install the AlmaLinux base; check base.mirror in {}", site.path.display())
     })?;
     // Package caches and logs are not part of the image.
@@ -212,13 +210,10 @@ pub fn dnf_args(confdir: &Path, root: &Path) -> Vec<String> {
 /// Fails early and clearly when a repository cannot be reached (dnf's own error is long).
 fn probe_repository(site: &LoadedProfile, name: &str, url: &str) -> Result<()> {
     let repomd = format!("{url}/repodata/repomd.xml");
-    let out = Command::new("curl")
-        .args(["-fsS", "--max-time", "20", "-o", "/dev/null"])
-        .arg(&repomd)
-        .output()
-        .context("running curl")?;
-    if !out.status.success() {
-        let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let sh = cmd::shell()?;
+    let probe = cmd!(sh, "curl -fsS --max-time 20 -o /dev/null {repomd}").quiet().ignore_status().output()?;
+    if !probe.status.success() {
+        let why = String::from_utf8_lossy(&probe.stderr).trim().to_string();
         bail!(
             "cannot reach the {name} repository: {repomd}\n  ({why})\n  fix: make that URL reachable from this machine, or point base.mirror (and base.epel_mirror) in {} at a mirror that is",
             site.path.display()

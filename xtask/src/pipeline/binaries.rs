@@ -30,8 +30,10 @@ pub struct Pending {
 
 /// Starts `cargo build --release` of the programs in the background.
 pub fn start(distro: Distro) -> Result<Pending> {
-    let mut c = release_build();
-    let shown = cmd::describe(&c);
+    let sh = cmd::shell()?;
+    let build = release_build(&sh);
+    let shown = build.to_string();
+    let mut c = Command::from(build);
     let stage = progress::stage("binaries", &format!("{shown} (alongside the base)"));
     let log = paths::target().join("xtask-binaries.log");
     fs_err::create_dir_all(paths::target())?;
@@ -92,18 +94,15 @@ fn check(distro: Distro) -> Result<Vec<(String, PathBuf)>> {
 }
 
 /// `cargo build --release` of the appliance's programs, as a developer would type it.
-fn release_build() -> Command {
-    let mut c = cmd::cargo();
-    c.current_dir(paths::workspace()).args(["build", "--release", "--locked", "--bins"]);
-    for p in PACKAGES {
-        c.args(["-p", p]);
-    }
-    c
+fn release_build(sh: &cmd::Shell) -> cmd::Cmd<'_> {
+    let packages = PACKAGES.iter().flat_map(|p| ["-p", p]);
+    cmd::cargo(sh).args(["build", "--release", "--locked", "--bins"]).args(packages)
 }
 
 /// Builds the programs and waits (the benchmarks).
 pub fn cargo_build_release() -> Result<()> {
-    cmd::run(&mut release_build()).map(|_| ())
+    let sh = cmd::shell()?;
+    cmd::run(release_build(&sh)).map(|_| ())
 }
 
 /// The highest `GLIBC_x.y` symbol version an ELF file references.

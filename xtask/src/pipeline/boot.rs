@@ -3,12 +3,12 @@
 //! kernel, initramfs, command line and os-release are then appended to systemd's EFI stub.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use schema::profile::{Distro, LoadedProfile};
 
-use crate::{cmd, progress};
+use crate::cmd::{self, cmd};
+use crate::progress;
 
 /// Storage, filesystem and NIC drivers the box needs before the root is mounted: the T620's
 /// (ahci, sd_mod, r8169) and QEMU's (virtio) and common NVMe for bigger boxes.
@@ -128,11 +128,7 @@ pub fn in_chroot(root: &Path, command: &[String], env: &[(&str, String)]) -> Res
     let script = r#"set -e; r="$1"; shift
 mount -t proc proc "$r/proc"; mount -t sysfs sys "$r/sys"; mount --rbind /dev "$r/dev"
 exec chroot "$r" "$@""#;
-    let mut c = Command::new("unshare");
-    c.args(["--mount", "--propagation", "private", "sh", "-c", script, "sh"]).arg(root).args(command);
-    c.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    cmd::run(&mut c).map(|_| ())
+    let sh = cmd::shell()?;
+    let c = cmd!(sh, "unshare --mount --propagation private sh -c {script} sh {root} {command...}");
+    cmd::run(c.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").envs(env.iter().map(|(k, v)| (k, v)))).map(|_| ())
 }

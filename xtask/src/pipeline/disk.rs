@@ -3,14 +3,14 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result};
 use image::disk::{self, Layout, MIB};
 use schema::profile::LoadedProfile;
 
 use super::tree;
-use crate::{cmd, progress};
+use crate::cmd::{self, cmd};
+use crate::progress;
 
 pub const ESP_SIZE: u64 = 256 * MIB;
 
@@ -66,17 +66,13 @@ pub fn assemble(site: &LoadedProfile, root: &Path, uki: &[u8], epoch: i64, stagi
 fn make_root_fs(site: &LoadedProfile, root: &Path, image_path: &Path, layout: &Layout, epoch: i64) -> Result<()> {
     let uuid = disk::seeded_uuid(&site.profile.site.name, "rootfs");
     let seed = disk::seeded_uuid(&site.profile.site.name, "rootfs-hash");
-    let mut c = Command::new("mkfs.ext4");
-    c.env("E2FSPROGS_FAKE_TIME", epoch.to_string())
-        .args(["-q", "-F", "-b", "4096", "-L", "root", "-T", "default", "-U"])
-        .arg(uuid.to_string())
-        .arg("-E")
-        .arg(format!("offset={},hash_seed={seed},root_owner=0:0,lazy_itable_init=1", layout.root_offset))
-        .arg("-d")
-        .arg(root)
-        .arg(image_path)
-        .arg(format!("{}k", layout.root_size / 1024));
-    cmd::run(&mut c).context("making the root filesystem")?;
+    let uuid = uuid.to_string();
+    let options = format!("offset={},hash_seed={seed},root_owner=0:0,lazy_itable_init=1", layout.root_offset);
+    let size = format!("{}k", layout.root_size / 1024);
+    let sh = cmd::shell()?;
+    let mkfs =
+        cmd!(sh, "mkfs.ext4 -q -F -b 4096 -L root -T default -U {uuid} -E {options} -d {root} {image_path} {size}");
+    cmd::run(mkfs.env("E2FSPROGS_FAKE_TIME", epoch.to_string())).context("making the root filesystem")?;
     pin_inode_change_times(root, image_path, layout, epoch)
 }
 
@@ -97,14 +93,8 @@ fn pin_inode_change_times(root: &Path, image_path: &Path, layout: &Layout, epoch
     let commands = image_path.with_extension("debugfs");
     fs_err::write(&commands, script)?;
     let target = format!("{}?offset={}", image_path.display(), layout.root_offset);
-    let out = cmd::run(
-        Command::new("debugfs")
-            .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
-            .arg("-w")
-            .arg("-f")
-            .arg(&commands)
-            .arg(&target),
-    );
+    let sh = cmd::shell()?;
+    let out = cmd::run(cmd!(sh, "debugfs -w -f {commands} {target}").env("E2FSPROGS_FAKE_TIME", epoch.to_string()));
     let _ = fs_err::remove_file(&commands);
     let out = out.context("pinning inode change times with debugfs")?;
     if let Some(err) = out.lines().find(|l| l.contains("File not found") || l.contains("Couldn't")) {

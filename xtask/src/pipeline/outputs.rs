@@ -4,7 +4,6 @@
 
 use std::io::{BufReader, Read, Write};
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -16,6 +15,7 @@ use sha2::{Digest, Sha256};
 use super::base::Base;
 use super::disk::Disk;
 use super::{tree, Built};
+use crate::cmd::{self, cmd};
 use crate::{paths, progress};
 
 /// The build's timestamp: SOURCE_DATE_EPOCH, else the last commit's time, so that the same
@@ -24,14 +24,8 @@ pub fn build_epoch() -> i64 {
     if let Some(v) = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.parse().ok()) {
         return v;
     }
-    Command::new("git")
-        .args(["log", "-1", "--format=%ct"])
-        .current_dir(paths::workspace())
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(1_700_000_000)
+    let last_commit = || cmd::shell().ok()?.cmd("git").args(["log", "-1", "--format=%ct"]).quiet().read().ok();
+    last_commit().and_then(|s| s.trim().parse().ok()).unwrap_or(1_700_000_000)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -151,13 +145,10 @@ fn package_versions(distro: Distro, root: &Path) -> serde_json::Value {
             }
         }
         Distro::Almalinux9 => {
-            let out = Command::new("rpm")
-                .arg("--root")
-                .arg(root)
-                .args(["-qa", "--qf", "%{NAME} %{VERSION}-%{RELEASE}\n"])
-                .output();
-            if let Ok(o) = out {
-                for line in String::from_utf8_lossy(&o.stdout).lines() {
+            let query = "%{NAME} %{VERSION}-%{RELEASE}\n";
+            let out = cmd::shell().and_then(|sh| Ok(cmd!(sh, "rpm --root {root} -qa --qf {query}").quiet().read()?));
+            if let Ok(text) = out {
+                for line in text.lines() {
                     if let Some((n, v)) = line.split_once(' ') {
                         map.insert(n.to_string(), json!(v));
                     }
@@ -170,10 +161,8 @@ fn package_versions(distro: Distro, root: &Path) -> serde_json::Value {
 
 fn tool_versions() -> serde_json::Value {
     let version = |prog: &str, arg: &str| -> String {
-        Command::new(prog)
-            .arg(arg)
-            .output()
-            .ok()
+        let output = cmd::shell().ok().and_then(|sh| sh.cmd(prog).arg(arg).quiet().ignore_status().output().ok());
+        output
             .map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
             .and_then(|s| s.lines().next().map(str::to_string))
             .unwrap_or_else(|| "not found".into())

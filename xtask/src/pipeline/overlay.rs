@@ -3,7 +3,6 @@
 //! configuration, enable units, and strip the machine identity so it is made on first boot.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use minijinja::{Environment, UndefinedBehavior};
@@ -11,7 +10,8 @@ use schema::profile::{Distro, LoadedProfile};
 
 use super::binaries::Binaries;
 use super::tree;
-use crate::{cmd, paths, progress};
+use crate::cmd::{self, cmd};
+use crate::{paths, progress};
 
 /// Units we enable in every image, and the distro's own additions.
 pub fn units_to_enable(distro: Distro) -> Vec<&'static str> {
@@ -216,9 +216,9 @@ fn forget_machine_identity(root: &Path) -> Result<()> {
 }
 
 fn systemctl(root: &Path, verb: &str, units: &[&str]) -> Result<()> {
-    let mut c = Command::new("systemctl");
-    c.arg(format!("--root={}", root.display())).arg(verb).args(units);
-    cmd::run(&mut c).with_context(|| format!("systemctl {verb} in the image tree"))?;
+    let (sh, root) = (cmd::shell()?, format!("--root={}", root.display()));
+    cmd::run(cmd!(sh, "systemctl {root} {verb} {units...}"))
+        .with_context(|| format!("systemctl {verb} in the image tree"))?;
     Ok(())
 }
 

@@ -1,4 +1,5 @@
-//! Small real peers for the benchmarks (the tests have their own in tests/src).
+//! Real peers for the benchmarks that are not the peer being measured: an rsync daemon as the
+//! upstream (the tests have theirs in the test kit, which xtask does not depend on).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -1,6 +1,8 @@
 //! `cargo xtask`: the developer's and operator's entry point. Each subcommand lives in its own
 //! module; `image` is the pipeline (pipeline/), the rest drive QEMU, disks and tests.
 
+#[cfg(test)]
+mod architecture_map;
 mod bench;
 mod boot;
 mod cmd;

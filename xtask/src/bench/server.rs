@@ -384,6 +384,21 @@ fn pin_processes(pids: &[i32], cpu: usize) {
     }
 }
 
+/// The appliance's unit gives LimitNOFILE=65536 (mirror-server sizes its open-file cache from
+/// it): the limit is raised towards that here, as far as this machine's hard limit allows, and
+/// both servers inherit it.
+fn open_file_limit() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let hard = getrlimit(Resource::Nofile).maximum.unwrap_or(65536);
+    let want = hard.min(65536);
+    let raised = setrlimit(Resource::Nofile, Rlimit { current: Some(want), maximum: Some(hard) }).is_ok();
+    let now = getrlimit(Resource::Nofile).current.unwrap_or(want);
+    if !raised {
+        eprintln!("[bench] could not raise the open-file limit; it stays at {now}");
+    }
+    now
+}
+
 /// One CPU, or all of them (None), for a thread (0: the calling one). Threads and processes it
 /// starts afterwards inherit the setting.
 fn set_affinity(tid: i32, cpu: Option<usize>) {
@@ -458,12 +473,8 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
     let work = paths::target().join("bench/server");
     let tree = work.join("tree");
     fs_err::create_dir_all(&work)?;
-    // The appliance's unit gives LimitNOFILE=65536 (mirror-server sizes its open-file cache from
-    // it); both servers inherit the same limit from here.
-    let nofile = rustix::process::Rlimit { current: Some(65536), maximum: Some(65536) };
-    rustix::process::setrlimit(rustix::process::Resource::Nofile, nofile)
-        .map_err(std::io::Error::from)
-        .context("raising the open-file limit to the unit's 65536 (run as root)")?;
+    let nofile = open_file_limit();
+    eprintln!("[bench] open-file limit for both servers: {nofile} (the appliance's unit gives 65536)");
     eprintln!("[bench] preparing the tree in {}", tree.display());
     make_tree(&tree)?;
     // Warm the page cache: both servers read the same cached bytes.

@@ -1,6 +1,7 @@
 //! mirror-sync, the sync service that replaces the fleet's rsync script, cron line and MQTT
 //! subscriber. `plan` decides the rsync invocations (pure), `rsync_output` reads what rsync
-//! says, `runner` executes one project's run, `daemon` owns the triggers. The status files it
+//! says, `runner` executes one project's run, `schedule` says when each runs next, `daemon` owns
+//! the triggers, `status_table` shows the status files to people. The status files it
 //! writes are `schema::status`, read by mirror-server and humans. It is the only program that
 //! writes (and, through rsync, deletes) under the mirror root.
 
@@ -9,6 +10,8 @@ pub mod daemon;
 pub mod plan;
 pub mod rsync_output;
 pub mod runner;
+pub mod schedule;
+pub mod status_table;
 
 use std::time::Duration;
 

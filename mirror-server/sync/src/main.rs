@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use mirror_sync::schedule::Policy;
+use mirror_sync::status_table::{self, Shown};
 use mirror_sync::{daemon, runner};
 use schema::paths::Paths;
 use schema::site_config;
@@ -64,6 +66,10 @@ enum Cmd {
         /// Hours between scheduled runs (default: the profile's)
         #[arg(long)]
         interval_hours: Option<f64>,
+        /// Seconds before a failed project is tried again (default 300; doubles per failure in
+        /// a row, up to six hours or the interval)
+        #[arg(long)]
+        retry_after: Option<u64>,
     },
 }
 
@@ -113,7 +119,7 @@ fn main() -> Result<()> {
             env.echo = verbose;
             match runner::run_project(&env, p, runner::LockMode::Wait)? {
                 runner::RunResult::Done(st) => {
-                    print_table(std::slice::from_ref(&st));
+                    print!("{}", status_table::render(&[Shown::Status(st.clone())], runner::now()));
                     if st.state != status::Outcome::Success {
                         bail!("{project}: {}", st.error.unwrap_or_default());
                     }
@@ -123,19 +129,16 @@ fn main() -> Result<()> {
             }
         }
         Cmd::Status { json } => {
-            let all: Vec<status::Status> = site
-                .projects
-                .iter()
-                .map(|p| status::read(&env.state_dir, &p.name).unwrap_or_else(|| never_synced(p)))
-                .collect();
+            let rows: Vec<Shown> =
+                site.projects.iter().map(|p| Shown::of(&p.name, status::read(&env.state_dir, &p.name))).collect();
             if json {
-                println!("{}", serde_json::to_string_pretty(&all)?);
+                println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                print_table(&all);
+                print!("{}", status_table::render(&rows, runner::now()));
             }
             Ok(())
         }
-        Cmd::Daemon { interval_hours } => {
+        Cmd::Daemon { interval_hours, retry_after } => {
             let mut push = mirror_sync::push_from_profile(&site);
             if let (Some(b), Some(p)) = (&args.broker, push.as_mut()) {
                 let (h, port) = b.rsplit_once(':').context("--broker wants host:port")?;
@@ -143,13 +146,11 @@ fn main() -> Result<()> {
                 p.1 = port.parse().context("--broker port")?;
             }
             let hours = interval_hours.unwrap_or(f64::from(site.profile.mirror.sync_interval_hours));
-            let config = daemon::DaemonConfig {
-                env,
-                projects: site.projects.clone(),
-                interval: Duration::from_secs_f64(hours * 3600.0),
-                parallel: 2,
-                push,
-            };
+            let mut policy = Policy::for_interval(Duration::from_secs_f64(hours * 3600.0));
+            if let Some(s) = retry_after {
+                policy.retry_after = Duration::from_secs(s);
+            }
+            let config = daemon::DaemonConfig { env, projects: site.projects.clone(), policy, parallel: 2, push };
             tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(daemon::run(config))
         }
     }
@@ -157,48 +158,6 @@ fn main() -> Result<()> {
 
 fn hosted(site: &schema::profile::LoadedProfile) -> String {
     site.projects.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
-}
-
-fn never_synced(p: &schema::catalog::Project) -> status::Status {
-    status::Status {
-        project: p.name.clone(),
-        project_path: p.path.clone(),
-        state: status::Outcome::Failed,
-        started: 0,
-        ended: None,
-        last_success: None,
-        error: Some("never synced".into()),
-        stats: status::Stats::default(),
-        size_bytes: 0,
-        log_file: None,
-    }
-}
-
-fn print_table(rows: &[status::Status]) {
-    let now = runner::now();
-    println!("{:<18} {:<8} {:<22} {:<9} {:>10}  LAST ERROR", "PROJECT", "STATE", "LAST SUCCESS (UTC)", "AGE", "SIZE");
-    for s in rows {
-        let state = match s.state {
-            status::Outcome::Success => "ok",
-            status::Outcome::Failed => "FAILED",
-            status::Outcome::Refused => "REFUSED",
-            status::Outcome::Running => "running",
-        };
-        let (when, age) = match s.last_success {
-            Some(t) => (schema::human::format_time(t), schema::human::age(now - t)),
-            None => ("never".into(), "-".into()),
-        };
-        let err = if s.state == status::Outcome::Success { String::new() } else { s.error.clone().unwrap_or_default() };
-        println!(
-            "{:<18} {:<8} {:<22} {:<9} {:>10}  {}",
-            s.project,
-            state,
-            when,
-            age,
-            schema::human::human_bytes(s.size_bytes),
-            err
-        );
-    }
 }
 
 /// RUST_LOG-style filter (default info), to stderr: the journal on the box.

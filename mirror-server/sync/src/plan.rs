@@ -34,6 +34,9 @@ impl Invocation {
     }
 }
 
+/// The longest wait for the upstream's rsync daemon to accept a connection, in seconds.
+pub const CONNECT_TIMEOUT_S: u32 = 30;
+
 /// rsync's --bwlimit unit is KiB/s.
 pub fn bwlimit_kib(mbit: u32) -> u64 {
     u64::from(mbit) * 1_000_000 / 8 / 1024
@@ -60,7 +63,9 @@ fn base_args(project: &Project, ends: &Endpoints, bwlimit_mbit: u32, max_delete:
     .map(|s| s.to_string())
     .collect();
     v.push(format!("--timeout={}", project.timeout_s));
-    v.push(format!("--contimeout={}", project.timeout_s.min(60)));
+    // A daemon that cannot be reached fails the attempt in half a minute, not after the kernel's
+    // two-minute SYN retries.
+    v.push(format!("--contimeout={}", project.timeout_s.min(CONNECT_TIMEOUT_S)));
     v.push(format!("--bwlimit={}", bwlimit_kib(project.bwlimit_mbit.unwrap_or(bwlimit_mbit))));
     if let Some(n) = max_delete {
         v.push(format!("--max-delete={n}"));

@@ -47,6 +47,23 @@ pub fn describe_exit(code: i32) -> &'static str {
     }
 }
 
+/// What rsync said went wrong, in its own words: its `rsync:` and `@ERROR` lines (the cause),
+/// not the `rsync error:` summary, which only repeats the exit code. At most 400 characters.
+pub fn cause(output: &str) -> String {
+    let lines: Vec<&str> = output
+        .lines()
+        .map(str::trim)
+        .filter(|l| (l.starts_with("rsync:") || l.starts_with("@ERROR")) && !l.starts_with("rsync error:"))
+        .collect();
+    let mut text = lines.join("; ");
+    if text.len() > 400 {
+        let cut = (0..=400).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
 /// Adds the figures of one pass's --stats block to `into`.
 pub fn add_stats(output: &str, into: &mut Stats) {
     for line in output.lines() {
@@ -128,5 +145,18 @@ Total bytes received: 41,234
         assert_eq!(exit_meaning(25), ExitMeaning::MaxDeleteHit);
         assert_eq!(exit_meaning(11), ExitMeaning::LocalIo);
         assert_eq!(exit_meaning(23), ExitMeaning::Fatal);
+    }
+
+    #[test]
+    fn the_cause_is_rsyncs_own_words_without_the_summary() {
+        let out = "rsync: [Receiver] failed to connect to 127.0.0.1 (127.0.0.1): Connection refused (111)\n\
+                   rsync error: error in socket IO (code 10) at clientserver.c(139) [Receiver=3.2.7]\n";
+        assert_eq!(
+            cause(out),
+            "rsync: [Receiver] failed to connect to 127.0.0.1 (127.0.0.1): Connection refused (111)"
+        );
+        assert_eq!(cause("@ERROR: Unknown module 'x'\nrsync error: ...\n"), "@ERROR: Unknown module 'x'");
+        assert_eq!(cause("nothing useful\n"), "");
+        assert!(cause(&"rsync: é long\n".repeat(100)).chars().count() <= 401);
     }
 }

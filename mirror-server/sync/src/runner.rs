@@ -79,21 +79,33 @@ pub fn run_project(env: &SyncEnv, project: &Project, mode: LockMode) -> Result<R
     let Some(_lock) = lock(env, &project.name, mode)? else {
         return Ok(RunResult::SkippedLocked);
     };
-    let previous = status::read(&env.state_dir, &project.name);
+    let (previous, aside) = status::load(&env.state_dir, &project.name);
+    if let Some(a) = aside {
+        tracing::warn!(project = %project.name, file = %a.file.display(), reason = %a.reason, moved_to = %a.moved_to.display(), "unreadable status file set aside; syncing as if new");
+    }
     let started = now();
     // Nanoseconds: a push can start a second run within the same second.
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let log_path = env.log_dir.join(format!("{}-{stamp}.log", project.name));
-    let mut st = Status {
+    // Until this run ends, the file keeps what the last one learnt (its last success, size, file
+    // count and failures): a run killed half-way leaves the schedule and max-delete guard intact.
+    let running = Status {
         last_success: previous.as_ref().and_then(|p| p.last_success),
         size_bytes: previous.as_ref().map_or(0, |p| p.size_bytes),
+        stats: previous.as_ref().map(|p| p.stats.clone()).unwrap_or_default(),
+        failures: previous.as_ref().map_or(0, |p| p.failures),
         log_file: Some(log_path.clone()),
+        activity: Some("starting".into()),
         ..Status::running(&project.name, &project.path, started)
     };
-    status::write(&env.state_dir, &st).context("writing the status file")?;
+    let mut progress = Progress { dir: env.state_dir.clone(), status: running, stats: Stats::default() };
+    status::write(&env.state_dir, &progress.status).context("writing the status file")?;
     prune_logs(&env.log_dir, &project.name, env.log_retention);
-    let outcome = run_steps(env, project, previous.as_ref(), &log_path, &mut st.stats);
+    let outcome = run_steps(env, project, previous.as_ref(), &log_path, &mut progress);
+    let mut st = progress.status;
+    st.stats = progress.stats;
     st.ended = Some(now());
+    st.activity = None;
     match outcome {
         Ok(()) => {
             st.state = Outcome::Success;
@@ -109,8 +121,25 @@ pub fn run_project(env: &SyncEnv, project: &Project, mode: LockMode) -> Result<R
             st.error = Some(msg);
         }
     }
+    st.failures = Status::failures_after(previous.as_ref(), st.state);
     status::write(&env.state_dir, &st).context("writing the status file")?;
     Ok(RunResult::Done(st))
+}
+
+/// The status file of a run under way, told what the run is doing at each step; and the
+/// figures this run has gathered so far.
+struct Progress {
+    dir: PathBuf,
+    status: Status,
+    stats: Stats,
+}
+
+impl Progress {
+    fn doing(&mut self, what: String) {
+        self.status.activity = Some(what);
+        // Not worth failing the run over: the last complete status stays on disk.
+        let _ = status::write(&self.dir, &self.status);
+    }
 }
 
 enum RunError {
@@ -129,7 +158,7 @@ fn run_steps(
     project: &Project,
     previous: Option<&Status>,
     log_path: &Path,
-    stats: &mut Stats,
+    progress: &mut Progress,
 ) -> Result<(), RunError> {
     let dest = env.ends.mirror_root.join(&project.path);
     std::fs::create_dir_all(&dest).map_err(|e| RunError::Failed(format!("cannot create {}: {e}", dest.display())))?;
@@ -146,26 +175,30 @@ fn run_steps(
         .map(std::io::BufWriter::new)
         .map_err(|e| RunError::Failed(format!("cannot create {}: {e}", log_path.display())))?;
     if project.debian_style {
-        wait_for_upstream_update(env, project, &mut log)?;
+        progress.doing(format!("checking that rsync://{}/{}/ is not mid-update", env.ends.upstream, project.module));
+        wait_for_upstream_update(env, project, &mut log, progress)?;
     }
     let max_delete = plan::max_delete(
         previous.map(|p| p.stats.files_total).filter(|n| *n > 0),
         f64::from(env.max_delete_percent) / 100.0,
     );
     let started = SystemTime::now();
-    for inv in plan::plan(project, &env.ends, env.bwlimit_mbit, max_delete) {
+    let passes = plan::plan(project, &env.ends, env.bwlimit_mbit, max_delete);
+    let count = passes.len();
+    for (n, inv) in passes.into_iter().enumerate() {
         let mut attempt = 0;
         loop {
+            progress.doing(format!("pass {}/{count} ({}) from {}", n + 1, inv.label, inv.source));
             let _ = writeln!(log, "### pass: {} ({})", inv.label, inv.command_line().join(" "));
             let (code, output) = run_rsync(&inv.command_line(), &mut log, env.echo)
                 .map_err(|e| RunError::Failed(format!("cannot run rsync: {e}")))?;
             match rsync_output::exit_meaning(code) {
                 ExitMeaning::Ok | ExitMeaning::OkVanished => {
-                    rsync_output::add_stats(&output, stats);
+                    rsync_output::add_stats(&output, &mut progress.stats);
                     break;
                 }
                 ExitMeaning::MaxDeleteHit => {
-                    rsync_output::add_stats(&output, stats);
+                    rsync_output::add_stats(&output, &mut progress.stats);
                     return Err(RunError::Refused(format!(
                         "upstream would delete more than {}% of the files (--max-delete={}); deletions were held back. If upstream really removed them, run `mirror-sync run {}` with a higher max_delete_percent",
                         env.max_delete_percent,
@@ -176,13 +209,19 @@ fn run_steps(
                 ExitMeaning::Transient if attempt < env.retries => {
                     attempt += 1;
                     let wait = backoff(env.retry_base, attempt);
-                    let _ = writeln!(
-                        log,
-                        "### rsync exit {code} ({}); retry {attempt}/{} in {:.0?}",
+                    let why = format!(
+                        "rsync exit {code} ({}) {}",
                         rsync_output::describe_exit(code),
+                        rsync_output::cause(&output)
+                    );
+                    let _ = writeln!(log, "### {why}; retry {attempt}/{} in {:.0?}", env.retries, wait);
+                    progress.doing(format!(
+                        "pass {}/{count}: {}; retry {attempt}/{} in {:.0?}",
+                        n + 1,
+                        why.trim_end(),
                         env.retries,
                         wait
-                    );
+                    ));
                     std::thread::sleep(wait);
                 }
                 ExitMeaning::LocalIo => {
@@ -194,17 +233,12 @@ fn run_steps(
                     )));
                 }
                 _ => {
-                    let last = output
-                        .lines()
-                        .rev()
-                        .find(|l| l.contains("rsync") || l.contains("@ERROR"))
-                        .unwrap_or("")
-                        .trim()
-                        .to_string();
+                    let tries = if attempt > 0 { format!(" (after {} tries)", attempt + 1) } else { String::new() };
                     return Err(RunError::Failed(format!(
-                        "pass `{}`: rsync exit {code}: {} {last}",
+                        "pass `{}`: rsync exit {code}: {}{tries}: {}",
                         inv.label,
-                        rsync_output::describe_exit(code)
+                        rsync_output::describe_exit(code),
+                        rsync_output::cause(&output)
                     )));
                 }
             }
@@ -306,11 +340,20 @@ fn check_free_space(root: &Path, min_mb: u64) -> Result<(), RunError> {
 
 /// A Debian-style upstream mid-update shows `Archive-Update-in-Progress-<host>` at the top:
 /// wait for it to finish rather than copy a half-updated archive.
-fn wait_for_upstream_update(env: &SyncEnv, project: &Project, log: &mut impl Write) -> Result<(), RunError> {
+fn wait_for_upstream_update(
+    env: &SyncEnv,
+    project: &Project,
+    log: &mut impl Write,
+    progress: &mut Progress,
+) -> Result<(), RunError> {
     let url = format!("rsync://{}/{}/", env.ends.upstream, project.module);
     for attempt in 0..=env.retries {
         let out = Command::new("rsync")
-            .args(["--list-only", "--no-motd", &format!("--contimeout={}", project.timeout_s.min(60))])
+            .args([
+                "--list-only",
+                "--no-motd",
+                &format!("--contimeout={}", project.timeout_s.min(plan::CONNECT_TIMEOUT_S)),
+            ])
             .arg(&url)
             .output()
             .map_err(|e| RunError::Failed(format!("cannot run rsync: {e}")))?;
@@ -322,7 +365,9 @@ fn wait_for_upstream_update(env: &SyncEnv, project: &Project, log: &mut impl Wri
             return Ok(());
         }
         let wait = backoff(env.retry_base, attempt + 1);
-        let _ = writeln!(log, "### upstream {url} is updating itself (Archive-Update-in-Progress); waiting {wait:.0?}");
+        let what = format!("upstream {url} is updating itself (Archive-Update-in-Progress); waiting {wait:.0?}");
+        let _ = writeln!(log, "### {what}");
+        progress.doing(what);
         std::thread::sleep(wait);
     }
     Err(RunError::Failed(format!(

@@ -8,89 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod world;
+
 use rustix::process::{kill_process_group, Pid};
-use testkit::fixtures::{bytes, publish_debian, snapshot, write_file as write, LabProfile, LAB_HOSTNAME};
-use testkit::peers::{mosquitto, publish, rsync_daemon, Peer};
+use testkit::fixtures::{bytes, publish_debian, snapshot, write_file as write, LAB_HOSTNAME};
+use testkit::peers::{mosquitto, publish};
 use testkit::Signal;
-
-/// A test world: an upstream tree behind an rsync daemon, a site profile pointing at it, and
-/// the local mirror root, state and log folders.
-struct World {
-    dir: tempfile::TempDir,
-    _rsyncd: Peer,
-}
-
-const PROJECTS: &[&str] = &["fixture-debian", "fixture-rpm", "fixture-arch"];
-
-impl World {
-    fn new() -> World {
-        World::with(|_| {})
-    }
-
-    /// A world whose profile gets more `[mirror]` keys from `extra_mirror`.
-    fn with(extra_mirror: impl Fn(&mut String)) -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let up = dir.path().join("upstream");
-        for p in PROJECTS {
-            std::fs::create_dir_all(up.join(p)).unwrap();
-        }
-        let modules: Vec<(&str, PathBuf)> = PROJECTS.iter().map(|p| (*p, up.join(p))).collect();
-        let (rsyncd, port) = rsync_daemon(dir.path(), &modules);
-        let mut mirror = String::from("min_free_mb = 0\n");
-        extra_mirror(&mut mirror);
-        LabProfile::with_catalog_projects(PROJECTS)
-            .upstream(&format!("127.0.0.1:{port}"))
-            .mirror_extra(&mirror)
-            .write(&dir.path().join("etc"));
-        World { dir, _rsyncd: rsyncd }
-    }
-
-    fn upstream(&self, project: &str) -> PathBuf {
-        self.dir.path().join("upstream").join(project)
-    }
-
-    fn local(&self, project: &str) -> PathBuf {
-        self.mirror_root().join(project)
-    }
-
-    fn mirror_root(&self) -> PathBuf {
-        self.dir.path().join("mirror")
-    }
-
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    fn sync_cmd(&self) -> Command {
-        let mut c = Command::new(testkit::bin("mirror-sync"));
-        c.arg("--config").arg(self.dir.path().join("etc/site.toml"));
-        c.arg("--mirror-root").arg(self.mirror_root());
-        c.arg("--state-dir").arg(self.state());
-        c.arg("--log-dir").arg(self.dir.path().join("logs"));
-        c.args(["--retry-base", "1"]);
-        c
-    }
-
-    fn run(&self, project: &str) -> (bool, String) {
-        let out = self.sync_cmd().args(["run", project]).stdin(Stdio::null()).output().unwrap();
-        (
-            out.status.success(),
-            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
-        )
-    }
-
-    fn status(&self, project: &str) -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(self.state().join(format!("{project}.json"))).unwrap()).unwrap()
-    }
-
-    fn runs_logged(&self, project: &str) -> usize {
-        std::fs::read_dir(self.dir.path().join("logs"))
-            .map(|rd| {
-                rd.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{project}-"))).count()
-            })
-            .unwrap_or(0)
-    }
-}
+use world::World;
 
 fn arch_tree(up: &Path, files: usize) {
     write(&up.join("lastsync"), b"1700000000\n");
@@ -132,7 +56,11 @@ fn first_sync_incremental_and_upstream_deletions() {
     let table = String::from_utf8_lossy(&w.sync_cmd().arg("status").output().unwrap().stdout).into_owned();
     assert!(table.lines().next().unwrap().starts_with("PROJECT"), "{table}");
     assert!(table.lines().any(|l| l.starts_with("fixture-arch") && l.contains(" ok ")), "{table}");
-    assert!(table.lines().any(|l| l.starts_with("fixture-rpm") && l.contains("never synced")), "{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with("fixture-rpm") && l.contains("not yet") && l.contains("no run yet")),
+        "{table}"
+    );
+    assert!(!table.contains("FAILED"), "a project not run yet has not failed: {table}");
 }
 
 #[test]
@@ -190,16 +118,19 @@ fn upstream_mid_update_is_waited_for() {
     publish_debian(&up, 1, 1000);
     write(&up.join("Archive-Update-in-Progress-upstream.example.net"), b"");
     let marker = up.join("Archive-Update-in-Progress-upstream.example.net");
+    let status = w.state().join("fixture-debian.json");
+    // Upstream finishes its own update once the run has seen it and started waiting.
     let remover = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(1500));
+        testkit::wait_for(Duration::from_secs(30), "the run to wait for upstream's update", || {
+            std::fs::read_to_string(&status).ok().filter(|t| t.contains("is updating itself")).map(|_| ())
+        });
         std::fs::remove_file(marker).unwrap();
     });
-    let started = Instant::now();
     let (ok, out) = w.run("fixture-debian");
     remover.join().unwrap();
     assert!(ok, "{out}");
-    assert!(started.elapsed() >= Duration::from_millis(1400), "the run did not wait for upstream");
     assert!(!w.local("fixture-debian").join("Archive-Update-in-Progress-upstream.example.net").exists());
+    assert_eq!(snapshot(&w.local("fixture-debian")).iter().filter(|(p, _)| p.starts_with("dists/")).count(), 2);
 }
 
 #[test]
@@ -217,46 +148,25 @@ fn push_during_a_run_gives_exactly_one_more_run() {
     for p in ["fixture-debian", "fixture-arch"] {
         assert!(w.run(p).0);
     }
-    let rpm_status = w.state().join("fixture-rpm.json");
     // A recent success keeps the schedule quiet for fixture-rpm too; only pushes start runs.
-    std::fs::create_dir_all(w.state()).unwrap();
-    std::fs::write(&rpm_status, format!("{{\"project\":\"fixture-rpm\",\"project_path\":\"fixture-rpm\",\"state\":\"success\",\"started\":0,\"ended\":null,\"last_success\":{},\"error\":null,\"stats\":{{\"files_transferred\":0,\"files_deleted\":0,\"bytes_received\":0,\"files_total\":0,\"tree_bytes\":0}},\"size_bytes\":0,\"log_file\":null}}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs())).unwrap();
+    testkit::fixtures::write_status(&w.state(), "fixture-rpm", 0);
 
-    let mut daemon = w.sync_cmd();
-    daemon.args(["daemon"]).env("RUST_LOG", "info");
-    let log = w.dir.path().join("daemon.log");
-    let mut child = {
-        use std::os::unix::process::CommandExt;
-        daemon
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .process_group(0)
-            .spawn()
-            .unwrap()
-    };
-    let guard = Pid::from_child(&child);
-    let text = || std::fs::read_to_string(&log).unwrap_or_default();
-    let wait_for = |needle: &str, count: usize, limit: Duration| {
-        let start = Instant::now();
-        while text().matches(needle).count() < count {
-            assert!(start.elapsed() < limit, "waited for {count}× `{needle}`:\n{}", text());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    wait_for("push: connected", 1, Duration::from_secs(10));
+    let mut daemon = w.daemon(&[]);
+    daemon.wait_log("push: connected", 1, Duration::from_secs(10));
     publish(mqtt, "rsync/up.example.net/fixture-rpm");
-    wait_for("sync triggered", 1, Duration::from_secs(10));
+    daemon.wait_log("sync triggered", 1, Duration::from_secs(10));
     // Three more pushes while the first run is still transferring: one more run, not three.
     for _ in 0..3 {
         publish(mqtt, "rsync/up.example.net/fixture-rpm");
     }
     publish(mqtt, "rsync/up.example.net/not-hosted-here");
-    wait_for("sync finished", 2, Duration::from_secs(60));
-    std::thread::sleep(Duration::from_secs(2));
-    let _ = kill_process_group(guard, Signal::KILL);
-    let _ = child.wait();
-    let t = text();
+    daemon.wait_log("sync finished", 2, Duration::from_secs(60));
+    // The dispatcher's last act after a run with nothing more to do: the next attempt, recorded.
+    w.wait_status("fixture-rpm", Duration::from_secs(10), "the next attempt recorded", |s| {
+        s["state"] == "success" && s["next_attempt"].is_i64()
+    });
+    daemon.kill();
+    let t = daemon.text();
     assert_eq!(t.matches("sync finished").count(), 2, "{t}");
     assert_eq!(t.matches("one more run queued").count(), 3, "{t}");
     assert_eq!(w.runs_logged("fixture-rpm"), 2);
@@ -269,7 +179,9 @@ fn a_second_run_waits_for_the_lock() {
     write(&w.upstream("fixture-rpm").join("big.rpm"), &bytes(2 << 20, 2));
     let mut first = w.sync_cmd();
     let first = first.args(["run", "fixture-rpm"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    w.wait_status("fixture-rpm", Duration::from_secs(10), "the first run holding the lock", |s| {
+        s["state"] == "running"
+    });
     let (ok, out) = w.run("fixture-rpm");
     let first_end = std::fs::metadata(w.state().join("fixture-rpm.json")).unwrap().modified().unwrap();
     assert!(ok, "{out}");
@@ -295,7 +207,13 @@ fn kill_9_mid_run_then_the_next_run_completes_consistently() {
         use std::os::unix::process::CommandExt;
         c.args(["run", "fixture-rpm"]).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0).spawn().unwrap()
     };
-    std::thread::sleep(Duration::from_millis(1500));
+    // Killed while rsync writes its temporaries (the transfer runs at 1 MB/s).
+    testkit::wait_for(Duration::from_secs(20), "rsync temporaries under way", || {
+        find_named(&w.local("fixture-rpm"), ".~tmp~")
+            .iter()
+            .any(|d| std::fs::read_dir(d).is_ok_and(|mut r| r.next().is_some()))
+            .then_some(())
+    });
     // The whole process group, rsync included, as systemd would on a crash.
     let _ = kill_process_group(Pid::from_child(&child), Signal::KILL);
     let mut child = child;

@@ -66,10 +66,17 @@ pub fn publish_debian(up: &Path, version: u32, size: usize) {
     }
 }
 
-/// A mirror-sync status file saying `project` (kept in the folder of the same name) takes
-/// `size_bytes` on disk, written with the real type so tests follow the format.
+/// A mirror-sync status file saying `project` (kept in the folder of the same name) synced just
+/// now and takes `size_bytes` on disk, written with the real type so tests follow the format.
 pub fn write_status(dir: &Path, project: &str, size_bytes: u64) {
-    let st = Status { state: Outcome::Success, size_bytes, ..Status::running(project, project, 0) };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let st = Status {
+        state: Outcome::Success,
+        size_bytes,
+        ended: Some(now),
+        last_success: Some(now),
+        ..Status::running(project, project, now)
+    };
     status::write(dir, &st).expect("status file written");
 }
 

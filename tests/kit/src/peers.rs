@@ -39,6 +39,12 @@ fn spawn_peer(cmd: &mut Command) -> Peer {
 /// An rsync daemon on 127.0.0.1 serving `modules` (name, folder) read-only; returns its port.
 pub fn rsync_daemon(dir: &Path, modules: &[(&str, PathBuf)]) -> (Peer, u16) {
     let port = free_port();
+    (rsync_daemon_on(dir, port, modules), port)
+}
+
+/// An rsync daemon on 127.0.0.1:`port` (an upstream that comes up late, on the port a profile
+/// already names).
+pub fn rsync_daemon_on(dir: &Path, port: u16, modules: &[(&str, PathBuf)]) -> Peer {
     let list: String =
         modules.iter().map(|(m, p)| format!("[{m}]\n  path = {}\n  read only = yes\n", p.display())).collect();
     let conf = dir.join(format!("rsyncd-{port}.conf"));
@@ -51,11 +57,13 @@ pub fn rsync_daemon(dir: &Path, modules: &[(&str, PathBuf)]) -> (Peer, u16) {
         ),
     )
     .expect("rsyncd.conf");
+    // A daemon killed before leaves its pid file, which a new one would refuse to overwrite.
+    let _ = std::fs::remove_file(&pid);
     let peer = spawn_peer(
         Command::new("rsync").arg("--daemon").arg("--no-detach").arg(format!("--config={}", conf.display())),
     );
     wait_listening(port, "the rsync daemon");
-    (peer, port)
+    peer
 }
 
 /// A mosquitto broker on 127.0.0.1; returns its port.

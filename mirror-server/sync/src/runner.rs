@@ -42,7 +42,7 @@ pub enum LockMode {
 }
 
 pub enum RunResult {
-    Done(Status),
+    Done(Box<Status>),
     SkippedLocked,
 }
 
@@ -123,7 +123,7 @@ pub fn run_project(env: &SyncEnv, project: &Project, mode: LockMode) -> Result<R
     }
     st.failures = Status::failures_after(previous.as_ref(), st.state);
     status::write(&env.state_dir, &st).context("writing the status file")?;
-    Ok(RunResult::Done(st))
+    Ok(RunResult::Done(Box::new(st)))
 }
 
 /// The status file of a run under way, told what the run is doing at each step; and the

@@ -12,7 +12,7 @@ use tokio::time::timeout;
 use super::accesslog::Record;
 use super::http::{self, Method, Parsed, Request};
 use super::respond::{self, Body, Reply};
-use super::wire::Wire;
+use super::wire::{Cut, Wire};
 use super::{pagecache, timefmt};
 use crate::shared::Shared;
 use mirror_telemetry as telemetry;
@@ -36,11 +36,13 @@ pub async fn serve<W: Wire>(mut stream: W, peer: SocketAddr, shared: Arc<Shared>
                     let mut reply = respond::finish(&shared, reply).await;
                     let keep = req.keep_alive() && !reply.close && !*shutdown.borrow();
                     reply.close = !keep;
-                    let sent = match write_reply(&mut stream, &mut out, &req, &reply, !inbuf.is_empty()).await {
-                        Ok(n) => n,
-                        Err(_) => return,
-                    };
-                    account(&shared, peer, &req, &reply, sent, started, stream.tls_protocol());
+                    // A reply cut short (the client went away mid-body) is logged and counted
+                    // with the bytes that did go out, as nginx does; then the connection ends.
+                    let written = write_reply(&mut stream, &mut out, &req, &reply, !inbuf.is_empty()).await;
+                    account(&shared, peer, &req, &reply, &written, started, stream.tls_protocol());
+                    if written.cut {
+                        return;
+                    }
                     if !keep {
                         let _ = flush(&mut stream, &mut out).await;
                         return;
@@ -51,10 +53,11 @@ pub async fn serve<W: Wire>(mut stream: W, peer: SocketAddr, shared: Arc<Shared>
                     let mut reply = respond::error(&shared, e.status());
                     reply.close = true;
                     let fake = bad_request_stub(&inbuf);
-                    if write_reply(&mut stream, &mut out, &fake, &reply, false).await.is_ok() {
+                    let written = write_reply(&mut stream, &mut out, &fake, &reply, false).await;
+                    if !written.cut {
                         let _ = flush(&mut stream, &mut out).await;
                     }
-                    account(&shared, peer, &fake, &reply, reply.length, Instant::now(), stream.tls_protocol());
+                    account(&shared, peer, &fake, &reply, &written, Instant::now(), stream.tls_protocol());
                     return;
                 }
             }
@@ -120,64 +123,108 @@ fn head_bytes(out: &mut Vec<u8>, req: &Request, reply: &Reply) {
     out.extend_from_slice(if reply.close { b"Connection: close\r\n\r\n" } else { b"Connection: keep-alive\r\n\r\n" });
 }
 
-/// Queues or sends one reply; returns the bytes it puts on the wire (head + body).
+/// What one reply put on the wire: all of it, or, when the send was cut short (the client went
+/// away), the bytes that went out before it was.
+struct Written {
+    sent: u64,
+    head: u64,
+    cut: bool,
+}
+
+impl Written {
+    /// Body bytes that went out (nginx's $body_bytes_sent).
+    fn body(&self) -> u64 {
+        self.sent.saturating_sub(self.head)
+    }
+}
+
+/// Queues or sends one reply: its head, then its body.
 async fn write_reply<W: Wire>(
     stream: &mut W,
     out: &mut Vec<u8>,
     req: &Request,
     reply: &Reply,
     more_pipelined: bool,
-) -> io::Result<u64> {
-    let before = out.len();
+) -> Written {
+    // Bytes of earlier pipelined replies still waiting in `out` go out first, and are theirs.
+    let earlier = out.len() as u64;
     head_bytes(out, req, reply);
-    let head_len = (out.len() - before) as u64;
+    let head = out.len() as u64 - earlier;
     if req.method == Method::Head || reply.status == 304 {
-        return Ok(head_len);
+        return Written { sent: head, head, cut: false };
     }
+    match send_body(stream, out, reply, more_pipelined, earlier, head).await {
+        Ok(sent) => Written { sent, head, cut: false },
+        Err(cut) => Written { sent: cut.sent, head, cut: true },
+    }
+}
+
+/// Queues or sends the body after the head already in `out` (behind `earlier` bytes of other
+/// replies); returns this reply's bytes on the wire (head + body), or, when the send was cut
+/// short, how many of them went out before it was.
+async fn send_body<W: Wire>(
+    stream: &mut W,
+    out: &mut Vec<u8>,
+    reply: &Reply,
+    more_pipelined: bool,
+    mut earlier: u64,
+    head_len: u64,
+) -> Result<u64, Cut> {
+    // This reply's bytes sent so far (a cut adds what went out of `out` beyond `earlier`).
+    let mut mine = 0u64;
+    let ours =
+        |cut: Cut, mine: u64, earlier: u64| Cut { sent: mine + cut.sent.saturating_sub(earlier), error: cut.error };
+    let read_failed = |e: io::Error, sent: u64| Cut { sent, error: e };
     match &reply.body {
         Body::Empty => Ok(head_len),
         // `respond::finish` renders every listing before a reply is written.
-        Body::Listing(_) => Err(io::Error::other("a listing reached the writer unrendered")),
+        Body::Listing(_) => Err(Cut { sent: 0, error: io::Error::other("a listing reached the writer unrendered") }),
         Body::Bytes(b) => {
             out.extend_from_slice(b);
             if out.len() > 256 << 10 || !more_pipelined {
-                flush(stream, out).await?;
+                flush(stream, out).await.map_err(|c| ours(c, 0, earlier))?;
             }
             Ok(head_len + b.len() as u64)
         }
         Body::File { file, offset, len } if *len <= SMALL_BODY => {
-            pagecache::read_into(file, *offset, *len, out).await?;
+            pagecache::read_into(file, *offset, *len, out).await.map_err(|e| read_failed(e, 0))?;
             if out.len() > 256 << 10 || !more_pipelined {
-                flush(stream, out).await?;
+                flush(stream, out).await.map_err(|c| ours(c, 0, earlier))?;
             }
             Ok(head_len + len)
         }
         Body::File { file, offset, len } => {
-            stream.send(out, true).await?;
-            let sent = stream.send_file(file, *offset, *len).await?;
-            Ok(head_len + sent)
+            stream.send(out, true).await.map_err(|c| ours(c, 0, earlier))?;
+            stream.send_file(file, *offset, *len).await.map_err(|c| Cut { sent: head_len + c.sent, error: c.error })?;
+            Ok(head_len + len)
         }
         Body::Multipart { file, parts, trailer } => {
-            let mut total = head_len;
+            // `mine` counts this reply's bytes already sent; `out` holds the rest so far.
+            let mut queued = head_len;
             for (part_head, offset, len) in parts {
                 out.extend_from_slice(part_head);
-                total += part_head.len() as u64;
+                queued += part_head.len() as u64;
                 if *len <= SMALL_BODY {
-                    pagecache::read_into(file, *offset, *len, out).await?;
-                    total += len;
+                    pagecache::read_into(file, *offset, *len, out).await.map_err(|e| read_failed(e, mine))?;
+                    queued += len;
                 } else {
-                    stream.send(out, true).await?;
-                    total += stream.send_file(file, *offset, *len).await?;
+                    stream.send(out, true).await.map_err(|c| ours(c, mine, earlier))?;
+                    (mine, queued, earlier) = (mine + queued, 0, 0);
+                    stream
+                        .send_file(file, *offset, *len)
+                        .await
+                        .map_err(|c| Cut { sent: mine + c.sent, error: c.error })?;
+                    mine += len;
                 }
             }
             out.extend_from_slice(trailer);
-            flush(stream, out).await?;
-            Ok(total + trailer.len() as u64)
+            flush(stream, out).await.map_err(|c| ours(c, mine, earlier))?;
+            Ok(mine + queued + trailer.len() as u64)
         }
     }
 }
 
-async fn flush<W: Wire>(stream: &mut W, out: &mut Vec<u8>) -> io::Result<()> {
+async fn flush<W: Wire>(stream: &mut W, out: &mut Vec<u8>) -> Result<(), Cut> {
     stream.send(out, false).await
 }
 
@@ -186,11 +233,11 @@ fn account(
     peer: SocketAddr,
     req: &Request,
     reply: &Reply,
-    sent: u64,
+    written: &Written,
     started: Instant,
     tls: Option<&'static str>,
 ) {
-    let body = if req.method == Method::Head || reply.status == 304 { 0 } else { reply.length };
+    let (sent, body) = (written.sent, written.body());
     shared.metrics.record(reply.project.as_deref(), reply.release.as_deref(), reply.status, sent);
     let now_us = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
     let now = now_us / 1_000_000;

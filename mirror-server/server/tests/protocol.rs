@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use testkit::fixtures::{bytes, LabProfile};
 use testkit::server::MirrorServer;
-use testkit::{body_of, free_port, raw, status_of, Signal};
+use testkit::{body_of, free_port, raw, status_of, wait_for, Signal};
 
 struct Tree {
     dir: tempfile::TempDir,
@@ -224,10 +224,11 @@ fn sigterm_lets_a_transfer_finish_and_sigusr1_reopens_the_log() {
     let _ = c.read(&mut first).unwrap();
     std::fs::rename(&s.log, s.log.with_extension("old")).unwrap();
     s.signal(Signal::USR1);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for(Duration::from_secs(5), "the access log reopened", || s.log.exists().then_some(()));
     s.signal(Signal::TERM);
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(TcpStream::connect(("127.0.0.1", s.port)).is_err(), "no new connections after SIGTERM");
+    wait_for(Duration::from_secs(5), "no new connections after SIGTERM", || {
+        TcpStream::connect(("127.0.0.1", s.port)).is_err().then_some(())
+    });
     let mut rest = Vec::new();
     c.read_to_end(&mut rest).unwrap();
     let total = 65536usize.min(first.len()) + rest.len();
@@ -236,6 +237,41 @@ fn sigterm_lets_a_transfer_finish_and_sigusr1_reopens_the_log() {
     assert!(status.success());
     let log = std::fs::read_to_string(&s.log).unwrap_or_default();
     assert!(log.contains("GET /big.iso HTTP/1.1\" 200 67108864"), "reopened log holds the transfer: {log:?}");
+}
+
+#[test]
+fn an_aborted_download_is_logged_and_counted_with_the_bytes_that_went_out() {
+    let t = Tree::new();
+    let size = 64u64 << 20;
+    std::fs::write(t.root().join("fedora/big.iso"), bytes(size as usize, 4)).unwrap();
+    let mport = free_port();
+    let s = t.start(&["--metrics-listen", &format!("127.0.0.1:{mport}")]);
+    // A client that reads a megabyte and goes away, as mirror pickers and resumable
+    // downloaders do all the time.
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.write_all(b"GET /fedora/big.iso HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut got = 0;
+    let mut buf = vec![0u8; 64 << 10];
+    while got < 1 << 20 {
+        got += c.read(&mut buf).unwrap();
+    }
+    drop(c);
+    let log = testkit::file_with(&s.log, "big.iso", Duration::from_secs(10));
+    let line = log
+        .lines()
+        .find(|l| l.contains("GET /fedora/big.iso"))
+        .unwrap_or_else(|| panic!("no access-log line: {log:?}"));
+    // combined + request time + bytes sent + TLS: the 10th field is the body bytes sent.
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(fields[8], "200", "{line}");
+    let body: u64 = fields[9].parse().unwrap();
+    let sent: u64 = fields[fields.len() - 2].parse().unwrap();
+    assert!(body >= 1 << 20 && body < size, "the body bytes that went out, not the file's size: {line}");
+    assert!(sent > body && sent < size, "{line}");
+    let counted = wait_for(Duration::from_secs(5), "the partial bytes in the counters", || {
+        testkit::server::metric(mport, "micromirror_http_sent_bytes_total{project=\"fedora\"}").filter(|v| *v > 0.0)
+    });
+    assert_eq!(counted as u64, sent, "the counters hold what the log says went out");
 }
 
 #[test]

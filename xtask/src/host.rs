@@ -57,6 +57,8 @@ pub const BENCH: &[Need] = &[
 pub const TESTS: &[Need] = &[
     need("fsck.vfat", "dosfstools", "dosfstools"),
     need("objdump", "binutils", "binutils"),
+    // Checks our metrics exposition (and, for the fleet, Prometheus' own configuration).
+    need("promtool", "prometheus", "prometheus"),
     need("sgdisk", "gdisk", "gdisk"),
     need("sfdisk", "fdisk", "util-linux"),
     need("mkfs.xfs", "xfsprogs", "xfsprogs"),

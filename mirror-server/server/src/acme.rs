@@ -66,6 +66,28 @@ pub fn renewal_due(not_before: SystemTime, not_after: SystemTime, jitter: f64) -
     not_before + at
 }
 
+/// The renewal time of the certificate in use, drawn once per certificate: waking every hour
+/// must not draw the jitter again (each new draw can only pull the time earlier, which bunches
+/// a fleet's renewals at the start of the window).
+#[derive(Debug, Default)]
+pub struct RenewalPlan {
+    /// (the certificate's not_after, its renewal time)
+    drawn: Option<(SystemTime, SystemTime)>,
+}
+
+impl RenewalPlan {
+    pub fn due(&mut self, not_before: SystemTime, not_after: SystemTime, draw: impl FnOnce() -> f64) -> SystemTime {
+        match self.drawn {
+            Some((for_cert, at)) if for_cert == not_after => at,
+            _ => {
+                let at = renewal_due(not_before, not_after, draw());
+                self.drawn = Some((not_after, at));
+                at
+            }
+        }
+    }
+}
+
 /// Wait after the `failures`-th failed attempt in a row: 3 min doubling to 6 h, ± 20 % — at
 /// most five failed validations in the first hour (Let's Encrypt's limit per name and account).
 pub fn retry_delay(failures: u32, jitter: f64) -> Duration {
@@ -98,9 +120,10 @@ pub async fn run(config: AcmeConfig, store: Arc<CertStore>, challenges: Arc<Chal
         store.set(stored);
     }
     let mut failures = 0u32;
+    let mut plan = RenewalPlan::default();
     loop {
         let due = match store.current() {
-            Some(c) => renewal_due(c.not_before, c.not_after, jitter()),
+            Some(c) => plan.due(c.not_before, c.not_after, jitter),
             None => SystemTime::now(),
         };
         if let Ok(wait) = due.duration_since(SystemTime::now()) {
@@ -219,6 +242,26 @@ mod tests {
         assert!((day(renewal_due(nb, na, 0.0)) - 60.0).abs() < 1e-6);
         assert!((day(renewal_due(nb, na, 0.999_999)) - 57.0).abs() < 1e-3);
         assert!((day(renewal_due(nb, na, 7.0)) - 57.0).abs() < 1e-3, "jitter is clamped");
+    }
+
+    #[test]
+    fn the_renewal_time_is_drawn_once_per_certificate() {
+        let nb = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let na = nb + Duration::from_secs(90 * 86400);
+        let mut plan = RenewalPlan::default();
+        let mut draws = vec![0.9, 0.1, 0.5].into_iter();
+        let first = plan.due(nb, na, || draws.next().unwrap());
+        // Hourly wakes for the same certificate keep the first draw.
+        for _ in 0..24 {
+            assert_eq!(plan.due(nb, na, || draws.next().unwrap()), first);
+        }
+        assert_eq!(first, renewal_due(nb, na, 0.9));
+        // A new certificate gets a new draw.
+        let na2 = na + Duration::from_secs(60 * 86400);
+        assert_eq!(
+            plan.due(na - Duration::from_secs(86400), na2, || draws.next().unwrap()),
+            renewal_due(na - Duration::from_secs(86400), na2, 0.1)
+        );
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct Config {
     pub telemetry: Option<TelemetryConfig>,
     /// Per-project release rules from the catalog.
     pub releases: ReleaseRules,
+    /// The hosted projects' folders: their counters exist (at zero) from the start.
+    pub projects: Vec<String>,
     /// ACME account and certificate, telemetry spill file, today's counters.
     pub state: Paths,
 }
@@ -120,6 +122,7 @@ impl Config {
                 tracing::error!(error = %e, "release rules ignored");
                 ReleaseRules::default()
             }),
+            projects: projects.iter().map(|p| p.path.clone()).collect(),
             state: paths.clone(),
         }
     }

@@ -12,7 +12,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{CertSource, Config, TlsConfig};
 use crate::shared::{build_shared, Lasting, SharedCell};
-use crate::{acme, exporter, metrics, runtime, tls};
+use crate::{acme, exporter, metrics, tls};
 
 /// Runs until SIGTERM or SIGINT, then tells the workers to stop accepting and waits for
 /// transfers to finish, up to the grace period.
@@ -21,12 +21,13 @@ pub fn run(
     lasting: &Lasting,
     shared: &SharedCell,
     active: &Arc<AtomicUsize>,
+    metrics: Option<(std::net::SocketAddr, std::net::TcpListener)>,
     reload: impl Fn() -> Result<Config>,
 ) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        if let Some(addr) = config.metrics_listen {
-            let l = runtime::bind(addr, false)?;
+        if let Some((addr, l)) = metrics {
+            let l = tokio::net::TcpListener::from_std(l)?;
             tracing::info!(%addr, "metrics");
             tokio::spawn(exporter::serve(l, lasting.clone(), shared.clone(), config.status_dir.clone()));
         }

@@ -2,15 +2,15 @@
 //! public one). Reading the status files for bytes on disk happens on the blocking pool.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::accesslog;
+use crate::exposition::{Exposition, Kind};
 use crate::shared::{Lasting, SharedCell};
 
 pub async fn serve(listener: TcpListener, lasting: Lasting, shared: SharedCell, status_dir: PathBuf) {
@@ -33,35 +33,65 @@ pub async fn serve(listener: TcpListener, lasting: Lasting, shared: SharedCell, 
     }
 }
 
+/// Every family the server exports, each with its HELP and TYPE, counters present from start.
 fn text(lasting: &Lasting, on_disk: &BTreeMap<String, u64>, open_files: usize) -> String {
-    let mut body = lasting.metrics.prometheus(on_disk);
-    let _ = write!(
-        body,
-        "# HELP micromirror_open_files_cached Files kept open between requests (local file systems only).\n\
-         # TYPE micromirror_open_files_cached gauge\nmicromirror_open_files_cached {open_files}\n"
+    let mut e = Exposition::default();
+    lasting.metrics.expose(&mut e, on_disk);
+    e.family("micromirror_open_files", Kind::Gauge, "Files kept open between requests (local file systems only).")
+        .sample("micromirror_open_files", &[], open_files as f64);
+    const DROPPED: &str = "micromirror_access_log_dropped_lines_total";
+    e.family(DROPPED, Kind::Counter, "Access-log lines lost because the writer fell behind.").sample(
+        DROPPED,
+        &[],
+        accesslog::DROPPED_LINES.load(Ordering::Relaxed) as f64,
     );
-    let _ = write!(
-        body,
-        "# TYPE micromirror_access_log_dropped_total counter\nmicromirror_access_log_dropped_total {}\n",
-        accesslog::DROPPED_LINES.load(Ordering::Relaxed)
-    );
-    if let Some(days) = lasting.certs.days_left(std::time::SystemTime::now()) {
-        let _ = write!(
-            body,
-            "# HELP micromirror_tls_certificate_days_left Days until the HTTPS certificate in use expires.\n\
-             # TYPE micromirror_tls_certificate_days_left gauge\nmicromirror_tls_certificate_days_left {days:.6}\n"
-        );
+    const EXPIRY: &str = "micromirror_tls_certificate_expiry_timestamp_seconds";
+    e.family(EXPIRY, Kind::Gauge, "When the HTTPS certificate in use expires (Unix time).");
+    if let Some(t) = lasting.certs.not_after() {
+        e.sample(EXPIRY, &[], t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
     }
+    let acme = &lasting.acme_stats;
+    e.family("micromirror_acme_issued_total", Kind::Counter, "Certificates obtained over ACME.").sample(
+        "micromirror_acme_issued_total",
+        &[],
+        acme.issued.load(Ordering::Relaxed) as f64,
+    );
+    e.family("micromirror_acme_failures_total", Kind::Counter, "ACME attempts that brought no certificate.").sample(
+        "micromirror_acme_failures_total",
+        &[],
+        acme.failures.load(Ordering::Relaxed) as f64,
+    );
     if let Some(t) = &lasting.telemetry {
-        body.push_str(&t.prometheus());
+        telemetry_families(&mut e, &t.stats);
     }
-    let stats = &lasting.acme_stats;
-    let _ = write!(
-        body,
-        "# TYPE micromirror_acme_issued_total counter\nmicromirror_acme_issued_total {}\n\
-         # TYPE micromirror_acme_failures_total counter\nmicromirror_acme_failures_total {}\n",
-        stats.issued.load(Ordering::Relaxed),
-        stats.failures.load(Ordering::Relaxed)
-    );
-    body
+    e.finish()
+}
+
+fn telemetry_families(e: &mut Exposition, s: &mirror_telemetry::Stats) {
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+    let families = [
+        ("micromirror_telemetry_queue_records", Kind::Gauge, "Request records waiting in memory.", get(&s.queued)),
+        (
+            "micromirror_telemetry_spill_bytes",
+            Kind::Gauge,
+            "Bytes of records spilled to disk while the watchtower is away.",
+            get(&s.spilled_bytes),
+        ),
+        (
+            "micromirror_telemetry_delivered_records_total",
+            Kind::Counter,
+            "Records delivered to the watchtower.",
+            get(&s.delivered),
+        ),
+        (
+            "micromirror_telemetry_dropped_records_total",
+            Kind::Counter,
+            "Records lost because memory and spill file were full.",
+            get(&s.dropped),
+        ),
+        ("micromirror_telemetry_connected", Kind::Gauge, "1 while connected to the watchtower.", get(&s.connected)),
+    ];
+    for (name, kind, help, value) in families {
+        e.family(name, kind, help).sample(name, &[], value);
+    }
 }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod conn;
 pub mod control;
 pub mod exporter;
+pub mod exposition;
 pub mod filecache;
 pub mod files;
 pub mod http;

@@ -4,9 +4,10 @@
 //! disk). Prometheus text output, and today's totals kept in a file for `mirror-server report`.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::path::Path;
 use std::sync::Mutex;
+
+use crate::exposition::{Exposition, Kind};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Default, Clone)]
@@ -124,67 +125,63 @@ impl Metrics {
             .map_or(0, |c| c.hourly.iter().filter(|(h, _)| *h + 24 > hour && *h <= hour).map(|(_, b)| b).sum())
     }
 
-    pub fn prometheus(&self, on_disk: &BTreeMap<String, u64>) -> String {
+    /// Counts from zero for these project folders, before any request (Prometheus counters
+    /// exist from the start; a project's series do not appear only once it is first asked for).
+    pub fn host(&self, projects: &[String]) {
+        if let Ok(mut map) = self.projects.lock() {
+            for p in projects {
+                map.entry(p.clone()).or_default();
+            }
+            map.entry(NO_PROJECT.to_string()).or_default();
+        }
+    }
+
+    /// The per-project and per-release families, and bytes on disk with the CDN efficiency.
+    pub fn expose(&self, e: &mut Exposition, on_disk: &BTreeMap<String, u64>) {
         let hour = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() / 3600).unwrap_or(0);
-        let mut s = String::new();
-        s.push_str("# HELP micromirror_http_requests_total Requests answered, by project and status class.\n# TYPE micromirror_http_requests_total counter\n");
         let snapshot: Vec<(String, Counters)> = match self.projects.lock() {
             Ok(map) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             Err(_) => Vec::new(),
         };
+        const REQUESTS: &str = "micromirror_http_requests_total";
+        e.family(REQUESTS, Kind::Counter, "Requests answered, by project (first path segment) and status class.");
         for (name, c) in &snapshot {
             for (i, n) in c.requests.iter().enumerate() {
-                let _ = writeln!(
-                    s,
-                    "micromirror_http_requests_total{{project=\"{}\",class=\"{}xx\"}} {n}",
-                    escape_label(name),
-                    i + 1
-                );
+                let class = format!("{}xx", i + 1);
+                e.sample(REQUESTS, &[("project", name), ("class", &class)], *n as f64);
             }
         }
-        s.push_str("# HELP micromirror_http_sent_bytes_total Bytes sent, by project.\n# TYPE micromirror_http_sent_bytes_total counter\n");
+        const SENT: &str = "micromirror_http_sent_bytes_total";
+        e.family(SENT, Kind::Counter, "Bytes sent (heads and bodies, aborted transfers included), by project.");
         for (name, c) in &snapshot {
-            let _ = writeln!(s, "micromirror_http_sent_bytes_total{{project=\"{}\"}} {}", escape_label(name), c.bytes);
+            e.sample(SENT, &[("project", name)], c.bytes as f64);
         }
         let releases: Vec<((String, String), DayTotals)> = match self.releases.lock() {
             Ok(map) => map.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             Err(_) => Vec::new(),
         };
-        s.push_str("# HELP micromirror_release_requests_total Answered requests, by project and release.\n# TYPE micromirror_release_requests_total counter\n");
+        const RELEASE_REQUESTS: &str = "micromirror_release_requests_total";
+        e.family(RELEASE_REQUESTS, Kind::Counter, "Answered requests, by project and release (the catalog's rule).");
         for ((p, r), t) in &releases {
-            let _ = writeln!(
-                s,
-                "micromirror_release_requests_total{{project=\"{p}\",release=\"{}\"}} {}",
-                escape_label(r),
-                t.requests
-            );
+            e.sample(RELEASE_REQUESTS, &[("project", p), ("release", r)], t.requests as f64);
         }
-        s.push_str("# HELP micromirror_release_sent_bytes_total Bytes sent, by project and release.\n# TYPE micromirror_release_sent_bytes_total counter\n");
+        const RELEASE_SENT: &str = "micromirror_release_sent_bytes_total";
+        e.family(RELEASE_SENT, Kind::Counter, "Bytes sent, by project and release.");
         for ((p, r), t) in &releases {
-            let _ = writeln!(
-                s,
-                "micromirror_release_sent_bytes_total{{project=\"{p}\",release=\"{}\"}} {}",
-                escape_label(r),
-                t.bytes
-            );
+            e.sample(RELEASE_SENT, &[("project", p), ("release", r)], t.bytes as f64);
         }
-        s.push_str("# HELP micromirror_project_disk_bytes Bytes on disk, by project (from mirror-sync).\n# TYPE micromirror_project_disk_bytes gauge\n");
+        const DISK: &str = "micromirror_project_disk_bytes";
+        e.family(DISK, Kind::Gauge, "Bytes on disk, by project (from mirror-sync's status files).");
         for (name, bytes) in on_disk {
-            let _ = writeln!(s, "micromirror_project_disk_bytes{{project=\"{name}\"}} {bytes}");
+            e.sample(DISK, &[("project", name)], *bytes as f64);
         }
-        s.push_str("# HELP micromirror_cdn_efficiency Bytes served in the last 24 h divided by bytes on disk.\n# TYPE micromirror_cdn_efficiency gauge\n");
+        const EFFICIENCY: &str = "micromirror_cdn_efficiency_ratio";
+        e.family(EFFICIENCY, Kind::Gauge, "Bytes served in the last 24 h divided by bytes on disk, by project.");
         for (name, bytes) in on_disk.iter().filter(|(_, b)| **b > 0) {
             let served = self.last_day(name, hour);
-            let _ =
-                writeln!(s, "micromirror_cdn_efficiency{{project=\"{name}\"}} {:.4}", served as f64 / *bytes as f64);
+            e.sample(EFFICIENCY, &[("project", name)], served as f64 / *bytes as f64);
         }
-        s
     }
-}
-
-/// Prometheus label values escape backslash, quote and newline.
-fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// Today's totals as the last run saved them; none when the file is missing or unreadable.
@@ -211,6 +208,21 @@ pub fn save_counters(path: &Path, today: &Today) {
 mod tests {
     use super::*;
 
+    fn expose(m: &Metrics, on_disk: &BTreeMap<String, u64>) -> String {
+        let mut e = Exposition::default();
+        m.expose(&mut e, on_disk);
+        e.finish()
+    }
+
+    #[test]
+    fn hosted_projects_count_from_zero_before_any_request() {
+        let m = Metrics::default();
+        m.host(&["fedora".to_string()]);
+        let text = expose(&m, &BTreeMap::new());
+        assert!(text.contains("micromirror_http_requests_total{project=\"fedora\",class=\"2xx\"} 0"), "{text}");
+        assert!(text.contains("micromirror_http_sent_bytes_total{project=\"_none\"} 0"), "{text}");
+    }
+
     #[test]
     fn counts_classes_bytes_and_the_last_day() {
         let m = Metrics::default();
@@ -222,7 +234,7 @@ mod tests {
         assert_eq!(m.last_day("fedora", 120), 1510);
         assert_eq!(m.last_day("fedora", 125), 500);
         assert_eq!(m.last_day("fedora", 110), 1010);
-        let text = m.prometheus(&BTreeMap::from([("fedora".to_string(), 1000)]));
+        let text = expose(&m, &BTreeMap::from([("fedora".to_string(), 1000)]));
         assert!(text.contains("micromirror_http_requests_total{project=\"fedora\",class=\"2xx\"} 2"), "{text}");
         assert!(text.contains("micromirror_http_sent_bytes_total{project=\"fedora\"} 1510"));
         assert!(text.contains("micromirror_http_requests_total{project=\"_none\",class=\"4xx\"} 2"), "{text}");
@@ -236,7 +248,7 @@ mod tests {
         m.record(Some("fedora"), Some("41"), 200, 100);
         m.record(Some("fedora"), Some("41"), 206, 50);
         m.record(Some("fedora"), Some("99999"), 404, 10);
-        let text = m.prometheus(&BTreeMap::new());
+        let text = expose(&m, &BTreeMap::new());
         assert!(text.contains("micromirror_release_requests_total{project=\"fedora\",release=\"41\"} 2"), "{text}");
         assert!(text.contains("micromirror_release_sent_bytes_total{project=\"fedora\",release=\"41\"} 150"));
         assert!(!text.contains("99999"), "a 404 does not create a release");

@@ -24,6 +24,8 @@ pub type Listen = (SocketAddr, Option<TlsAcceptor>);
 /// The calling thread becomes the control thread (signals, reloads, the metrics listener).
 pub fn run(config: Config, threads: usize, reload: impl Fn() -> Result<Config> + Send + Sync + 'static) -> Result<()> {
     let lasting = Lasting::start(&config, raise_open_file_limit())?;
+    // Bound before any request is served, so whoever sees the server answer can scrape it too.
+    let metrics = config.metrics_listen.map(|addr| bind_std(addr).map(|l| (addr, l))).transpose()?;
     let shared: SharedCell = Arc::new(RwLock::new(Arc::new(build_shared(&config, &lasting)?)));
     let active = Arc::new(AtomicUsize::new(0));
     let listen = listeners(&config, &lasting);
@@ -33,7 +35,7 @@ pub fn run(config: Config, threads: usize, reload: impl Fn() -> Result<Config> +
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(%addr, scheme, root = %config.root.display(), threads, "serving");
     }
-    control::run(&config, &lasting, &shared, &active, reload)?;
+    control::run(&config, &lasting, &shared, &active, metrics, reload)?;
     lasting.finish(&config);
     Ok(())
 }
@@ -168,6 +170,13 @@ pub fn bind(addr: SocketAddr, scavenger: bool) -> Result<TcpListener> {
     }
     socket.bind(addr).with_context(|| format!("binding {addr}"))?;
     Ok(socket.listen(4096)?)
+}
+
+/// A plain listener bound now, handed to a runtime later.
+fn bind_std(addr: SocketAddr) -> Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr).with_context(|| format!("binding the metrics listener {addr}"))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
 }
 
 /// DSCP CS1 ("scavenger", TOS byte 0x20) on everything we send, IPv4 and IPv6; accepted

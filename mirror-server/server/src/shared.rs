@@ -89,6 +89,7 @@ impl Lasting {
             },
             open_files_cap: open_file_limit as usize / 2,
         };
+        lasting.metrics.host(&config.projects);
         lasting.metrics.resume_today(metrics::load_counters(&config.state.counters_file()));
         Ok(lasting)
     }
@@ -105,6 +106,7 @@ impl Lasting {
 
 /// The connection state for `config`: the root opened, assets read, limits set.
 pub fn build_shared(config: &Config, lasting: &Lasting) -> Result<Shared> {
+    lasting.metrics.host(&config.projects);
     let root = files::Root::open(&config.root)
         .with_context(|| format!("opening the mirror root {}", config.root.display()))?;
     Ok(Shared {

@@ -89,13 +89,9 @@ impl CertStore {
     }
 
     /// Whole days until the certificate in use expires (negative once expired); None without one.
-    pub fn days_left(&self, now: SystemTime) -> Option<f64> {
-        let cur = self.current()?;
-        let secs = match cur.not_after.duration_since(now) {
-            Ok(d) => d.as_secs_f64(),
-            Err(e) => -e.duration().as_secs_f64(),
-        };
-        Some(secs / 86400.0)
+    /// When the certificate in use expires.
+    pub fn not_after(&self) -> Option<SystemTime> {
+        Some(self.current()?.not_after)
     }
 }
 
@@ -165,9 +161,10 @@ mod tests {
         let loaded = parse_pem(cert.as_bytes(), key.as_bytes(), Path::new("x.pem")).unwrap();
         assert!(loaded.not_after > loaded.not_before);
         let store = CertStore::default();
-        assert_eq!(store.days_left(SystemTime::now()), None);
+        assert_eq!(store.not_after(), None);
         store.set(loaded);
-        assert!(store.days_left(SystemTime::now()).unwrap() > 300.0);
+        let left = store.not_after().unwrap().duration_since(SystemTime::now()).unwrap();
+        assert!(left > std::time::Duration::from_secs(300 * 86400), "{left:?}");
     }
 
     #[test]

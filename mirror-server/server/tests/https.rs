@@ -92,7 +92,8 @@ fn https_from_files_serves_byte_for_byte_over_tls12_and_13_and_reloads_changed_f
     // A broken replacement is refused and the working certificate stays in use.
     std::fs::write(&key, "not a key").unwrap();
     s.signal(Signal::HUP);
-    std::thread::sleep(Duration::from_secs(1));
+    let log = testkit::file_with(&s.errors, "certificate files not reloaded", Duration::from_secs(10));
+    assert!(log.contains("keeping the one in use"), "{log}");
     assert_eq!(served_serial(tls_port).as_deref(), Some(after.as_str()));
 }
 
@@ -149,8 +150,10 @@ fn acme_issues_then_renews_at_two_thirds_and_keeps_the_old_certificate_when_rene
     let out = curl_https(tls_port, &pebble.issuing_root(), "/hello.txt", &[]);
     assert_eq!(out.stdout, b"hello over https\n", "curl verifies the chain: {}", String::from_utf8_lossy(&out.stderr));
     assert!(state.join("acme/fullchain.pem").exists() && state.join("acme/account.json").exists());
-    let days = metric(mport, "micromirror_tls_certificate_days_left").expect("days-left metric");
-    assert!(days > 0.0 && days < 1.0, "a 30 s certificate has less than a day left: {days}");
+    testkit::server::promtool_checked(mport);
+    let expiry = metric(mport, "micromirror_tls_certificate_expiry_timestamp_seconds").expect("the expiry metric");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(expiry > now && expiry < now + 86_400.0, "a 30 s certificate expires within a day: {expiry} (now {now})");
 
     let second = wait_for(Duration::from_secs(30), "the renewed certificate", || {
         served_serial(tls_port).filter(|s| *s != first)
@@ -180,10 +183,11 @@ fn a_restart_serves_the_stored_certificate_without_a_new_order() {
         wait_for(Duration::from_secs(30), "the first certificate", || served_serial(tls_port))
     };
     let pebble = Pebble::start(dir.path(), &api, &LOOPBACK, http_port, 3600);
-    let _s = start_acme_server(&root, &pebble, http_port, tls_port, mport, &state);
+    let s = start_acme_server(&root, &pebble, http_port, tls_port, mport, &state);
     let again = wait_for(Duration::from_secs(10), "a certificate after the restart", || served_serial(tls_port));
     assert_eq!(again, serial, "the stored certificate is reused");
-    std::thread::sleep(Duration::from_secs(2));
+    // The ACME task decides at start: the stored certificate is fresh, so it places no order.
+    testkit::file_with(&s.errors, "using the stored ACME certificate", Duration::from_secs(10));
     assert_eq!(metric(mport, "micromirror_acme_issued_total"), Some(0.0), "no new order while the stored one is fresh");
     assert_eq!(metric(mport, "micromirror_acme_failures_total"), Some(0.0));
 }

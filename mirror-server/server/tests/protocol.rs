@@ -286,10 +286,10 @@ fn metrics_count_per_project_on_their_own_listener() {
         get(s.port, "/fedora/a.rpm");
     }
     get(s.port, "/nope");
-    let m = String::from_utf8_lossy(&raw(mport, b"GET /metrics HTTP/1.0\r\n\r\n", Duration::from_secs(5))).into_owned();
+    let m = testkit::server::promtool_checked(mport);
     assert!(m.contains("micromirror_http_requests_total{project=\"fedora\",class=\"2xx\"} 3"), "{m}");
     assert!(m.contains("micromirror_project_disk_bytes{project=\"fedora\"} 1000"), "{m}");
-    assert!(m.contains("micromirror_cdn_efficiency{project=\"fedora\"} 900."), "{m}");
+    assert!(m.contains("micromirror_cdn_efficiency_ratio{project=\"fedora\"} 900"), "{m}");
     // Not on the public port.
     assert_eq!(status_of(&get(s.port, "/metrics")), 404);
 }
@@ -508,5 +508,5 @@ fn files_on_network_or_fuse_file_systems_are_never_kept_open() {
     assert_eq!(body("/remote/remote.txt"), b"second", "a file changed behind the file system's back");
     let port = metrics.rsplit(':').next().unwrap().parse().unwrap();
     let text = String::from_utf8_lossy(&get(port, "/metrics")).into_owned();
-    assert_eq!(metric(&text, "micromirror_open_files_cached"), Some(1.0), "only the local file: {text}");
+    assert_eq!(metric(&text, "micromirror_open_files"), Some(1.0), "only the local file: {text}");
 }

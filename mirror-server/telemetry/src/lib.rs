@@ -110,24 +110,4 @@ impl Telemetry {
             let _ = wait.recv_timeout(limit);
         }
     }
-
-    pub fn prometheus(&self) -> String {
-        let s = &self.stats;
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        format!(
-            "# HELP micromirror_telemetry_queue_records Request records waiting in memory.\n\
-             # TYPE micromirror_telemetry_queue_records gauge\nmicromirror_telemetry_queue_records {}\n\
-             # HELP micromirror_telemetry_spill_bytes Bytes of records spilled to disk while the watchtower is away.\n\
-             # TYPE micromirror_telemetry_spill_bytes gauge\nmicromirror_telemetry_spill_bytes {}\n\
-             # TYPE micromirror_telemetry_delivered_total counter\nmicromirror_telemetry_delivered_total {}\n\
-             # HELP micromirror_telemetry_dropped_total Records lost because memory and spill file were full.\n\
-             # TYPE micromirror_telemetry_dropped_total counter\nmicromirror_telemetry_dropped_total {}\n\
-             # TYPE micromirror_telemetry_connected gauge\nmicromirror_telemetry_connected {}\n",
-            g(&s.queued),
-            g(&s.spilled_bytes),
-            g(&s.delivered),
-            g(&s.dropped),
-            g(&s.connected)
-        )
-    }
 }

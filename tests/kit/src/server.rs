@@ -77,6 +77,31 @@ impl Drop for MirrorServer {
     }
 }
 
+/// Runs Debian's `promtool check metrics` over a metrics listener's exposition: it must find
+/// no problem (every family with HELP and TYPE, well-formed names and labels). Returns the text.
+pub fn promtool_checked(port: u16) -> String {
+    use std::io::Write;
+    let (status, _, body) = http(port, "GET", "/metrics", &[]).expect("the metrics listener answers");
+    assert_eq!(status, 200);
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; `cargo xtask test` installs it)");
+    child.stdin.take().expect("promtool's stdin").write_all(&body).expect("feeding promtool");
+    let out = child.wait_with_output().expect("promtool runs");
+    let text = String::from_utf8_lossy(&body).into_owned();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics found problems:\n{}{}\nin:\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 /// The value of a metric (a line `NAME VALUE`) from a metrics listener.
 pub fn metric(port: u16, name: &str) -> Option<f64> {
     let (_, _, body) = http(port, "GET", "/metrics", &[]).ok()?;

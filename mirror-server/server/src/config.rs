@@ -44,7 +44,7 @@ pub struct Config {
     pub hostname: String,
     pub sponsor_name: String,
     pub sponsor_url: String,
-    /// Asset folders, first match wins: the site's overrides, then the defaults.
+    /// Asset folders, first match wins; mirror-server's built-in assets come last.
     pub assets: Vec<PathBuf>,
     pub access_log: Option<PathBuf>,
     pub scavenger: bool,
@@ -92,7 +92,7 @@ impl Config {
             hostname: p.site.hostname.clone(),
             sponsor_name: p.site.sponsor_name.clone(),
             sponsor_url: p.site.sponsor_url.clone(),
-            assets: vec![paths.site_assets(), paths.default_assets.clone()],
+            assets: vec![paths.site_assets()],
             access_log: Some(paths.access_log()),
             scavenger: p.server.scavenger,
             rate_limits: p

@@ -42,15 +42,25 @@ impl Shared {
     }
 }
 
-/// Reads the asset files (favicon.ico, robots.txt, listing.css, 404.html) into memory.
+/// The assets every listing and error page needs, built in so a server started without any
+/// asset folder still links a stylesheet that exists.
+const BUILT_IN_ASSETS: [(&str, &[u8]); 4] = [
+    ("favicon.ico", include_bytes!("../assets/favicon.ico")),
+    ("robots.txt", include_bytes!("../assets/robots.txt")),
+    ("listing.css", include_bytes!("../assets/listing.css")),
+    ("404.html", include_bytes!("../assets/404.html")),
+];
+
+/// The asset files (favicon.ico, robots.txt, listing.css, 404.html) in memory: each from the
+/// first folder of `dirs` that has it, else the built-in one.
 pub fn load_assets(dirs: &[PathBuf]) -> HashMap<String, Arc<[u8]>> {
-    let mut out = HashMap::new();
-    for name in ["favicon.ico", "robots.txt", "listing.css", "404.html"] {
-        if let Some(data) = dirs.iter().find_map(|d| std::fs::read(d.join(name)).ok()) {
-            out.insert(name.to_string(), Arc::from(data));
-        }
-    }
-    out
+    BUILT_IN_ASSETS
+        .iter()
+        .map(|(name, built_in)| {
+            let data = dirs.iter().find_map(|d| std::fs::read(d.join(name)).ok()).unwrap_or_else(|| built_in.to_vec());
+            (name.to_string(), Arc::from(data))
+        })
+        .collect()
 }
 
 /// What outlives a reload: counters, log writer, shutdown signal, certificate state.

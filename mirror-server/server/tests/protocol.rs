@@ -240,6 +240,21 @@ fn sigterm_lets_a_transfer_finish_and_sigusr1_reopens_the_log() {
 }
 
 #[test]
+fn a_listing_without_site_assets_links_a_stylesheet_that_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("mirror/fedora")).unwrap();
+    // No --assets: only what is built into the server.
+    let s = MirrorServer::start(&dir.path().join("mirror"), &[]);
+    let listing = String::from_utf8_lossy(&get(s.port, "/fedora/")).into_owned();
+    let href = listing.split("rel=\"stylesheet\" href=\"").nth(1).and_then(|r| r.split('"').next()).expect("a stylesheet link");
+    let css = get(s.port, href);
+    assert_eq!(status_of(&css), 200, "{}", String::from_utf8_lossy(&css));
+    assert!(String::from_utf8_lossy(&css).contains("Content-Type: text/css"), "{}", String::from_utf8_lossy(&css));
+    assert!(!body_of(&css).is_empty());
+    assert_eq!(status_of(&get(s.port, "/robots.txt")), 200);
+}
+
+#[test]
 fn an_aborted_download_is_logged_and_counted_with_the_bytes_that_went_out() {
     let t = Tree::new();
     let size = 64u64 << 20;

@@ -14,8 +14,6 @@ pub struct Paths {
     /// State kept across restarts and updates.
     pub state: PathBuf,
     pub logs: PathBuf,
-    /// The default listing stylesheet, favicon, robots.txt and 404 page.
-    pub default_assets: PathBuf,
 }
 
 impl Paths {
@@ -26,18 +24,16 @@ impl Paths {
             mirror_root: "/srv/mirror".into(),
             state: "/var/lib/micromirror".into(),
             logs: "/var/log/micromirror".into(),
-            default_assets: "/usr/share/micromirror/assets".into(),
         }
     }
 
-    /// Everything under `dir` (config/, mirror/, state/, log/, assets/), for tests.
+    /// Everything under `dir` (config/, mirror/, state/, log/), for tests.
     pub fn under(dir: &Path) -> Paths {
         Paths {
             config: dir.join("config"),
             mirror_root: dir.join("mirror"),
             state: dir.join("state"),
             logs: dir.join("log"),
-            default_assets: dir.join("assets"),
         }
     }
 
@@ -46,7 +42,7 @@ impl Paths {
         self.config.join("site.toml")
     }
 
-    /// The site's own listing assets, which override the defaults.
+    /// The site's own listing assets, which override mirror-server's built-in ones.
     pub fn site_assets(&self) -> PathBuf {
         self.config.join("assets")
     }

@@ -246,7 +246,11 @@ fn a_listing_without_site_assets_links_a_stylesheet_that_exists() {
     // No --assets: only what is built into the server.
     let s = MirrorServer::start(&dir.path().join("mirror"), &[]);
     let listing = String::from_utf8_lossy(&get(s.port, "/fedora/")).into_owned();
-    let href = listing.split("rel=\"stylesheet\" href=\"").nth(1).and_then(|r| r.split('"').next()).expect("a stylesheet link");
+    let href = listing
+        .split("rel=\"stylesheet\" href=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a stylesheet link");
     let css = get(s.port, href);
     assert_eq!(status_of(&css), 200, "{}", String::from_utf8_lossy(&css));
     assert!(String::from_utf8_lossy(&css).contains("Content-Type: text/css"), "{}", String::from_utf8_lossy(&css));

@@ -181,6 +181,7 @@ fn validate_project(p: &Project, r: &mut Reporter) {
             "use one folder name such as \"archlinux\"; it becomes /srv/mirror/<path> and the URL prefix",
         );
     }
+    validate_config_values(p, r);
     if p.size_gb == 0 {
         r.error("size_gb", "size must be at least 1 GB", "write the project's approximate size on disk in GB");
     }
@@ -212,6 +213,63 @@ fn validate_project(p: &Project, r: &mut Reporter) {
     }
 }
 
+/// Values that end up in configuration files and command lines on the box (rsyncd.conf's
+/// `[module]` and `comment`, file names under the state folder, MQTT topics, rsync filters):
+/// none may break the file it lands in or smuggle a line into it.
+fn validate_config_values(p: &Project, r: &mut Reporter) {
+    let name_like = |s: &str| {
+        s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            && s.len() <= 64
+    };
+    if !name_like(&p.name) {
+        r.error(
+            "",
+            format!("`{}` is not a usable project name (the file name)", p.name),
+            "name the file with letters, digits, '.', '_' and '-', e.g. profiles/projects/archlinux.toml",
+        );
+    }
+    if let Some(m) = p.rsync_module.as_deref().filter(|m| !name_like(m)) {
+        r.error(
+            "rsync_module",
+            format!("`{m}` cannot be an rsyncd module name"),
+            "use letters, digits, '.', '_' and '-', e.g. \"fedora-epel\"",
+        );
+    }
+    if p.title.is_empty() || p.title.len() > 100 || p.title.chars().any(char::is_control) {
+        r.error("title", "the title must be one line of at most 100 characters", "write e.g. \"Arch Linux\"");
+    }
+    for (i, t) in p.topics.iter().enumerate() {
+        let plain = !t.is_empty()
+            && !t.starts_with('/')
+            && !t.ends_with('/')
+            && !t.contains(['#', '+'])
+            && !t.chars().any(|c| c.is_control() || c.is_whitespace());
+        if !plain {
+            r.error(
+                &format!("topics[{i}]"),
+                format!("`{t}` is not a plain topic suffix"),
+                "write the part after the site's topic prefix, e.g. \"fedora\"",
+            );
+        }
+    }
+    let patterns = p.exclude.iter().map(|e| ("exclude".to_string(), e)).chain(
+        p.passes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, pass)| pass.exclude.iter().map(move |e| (format!("pass[{i}].exclude"), e))),
+    );
+    for (key, e) in patterns {
+        if e.is_empty() || e.chars().any(char::is_control) {
+            r.error(
+                &key,
+                format!("{e:?} is not a usable rsync pattern"),
+                "write one pattern per item, e.g. \"*/debug/\"",
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +291,26 @@ mod tests {
         assert_eq!(p.passes().len(), 1);
         assert!(p.passes()[0].delete);
         assert_eq!(p.topics(), vec!["archlinux".to_string()]);
+    }
+
+    #[test]
+    fn values_that_reach_config_files_cannot_break_them() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "x.toml",
+            "title = \"X\\n[evil]\"\nmodule = \"x\"\npath = \"x\"\nrsync_module = \"x]\\npath = /\"\nsize_gb = 1\n\
+             topics = [\"a/#\"]\nexclude = [\"ok/\", \"bad\\npattern\"]\n",
+        );
+        let Err(CatalogError::Invalid(Problems(problems))) = Catalog::load(dir.path()) else {
+            panic!("expected problems")
+        };
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        for key in ["title", "rsync_module", "topics[0]", "exclude"] {
+            assert!(keys.contains(&key), "{key} not refused: {keys:?}");
+        }
+        let rsync = problems.iter().find(|p| p.key == "rsync_module").unwrap();
+        assert!(rsync.file.ends_with("x.toml") && rsync.line == Some(4), "{rsync}");
     }
 
     #[test]

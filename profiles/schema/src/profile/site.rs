@@ -53,7 +53,15 @@ pub(super) fn validate(s: &Site, file_stem: Option<&str>, r: &mut Reporter) {
             "write a fully qualified name such as \"mirror.example.net\"",
         );
     }
-    if !(s.sponsor_url.starts_with("https://") || s.sponsor_url.starts_with("http://")) {
+    // Shown in listings, the login banner and rsync's greeting: one line each.
+    for (key, text) in [("site.sponsor_name", &s.sponsor_name), ("site.location", &s.location)] {
+        if text.len() > 200 || text.chars().any(char::is_control) {
+            r.error(key, "must be one line of at most 200 characters", "write it without line breaks or tabs");
+        }
+    }
+    if !(s.sponsor_url.starts_with("https://") || s.sponsor_url.starts_with("http://"))
+        || s.sponsor_url.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
         r.error(
             "site.sponsor_url",
             format!("`{}` is not an http(s) URL", s.sponsor_url),

@@ -103,6 +103,7 @@ impl Config {
                     prefixes: parse_nets(&r.prefixes),
                     per_second: f64::from(r.per_second),
                     burst: f64::from(r.burst),
+                    shared: r.bucket == profile::Bucket::Shared,
                 })
                 .collect(),
             allowlist: parse_nets(&p.server.allowlist),

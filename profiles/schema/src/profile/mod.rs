@@ -22,7 +22,7 @@ pub use base::{Base, Distro};
 pub use checks::is_host_port;
 pub use mirror::{Mirror, Push};
 pub use network::{is_documentation, Bond, Network, NicMatch};
-pub use server::{RateLimit, Server};
+pub use server::{Bucket, RateLimit, Server};
 pub use site::Site;
 pub use telemetry::Telemetry;
 pub use tls::Tls;

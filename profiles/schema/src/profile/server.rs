@@ -31,6 +31,18 @@ pub struct RateLimit {
     pub prefixes: Vec<String>,
     pub per_second: u32,
     pub burst: u32,
+    /// One bucket per client address (the default), or one shared by every client inside the
+    /// prefixes (the fleet's treatment of a cloud provider's crawlers).
+    #[serde(default)]
+    pub bucket: Bucket,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bucket {
+    #[default]
+    PerClient,
+    Shared,
 }
 
 fn yes() -> bool {

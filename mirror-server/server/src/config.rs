@@ -140,6 +140,71 @@ impl Config {
     }
 }
 
+/// What a reload can apply while the server runs, and what only a restart can: the sockets
+/// (listeners, DSCP marking, the metrics port), where the certificate comes from, the access
+/// log's file, telemetry and the state folder are set up once at start.
+pub struct Reload {
+    /// Changed and applied at once (names of what changed).
+    pub applied: Vec<&'static str>,
+    /// Changed, kept as running until a restart: what changed, from what to what.
+    pub needs_restart: Vec<String>,
+}
+
+pub fn reload_changes(running: &Config, new: &Config) -> Reload {
+    let mut applied = Vec::new();
+    let live: [(&'static str, bool); 9] = [
+        ("the mirror root", running.root != new.root),
+        ("the host name", running.hostname != new.hostname),
+        ("the sponsor", (&running.sponsor_name, &running.sponsor_url) != (&new.sponsor_name, &new.sponsor_url)),
+        ("the site assets", running.assets != new.assets),
+        ("the rate limits", running.rate_limits != new.rate_limits),
+        ("the allowlist", running.allowlist != new.allowlist),
+        ("the limits", running.limits != new.limits),
+        ("the hosted projects and their release rules", running.projects != new.projects),
+        ("the status folder", running.status_dir != new.status_dir),
+    ];
+    for (what, changed) in live {
+        if changed {
+            applied.push(what);
+        }
+    }
+    let mut needs_restart = Vec::new();
+    let mut restart = |what: &str, from: String, to: String| {
+        if from != to {
+            needs_restart.push(format!("{what} ({from} → {to})"));
+        }
+    };
+    restart("HTTP listeners", format!("{:?}", running.listen), format!("{:?}", new.listen));
+    let tls_listen = |c: &Config| format!("{:?}", c.tls.as_ref().map(|t| &t.listen));
+    restart("HTTPS listeners", tls_listen(running), tls_listen(new));
+    let source = |c: &Config| match c.tls.as_ref().map(|t| &t.source) {
+        None => "none".to_string(),
+        Some(CertSource::Files { cert, key }) => format!("files {} and {}", cert.display(), key.display()),
+        Some(CertSource::Acme(a)) => format!("ACME {} for {:?}", a.directory, a.names),
+    };
+    restart("the certificate source", source(running), source(new));
+    restart("the metrics listener", format!("{:?}", running.metrics_listen), format!("{:?}", new.metrics_listen));
+    restart("DSCP marking", running.scavenger.to_string(), new.scavenger.to_string());
+    restart("the access log", format!("{:?}", running.access_log), format!("{:?}", new.access_log));
+    let watchtower = |c: &Config| c.telemetry.as_ref().map_or("none".into(), |t| t.watchtower.clone());
+    restart("telemetry", watchtower(running), watchtower(new));
+    let settings = |c: &Config| {
+        c.telemetry.as_ref().map_or("none".into(), |t| {
+            format!(
+                "CA {}, ASN database {:?}, spill bound {} B",
+                t.ca_file.display(),
+                t.asn_database,
+                t.spill_max_bytes
+            )
+        })
+    };
+    if watchtower(running) == watchtower(new) {
+        restart("telemetry settings", settings(running), settings(new));
+    }
+    restart("the state folder", running.state.state.display().to_string(), new.state.state.display().to_string());
+    Reload { applied, needs_restart }
+}
+
 fn tls_from_profile(p: &Profile, t: &profile::Tls, profile_dir: &Path, paths: &Paths) -> TlsConfig {
     let source = match (&t.acme_directory, &t.certificate_file, &t.key_file) {
         (Some(directory), _, _) => CertSource::Acme(acme::AcmeConfig {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Result;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{CertSource, Config, TlsConfig};
+use crate::config::{self, CertSource, Config, TlsConfig};
 use crate::shared::{build_shared, Lasting, SharedCell};
 use crate::{acme, exporter, metrics, tls};
 
@@ -41,11 +41,12 @@ pub fn run(
         // (freeing their disk space) on a box without traffic too.
         let mut changes_tick = tokio::time::interval(Duration::from_secs(1));
         let counters = config.state.counters_file();
+        let mut running = config.clone();
         loop {
             tokio::select! {
                 _ = save_tick.tick() => metrics::save_counters(&counters, &lasting.metrics.today()),
                 _ = changes_tick.tick() => if let Ok(s) = shared.read() { s.files.apply_changes() },
-                _ = hup.recv() => apply_reload(reload(), lasting, shared),
+                _ = hup.recv() => apply_reload(&mut running, reload(), lasting, shared),
                 _ = usr1.recv() => lasting.access_log.reopen(),
                 _ = term.recv() => break,
                 _ = int.recv() => break,
@@ -70,22 +71,49 @@ fn start_certificate_upkeep(config: &Config, lasting: &Lasting) {
     }
 }
 
-/// Swaps in the reloaded configuration; a broken one is logged and the running one kept.
-fn apply_reload(reloaded: Result<Config>, lasting: &Lasting, shared: &SharedCell) {
-    match reloaded.and_then(|c| {
-        reload_cert_files(&c, lasting);
-        build_shared(&c, lasting)
-    }) {
-        Ok(new) => {
+/// Swaps in what of the reloaded configuration applies live, and names what needs a restart;
+/// a broken configuration is logged and the running one kept whole.
+fn apply_reload(running: &mut Config, reloaded: Result<Config>, lasting: &Lasting, shared: &SharedCell) {
+    let new = match reloaded {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the running configuration");
+            return;
+        }
+    };
+    let changes = config::reload_changes(running, &new);
+    // What only a restart applies stays as it runs; the rest takes the new values.
+    let next = Config {
+        listen: running.listen.clone(),
+        metrics_listen: running.metrics_listen,
+        scavenger: running.scavenger,
+        access_log: running.access_log.clone(),
+        tls: running.tls.clone(),
+        telemetry: running.telemetry.clone(),
+        state: running.state.clone(),
+        ..new
+    };
+    // Certificate files are read again at once (a certbot deploy hook need not wait).
+    reload_cert_files(&next, lasting);
+    match build_shared(&next, lasting) {
+        Ok(built) => {
             if let Ok(mut cell) = shared.write() {
                 // Connections still on the old configuration open their files anew.
                 cell.files.clear();
-                *cell = Arc::new(new);
+                *cell = Arc::new(built);
             }
-            tracing::info!("configuration reloaded");
+            *running = next;
         }
-        Err(e) => tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the running configuration"),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the running configuration");
+            return;
+        }
     }
+    for change in &changes.needs_restart {
+        tracing::warn!(change = %change, "changed in the profile but needs a restart to apply: systemctl restart mirror-server");
+    }
+    let applied = if changes.applied.is_empty() { "nothing changed".into() } else { changes.applied.join(", ") };
+    tracing::info!(applied = %applied, not_applied = changes.needs_restart.len(), "configuration reloaded");
 }
 
 /// SIGHUP re-reads certificate files at once (a certbot deploy hook need not wait for the

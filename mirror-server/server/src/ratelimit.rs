@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use ipnet::IpNet;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     pub prefixes: Vec<IpNet>,
     pub per_second: f64,

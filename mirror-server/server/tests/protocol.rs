@@ -403,17 +403,36 @@ fn sighup_reloads_the_site_profile() {
     let metrics = format!("127.0.0.1:{}", free_port());
     let s = t.start(&["--config", site.to_str().unwrap(), "--metrics-listen", &metrics]);
     assert!(String::from_utf8_lossy(&get(s.port, "/")).contains("Old Sponsor"));
-    lab_profile(t.dir.path(), "New Sponsor", "");
+    // What can change live does: the sponsor and a rate limit.
+    let limited = "rate_limits = [{ prefixes = [\"127.0.0.0/8\"], per_second = 1, burst = 3 }]\n";
+    lab_profile(t.dir.path(), "New Sponsor", limited);
     s.signal(Signal::HUP);
-    let start = std::time::Instant::now();
-    while !String::from_utf8_lossy(&get(s.port, "/")).contains("New Sponsor") {
-        assert!(start.elapsed() < Duration::from_secs(5), "SIGHUP did not reload the profile");
-        std::thread::sleep(Duration::from_millis(50));
+    let log = testkit::file_with(&s.errors, "configuration reloaded", Duration::from_secs(10));
+    assert!(log.contains("the sponsor") && log.contains("the rate limits"), "the log names what was applied: {log}");
+    assert!(String::from_utf8_lossy(&get(s.port, "/")).contains("New Sponsor"));
+    let statuses: Vec<u16> = (0..10).map(|_| status_of(&get(s.port, "/fedora/a.rpm"))).collect();
+    assert!(statuses.contains(&429), "the new rate limit applies at once: {statuses:?}");
+
+    // What only a restart applies is named, and the server goes on as it runs.
+    let tls =
+        "[tls]\ncertificate_file = \"/etc/ssl/mirror/fullchain.pem\"\nkey_file = \"/etc/ssl/mirror/privkey.pem\"\n";
+    let fedora = "title = \"F\"\nmodule = \"fedora\"\npath = \"fedora\"\nsize_gb = 1\n";
+    LabProfile::with_project("fedora", fedora)
+        .sponsor("New Sponsor")
+        .extra(&format!("[server]\nscavenger = true\n\n{tls}"))
+        .write(&t.dir.path().join("conf"));
+    s.signal(Signal::HUP);
+    let log = testkit::file_with(&s.errors, "the certificate source", Duration::from_secs(10));
+    for change in ["the certificate source (none → files /etc/ssl/mirror/fullchain.pem", "DSCP marking (false → true)"]
+    {
+        assert!(log.contains(change) && log.contains("needs a restart"), "`{change}` not named: {log}");
     }
+    assert_eq!(status_of(&get(s.port, "/fedora/repodata/repomd.xml")), 200, "the limit went away live");
+
     // A broken profile on reload keeps the running configuration.
     std::fs::write(&site, "[site]\nbroken = ").unwrap();
     s.signal(Signal::HUP);
-    std::thread::sleep(Duration::from_millis(300));
+    testkit::file_with(&s.errors, "reload failed", Duration::from_secs(10));
     assert!(String::from_utf8_lossy(&get(s.port, "/")).contains("New Sponsor"));
 }
 

@@ -34,7 +34,7 @@ pub struct Record {
     pub tls: Option<&'static str>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TelemetryConfig {
     /// host:port of the watchtower's syslog-over-TLS listener.
     pub watchtower: String,

@@ -15,7 +15,9 @@ pub struct TestArgs {
 }
 
 pub fn run(args: TestArgs) -> Result<()> {
-    host::ensure(&[host::IMAGE_DEBIAN, host::BOOT, host::TESTS])?;
+    // Every tool any test uses, whatever the filter selects: the AlmaLinux base test needs dnf
+    // as much as the boot tests need QEMU.
+    host::ensure(&[host::IMAGE_DEBIAN, host::IMAGE_ALMALINUX, host::BOOT, host::TESTS])?;
     let sh = cmd::shell()?;
     if !args.no_lint {
         eprintln!("[test] cargo fmt --check");

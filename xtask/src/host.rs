@@ -84,6 +84,8 @@ pub const TESTS: &[Need] = &[
         "libmaxmind-db-writer-perl",
         "perl-MaxMind-DB-Writer",
     ),
+    // A wall clock the tests step a day back and forth for the processes under test.
+    need("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1", "libfaketime", "libfaketime"),
     // A slow FUSE disk for the page-cache-miss test (mirror-server/tests/fixtures/slowfs.py).
     need("/usr/lib/python3/dist-packages/fusepy.py", "python3-fusepy", "python3-fusepy"),
 ];

@@ -184,9 +184,20 @@ impl Metrics {
     }
 }
 
-/// Today's totals as the last run saved them; none when the file is missing or unreadable.
+/// Today's totals as the last run saved them; none when the file is missing. A file that does
+/// not read (truncated by a crash) is moved aside as `counters.json.unreadable`, said so in the
+/// log, and counting starts again from zero.
 pub fn load_counters(path: &Path) -> Today {
-    std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+    let Ok(text) = std::fs::read_to_string(path) else { return Today::default() };
+    match serde_json::from_str(&text) {
+        Ok(today) => today,
+        Err(e) => {
+            let aside = path.with_extension("json.unreadable");
+            let moved = std::fs::rename(path, &aside);
+            tracing::warn!(file = %path.display(), reason = %e, moved_to = %aside.display(), moved = moved.is_ok(), "unreadable counters file set aside; today's counts start from zero");
+            Today::default()
+        }
+    }
 }
 
 /// Writes today's totals atomically (a temporary file renamed over the old one).

@@ -182,3 +182,46 @@ fn bytes_of_a_large_upstream_file_are_never_served_half_written() {
     assert!(looks > 10, "the reader looked only {looks} times");
     assert_eq!(std::fs::read(w.local("fixture-rpm").join("Packages/big.rpm")).unwrap(), new);
 }
+
+#[test]
+fn the_schedule_keeps_its_footing_when_the_clock_steps_a_day_forward_and_back() {
+    const DAY: i64 = 86_400;
+    let w = World::new();
+    fill_upstream(&w);
+    for p in PROJECTS {
+        assert!(w.run(p).0);
+    }
+    let mut clock = testkit::clock::SteppedClock::new(w.dir.path());
+    let daemon = w.daemon_with(&["--interval-hours", "1", "--retry-after", "2"], &clock.env());
+    // Synced just now: the next runs are an hour out (less up to a tenth of it).
+    for p in PROJECTS {
+        let st = w.wait_status(p, Duration::from_secs(30), "the plan recorded", |s| s["next_attempt"].is_i64());
+        let ahead = st["next_attempt"].as_i64().unwrap() - clock.now();
+        assert!((3000..=3600).contains(&ahead), "{p}: next run in {ahead} s: {st}");
+    }
+
+    // A day forward: every project is overdue and runs once, then plans an hour from the new now.
+    clock.step(DAY);
+    for p in PROJECTS {
+        let st = w.wait_status(p, Duration::from_secs(60), "a run after the jump", |s| {
+            s["state"] == "success" && s["last_success"].as_i64().is_some_and(|t| t > clock.now() - 600)
+        });
+        assert_eq!(w.runs_logged(p), 2, "{p} ran once, not again and again");
+        let planned = w.wait_status(p, Duration::from_secs(30), "the new plan", |s| {
+            s["next_attempt"].as_i64() > st["last_success"].as_i64()
+        });
+        assert!(planned["next_attempt"].as_i64().unwrap() - clock.now() <= 3600, "{planned}");
+    }
+
+    // Two days back: the last successes now lie in the future, and still the next runs are at
+    // most an hour away, not a day and an hour.
+    clock.step(-2 * DAY);
+    for p in PROJECTS {
+        let st = w.wait_status(p, Duration::from_secs(30), "a plan within an hour of the new now", |s| {
+            s["next_attempt"].as_i64().is_some_and(|t| t - clock.now() <= 3600 + 60)
+        });
+        assert!(st["last_success"].as_i64().unwrap() > clock.now(), "the success is in the clock's future: {st}");
+        assert_eq!(w.runs_logged(p), 2, "{p}: no run for a success that looks recent");
+    }
+    assert!(!daemon.text().contains("panicked"), "{}", daemon.text());
+}

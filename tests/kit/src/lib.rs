@@ -1,10 +1,11 @@
 //! The one test kit, shared by mirror-server's, mirror-sync's and the end-to-end tests: real
 //! peers on loopback (`peers`), the mirror-server launcher (`server`), lab site profiles and
-//! fixture trees (`fixtures`), and the small waits and runners every test needs (here).
+//! fixture trees (`fixtures`), a wall clock tests can step (`clock`), and the small waits and runners every test needs (here).
 //!
 //! Every wait is bounded and names what it waited for; every child process is killed when its
 //! guard drops. Nothing here is a stand-in: peers are the real programs.
 
+pub mod clock;
 pub mod fixtures;
 pub mod peers;
 pub mod server;

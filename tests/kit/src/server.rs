@@ -27,6 +27,11 @@ impl MirrorServer {
 
     /// Starts mirror-server with its plain HTTP listener on `port`.
     pub fn start_on(root: &Path, port: u16, extra: &[&str]) -> MirrorServer {
+        MirrorServer::start_with(root, port, extra, &[])
+    }
+
+    /// Starts mirror-server on `port` with more variables in its environment (e.g. a clock).
+    pub fn start_with(root: &Path, port: u16, extra: &[&str], env: &[(&str, String)]) -> MirrorServer {
         let beside = root.parent().unwrap_or(root);
         let log = beside.join(format!("access-{port}.log"));
         let errors = beside.join(format!("server-{port}.err"));
@@ -36,6 +41,7 @@ impl MirrorServer {
             .args(["--listen", &format!("127.0.0.1:{port}"), "--access-log"])
             .arg(&log)
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&errors).expect("server error log"))

@@ -130,9 +130,14 @@ impl World {
 
     /// `mirror-sync daemon` with `extra` arguments and its log in the world.
     pub fn daemon(&self, extra: &[&str]) -> Daemon {
+        self.daemon_with(extra, &[])
+    }
+
+    /// The daemon with more variables in its environment (e.g. a stepped clock).
+    pub fn daemon_with(&self, extra: &[&str], env: &[(&str, String)]) -> Daemon {
         let log = self.dir.path().join(format!("daemon-{}.log", testkit::free_port()));
         let mut c = self.sync_cmd();
-        c.arg("daemon").args(extra).env("RUST_LOG", "info");
+        c.arg("daemon").args(extra).env("RUST_LOG", "info").envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         let child = c
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -27,6 +27,9 @@ fn upstream(dir: &Path) -> PathBuf {
     publish_debian(&up.join("fixture-debian"), 1, 200_000);
     write(&up.join("fixture-rpm/repodata/repomd.xml"), b"<?xml version=\"1.0\"?>\n<repomd>v1</repomd>\n");
     write(&up.join("fixture-rpm/Packages/a/app-1.0.noarch.rpm"), &bytes(1 << 20, 42));
+    // Bigger than every buffer between the guest's server and a slow client: killing the server
+    // cuts its download.
+    write(&up.join("fixture-rpm/Packages/b/big-1.0.iso"), &bytes(32 << 20, 43));
     write(&up.join("fixture-arch/lastsync"), b"1700000000\n");
     write(&up.join("fixture-arch/lastupdate"), b"1700000000\n");
     write(&up.join("fixture-arch/core/os/x86_64/core.db"), &bytes(5000, 7));
@@ -169,6 +172,49 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
         .unwrap();
     assert!(out.status.success(), "rsync from the guest: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read(&fetched).unwrap(), original);
+
+    // 8. mirror-server killed with SIGKILL in the middle of downloads: systemd has it serving
+    // again within seconds, and a cut download resumes with a range, byte for byte.
+    let iso = "/fixture-rpm/Packages/b/big-1.0.iso";
+    let big = std::fs::read(up.join("fixture-rpm/Packages/b/big-1.0.iso")).unwrap();
+    wait_for(Duration::from_secs(120), "the big fixture", &vm, || {
+        http(vm.port(80), "HEAD", iso, &[]).is_ok_and(|r| r.0 == 200)
+    });
+    let url = format!("http://127.0.0.1:{}{iso}", vm.port(80));
+    let partials: Vec<PathBuf> = (0..3).map(|i| work.path().join(format!("partial-{i}.rpm"))).collect();
+    let mut slow: Vec<_> = partials
+        .iter()
+        .map(|p| {
+            Command::new("curl")
+                .args(["-sS", "--limit-rate", "64k", "-o"])
+                .arg(p)
+                .arg(&url)
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    wait_for(Duration::from_secs(60), "the slow downloads under way", &vm, || {
+        partials.iter().all(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 64 << 10))
+    });
+    let out = ssh(&vm, &key, &[], "sudo systemctl kill --signal=KILL mirror-server.service");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let killed = Instant::now();
+    for c in &mut slow {
+        let _ = c.wait();
+    }
+    let cut = partials.iter().filter(|p| std::fs::metadata(p).is_ok_and(|m| (m.len() as usize) < big.len())).count();
+    assert!(cut > 0, "the kill cut the downloads short");
+    wait_for(Duration::from_secs(60), "mirror-server serving again after SIGKILL", &vm, || get(&vm, rpm).0 == 200);
+    let back_after = killed.elapsed();
+    println!("mirror-server answered again {back_after:.1?} after SIGKILL");
+    for p in &partials {
+        let out = Command::new("curl").args(["-sS", "--fail", "-C", "-", "-o"]).arg(p).arg(&url).output().unwrap();
+        assert!(out.status.success(), "resuming {}: {}", p.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(std::fs::read(p).unwrap() == big, "{} resumed byte for byte", p.display());
+    }
+    let restarts = ssh(&vm, &key, &[], "systemctl show -P NRestarts mirror-server.service");
+    assert_eq!(String::from_utf8_lossy(&restarts.stdout).trim(), "1", "systemd restarted it once");
 
     // 7. HTTPS with the certificate the box obtained over ACME, and a record of every request
     // at the watchtower (TLS checked against the profile's CA).

@@ -186,7 +186,7 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
         .iter()
         .map(|p| {
             Command::new("curl")
-                .args(["-sS", "--limit-rate", "64k", "-o"])
+                .args(["-sS", "--limit-rate", "1M", "-o"])
                 .arg(p)
                 .arg(&url)
                 .stderr(std::process::Stdio::null())
@@ -195,19 +195,21 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
         })
         .collect();
     wait_for(Duration::from_secs(60), "the slow downloads under way", &vm, || {
-        partials.iter().all(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 64 << 10))
+        partials.iter().all(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 1 << 20))
     });
     let out = ssh(&vm, &key, &[], "sudo systemctl kill --signal=KILL mirror-server.service");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let killed = Instant::now();
+    wait_for(Duration::from_secs(60), "mirror-server serving again after SIGKILL", &vm, || get(&vm, rpm).0 == 200);
+    let back_after = killed.elapsed();
+    println!("mirror-server answered again {back_after:.1?} after SIGKILL");
+    assert!(back_after < Duration::from_secs(30), "systemd brought it back in {back_after:?}");
+    // The clients read what was in flight, then find their transfers cut.
     for c in &mut slow {
         let _ = c.wait();
     }
     let cut = partials.iter().filter(|p| std::fs::metadata(p).is_ok_and(|m| (m.len() as usize) < big.len())).count();
     assert!(cut > 0, "the kill cut the downloads short");
-    wait_for(Duration::from_secs(60), "mirror-server serving again after SIGKILL", &vm, || get(&vm, rpm).0 == 200);
-    let back_after = killed.elapsed();
-    println!("mirror-server answered again {back_after:.1?} after SIGKILL");
     for p in &partials {
         let out = Command::new("curl").args(["-sS", "--fail", "-C", "-", "-o"]).arg(p).arg(&url).output().unwrap();
         assert!(out.status.success(), "resuming {}: {}", p.display(), String::from_utf8_lossy(&out.stderr));

@@ -29,7 +29,13 @@ pub fn run(
         if let Some((addr, l)) = metrics {
             let l = tokio::net::TcpListener::from_std(l)?;
             tracing::info!(%addr, "metrics");
-            tokio::spawn(exporter::serve(l, lasting.clone(), shared.clone(), config.status_dir.clone()));
+            tokio::spawn(exporter::serve(
+                l,
+                lasting.clone(),
+                shared.clone(),
+                config.status_dir.clone(),
+                active.clone(),
+            ));
         }
         start_certificate_upkeep(config, lasting);
         let mut hup = signal(SignalKind::hangup())?;

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -13,19 +14,26 @@ use crate::accesslog;
 use crate::exposition::{Exposition, Kind};
 use crate::shared::{Lasting, SharedCell};
 
-pub async fn serve(listener: TcpListener, lasting: Lasting, shared: SharedCell, status_dir: PathBuf) {
+pub async fn serve(
+    listener: TcpListener,
+    lasting: Lasting,
+    shared: SharedCell,
+    status_dir: PathBuf,
+    active: Arc<AtomicUsize>,
+) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
         };
-        let (lasting, shared, status_dir) = (lasting.clone(), shared.clone(), status_dir.clone());
+        let (lasting, shared, status_dir, active) =
+            (lasting.clone(), shared.clone(), status_dir.clone(), active.clone());
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
             let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
             let on_disk =
                 tokio::task::spawn_blocking(move || schema::status::disk_usage(&status_dir)).await.unwrap_or_default();
             let open_files = shared.read().map_or(0, |s| s.files.len());
-            let body = text(&lasting, &on_disk, open_files);
+            let body = text(&lasting, &on_disk, open_files, active.load(Ordering::Relaxed));
             let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
             let _ = stream.write_all(head.as_bytes()).await;
             let _ = stream.write_all(body.as_bytes()).await;
@@ -34,9 +42,14 @@ pub async fn serve(listener: TcpListener, lasting: Lasting, shared: SharedCell, 
 }
 
 /// Every family the server exports, each with its HELP and TYPE, counters present from start.
-fn text(lasting: &Lasting, on_disk: &BTreeMap<String, u64>, open_files: usize) -> String {
+fn text(lasting: &Lasting, on_disk: &BTreeMap<String, u64>, open_files: usize, connections: usize) -> String {
     let mut e = Exposition::default();
     lasting.metrics.expose(&mut e, on_disk);
+    e.family("micromirror_http_connections", Kind::Gauge, "Client connections open now (HTTP and HTTPS).").sample(
+        "micromirror_http_connections",
+        &[],
+        connections as f64,
+    );
     e.family("micromirror_open_files", Kind::Gauge, "Files kept open between requests (local file systems only).")
         .sample("micromirror_open_files", &[], open_files as f64);
     const DROPPED: &str = "micromirror_access_log_dropped_lines_total";

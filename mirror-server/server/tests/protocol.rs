@@ -361,9 +361,12 @@ fn a_client_that_stalls_mid_request_gets_408_and_is_dropped() {
 fn connections_beyond_the_maximum_are_closed_and_the_slots_come_back() {
     use std::io::{Read, Write};
     let t = Tree::new();
-    let s = t.start(&["--max-connections", "3", "--threads", "1"]);
+    let mport = free_port();
+    let s = t.start(&["--max-connections", "3", "--threads", "1", "--metrics-listen", &format!("127.0.0.1:{mport}")]);
     // The start-up probe's connection must be gone before the slots are counted.
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for(Duration::from_secs(10), "no connection open", || {
+        testkit::server::metric(mport, "micromirror_http_connections").filter(|n| *n == 0.0)
+    });
     let connect = || {
         let c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -441,19 +444,23 @@ fn sighup_reloads_the_site_profile() {
 struct SlowDisk {
     child: std::process::Child,
     mountpoint: std::path::PathBuf,
+    /// One line per slow read or listing, as it starts waiting.
+    log: std::path::PathBuf,
 }
 
 impl SlowDisk {
     fn mount(source: &std::path::Path, mountpoint: &std::path::Path, delay: Duration) -> SlowDisk {
         std::fs::create_dir_all(mountpoint).unwrap();
+        let log = mountpoint.with_extension("slow.log");
         let child = std::process::Command::new("/usr/bin/python3")
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/slowfs.py"))
             .arg(source)
             .arg(mountpoint)
             .arg(delay.as_secs_f64().to_string())
+            .arg(&log)
             .spawn()
             .expect("python3 runs the slow FUSE file system (needs python3-fusepy and /dev/fuse)");
-        let disk = SlowDisk { child, mountpoint: mountpoint.to_path_buf() };
+        let disk = SlowDisk { child, mountpoint: mountpoint.to_path_buf(), log };
         let start = std::time::Instant::now();
         let mounted = || {
             std::fs::read_to_string("/proc/mounts")
@@ -494,7 +501,7 @@ fn a_file_or_folder_not_in_the_cache_stalls_only_its_own_client() {
     std::fs::create_dir_all(source.join("cold-folder")).unwrap();
     std::fs::write(source.join("cold-folder/package-1.0.rpm"), b"rpm").unwrap();
     let delay = Duration::from_secs(3);
-    let _disk = SlowDisk::mount(&source, &t.root().join("slow"), delay);
+    let disk = SlowDisk::mount(&source, &t.root().join("slow"), delay);
     // One worker thread: a read that blocked it would stall every other client.
     let s = t.start(&["--threads", "1"]);
     let port = s.port;
@@ -507,7 +514,10 @@ fn a_file_or_folder_not_in_the_cache_stalls_only_its_own_client() {
     };
     let (cold_big, cold_small) = (fetch("/slow/cold.iso"), fetch("/slow/cold.xml"));
     let cold_listing = fetch("/slow/cold-folder/");
-    std::thread::sleep(Duration::from_millis(300));
+    // Every cold request is waiting on the disk before the hot ones are timed.
+    wait_for(Duration::from_secs(10), "three slow reads under way", || {
+        (std::fs::read_to_string(&disk.log).unwrap_or_default().lines().count() >= 3).then_some(())
+    });
     for _ in 0..5 {
         let started = std::time::Instant::now();
         let response = get(port, "/fedora/repodata/repomd.xml");

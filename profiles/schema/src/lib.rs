@@ -1,7 +1,8 @@
 //! The one schema of a micro mirror, next to the data it describes: the site profile
 //! (`profile`), the project catalog (`catalog`, with the `release` rules its entries carry),
 //! the problems found in either (`diagnostics`), where the appliance keeps things (`paths`),
-//! and the sync status files that mirror-sync writes and others read (`status`).
+//! the sync status files that mirror-sync writes and others read (`status`), and the updater's
+//! (`update_status`).
 //!
 //! xtask reads it at build time, the appliance's programs at run time. It does no I/O beyond
 //! reading the files it is asked to load and the status files; it never runs a command, never
@@ -15,4 +16,5 @@ pub mod profile;
 pub mod release;
 pub mod site_config;
 pub mod status;
+pub mod update_status;
 mod toml_load;

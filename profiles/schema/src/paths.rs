@@ -71,6 +71,16 @@ impl Paths {
         self.state.join("server/counters.json")
     }
 
+    /// The updater's status, its record of failed versions and its downloads.
+    pub fn update_dir(&self) -> PathBuf {
+        self.state.join("update")
+    }
+
+    /// The public keyring update signatures are checked against (gpgv's format).
+    pub fn update_keyring(&self) -> PathBuf {
+        self.config.join("update-keyring.gpg")
+    }
+
     /// Telemetry records kept while the watchtower is away.
     pub fn spill_file(&self) -> PathBuf {
         self.state.join("telemetry/spill")

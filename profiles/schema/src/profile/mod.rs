@@ -12,6 +12,7 @@ mod server;
 mod site;
 mod telemetry;
 mod tls;
+mod update;
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +27,7 @@ pub use server::{Bucket, RateLimit, Server};
 pub use site::Site;
 pub use telemetry::Telemetry;
 pub use tls::Tls;
+pub use update::{Update, Window};
 
 use crate::catalog::{Catalog, Project};
 use crate::diagnostics::{Problem, Problems, Reporter};
@@ -47,6 +49,9 @@ pub struct Profile {
     /// Request records streamed to the fleet's watchtower; absent: none leave the box.
     #[serde(default)]
     pub telemetry: Option<Telemetry>,
+    /// Signed image updates the box pulls itself; absent: the box runs its image until reflashed.
+    #[serde(default)]
+    pub update: Option<Update>,
 }
 
 /// A profile that passed validation, with the catalog entries of its projects.
@@ -107,6 +112,14 @@ pub fn validate(p: &Profile, file_stem: Option<&str>, catalog: &Catalog, r: &mut
     if let Some(t) = &p.telemetry {
         telemetry::validate(t, r);
     }
+    match &p.update {
+        Some(u) => update::validate(u, p.site.test, p.mirror.push.is_some(), r),
+        None => r.warn(
+            "update",
+            "no [update] section: this box will never update itself (a new kernel, program or profile needs a reflash on site)",
+            "add [update] with url and signing_key (see the README's profile reference)",
+        ),
+    }
 }
 
 /// Files a profile names next to itself (CA certificates): they must exist and hold PEM
@@ -116,6 +129,9 @@ fn validate_side_files(p: &Profile, profile_dir: &Path, r: &mut Reporter) {
         ("tls.acme_ca_file", p.tls.as_ref().and_then(|t| t.acme_ca_file.as_ref())),
         ("telemetry.ca_file", p.telemetry.as_ref().map(|t| &t.ca_file)),
     ];
+    if let Some(u) = &p.update {
+        validate_signing_key(&u.signing_key, profile_dir, r);
+    }
     for (key, file) in named {
         let Some(file) = file else { continue };
         if file.starts_with('/') || file.split('/').any(|c| c == "..") {
@@ -142,12 +158,37 @@ fn validate_side_files(p: &Profile, profile_dir: &Path, r: &mut Reporter) {
     }
 }
 
+/// The update signing key: a file inside the profiles folder holding an OpenPGP public key
+/// (armored, or binary: a public-key packet first), never a secret key.
+fn validate_signing_key(file: &str, profile_dir: &Path, r: &mut Reporter) {
+    const KEY: &str = "update.signing_key";
+    if file.starts_with('/') || file.split('/').any(|c| c == "..") {
+        r.error(KEY, format!("`{file}` must be a path inside the profiles folder"), "write e.g. \"keys/fleet-updates.asc\"");
+        return;
+    }
+    let path = profile_dir.join(file);
+    let data = match std::fs::read(&path) {
+        Ok(d) => d,
+        Err(e) => {
+            r.error(KEY, format!("cannot read {}: {e}", path.display()), "export the public key there: gpg --export --armor KEYID > FILE");
+            return;
+        }
+    };
+    let text = String::from_utf8_lossy(&data);
+    if text.contains("PRIVATE KEY BLOCK") {
+        r.error(KEY, format!("{file} holds a secret key"), "put only the public key in the profiles folder (gpg --export --armor KEYID)");
+    } else if !(text.contains("-----BEGIN PGP PUBLIC KEY BLOCK-----") || data.first().is_some_and(|b| [0x99, 0xc6].contains(b))) {
+        r.error(KEY, format!("{file} holds no OpenPGP public key"), "export one there: gpg --export --armor KEYID > FILE");
+    }
+}
+
 impl Profile {
     /// Files the profile names relative to itself, to install next to it on the box.
     pub fn side_files(&self) -> Vec<&str> {
         let tls = self.tls.as_ref().and_then(|t| t.acme_ca_file.as_deref());
         let telemetry = self.telemetry.as_ref().map(|t| t.ca_file.as_str());
-        tls.into_iter().chain(telemetry).collect()
+        let update = self.update.as_ref().map(|u| u.signing_key.as_str());
+        tls.into_iter().chain(telemetry).chain(update).collect()
     }
 }
 

@@ -61,7 +61,10 @@ fn good_profile_loads_with_defaults() {
     assert_eq!(loaded.profile.access.admin_user, "mirror");
     assert_eq!(loaded.profile.mirror.bwlimit_mbit, 200);
     assert_eq!(loaded.projects.len(), 1);
-    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    // Without [update] the site builds; the one warning says it will never update itself.
+    let warned: Vec<_> = loaded.warnings.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(warned, vec!["update"], "{:?}", loaded.warnings);
+    assert!(loaded.warnings[0].message.contains("never update itself"));
 }
 
 #[test]
@@ -106,8 +109,9 @@ fn documentation_addresses_warn_on_real_sites_only() {
     let real = GOOD.replace("test = true", "test = false");
     let loaded = load_text("lab", &real).unwrap();
     let warned: Vec<_> = loaded.warnings.iter().map(|p| p.key.as_str()).collect();
-    assert_eq!(warned, vec!["network.ipv4", "network.ipv6"]);
-    assert!(load_text("lab", GOOD).unwrap().warnings.is_empty());
+    assert_eq!(warned, vec!["network.ipv4", "network.ipv6", "update"]);
+    let lab: Vec<_> = load_text("lab", GOOD).unwrap().warnings.into_iter().map(|p| p.key).collect();
+    assert_eq!(lab, vec!["update"]);
 }
 
 #[test]
@@ -136,4 +140,40 @@ fn a_bond_needs_two_mac_addresses_and_no_single_nic() {
     for expected in ["network.bond", "network.bond.members", "network.bond.members[1]"] {
         assert!(k.contains(&expected.to_string()), "missing {expected} in {k:?}");
     }
+}
+
+/// A profile with `update` as its [update] section and `key` as the signing key file's content.
+fn load_with_update(update: &str, key: &str, real: bool) -> Result<LoadedProfile, Vec<Problem>> {
+    let (_dir, cat) = catalog();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+    std::fs::write(dir.path().join("keys/updates.asc"), key).unwrap();
+    let text = format!("{}\n[update]\n{update}", if real { GOOD.replace("test = true", "test = false") } else { GOOD.to_string() });
+    let path = dir.path().join("lab.toml");
+    std::fs::write(&path, text).unwrap();
+    load(&path, &cat).map_err(|ProfileError::Invalid(Problems(p))| p)
+}
+
+const PUBLIC: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZ...\n-----END PGP PUBLIC KEY BLOCK-----\n";
+
+#[test]
+fn an_update_section_is_checked_key_by_key() {
+    let good = "url = \"https://updates.example.net/micromirror/lab/\"\nsigning_key = \"keys/updates.asc\"\n";
+    let loaded = load_with_update(good, PUBLIC, false).unwrap();
+    let u = loaded.profile.update.as_ref().unwrap();
+    assert_eq!((u.check_interval_minutes, u.boot_tries, u.maintenance_window.as_str()), (360, 3, "02:00-05:00"));
+    assert!(loaded.warnings.iter().all(|w| w.key != "update"));
+    assert!(loaded.profile.side_files().contains(&"keys/updates.asc"), "the key is installed on the box");
+
+    let bad = "url = \"ftp://updates.example.net/lab\"\nsigning_key = \"keys/updates.asc\"\nmaintenance_window = \"2-5\"\n\
+               push_topic = \"micromirror/#\"\nboot_tries = 0\ntest_break_server = true\n";
+    let problems = load_with_update(bad, PUBLIC, true).unwrap_err();
+    let k = keys(&problems);
+    for key in ["update.url", "update.maintenance_window", "update.push_topic", "update.boot_tries", "update.test_break_server"] {
+        assert!(k.contains(&key.to_string()), "{key} not refused: {k:?}");
+    }
+    let secret = "-----BEGIN PGP PRIVATE KEY BLOCK-----\n...\n";
+    let problems = load_with_update(good, secret, false).unwrap_err();
+    let p = problems.iter().find(|p| p.key == "update.signing_key").expect("a secret key is refused");
+    assert!(p.message.contains("secret key"), "{p}");
 }

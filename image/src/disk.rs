@@ -1,6 +1,8 @@
-//! The disk layout and its GPT: where the ESP and the root filesystem go, written with the `gpt`
-//! crate with disk and partition UUIDs derived from a seed (the site name), so the same site
-//! always gets the same table. The data partition is not here: the box makes it on first boot.
+//! The disk layout and its GPT: the ESP, root slot A (the image's root filesystem) and root slot
+//! B of the same size (left a hole, labelled `_empty`, for the first update), written with the
+//! `gpt` crate with disk and partition UUIDs derived from a seed (the site name), so the same
+//! site always gets the same table. The state and data partitions are not here: the box makes
+//! them on first boot in the rest of its disk, whatever its size.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
@@ -20,25 +22,37 @@ const GPT_TAIL: u64 = 33 * SECTOR;
 pub struct Layout {
     pub esp_offset: u64,
     pub esp_size: u64,
+    /// Root slot A, which holds the image's root filesystem.
     pub root_offset: u64,
+    /// The size of each root slot.
     pub root_size: u64,
+    /// Root slot B: as big as A, nothing written at build time.
+    pub spare_offset: u64,
     pub disk_size: u64,
 }
 
-/// Plans a disk holding an ESP and a root filesystem of the given sizes (rounded up to MiB).
-pub fn plan(esp_size: u64, root_size: u64) -> Layout {
+/// The size of each root slot. Fixed for the life of a box (an installed disk's partitions never
+/// move), so it holds any future root filesystem: today's Debian root is about 2 GiB with its
+/// headroom, twice that leaves room for the bases to grow. Two slots cost 8 GiB of a 2 TB disk.
+pub const SLOT_SIZE: u64 = 4 << 30;
+
+/// Plans a disk holding an ESP and two root slots of the given sizes (rounded up to MiB).
+pub fn plan(esp_size: u64, slot_size: u64) -> Layout {
     let esp_size = esp_size.div_ceil(MIB) * MIB;
-    let root_size = root_size.div_ceil(MIB) * MIB;
+    let root_size = slot_size.div_ceil(MIB) * MIB;
     let esp_offset = MIB;
     let root_offset = esp_offset + esp_size;
+    let spare_offset = root_offset + root_size;
     // One spare MiB at the end holds the backup GPT and keeps the size a whole number of MiB.
-    let disk_size = root_offset + root_size + MIB;
-    Layout { esp_offset, esp_size, root_offset, root_size, disk_size }
+    let disk_size = spare_offset + root_size + MIB;
+    Layout { esp_offset, esp_size, root_offset, root_size, spare_offset, disk_size }
 }
 
-/// Partition labels, matched by the kernel command line and by first-boot units.
+/// Partition labels: the ESP's, and a free root slot's (systemd-sysupdate's convention). An
+/// installed slot is labelled `micromirror_<VERSION>` (`Version::slot_label`), which its UKI
+/// names as root=PARTLABEL=.
 pub const ESP_LABEL: &str = "esp";
-pub const ROOT_LABEL: &str = "root";
+pub const EMPTY_SLOT_LABEL: &str = "_empty";
 
 /// A UUID that is the same for the same seed and purpose ("disk", "esp", "root", "rootfs").
 pub fn seeded_uuid(seed: &str, purpose: &str) -> Uuid {
@@ -48,8 +62,8 @@ pub fn seeded_uuid(seed: &str, purpose: &str) -> Uuid {
 }
 
 /// Writes a protective MBR and primary and backup GPT describing `layout` onto `file`, whose
-/// length must already be `layout.disk_size`.
-pub fn write_gpt(file: &mut File, layout: &Layout, seed: &str) -> Result<(), ImageError> {
+/// length must already be `layout.disk_size`; slot A is labelled `root_label`, slot B empty.
+pub fn write_gpt(file: &mut File, layout: &Layout, seed: &str, root_label: &str) -> Result<(), ImageError> {
     let len = file.metadata().map_err(ImageError::Io)?.len();
     if len != layout.disk_size {
         return Err(ImageError::Layout(format!("disk file is {len} bytes, layout wants {}", layout.disk_size)));
@@ -64,13 +78,15 @@ pub fn write_gpt(file: &mut File, layout: &Layout, seed: &str) -> Result<(), Ima
         .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
         .create_from_device(&mut *file, Some(seeded_uuid(seed, "disk")))
         .map_err(gpt_err)?;
+    // The partitions' UUIDs are seeded by their place, not their labels (which change).
     let parts = [
-        (1u32, ESP_LABEL, EFI, layout.esp_offset, layout.esp_size),
-        (2u32, ROOT_LABEL, LINUX_ROOT_X64, layout.root_offset, layout.root_size),
+        (1u32, "esp", ESP_LABEL, EFI, layout.esp_offset, layout.esp_size),
+        (2u32, "root-a", root_label, LINUX_ROOT_X64, layout.root_offset, layout.root_size),
+        (3u32, "root-b", EMPTY_SLOT_LABEL, LINUX_ROOT_X64, layout.spare_offset, layout.root_size),
     ];
     let mut table = std::collections::BTreeMap::new();
-    for (id, name, kind, offset, size) in parts {
-        table.insert(id, partition(seed, name, kind, offset, size));
+    for (id, place, name, kind, offset, size) in parts {
+        table.insert(id, partition(seed, place, name, kind, offset, size));
     }
     disk.update_partitions(table).map_err(gpt_err)?;
     disk.write().map_err(gpt_err)?;
@@ -79,10 +95,10 @@ pub fn write_gpt(file: &mut File, layout: &Layout, seed: &str) -> Result<(), Ima
     Ok(())
 }
 
-fn partition(seed: &str, name: &str, kind: Type, offset: u64, size: u64) -> gpt::partition::Partition {
+fn partition(seed: &str, place: &str, name: &str, kind: Type, offset: u64, size: u64) -> gpt::partition::Partition {
     gpt::partition::Partition {
         part_type_guid: kind,
-        part_guid: seeded_uuid(seed, name),
+        part_guid: seeded_uuid(seed, place),
         first_lba: offset / SECTOR,
         last_lba: (offset + size) / SECTOR - 1,
         flags: 0,
@@ -113,7 +129,8 @@ mod tests {
         assert_eq!(l.esp_offset, MIB);
         assert_eq!(l.root_offset, 257 * MIB);
         assert_eq!(l.root_size, 701 * MIB);
-        assert_eq!(l.disk_size, 257 * MIB + 701 * MIB + MIB);
+        assert_eq!(l.spare_offset, 257 * MIB + 701 * MIB);
+        assert_eq!(l.disk_size, 257 * MIB + 2 * 701 * MIB + MIB);
     }
 
     #[test]
@@ -130,15 +147,18 @@ mod tests {
         let l = plan(64 * MIB, 64 * MIB);
         let mut f = File::options().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
         f.set_len(l.disk_size).unwrap();
-        write_gpt(&mut f, &l, "lab").unwrap();
+        write_gpt(&mut f, &l, "lab", "micromirror_20261201.101500").unwrap();
         drop(f);
         let disk = gpt::GptConfig::new().open(&path).unwrap();
         assert_eq!(*disk.guid(), seeded_uuid("lab", "disk"));
         let parts: Vec<_> = disk.partitions().values().collect();
-        assert_eq!(parts.len(), 2);
+        assert_eq!(parts.len(), 3);
         assert_eq!(parts[0].part_type_guid, EFI);
-        assert_eq!(parts[1].name, "root");
+        assert_eq!(parts[1].name, "micromirror_20261201.101500");
         assert_eq!(parts[1].first_lba * 512, l.root_offset);
-        assert_eq!(parts[1].part_guid, seeded_uuid("lab", "root"));
+        assert_eq!(parts[1].part_guid, seeded_uuid("lab", "root-a"));
+        assert_eq!((parts[2].name.as_str(), &parts[2].part_type_guid), ("_empty", &LINUX_ROOT_X64));
+        assert_eq!(parts[2].first_lba * 512, l.spare_offset);
+        assert_eq!((parts[2].last_lba + 1 - parts[2].first_lba) * 512, l.root_size, "both slots alike");
     }
 }

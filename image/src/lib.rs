@@ -5,6 +5,7 @@
 pub mod disk;
 pub mod esp;
 pub mod uki;
+pub mod version;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {

@@ -14,12 +14,18 @@ pub use testkit::{fixtures, http, peers, tail, target, workspace};
 
 /// Runs `cargo xtask ARGS` from the workspace; fails with its output.
 pub fn xtask(args: &[&str]) -> Result<String> {
-    let out = testkit::cargo()
-        .current_dir(workspace())
-        .args(["run", "--quiet", "--package", "xtask", "--"])
-        .args(args)
-        .output()
-        .context("running cargo xtask")?;
+    xtask_with(args, &[])
+}
+
+/// Runs `cargo xtask ARGS` with more variables (a profiles folder, a build time).
+pub fn xtask_with(args: &[&str], env: &[(&str, &Path)]) -> Result<String> {
+    let mut c = testkit::cargo();
+    c.current_dir(workspace()).args(["run", "--quiet", "--package", "xtask", "--"]).args(args);
+    c.env("GNUPGHOME", signing_home()?);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().context("running cargo xtask")?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if !out.status.success() {
         bail!("cargo xtask {} failed:\n{text}", args.join(" "));
@@ -27,10 +33,32 @@ pub fn xtask(args: &[&str]) -> Result<String> {
     Ok(text)
 }
 
-/// Builds (or rebuilds from the cached base) a site's image; returns its path.
+/// Builds (or rebuilds from the cached base) a site's image; returns its path. The update it
+/// makes is signed with the demo's test key.
 pub fn build_image(site: &str) -> Result<PathBuf> {
-    xtask(&["image", "--site", site, "--no-compress"])?;
+    xtask_with(&["image", "--site", site, "--no-compress"], &[])?;
     Ok(target().join("images").join(site).join(format!("{site}.img")))
+}
+
+/// A GnuPG home holding the demo's test signing key (tests/fixtures/demo-updates.secret.asc),
+/// made once under target/; the operator's own keyring is never touched.
+pub fn signing_home() -> Result<PathBuf> {
+    let home = target().join("tmp/gnupg-demo-updates");
+    if !home.join("imported").exists() {
+        std::fs::create_dir_all(&home)?;
+        std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        let secret = workspace().join("tests/fixtures/demo-updates.secret.asc");
+        let out = Command::new("gpg")
+            .env("GNUPGHOME", &home)
+            .args(["--batch", "--quiet", "--import"])
+            .arg(&secret)
+            .output()?;
+        if !out.status.success() {
+            bail!("importing {}: {}", secret.display(), String::from_utf8_lossy(&out.stderr));
+        }
+        std::fs::write(home.join("imported"), b"")?;
+    }
+    Ok(home)
 }
 
 /// A sparse copy of `image` grown to `size` bytes, for a VM to boot and keep.
@@ -70,16 +98,22 @@ impl Vm {
     /// Boots with the host ports at `port_base` + 22/80/443/873 (see `free_port_base`), for
     /// peers that must know them before the guest starts (an ACME CA validating port 80).
     pub fn boot_on(site: &str, disk: &Path, serial: &Path, guestfwd: &[String], port_base: u16) -> Result<Vm> {
+        Vm::start(site, disk, serial, guestfwd, port_base, false)
+    }
+
+    /// Boots and lets the guest reboot itself (QEMU stays up; the console log goes on).
+    pub fn boot_rebooting(site: &str, disk: &Path, serial: &Path, guestfwd: &[String], port_base: u16) -> Result<Vm> {
+        Vm::start(site, disk, serial, guestfwd, port_base, true)
+    }
+
+    fn start(site: &str, disk: &Path, serial: &Path, guestfwd: &[String], port_base: u16, reboots: bool) -> Result<Vm> {
         let _ = std::fs::remove_file(serial);
         let mut c = testkit::cargo();
-        c.current_dir(workspace())
-            .args(["run", "--quiet", "--package", "xtask", "--", "boot", "--site", site, "--no-reboot"])
-            .arg("--disk")
-            .arg(disk)
-            .arg("--serial-log")
-            .arg(serial)
-            .arg("--port-base")
-            .arg(port_base.to_string());
+        c.current_dir(workspace()).args(["run", "--quiet", "--package", "xtask", "--", "boot", "--site", site]);
+        if !reboots {
+            c.arg("--no-reboot");
+        }
+        c.arg("--disk").arg(disk).arg("--serial-log").arg(serial).arg("--port-base").arg(port_base.to_string());
         for g in guestfwd {
             c.arg("--guestfwd").arg(g);
         }
@@ -116,6 +150,47 @@ impl Vm {
 
     pub fn port(&self, guest: u16) -> u16 {
         self.port_base + guest
+    }
+
+    /// Waits for `ok`, failing with the console's tail after `limit`.
+    pub fn wait_for(&self, limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !ok() {
+            assert!(
+                start.elapsed() < limit,
+                "{what} did not happen within {limit:?}; console:\n{}",
+                tail(&self.console(), 60)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Runs `command` over SSH as the demo's admin with `key`.
+    pub fn ssh(&self, key: &Path, extra: &[&str], command: &str) -> std::process::Output {
+        Command::new("ssh")
+            .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10"])
+            .args(["-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-i"])
+            .arg(key)
+            .args(extra)
+            .arg("-p")
+            .arg(self.port(22).to_string())
+            .arg("mirror@127.0.0.1")
+            .arg(command)
+            .output()
+            .expect("ssh runs")
+    }
+
+    /// GET over HTTPS from the forwarded 443 as `host`, verifying against `ca`.
+    pub fn https_get(&self, ca: &Path, host: &str, path: &str) -> Option<Vec<u8>> {
+        let port = self.port(443);
+        let out = Command::new("curl")
+            .args(["-sS", "--fail", "--max-time", "10", "--cacert"])
+            .arg(ca)
+            .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
+            .arg(format!("https://{host}:{port}{path}"))
+            .output()
+            .ok()?;
+        out.status.success().then_some(out.stdout)
     }
 
     /// Stops QEMU (the guest loses nothing the kernel has written; XFS and ext4 recover).

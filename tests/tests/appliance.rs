@@ -43,56 +43,6 @@ fn get(vm: &Vm, path: &str) -> (u16, Vec<u8>) {
     }
 }
 
-fn wait_for(limit: Duration, what: &str, vm: &Vm, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(
-            start.elapsed() < limit,
-            "{what} did not happen within {limit:?}; console:\n{}",
-            e2e::tail(&vm.console(), 60)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-/// GET over HTTPS from the guest's forwarded 443, verifying against `ca` for the demo's name.
-fn https_get(vm: &Vm, ca: &Path, path: &str) -> Option<Vec<u8>> {
-    let port = vm.port(443);
-    let out = Command::new("curl")
-        .args(["-sS", "--fail", "--max-time", "10", "--cacert"])
-        .arg(ca)
-        .args(["--resolve", &format!("demo.mm.example.net:{port}:127.0.0.1")])
-        .arg(format!("https://demo.mm.example.net:{port}{path}"))
-        .output()
-        .ok()?;
-    out.status.success().then_some(out.stdout)
-}
-
-fn ssh(vm: &Vm, key: &Path, extra: &[&str], command: &str) -> std::process::Output {
-    Command::new("ssh")
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "ConnectTimeout=10",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "LogLevel=ERROR",
-        ])
-        .arg("-i")
-        .arg(key)
-        .args(extra)
-        .arg("-p")
-        .arg(vm.port(22).to_string())
-        .arg("mirror@127.0.0.1")
-        .arg(command)
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
     let image = build_image("demo").unwrap();
@@ -149,7 +99,7 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
     }
 
     // 1. The first sync brings every fixture project over from the host's rsync daemon.
-    wait_for(Duration::from_secs(240), "the first sync", &vm, || {
+    vm.wait_for(Duration::from_secs(240), "the first sync", || {
         PROJECTS.iter().all(|p| get(&vm, &format!("/{p}/")).0 == 200)
             && get(&vm, "/fixture-arch/lastsync").1 == b"1700000000\n"
     });
@@ -157,7 +107,7 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
     // 2. Downloads: byte-identical over HTTP, a range, HEAD 200, and over the public rsync.
     let rpm = "/fixture-rpm/Packages/a/app-1.0.noarch.rpm";
     let original = std::fs::read(up.join("fixture-rpm/Packages/a/app-1.0.noarch.rpm")).unwrap();
-    wait_for(Duration::from_secs(120), "the rpm fixture", &vm, || get(&vm, rpm).1 == original);
+    vm.wait_for(Duration::from_secs(120), "the rpm fixture", || get(&vm, rpm).1 == original);
     let (status, head, body) = http(vm.port(80), "GET", rpm, &[("Range", "bytes=1000-1999")]).unwrap();
     assert_eq!(status, 206, "{head}");
     assert_eq!(body, &original[1000..2000]);
@@ -177,7 +127,7 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
     // again within seconds, and a cut download resumes with a range, byte for byte.
     let iso = "/fixture-rpm/Packages/b/big-1.0.iso";
     let big = std::fs::read(up.join("fixture-rpm/Packages/b/big-1.0.iso")).unwrap();
-    wait_for(Duration::from_secs(120), "the big fixture", &vm, || {
+    vm.wait_for(Duration::from_secs(120), "the big fixture", || {
         http(vm.port(80), "HEAD", iso, &[]).is_ok_and(|r| r.0 == 200)
     });
     let url = format!("http://127.0.0.1:{}{iso}", vm.port(80));
@@ -194,13 +144,13 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
                 .unwrap()
         })
         .collect();
-    wait_for(Duration::from_secs(60), "the slow downloads under way", &vm, || {
+    vm.wait_for(Duration::from_secs(60), "the slow downloads under way", || {
         partials.iter().all(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 1 << 20))
     });
-    let out = ssh(&vm, &key, &[], "sudo systemctl kill --signal=KILL mirror-server.service");
+    let out = vm.ssh(&key, &[], "sudo systemctl kill --signal=KILL mirror-server.service");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let killed = Instant::now();
-    wait_for(Duration::from_secs(60), "mirror-server serving again after SIGKILL", &vm, || get(&vm, rpm).0 == 200);
+    vm.wait_for(Duration::from_secs(60), "mirror-server serving again after SIGKILL", || get(&vm, rpm).0 == 200);
     let back_after = killed.elapsed();
     println!("mirror-server answered again {back_after:.1?} after SIGKILL");
     assert!(back_after < Duration::from_secs(30), "systemd brought it back in {back_after:?}");
@@ -215,14 +165,14 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
         assert!(out.status.success(), "resuming {}: {}", p.display(), String::from_utf8_lossy(&out.stderr));
         assert!(std::fs::read(p).unwrap() == big, "{} resumed byte for byte", p.display());
     }
-    let restarts = ssh(&vm, &key, &[], "systemctl show -P NRestarts mirror-server.service");
+    let restarts = vm.ssh(&key, &[], "systemctl show -P NRestarts mirror-server.service");
     assert_eq!(String::from_utf8_lossy(&restarts.stdout).trim(), "1", "systemd restarted it once");
 
     // 7. HTTPS with the certificate the box obtained over ACME, and a record of every request
     // at the watchtower (TLS checked against the profile's CA).
     let acme_root = pebble.issuing_root();
-    wait_for(Duration::from_secs(240), "HTTPS with an ACME certificate", &vm, || {
-        https_get(&vm, &acme_root, rpm).is_some_and(|b| b == original)
+    vm.wait_for(Duration::from_secs(240), "HTTPS with an ACME certificate", || {
+        vm.https_get(&acme_root, "demo.mm.example.net", rpm).is_some_and(|b| b == original)
     });
     let got = watchtower.received_with("tls=\"TLSv1.3\"", Duration::from_secs(60));
     let record = got
@@ -234,7 +184,7 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
     assert!(sent > original.len(), "the whole file and its head were sent: {record}");
 
     // 3. A new version upstream and an MQTT push: served soon, never half-published.
-    wait_for(Duration::from_secs(60), "the debian fixture", &vm, || {
+    vm.wait_for(Duration::from_secs(60), "the debian fixture", || {
         get(&vm, "/fixture-debian/dists/stable/Release").0 == 200
     });
     publish_debian(&up.join("fixture-debian"), 2, 2 << 20);
@@ -276,15 +226,14 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
     assert!(got.contains("project=\"fixture-debian\" release=\"stable\""), "the catalog's release rule: {got}");
 
     // 4. SSH: the profile's key logs in as the admin; passwords are refused.
-    let out = ssh(&vm, &key, &[], "id -un && sudo -n true && echo sudo-ok");
+    let out = vm.ssh(&key, &[], "id -un && sudo -n true && echo sudo-ok");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && text.contains("mirror") && text.contains("sudo-ok"),
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = ssh(
-        &vm,
+    let out = vm.ssh(
         &key,
         &["-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password,keyboard-interactive"],
         "true",
@@ -295,7 +244,7 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = ssh(&vm, &key, &[], "mirror-sync status");
+    let out = vm.ssh(&key, &[], "mirror-sync status");
     let status_table = String::from_utf8_lossy(&out.stdout).into_owned();
     println!("{status_table}");
     assert!(
@@ -304,7 +253,7 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
     );
 
     // 6. A reboot keeps the data and the sync state.
-    let _ = ssh(&vm, &key, &[], "sudo systemctl poweroff");
+    let _ = vm.ssh(&key, &[], "sudo systemctl poweroff");
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(60) && http(vm.port(80), "GET", "/", &[]).is_ok() {
         std::thread::sleep(Duration::from_millis(500));
@@ -313,15 +262,15 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
     let mut vm = Vm::boot("demo", &disk, &e2e::console_log("appliance-boot-2.log"), &fwd).unwrap();
     let line = vm.wait_for_line("MICROMIRROR-BOOT", Duration::from_secs(300)).unwrap();
     assert_eq!(field(&line, "failed"), Some("0"), "{line}");
-    wait_for(Duration::from_secs(60), "HTTP after the reboot", &vm, || {
+    vm.wait_for(Duration::from_secs(60), "HTTP after the reboot", || {
         get(&vm, "/fixture-arch/lastsync").1 == b"1700000000\n"
     });
     // The stored certificate serves at once (Pebble could not validate a new order: it still
     // knows the first boot's port).
-    wait_for(Duration::from_secs(30), "HTTPS after the reboot", &vm, || {
-        https_get(&vm, &acme_root, "/fixture-arch/lastsync").is_some_and(|b| b == b"1700000000\n")
+    vm.wait_for(Duration::from_secs(30), "HTTPS after the reboot", || {
+        vm.https_get(&acme_root, "demo.mm.example.net", "/fixture-arch/lastsync").is_some_and(|b| b == b"1700000000\n")
     });
-    let out = ssh(&vm, &key, &[], "mirror-sync status");
+    let out = vm.ssh(&key, &[], "mirror-sync status");
     let after = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         PROJECTS.iter().all(|p| after.lines().any(|l| l.starts_with(p) && !l.contains("never"))),

@@ -61,7 +61,7 @@ fn alma_mirror(root: &Path, sign: bool) {
 fn scratch_profiles(dir: &Path) -> PathBuf {
     let p = dir.join("profiles");
     std::fs::create_dir_all(&p).unwrap();
-    for sub in ["projects", "certs"] {
+    for sub in ["projects", "certs", "keys"] {
         let status = Command::new("cp").arg("-r").arg(workspace().join("profiles").join(sub)).arg(&p).status().unwrap();
         assert!(status.success(), "copying profiles/{sub}");
     }
@@ -166,8 +166,13 @@ fn two_builds_of_one_profile_give_identical_images_and_a_failed_build_keeps_the_
     let image = e2e::build_image("demo").unwrap();
     let first = sha256(&image);
     let manifest = std::fs::read_to_string(image.with_file_name("manifest.json")).unwrap();
+    let update = image.with_file_name("update");
+    let signed = |name: &str| std::fs::read(update.join(name)).unwrap_or_else(|e| panic!("update/{name}: {e}"));
+    let (sums, signature) = (signed("SHA256SUMS"), signed("SHA256SUMS.gpg"));
     let image = e2e::build_image("demo").unwrap();
     assert_eq!(sha256(&image), first, "the second build differs from the first");
+    assert_eq!(signed("SHA256SUMS"), sums, "the update's artifacts differ between builds");
+    assert_eq!(signed("SHA256SUMS.gpg"), signature, "the same key and inputs give the same signature");
     let v: serde_json::Value = serde_json::from_str(&manifest).unwrap();
     assert_eq!(v["artifacts"][0]["sha256"], first, "the manifest names the image's hash");
     assert!(v["packages"]["systemd"].is_string(), "the manifest lists package versions");
@@ -186,7 +191,7 @@ fn two_builds_of_one_profile_give_identical_images_and_a_failed_build_keeps_the_
     let names: Vec<String> =
         std::fs::read_dir(&outputs).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     assert!(
-        names.iter().all(|n| ["demo.img", "demo.img.zst", "manifest.json"].contains(&n.as_str())),
+        names.iter().all(|n| ["demo.img", "demo.img.zst", "manifest.json", "update"].contains(&n.as_str())),
         "partial files left: {names:?}"
     );
 }

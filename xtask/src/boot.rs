@@ -1,6 +1,7 @@
 //! `cargo xtask boot --site NAME`: boot a copy of the site's image in QEMU with OVMF (TCG here,
 //! KVM where it works), the serial console on this terminal or in a file, and ports 22, 80, 443
-//! and 873 forwarded on 127.0.0.1. The boot tests drive this same command.
+//! and 873 forwarded on 127.0.0.1, and a hardware watchdog (i6300esb) that resets a hung guest.
+//! The boot tests drive this same command.
 
 use std::path::{Path, PathBuf};
 
@@ -58,11 +59,7 @@ pub fn run(args: BootArgs) -> Result<()> {
             copy
         }
     };
-    let vars = paths::target().join("boot").join(format!("{}-OVMF_VARS.fd", args.site));
-    fs_err::create_dir_all(paths::target().join("boot"))?;
-    if !vars.exists() {
-        fs_err::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS}"))?;
-    }
+    let vars = fresh_vars(&disk, args.disk.is_none())?;
     let sh = cmd::shell()?;
     let qemu = qemu_command(&sh, &site, &disk, &vars, &args)?;
     eprintln!("booting {} under QEMU ({}):", disk.display(), accel());
@@ -84,6 +81,17 @@ pub fn fresh_disk(image: &Path, copy: &Path, size: &str) -> Result<()> {
     cmd::run(cmd!(sh, "cp --sparse=always {image} {copy}"))?;
     cmd::run(cmd!(sh, "truncate -s {size} {copy}"))?;
     Ok(())
+}
+
+/// The firmware's variables for this disk: a writable copy of OVMF's template beside the disk,
+/// kept across that disk's boots (a fresh throwaway disk gets fresh variables). No boot order
+/// is ever passed: OVMF finds \EFI\BOOT\BOOTX64.EFI by itself, as a real box's firmware does.
+fn fresh_vars(disk: &Path, throwaway: bool) -> Result<PathBuf> {
+    let vars = disk.with_extension("OVMF_VARS.fd");
+    if throwaway || !vars.exists() {
+        fs_err::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS}"))?;
+    }
+    Ok(vars)
 }
 
 pub fn forwards(base: u16) -> Vec<(u16, u16)> {
@@ -144,6 +152,6 @@ fn qemu_command<'a>(
         "qemu-system-x86_64 -machine q35 -accel {accel} -cpu max -smp 2 -m {memory} -nodefaults -display none
             -drive {code} -drive {vars} -drive {disk} -netdev {netdev}
             -device virtio-net-pci,netdev=wan,mac=52:54:00:12:34:56 -device virtio-rng-pci
-            -serial {serial} {no_reboot...}"
+            -device i6300esb -action watchdog=reset -serial {serial} {no_reboot...}"
     ))
 }

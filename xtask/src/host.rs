@@ -24,6 +24,9 @@ pub const IMAGE_DEBIAN: &[Need] = &[
     need("mkfs.ext4", "e2fsprogs", "e2fsprogs"),
     need("zstd", "zstd", "zstd"),
     need("/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "systemd-boot-efi", "systemd-boot-unsigned"),
+    need("/usr/lib/systemd/boot/efi/systemd-bootx64.efi", "systemd-boot-efi", "systemd-boot-unsigned"),
+    // Signs the update's SHA256SUMS and turns the profile's signing key into the box's keyring.
+    need("gpg", "gnupg", "gnupg2"),
     need("unshare", "util-linux", "util-linux"),
     need("systemctl", "systemd", "systemd"),
 ];
@@ -36,6 +39,9 @@ pub const IMAGE_ALMALINUX: &[Need] = &[
     need("mkfs.ext4", "e2fsprogs", "e2fsprogs"),
     need("zstd", "zstd", "zstd"),
     need("/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "systemd-boot-efi", "systemd-boot-unsigned"),
+    need("/usr/lib/systemd/boot/efi/systemd-bootx64.efi", "systemd-boot-efi", "systemd-boot-unsigned"),
+    // Signs the update's SHA256SUMS and turns the profile's signing key into the box's keyring.
+    need("gpg", "gnupg", "gnupg2"),
     need("systemctl", "systemd", "systemd"),
 ];
 

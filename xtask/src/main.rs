@@ -12,6 +12,8 @@ mod paths;
 mod pipeline;
 mod profiles;
 mod progress;
+mod publish;
+mod signing;
 mod testing;
 
 use anyhow::Result;
@@ -26,8 +28,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Bake the disk image of a site: target/images/SITE/SITE.img, .img.zst, manifest.json
+    /// Bake the disk image of a site: target/images/SITE/SITE.img, .img.zst, manifest.json, update/
     Image(pipeline::ImageArgs),
+    /// Lay a site's built update out in a served folder (DIR/SITE/), signed, newest versions only
+    Publish(publish::PublishArgs),
     /// Boot a throwaway copy of a site's image in QEMU, serial console on this terminal
     Boot(boot::BootArgs),
     /// Write a site's image onto a disk, safely (the `dd` step)
@@ -50,6 +54,7 @@ fn main() {
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
         Command::Image(args) => pipeline::run(args).map(|_| ()),
+        Command::Publish(args) => publish::run(args),
         Command::Boot(args) => boot::run(args),
         Command::Flash(args) => flash::run(args),
         Command::Profiles { command } => profiles::run(command),

@@ -221,6 +221,7 @@ fn dev_profile(hostname: &str) -> schema::profile::Profile {
         server: Server::default(),
         tls: None,
         telemetry: None,
+        update: None,
     }
 }
 

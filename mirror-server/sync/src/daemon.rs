@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use schema::catalog::Project;
 use schema::status::{self, Outcome, Status};
 use tokio::sync::{mpsc, Semaphore};
@@ -242,40 +241,19 @@ fn mark_queued(env: &SyncEnv, project: &Project) {
     let _ = status::write(&env.state_dir, &queued);
 }
 
+/// Forwards each push naming hosted projects to the dispatcher.
 async fn listen_push(host: String, port: u16, prefix: String, projects: Vec<Project>, tx: mpsc::UnboundedSender<Msg>) {
-    let id = format!("mirror-sync-{}", std::process::id());
-    let mut options = MqttOptions::new(id, host.clone(), port);
-    options.set_keep_alive(Duration::from_secs(30));
-    let (client, mut events) = AsyncClient::new(options, 16);
-    let filter = format!("{prefix}/#");
-    let mut failures: u32 = 0;
-    loop {
-        match events.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                failures = 0;
-                tracing::info!(broker = %format!("{host}:{port}"), topic = %filter, "push: connected");
-                if let Err(e) = client.subscribe(filter.clone(), QoS::AtLeastOnce).await {
-                    tracing::warn!(error = %e, "push: subscribe failed");
-                }
-            }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                let hits = projects_for_topic(&projects, &prefix, &p.topic);
-                if hits.is_empty() {
-                    tracing::debug!(topic = %p.topic, "push for a project we do not host");
-                }
-                for project in hits {
-                    let _ = tx.send(Msg::Push { project: project.name.clone() });
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                failures += 1;
-                let wait = runner::backoff(Duration::from_secs(1), failures.min(6));
-                tracing::warn!(error = %e, retry_in = ?wait, "push: broker connection lost; the schedule covers what is missed");
-                tokio::time::sleep(wait).await;
-            }
+    let sub = mirror_push::Subscription { host, port, filter: format!("{prefix}/#"), client: "mirror-sync".into() };
+    mirror_push::listen(sub, |topic| {
+        let hits = projects_for_topic(&projects, &prefix, topic);
+        if hits.is_empty() {
+            tracing::debug!(%topic, "push for a project we do not host");
         }
-    }
+        for project in hits {
+            let _ = tx.send(Msg::Push { project: project.name.clone() });
+        }
+    })
+    .await
 }
 
 #[cfg(test)]

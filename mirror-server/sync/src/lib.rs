@@ -42,10 +42,6 @@ pub fn env_from_profile(site: &LoadedProfile, paths: &Paths) -> runner::SyncEnv 
 /// The broker (host, port, topic prefix) from the profile's `mirror.push`.
 pub fn push_from_profile(site: &LoadedProfile) -> Option<(String, u16, String)> {
     let push = site.profile.mirror.push.as_ref()?;
-    let (host, port) = push.broker.rsplit_once(':')?;
-    Some((
-        host.trim_matches(['[', ']']).to_string(),
-        port.parse().ok()?,
-        push.topic_prefix.trim_end_matches('/').to_string(),
-    ))
+    let (host, port) = push.broker_host_port()?;
+    Some((host, port, push.topic_prefix.trim_end_matches('/').to_string()))
 }

@@ -16,5 +16,5 @@ pub mod profile;
 pub mod release;
 pub mod site_config;
 pub mod status;
-pub mod update_status;
 mod toml_load;
+pub mod update_status;

@@ -38,6 +38,38 @@ pub struct UpdateStatus {
     pub failed_versions: Vec<String>,
     /// Unix seconds at which the box reboots into the pending version.
     pub reboot_at: Option<i64>,
+    /// What the updater is doing now ("downloading … 40 %", "waiting for the window").
+    #[serde(default)]
+    pub activity: Option<String>,
+}
+
+impl UpdateStatus {
+    /// A box running `running` that knows nothing more yet.
+    pub fn fresh(running: &str) -> UpdateStatus {
+        UpdateStatus {
+            running: running.to_string(),
+            running_blessed: false,
+            other_version: None,
+            other_slot: OtherSlot::Empty,
+            newest_available: None,
+            last_check: None,
+            last_error: None,
+            failed_versions: Vec::new(),
+            reboot_at: None,
+            activity: None,
+        }
+    }
+}
+
+impl OtherSlot {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OtherSlot::Empty => "empty",
+            OtherSlot::Previous => "previous",
+            OtherSlot::Pending => "pending",
+            OtherSlot::Failed => "failed",
+        }
+    }
 }
 
 pub const FILE: &str = "status.json";
@@ -71,6 +103,7 @@ mod tests {
             last_error: None,
             failed_versions: vec!["20261203.080000".into()],
             reboot_at: None,
+            activity: Some("waiting for the maintenance window".into()),
         };
         write(dir.path(), &st).unwrap();
         assert_eq!(read(dir.path()), Some(st));

@@ -1,4 +1,5 @@
-//! The appliance's own programs: release builds of mirror-server and mirror-sync, checked to
+//! The appliance's own programs: release builds of mirror-server, mirror-sync and mirror-update,
+//! checked to
 //! run on the target distro's glibc (the build host's may be newer). The build starts as a
 //! child process so it can compile while the base tree installs (one waits on the network and
 //! dpkg, the other on the CPU); a build that is not waited for is killed.
@@ -11,9 +12,9 @@ use schema::profile::Distro;
 
 use crate::{cmd, paths, progress};
 
-pub const PROGRAMS: &[&str] = &["mirror-server", "mirror-sync"];
+pub const PROGRAMS: &[&str] = &["mirror-server", "mirror-sync", "mirror-update"];
 /// The packages that build them.
-const PACKAGES: &[&str] = &["mirror-server", "mirror-sync"];
+const PACKAGES: &[&str] = &["mirror-server", "mirror-sync", "mirror-update"];
 
 pub struct Binaries {
     pub files: Vec<(String, PathBuf)>,

@@ -1,10 +1,13 @@
-//! Stage 4: the Unified Kernel Image. The initramfs is made by the distro's own tool inside the
-//! tree (initramfs-tools on Debian, dracut on AlmaLinux) with the T620's and QEMU's drivers; the
-//! kernel, initramfs, command line and os-release are then appended to systemd's EFI stub.
+//! Stage 4: the boot files. The initramfs is made by the distro's own tool inside the tree
+//! (initramfs-tools on Debian, dracut on AlmaLinux) with the T620's and QEMU's drivers; the
+//! kernel, initramfs, command line and os-release (with the image's IMAGE_ID and IMAGE_VERSION)
+//! are appended to systemd's EFI stub as one Unified Kernel Image, and systemd-boot, which
+//! counts each new version's boots, is taken from the base or the build host.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use image::version::{Version, IMAGE_ID};
 use schema::profile::{Distro, LoadedProfile};
 
 use crate::cmd::{self, cmd};
@@ -24,16 +27,28 @@ pub const INITRD_DRIVERS: &[&str] = &[
     "ext4",
     "xfs",
     "efivarfs",
+    "i6300esb",
+    "sp5100_tco",
+    "iTCO_wdt",
 ];
 
 const HOST_STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+const HOST_LOADER: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 
-/// The kernel command line: root by partition UUID, consoles on screen and serial port, and a
-/// reboot ten seconds after a panic (nobody is there to press a key).
-pub fn cmdline(site: &LoadedProfile) -> String {
-    let root_uuid = image::disk::seeded_uuid(&site.profile.site.name, image::disk::ROOT_LABEL);
-    let mut c =
-        format!("root=PARTUUID={root_uuid} rw rootwait console=tty0 console=ttyS0,115200n8 panic=10 net.ifnames=1");
+/// What goes on the ESP: the loader and the version's UKI.
+pub struct BootFiles {
+    pub loader: Vec<u8>,
+    pub uki: Vec<u8>,
+}
+
+/// The kernel command line: the root slot labelled with this version (so each UKI boots its own
+/// root, whichever slot the updater wrote), the version for the updater, consoles on screen and
+/// serial port, and a reboot ten seconds after a panic (nobody is there to press a key).
+pub fn cmdline(site: &LoadedProfile, version: &Version) -> String {
+    let mut c = format!(
+        "root=PARTLABEL={} rw rootwait micromirror.version={version} console=tty0 console=ttyS0,115200n8 panic=10 net.ifnames=1",
+        version.slot_label()
+    );
     if site.profile.base.distro == Distro::Almalinux9 {
         // SELinux: the tree is not labelled at build time (no policy tools on the build host
         // run in it); /.autorelabel labels it on first boot, then /etc/selinux/config enforces.
@@ -42,7 +57,19 @@ pub fn cmdline(site: &LoadedProfile) -> String {
     c
 }
 
-pub fn make_uki(site: &LoadedProfile, root: &Path, epoch: i64) -> Result<Vec<u8>> {
+/// The UKI's .osrel: the base's os-release plus the image's identity, which systemd-boot sorts
+/// entries by (newest IMAGE_VERSION first) and which the box reads back as its version.
+pub fn os_release(base: &str, version: &Version) -> String {
+    let mut text: String = base
+        .lines()
+        .filter(|l| !l.starts_with("IMAGE_ID=") && !l.starts_with("IMAGE_VERSION="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    text.push_str(&format!("IMAGE_ID={IMAGE_ID}\nIMAGE_VERSION={version}\n"));
+    text
+}
+
+pub fn make_boot_files(site: &LoadedProfile, root: &Path, epoch: i64, version: &Version) -> Result<BootFiles> {
     let stage = progress::stage("boot", "building the initramfs");
     let kver = kernel_version(root)?;
     let distro = site.profile.base.distro;
@@ -53,21 +80,31 @@ pub fn make_uki(site: &LoadedProfile, root: &Path, epoch: i64) -> Result<Vec<u8>
     fs_err::remove_file(&initrd_path)?;
     let kernel_path = kernel_image(root, &kver)?;
     let linux = fs_err::read(&kernel_path).with_context(|| format!("reading {}", kernel_path.display()))?;
-    let os_release = fs_err::read(root.join("usr/lib/os-release")).context("reading the base's os-release")?;
-    let stub_path = stub(root);
+    let base_release =
+        fs_err::read_to_string(root.join("usr/lib/os-release")).context("reading the base's os-release")?;
+    let os_release = os_release(&base_release, version);
+    let stub_path = from_base_or_host(root, HOST_STUB);
     let stub = fs_err::read(&stub_path).with_context(|| format!("reading the EFI stub {}", stub_path.display()))?;
-    let line = cmdline(site);
+    let loader_path = from_base_or_host(root, HOST_LOADER);
+    let loader =
+        fs_err::read(&loader_path).with_context(|| format!("reading systemd-boot {}", loader_path.display()))?;
+    let line = cmdline(site, version);
     stage.message("assembling the UKI");
     let uki = image::uki::build_uki(
         &stub,
-        &image::uki::UkiParts { os_release: &os_release, cmdline: line.as_bytes(), initrd: &initrd, linux: &linux },
+        &image::uki::UkiParts {
+            os_release: os_release.as_bytes(),
+            cmdline: line.as_bytes(),
+            initrd: &initrd,
+            linux: &linux,
+        },
     )?;
     stage.done(&format!(
-        "UKI {} (kernel {kver}, initramfs {})",
+        "UKI {} (kernel {kver}, initramfs {}), version {version}",
         progress::human_bytes(uki.len() as u64),
         progress::human_bytes(initrd.len() as u64)
     ));
-    Ok(uki)
+    Ok(BootFiles { loader, uki })
 }
 
 fn kernel_version(root: &Path) -> Result<String> {
@@ -93,13 +130,13 @@ fn kernel_image(root: &Path, kver: &str) -> Result<PathBuf> {
         .with_context(|| format!("no kernel image for {kver} in /boot or /usr/lib/modules"))
 }
 
-/// The base's own stub when the distro ships one, else the build host's (plain EFI either way).
-fn stub(root: &Path) -> PathBuf {
-    let in_tree = root.join(HOST_STUB.trim_start_matches('/'));
+/// The base's own EFI binary (stub or loader) when the distro ships one, else the build host's.
+fn from_base_or_host(root: &Path, host_path: &str) -> PathBuf {
+    let in_tree = root.join(host_path.trim_start_matches('/'));
     if in_tree.exists() {
         in_tree
     } else {
-        PathBuf::from(HOST_STUB)
+        PathBuf::from(host_path)
     }
 }
 

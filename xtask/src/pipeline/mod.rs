@@ -1,4 +1,4 @@
-//! `cargo xtask image --site NAME`: load → base → overlay → boot → disk → outputs.
+//! `cargo xtask image --site NAME`: load → base → overlay → boot → disk → update → outputs.
 //! Each stage is one module with named inputs and outputs; this file only strings them together,
 //! so a newcomer can read the pipeline top to bottom and stop between any two stages.
 
@@ -11,6 +11,7 @@ pub mod outputs;
 pub mod overlay;
 pub mod tarball;
 pub mod tree;
+pub mod update;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -57,7 +58,10 @@ pub fn run(args: ImageArgs) -> Result<Option<Built>> {
         return Ok(None);
     }
     host::ensure(&[base::host_needs(site.profile.base.distro)])?;
+    // A bad signing key fails now, not after the slow stages.
+    update::signing_key(&site)?;
     let epoch = outputs::build_epoch();
+    let version = image::version::Version::from_epoch(epoch)?;
 
     let work = paths::target().join("work").join(&args.site);
     tree::remove_dir_all_if_exists(&work)?;
@@ -81,10 +85,18 @@ pub fn run(args: ImageArgs) -> Result<Option<Built>> {
         eprintln!("tree with overlay: {}", root.display());
         return Ok(None);
     }
-    let uki = boot::make_uki(&site, &root, epoch)?;
+    let boot = boot::make_boot_files(&site, &root, epoch, &version)?;
     let staging = work.join("out");
-    let disk = disk::assemble(&site, &root, &uki, epoch, &staging)?;
-    let built = outputs::finish(&site, &base, &disk, &root, &staging, epoch, !args.no_compress, started)?;
+    let disk = disk::assemble(&site, &root, &boot, &version, epoch, &staging)?;
+    let update = update::make(&site, &disk, &boot, &version, epoch, &staging)?;
+    let built = outputs::finish(
+        &site,
+        &outputs::Parts { base: &base, disk: &disk, update: update.as_ref(), root: &root, version: &version },
+        &staging,
+        epoch,
+        !args.no_compress,
+        started,
+    )?;
     tree::remove_dir_all_if_exists(&work)?;
     eprintln!(
         "image ready: {} ({:.0} s); manifest {}",

@@ -1,4 +1,5 @@
-//! Stage 6: the outputs in target/images/SITE/: the raw image, its zstd copy and manifest.json.
+//! Stage 7: the outputs in target/images/SITE/: the raw image, its zstd copy, manifest.json and
+//! the update folder.
 //! Everything is made in a staging folder and swapped in with one atomic rename, so a failed or
 //! interrupted build leaves the previous outputs untouched and no partial file.
 
@@ -14,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::base::Base;
 use super::disk::Disk;
+use super::update::Update;
 use super::{tree, Built};
 use crate::cmd::{self, cmd};
 use crate::{paths, progress};
@@ -28,17 +30,24 @@ pub fn build_epoch() -> i64 {
     last_commit().and_then(|s| s.trim().parse().ok()).unwrap_or(1_700_000_000)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the earlier stages made, for the manifest.
+pub struct Parts<'a> {
+    pub base: &'a Base,
+    pub disk: &'a Disk,
+    pub update: Option<&'a Update>,
+    pub root: &'a Path,
+    pub version: &'a image::version::Version,
+}
+
 pub fn finish(
     site: &LoadedProfile,
-    base: &Base,
-    disk: &Disk,
-    root: &Path,
+    parts: &Parts<'_>,
     staging: &Path,
     epoch: i64,
     compress: bool,
     started: Instant,
 ) -> Result<Built> {
+    let Parts { base, disk, update, root, version } = *parts;
     let name = &site.profile.site.name;
     let stage = progress::stage("outputs", "hashing and compressing");
     let image_sha = sha256_file(&disk.image)?;
@@ -57,11 +66,19 @@ pub fn finish(
         "base": {"key": base.key, "reused_from_cache": base.reused},
         "profile_sha256": hex(&Sha256::digest(site.text.as_bytes())),
         "build_epoch": epoch,
+        "version": version.as_str(),
         "artifacts": artifacts,
+        "update": update.map(|u| json!({
+            "folder": "update",
+            "signed": u.signed,
+            "files": u.artifacts.iter().map(|(f, sha, size)| json!({"file": f, "sha256": sha, "size": size})).collect::<Vec<_>>(),
+        })),
         "layout": {
             "esp": {"offset": disk.layout.esp_offset, "size": disk.layout.esp_size},
-            "root": {"offset": disk.layout.root_offset, "size": disk.layout.root_size},
-            "data": "created on first boot to fill the disk (label mirror-data, XFS)",
+            "root_a": {"offset": disk.layout.root_offset, "size": disk.layout.root_size, "filesystem": disk.root_fs_size, "label": version.slot_label()},
+            "root_b": {"offset": disk.layout.spare_offset, "size": disk.layout.root_size, "label": image::disk::EMPTY_SLOT_LABEL},
+            "state": "created on first boot (label mm-state, ext4, 4 GiB)",
+            "data": "created on first boot to fill the rest of the disk (label mirror-data, XFS)",
         },
         "packages": package_versions(site.profile.base.distro, root),
         "tools": tool_versions(),

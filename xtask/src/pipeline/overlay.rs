@@ -13,15 +13,24 @@ use super::tree;
 use crate::cmd::{self, cmd};
 use crate::{paths, progress};
 
-/// Units we enable in every image, and the distro's own additions.
-pub fn units_to_enable(distro: Distro) -> Vec<&'static str> {
+/// Units we enable in every image (the updater only where the site has `[update]`), and the
+/// distro's own additions.
+pub fn units_to_enable(distro: Distro, updates: bool) -> Vec<&'static str> {
     let mut v = vec![
         "mirror-server.service",
         "mirror-sync.service",
         "micromirror-host-keys.service",
         "micromirror-boot-report.service",
+        "micromirror-health.service",
+        "micromirror-state.service",
         "srv-mirror.mount",
+        "var-lib-micromirror.mount",
+        "var-log-journal.mount",
+        "efi.mount",
     ];
+    if updates {
+        v.push("mirror-update.service");
+    }
     match distro {
         Distro::Debian12 => v.extend([
             "systemd-networkd.service",
@@ -51,6 +60,8 @@ pub fn units_to_mask(distro: Distro) -> Vec<&'static str> {
     if distro == Distro::Debian12 {
         // Debian's sshd-keygen equivalent is in the package's postinst; ours runs at first boot.
         v.push("e2scrub_reap.service");
+        // It would replace the loader on the ESP behind the updater's back.
+        v.push("systemd-boot-update.service");
     }
     v
 }
@@ -86,9 +97,10 @@ pub fn apply(site: &LoadedProfile, root: &Path, bins: &Binaries) -> Result<()> {
     }
     set_timezone(site, root)?;
     forget_machine_identity(root)?;
-    systemctl(root, "enable", &units_to_enable(distro))?;
+    let enable = units_to_enable(distro, site.profile.update.is_some());
+    systemctl(root, "enable", &enable)?;
     systemctl(root, "mask", &units_to_mask(distro))?;
-    stage.done(&format!("{count} overlay files, {} units enabled", units_to_enable(distro).len()));
+    stage.done(&format!("{count} overlay files, {} units enabled", enable.len()));
     Ok(())
 }
 
@@ -99,18 +111,21 @@ pub fn environment() -> Environment<'static> {
     env
 }
 
-/// What templates see: the whole profile, its projects' catalog entries, the distro, and `net`:
-/// the profile's prefix lists split by address family (nftables wants them apart).
+/// What templates see: the whole profile, its projects' catalog entries, the distro, `net`: the
+/// profile's prefix lists split by address family (nftables wants them apart), and `image`:
+/// facts of the disk layout (the ESP's partition UUID).
 pub fn context(site: &LoadedProfile) -> minijinja::Value {
     let split =
         |list: &[String]| -> (Vec<String>, Vec<String>) { list.iter().cloned().partition(|p| !p.contains(':')) };
     let (admin_v4, admin_v6) = split(&site.profile.access.admin_prefixes);
     let (block_v4, block_v6) = split(&site.profile.server.blocklist);
+    let esp_partuuid = image::disk::seeded_uuid(&site.profile.site.name, "esp").to_string();
     minijinja::context! {
         profile => minijinja::Value::from_serialize(&site.profile),
         projects => minijinja::Value::from_serialize(&site.projects),
         distro => site.profile.base.distro.as_str(),
         net => minijinja::context! { admin_v4, admin_v6, block_v4, block_v6 },
+        image => minijinja::context! { esp_partuuid },
     }
 }
 
@@ -186,6 +201,10 @@ fn install_site_config(site: &LoadedProfile, root: &Path) -> Result<()> {
             .with_context(|| format!("reading {} (named in {})", src.display(), site.path.display()))?;
         tree::write_file(&etc.join(rel), &data, 0o644)?;
     }
+    if let Some(key) = super::update::signing_key(site)? {
+        let keyring = schema::paths::Paths::appliance().update_keyring();
+        tree::write_file(&root.join(keyring.strip_prefix("/")?), &key.keyring()?, 0o644)?;
+    }
     Ok(())
 }
 
@@ -246,12 +265,11 @@ mod tests {
     #[test]
     fn every_enabled_unit_of_ours_is_in_the_overlay() {
         for distro in [Distro::Debian12, Distro::Almalinux9] {
-            for unit in units_to_enable(distro)
-                .into_iter()
-                .filter(|u| u.starts_with("mirror") || u.starts_with("micromirror") || u.starts_with("srv-"))
-            {
+            let ours = |u: &&str| ["mirror", "micromirror", "srv-", "var-", "efi."].iter().any(|p| u.starts_with(p));
+            for unit in units_to_enable(distro, true).into_iter().filter(ours) {
                 let path = paths::overlay().join("common/etc/systemd/system").join(unit);
-                assert!(path.exists(), "{} missing", path.display());
+                let template = path.with_file_name(format!("{unit}.j2"));
+                assert!(path.exists() || template.exists(), "{} missing", path.display());
             }
         }
     }

@@ -35,6 +35,15 @@ pub struct Push {
     pub topic_prefix: String,
 }
 
+impl Push {
+    /// The broker's host (IPv6 without brackets) and port; `None` if not host:port (the
+    /// validation reports that).
+    pub fn broker_host_port(&self) -> Option<(String, u16)> {
+        let (host, port) = self.broker.rsplit_once(':')?;
+        Some((host.trim_matches(['[', ']']).to_string(), port.parse().ok()?))
+    }
+}
+
 fn default_bwlimit() -> u32 {
     200
 }

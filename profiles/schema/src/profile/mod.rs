@@ -163,22 +163,40 @@ fn validate_side_files(p: &Profile, profile_dir: &Path, r: &mut Reporter) {
 fn validate_signing_key(file: &str, profile_dir: &Path, r: &mut Reporter) {
     const KEY: &str = "update.signing_key";
     if file.starts_with('/') || file.split('/').any(|c| c == "..") {
-        r.error(KEY, format!("`{file}` must be a path inside the profiles folder"), "write e.g. \"keys/fleet-updates.asc\"");
+        r.error(
+            KEY,
+            format!("`{file}` must be a path inside the profiles folder"),
+            "write e.g. \"keys/fleet-updates.asc\"",
+        );
         return;
     }
     let path = profile_dir.join(file);
     let data = match std::fs::read(&path) {
         Ok(d) => d,
         Err(e) => {
-            r.error(KEY, format!("cannot read {}: {e}", path.display()), "export the public key there: gpg --export --armor KEYID > FILE");
+            r.error(
+                KEY,
+                format!("cannot read {}: {e}", path.display()),
+                "export the public key there: gpg --export --armor KEYID > FILE",
+            );
             return;
         }
     };
     let text = String::from_utf8_lossy(&data);
     if text.contains("PRIVATE KEY BLOCK") {
-        r.error(KEY, format!("{file} holds a secret key"), "put only the public key in the profiles folder (gpg --export --armor KEYID)");
-    } else if !(text.contains("-----BEGIN PGP PUBLIC KEY BLOCK-----") || data.first().is_some_and(|b| [0x99, 0xc6].contains(b))) {
-        r.error(KEY, format!("{file} holds no OpenPGP public key"), "export one there: gpg --export --armor KEYID > FILE");
+        r.error(
+            KEY,
+            format!("{file} holds a secret key"),
+            "put only the public key in the profiles folder (gpg --export --armor KEYID)",
+        );
+    } else if !(text.contains("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+        || data.first().is_some_and(|b| [0x99, 0xc6].contains(b)))
+    {
+        r.error(
+            KEY,
+            format!("{file} holds no OpenPGP public key"),
+            "export one there: gpg --export --armor KEYID > FILE",
+        );
     }
 }
 

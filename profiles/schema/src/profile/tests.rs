@@ -148,7 +148,10 @@ fn load_with_update(update: &str, key: &str, real: bool) -> Result<LoadedProfile
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("keys")).unwrap();
     std::fs::write(dir.path().join("keys/updates.asc"), key).unwrap();
-    let text = format!("{}\n[update]\n{update}", if real { GOOD.replace("test = true", "test = false") } else { GOOD.to_string() });
+    let text = format!(
+        "{}\n[update]\n{update}",
+        if real { GOOD.replace("test = true", "test = false") } else { GOOD.to_string() }
+    );
     let path = dir.path().join("lab.toml");
     std::fs::write(&path, text).unwrap();
     load(&path, &cat).map_err(|ProfileError::Invalid(Problems(p))| p)
@@ -165,11 +168,18 @@ fn an_update_section_is_checked_key_by_key() {
     assert!(loaded.warnings.iter().all(|w| w.key != "update"));
     assert!(loaded.profile.side_files().contains(&"keys/updates.asc"), "the key is installed on the box");
 
-    let bad = "url = \"ftp://updates.example.net/lab\"\nsigning_key = \"keys/updates.asc\"\nmaintenance_window = \"2-5\"\n\
+    let bad =
+        "url = \"ftp://updates.example.net/lab\"\nsigning_key = \"keys/updates.asc\"\nmaintenance_window = \"2-5\"\n\
                push_topic = \"micromirror/#\"\nboot_tries = 0\ntest_break_server = true\n";
     let problems = load_with_update(bad, PUBLIC, true).unwrap_err();
     let k = keys(&problems);
-    for key in ["update.url", "update.maintenance_window", "update.push_topic", "update.boot_tries", "update.test_break_server"] {
+    for key in [
+        "update.url",
+        "update.maintenance_window",
+        "update.push_topic",
+        "update.boot_tries",
+        "update.test_break_server",
+    ] {
         assert!(k.contains(&key.to_string()), "{key} not refused: {k:?}");
     }
     let secret = "-----BEGIN PGP PRIVATE KEY BLOCK-----\n...\n";

@@ -106,14 +106,23 @@ pub(super) fn validate(u: &Update, test_site: bool, has_push: bool, r: &mut Repo
         r.error("update.check_interval_minutes", "zero would check without pause", "use e.g. 360 (every six hours)");
     }
     if !(1..=9).contains(&u.boot_tries) {
-        r.error("update.boot_tries", "must be between 1 and 9", "use 3: a new version gets three boots to prove itself");
+        r.error(
+            "update.boot_tries",
+            "must be between 1 and 9",
+            "use 3: a new version gets three boots to prove itself",
+        );
     }
     if u.bwlimit_mbit == 0 {
         r.error("update.bwlimit_mbit", "a zero limit would never download an update", "use e.g. 100");
     }
     if let Some(topic) = &u.push_topic {
-        if topic.is_empty() || topic.contains(['#', '+']) || topic.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            r.error("update.push_topic", format!("`{topic}` is not a plain topic"), "write e.g. \"micromirror/updates/fmt2\"");
+        if topic.is_empty() || topic.contains(['#', '+']) || topic.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            r.error(
+                "update.push_topic",
+                format!("`{topic}` is not a plain topic"),
+                "write e.g. \"micromirror/updates/fmt2\"",
+            );
         }
         if !has_push {
             r.error(

@@ -1,0 +1,208 @@
+//! `mirror-update health`: is this boot a working mirror? boot-complete.target requires it, so
+//! systemd-bless-boot marks a new version good only when it passes. Checks: the data partition
+//! is mounted, wan0 has the profile's addresses, mirror-server answers locally, no unit failed.
+//! It waits (bounded) for the checks to pass, since a boot settles over a minute or two, and
+//! gives up early on a unit that stays failed. Its verdict goes to the console as
+//! MICROMIRROR-HEALTH, which remote hands and the update tests read.
+//!
+//! `mirror-update rollback` runs when the health unit fails: on a boot that is still on trial
+//! it reboots, and systemd-boot's counters bring the previous version back; on a blessed boot
+//! (nothing to go back to) it only says so.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use image::version::Standing;
+use schema::profile::LoadedProfile;
+
+use crate::machine::Machine;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Our own units: the health check cannot count itself (or its failure handler) as failed.
+const OWN_UNITS: [&str; 2] = ["micromirror-health.service", "micromirror-rollback.service"];
+
+pub fn checks(site: &LoadedProfile, data_mount: &str, http: &str) -> Vec<Check> {
+    vec![data_mounted(data_mount), addresses(site), server_answers(http), failed_units()]
+}
+
+fn data_mounted(mount: &str) -> Check {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let ok = mounts.lines().any(|l| l.split(' ').nth(4) == Some(mount));
+    Check { name: "data", ok, detail: if ok { format!("{mount} mounted") } else { format!("{mount} not mounted") } }
+}
+
+/// The profile's static addresses on wan0 (a DHCP lab site: any global address).
+fn addresses(site: &LoadedProfile) -> Check {
+    let net = &site.profile.network;
+    let wanted: Vec<String> = [net.ipv4.clone(), net.ipv6.clone()].into_iter().flatten().collect();
+    let out = Command::new("ip").args(["-j", "addr", "show", "dev", "wan0"]).output();
+    let have: Vec<String> = out
+        .ok()
+        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+        .and_then(|v| v.get(0).and_then(|i| i.get("addr_info")).and_then(|a| a.as_array()).cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|a| Some(format!("{}/{}", a.get("local")?.as_str()?, a.get("prefixlen")?.as_u64()?)))
+        .collect();
+    let missing: Vec<&String> = wanted.iter().filter(|w| !have.iter().any(|h| same_address(h, w))).collect();
+    let ok = if wanted.is_empty() { !have.is_empty() } else { missing.is_empty() };
+    let detail = if ok {
+        format!("wan0 has {}", have.join(" "))
+    } else if wanted.is_empty() {
+        "wan0 has no address".into()
+    } else {
+        format!("wan0 lacks {}", missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "))
+    };
+    Check { name: "addresses", ok, detail }
+}
+
+/// "2001:db8::10/64" and "2001:db8:0::10/64" are one address.
+fn same_address(a: &str, b: &str) -> bool {
+    a.parse::<ipnet::IpNet>().ok().zip(b.parse::<ipnet::IpNet>().ok()).is_some_and(|(x, y)| x == y)
+}
+
+fn server_answers(url: &str) -> Check {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    match agent.get(url).call() {
+        Ok(r) if r.status().as_u16() < 500 => {
+            Check { name: "server", ok: true, detail: format!("{url} answered {}", r.status().as_u16()) }
+        }
+        Ok(r) => Check { name: "server", ok: false, detail: format!("{url} answered {}", r.status().as_u16()) },
+        Err(e) => Check { name: "server", ok: false, detail: format!("{url}: {e}") },
+    }
+}
+
+fn failed_units() -> Check {
+    let out = Command::new("systemctl").args(["list-units", "--state=failed", "--plain", "--no-legend"]).output();
+    match out {
+        Ok(o) => {
+            let failed: Vec<String> = String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+                .filter(|u| !OWN_UNITS.contains(&u.as_str()))
+                .collect();
+            let ok = failed.is_empty();
+            Check {
+                name: "units",
+                ok,
+                detail: if ok { "no failed unit".into() } else { format!("failed: {}", failed.join(" ")) },
+            }
+        }
+        Err(e) => Check { name: "units", ok: false, detail: format!("systemctl: {e}") },
+    }
+}
+
+/// Polls the checks until all pass, `limit` passes, or a unit has stayed failed for `grace`.
+pub fn wait_for_verdict(limit: Duration, grace: Duration, mut run: impl FnMut() -> Vec<Check>) -> (bool, Vec<Check>) {
+    let start = Instant::now();
+    let mut failed_since: Option<Instant> = None;
+    loop {
+        let results = run();
+        if results.iter().all(|c| c.ok) {
+            return (true, results);
+        }
+        let unit_failed = results.iter().any(|c| c.name == "units" && !c.ok);
+        let since = if unit_failed {
+            *failed_since.get_or_insert_with(Instant::now)
+        } else {
+            failed_since = None;
+            Instant::now()
+        };
+        if start.elapsed() >= limit || (unit_failed && since.elapsed() >= grace) {
+            return (false, results);
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+pub fn verdict_line(version: &str, healthy: bool, checks: &[Check]) -> String {
+    let details: Vec<String> =
+        checks.iter().filter(|c| !healthy || !c.ok).map(|c| format!("{}: {}", c.name, c.detail)).collect();
+    format!(
+        "MICROMIRROR-HEALTH {} version={version}{}",
+        if healthy { "ok" } else { "failed" },
+        if details.is_empty() { String::new() } else { format!(" ({})", details.join("; ")) }
+    )
+}
+
+/// What the console shows (the kernel log reaches it even with a getty on the tty).
+pub fn say(line: &str) {
+    println!("{line}");
+    let _ = std::fs::write("/dev/kmsg", format!("{line}\n"));
+}
+
+/// After a failed health check: reboot if this boot is on trial and something else can boot.
+pub fn rollback(m: &Machine) -> Result<bool> {
+    let running = m.running()?;
+    let entries = crate::entries::list(&m.esp)?;
+    let mine = entries.iter().find(|e| e.version == running).map(|e| e.standing);
+    let fallback = entries.iter().any(|e| e.version != running && e.standing != Standing::Failed);
+    match mine {
+        Some(Standing::Blessed) | None => {
+            say(&format!("MICROMIRROR-ROLLBACK none version={running} (blessed: nothing to go back to)"));
+            Ok(false)
+        }
+        Some(_) if !fallback => {
+            say(&format!("MICROMIRROR-ROLLBACK none version={running} (no other bootable version)"));
+            Ok(false)
+        }
+        Some(_) => {
+            say(&format!(
+                "MICROMIRROR-ROLLBACK rebooting version={running} (failed on trial; the previous version boots next)"
+            ));
+            let (prog, args) = m.reboot.split_first().context("no reboot command")?;
+            Command::new(prog).args(args).status().context("rebooting")?;
+            Ok(true)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(name: &'static str, ok: bool) -> Check {
+        Check { name, ok, detail: String::new() }
+    }
+
+    #[test]
+    fn a_verdict_waits_for_a_settling_boot_and_gives_up_on_a_unit_that_stays_failed() {
+        let mut n = 0;
+        let (ok, _) = wait_for_verdict(Duration::from_secs(60), Duration::from_secs(60), || {
+            n += 1;
+            vec![check("server", n > 2), check("units", true)]
+        });
+        assert!(ok && n == 3);
+        let start = Instant::now();
+        let (ok, results) = wait_for_verdict(Duration::from_secs(600), Duration::from_secs(3), || {
+            vec![check("server", false), check("units", false)]
+        });
+        assert!(!ok && results.len() == 2);
+        assert!(start.elapsed() < Duration::from_secs(30), "a failed unit ends the wait early");
+    }
+
+    #[test]
+    fn addresses_compare_by_value() {
+        assert!(same_address("2001:db8:0:1::10/64", "2001:db8:0:1:0::10/64"));
+        assert!(!same_address("192.0.2.10/24", "192.0.2.10/25"));
+    }
+
+    #[test]
+    fn the_verdict_line_names_what_failed() {
+        let line =
+            verdict_line("20261201.000000", false, &[Check { name: "server", ok: false, detail: "refused".into() }]);
+        assert_eq!(line, "MICROMIRROR-HEALTH failed version=20261201.000000 (server: refused)");
+        assert_eq!(verdict_line("v", true, &[check("data", true)]), "MICROMIRROR-HEALTH ok version=v");
+    }
+}

@@ -1,0 +1,143 @@
+//! One check of the update server, and installing what it offers. The order is what makes an
+//! interruption harmless at every step: the signature, then every artifact's hash, are checked
+//! before anything is written; the other slot loses its old entry and is labelled `_empty`
+//! before its bytes change; the new root is written and read back, then labelled with its
+//! version; the boot entry (the UKI) comes last. Power lost anywhere before that leaves the box
+//! booting what it booted before, with a slot that the next check writes again.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use image::version::Version;
+use schema::update_status::UpdateStatus;
+
+use crate::entries;
+use crate::feed::{self, Offer};
+use crate::fetch::{self, Fetcher};
+use crate::machine::Machine;
+use crate::plan::{self, Next};
+use crate::settings::Settings;
+use crate::slots;
+use crate::state::{self, Look};
+use crate::verify;
+use crate::write;
+
+/// What a check ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked {
+    Stayed(String),
+    /// Installed now or earlier; boots in the maintenance window.
+    Pending(Version),
+}
+
+/// Asks the update server, and installs the newest acceptable version into the other slot.
+pub fn check(m: &Machine, s: &Settings, status: &mut UpdateStatus) -> Result<Checked> {
+    let look = state::look(m, status)?;
+    state::apply(status, &look);
+    status.last_check = Some(jiff::Timestamp::now().as_second());
+    let offers = offers(m, s)?;
+    status.newest_available = offers.iter().map(|o| o.version.to_string()).max();
+    state::save(m, status);
+    match plan::next(&look.seen, &look.now, &offers) {
+        Next::Stay(why) => Ok(Checked::Stayed(why)),
+        Next::BootPending(v) => Ok(Checked::Pending(v)),
+        Next::Install(offer) => {
+            install(m, s, &look, &offer, false, status)?;
+            Ok(Checked::Pending(offer.version))
+        }
+    }
+}
+
+/// The signed list of versions on the server.
+pub fn offers(m: &Machine, s: &Settings) -> Result<Vec<Offer>> {
+    let fetcher = Fetcher::new(&s.url, s.bwlimit_mbit);
+    let sums = fetcher.small("SHA256SUMS")?;
+    let signature = fetcher.small("SHA256SUMS.gpg")?;
+    let text = verify::signed_text(&m.keyring, &sums, &signature)?;
+    feed::parse(&text).context("reading the signed SHA256SUMS")
+}
+
+/// Downloads and installs `offer` into the other slot; `downgrade` also marks the running
+/// version failed, so that the older one boots next.
+pub fn install(
+    m: &Machine,
+    s: &Settings,
+    look: &Look,
+    offer: &Offer,
+    downgrade: bool,
+    status: &mut UpdateStatus,
+) -> Result<()> {
+    let v = &offer.version;
+    plan::may_install(&look.seen, &look.now, v, downgrade).map_err(anyhow::Error::msg)?;
+    let fetcher = Fetcher::new(&s.url, s.bwlimit_mbit);
+    let dir = m.downloads();
+    fetch::prune(&dir, &[&offer.root.sha256, &offer.uki.sha256]);
+    let uki = download(m, &fetcher, &dir, &offer.uki, status)?;
+    let root = download(m, &fetcher, &dir, &offer.root, status)?;
+    let uki_bytes = std::fs::read(&uki).with_context(|| format!("reading {}", uki.display()))?;
+
+    let other = &look.other_slot;
+    tracing::info!(version = %v, slot = other.number, "installing into the other root slot");
+    let stale: Vec<String> =
+        look.seen.entries.iter().filter(|e| e.version != look.seen.running).map(|e| e.file.clone()).collect();
+    entries::remove(&m.esp, &stale)?;
+    slots::set_label(&m.disk, other.number, image::disk::EMPTY_SLOT_LABEL)?;
+    set_activity(m, status, format!("writing {v} into slot {}", other.number));
+    let mut last = Instant::now();
+    let size = write::root_image(&root, &m.disk, other, &mut |at| {
+        if last.elapsed().as_secs() >= 5 {
+            last = Instant::now();
+            set_activity(m, status, format!("writing {v} into slot {}: {} MiB", other.number, at >> 20));
+        }
+    })?;
+    if let Ok(id) = std::fs::read_to_string(&m.machine_id) {
+        write::machine_id(&m.disk, other, &id)?;
+    }
+    slots::set_label(&m.disk, other.number, &v.slot_label())?;
+    if downgrade {
+        demote_running(m, look)?;
+    }
+    entries::add(&m.esp, &v.entry_name(Some(s.boot_tries)), &uki_bytes)?;
+    tracing::info!(version = %v, bytes = size, "installed; boots at the next reboot");
+    fetch::prune(&dir, &[]);
+    status.other_version = Some(v.to_string());
+    status.other_slot = schema::update_status::OtherSlot::Pending;
+    status.activity = None;
+    state::save(m, status);
+    Ok(())
+}
+
+fn download(
+    m: &Machine,
+    fetcher: &Fetcher,
+    dir: &std::path::Path,
+    a: &feed::Artifact,
+    status: &mut UpdateStatus,
+) -> Result<PathBuf> {
+    let mut last = Instant::now();
+    let mut shown = |have: u64, total: Option<u64>| {
+        if last.elapsed().as_secs() >= 2 {
+            last = Instant::now();
+            let of = total.map(|t| format!(" of {} MiB", t >> 20)).unwrap_or_default();
+            set_activity(m, status, format!("downloading {} {} MiB{of}", a.name, have >> 20));
+        }
+    };
+    fetcher.artifact(dir, a, &mut shown)
+}
+
+/// Marks the running version's entry as out of tries and remembers it failed (a downgrade).
+fn demote_running(m: &Machine, look: &Look) -> Result<()> {
+    let running = &look.seen.running;
+    if let Some(e) = look.seen.entries.iter().find(|e| &e.version == running) {
+        let d = entries::dir(&m.esp);
+        std::fs::rename(d.join(&e.file), d.join(format!("{}_{running}+0-1.efi", image::version::IMAGE_ID)))
+            .context("marking the running version's entry as failed")?;
+    }
+    Ok(())
+}
+
+fn set_activity(m: &Machine, status: &mut UpdateStatus, what: String) {
+    status.activity = Some(what);
+    state::save(m, status);
+}

@@ -1,0 +1,105 @@
+//! Where the updater finds the box's parts: the whole disk (found from the running root), the
+//! ESP's mount point, its state folder, the kernel command line (which names the running
+//! version: /etc/os-release belongs to the distribution's packages and may change under a live
+//! package update), the keyring, the machine id kept on the state partition. Every path can be
+//! pointed elsewhere, which is how the host tests run the real code on image files.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use image::version::Version;
+use schema::paths::Paths;
+
+#[derive(Debug, Clone)]
+pub struct Machine {
+    /// The whole disk holding both root slots (a block device, or an image file in tests).
+    pub disk: PathBuf,
+    pub esp: PathBuf,
+    /// The updater's own state: status, downloads.
+    pub state: PathBuf,
+    pub cmdline: PathBuf,
+    pub keyring: PathBuf,
+    pub site_config: PathBuf,
+    /// The box's machine id as kept on the state partition, copied into each new root.
+    pub machine_id: PathBuf,
+    /// What reboots the box.
+    pub reboot: Vec<String>,
+}
+
+pub const KERNEL_ARG: &str = "micromirror.version=";
+
+impl Machine {
+    /// The appliance's paths, with the disk found from the mounted root.
+    pub fn appliance(disk: Option<PathBuf>) -> Result<Machine> {
+        let paths = Paths::appliance();
+        let disk = match disk {
+            Some(d) => d,
+            None => disk_of_root().context("finding the disk the box booted from (or pass --disk)")?,
+        };
+        Ok(Machine {
+            disk,
+            esp: PathBuf::from("/efi"),
+            state: paths.update_dir(),
+            cmdline: PathBuf::from("/proc/cmdline"),
+            keyring: paths.update_keyring(),
+            site_config: paths.site_profile(),
+            machine_id: paths.state.join("identity/machine-id"),
+            reboot: vec!["systemctl".into(), "reboot".into()],
+        })
+    }
+
+    /// The version the box runs, from `micromirror.version=` on the kernel command line.
+    pub fn running(&self) -> Result<Version> {
+        let line = std::fs::read_to_string(&self.cmdline)
+            .with_context(|| format!("reading the kernel command line {}", self.cmdline.display()))?;
+        running_from_cmdline(&line).with_context(|| {
+            format!(
+                "{} names no {KERNEL_ARG}VERSION: this box was not booted from an A/B image's UKI",
+                self.cmdline.display()
+            )
+        })
+    }
+
+    pub fn downloads(&self) -> PathBuf {
+        self.state.join("downloads")
+    }
+}
+
+pub fn running_from_cmdline(line: &str) -> Option<Version> {
+    line.split_whitespace().find_map(|arg| arg.strip_prefix(KERNEL_ARG)).and_then(Version::parse)
+}
+
+/// The whole-disk device under the root filesystem: /dev/vda2 → /dev/vda, via sysfs.
+fn disk_of_root() -> Result<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let source = mounts
+        .lines()
+        .find_map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            let sep = fields.iter().position(|f| *f == "-")?;
+            (fields.get(4) == Some(&"/")).then(|| fields.get(sep + 2).map(|s| s.to_string())).flatten()
+        })
+        .context("no root mount in /proc/self/mountinfo")?;
+    let dev = std::fs::canonicalize(&source).with_context(|| format!("resolving {source}"))?;
+    let name = dev.file_name().and_then(|n| n.to_str()).context("odd root device name")?;
+    let sys = std::fs::canonicalize(Path::new("/sys/class/block").join(name))
+        .with_context(|| format!("finding {name} in /sys/class/block"))?;
+    if !sys.join("partition").exists() {
+        bail!("the root {} is not a partition", dev.display());
+    }
+    let parent = sys.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()).context("no parent disk")?;
+    Ok(PathBuf::from("/dev").join(parent))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_running_version_comes_from_the_command_line() {
+        let line = "root=PARTLABEL=micromirror_20261201.103714 rw micromirror.version=20261201.103714 quiet\n";
+        assert_eq!(running_from_cmdline(line).map(|v| v.to_string()), Some("20261201.103714".into()));
+        assert_eq!(running_from_cmdline("root=/dev/vda2 rw"), None);
+        assert_eq!(running_from_cmdline("micromirror.version=garbage"), None);
+    }
+}

@@ -1,0 +1,192 @@
+//! The `mirror-update` command: the daemon the unit runs, one-off checks and installs for an
+//! operator, the status, and the health check and rollback that boot-complete.target runs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use image::version::Version;
+use mirror_update::machine::Machine;
+use mirror_update::{daemon, health, install, report, settings, state};
+
+#[derive(Parser)]
+#[command(name = "mirror-update", about = "Signed A/B image updates for a micro mirror")]
+struct Cli {
+    /// The installed site profile
+    #[arg(long, default_value = "/etc/micromirror/site.toml")]
+    config: PathBuf,
+    /// The disk holding the root slots (default: the disk the box booted from)
+    #[arg(long)]
+    disk: Option<PathBuf>,
+    /// Where the ESP is mounted
+    #[arg(long)]
+    esp: Option<PathBuf>,
+    /// The updater's state folder
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// A file with the kernel command line naming the running version
+    #[arg(long)]
+    cmdline: Option<PathBuf>,
+    /// The OpenPGP keyring update signatures must verify against
+    #[arg(long)]
+    keyring: Option<PathBuf>,
+    /// The machine id file copied into each new root
+    #[arg(long)]
+    machine_id: Option<PathBuf>,
+    /// Never reboot (print what would reboot instead)
+    #[arg(long)]
+    no_reboot: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Check on a timer and on push, install, reboot in the maintenance window (the unit's job)
+    Daemon,
+    /// Check the update server now and install the newest version (no reboot)
+    Check,
+    /// Install one version from the update server into the other slot (no reboot)
+    Install {
+        #[arg(long)]
+        version: String,
+        /// Allow an older version; the running one is then marked failed so the older boots
+        #[arg(long)]
+        allow_downgrade: bool,
+    },
+    /// Show the running version, the other slot, the newest available, the last check and error
+    Status {
+        #[arg(long)]
+        json: bool,
+        /// One line of key=value fields (the boot report and the login banner)
+        #[arg(long, conflicts_with = "json")]
+        fields: bool,
+    },
+    /// Is this boot a working mirror? (boot-complete.target requires it)
+    Health {
+        /// Give up after this many seconds
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// A unit failed for this long ends the wait at once
+        #[arg(long, default_value_t = 20)]
+        grace: u64,
+        #[arg(long, default_value = "http://127.0.0.1/")]
+        url: String,
+        #[arg(long, default_value = "/srv/mirror")]
+        data: String,
+    },
+    /// After a failed health check: reboot into the previous version if this boot is on trial
+    Rollback,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("mirror-update: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn machine(cli: &Cli) -> Result<Machine> {
+    let mut m = Machine::appliance(cli.disk.clone())?;
+    m.site_config = cli.config.clone();
+    if let Some(p) = &cli.esp {
+        m.esp = p.clone();
+    }
+    if let Some(p) = &cli.state {
+        m.state = p.clone();
+    }
+    if let Some(p) = &cli.cmdline {
+        m.cmdline = p.clone();
+    }
+    if let Some(p) = &cli.keyring {
+        m.keyring = p.clone();
+    }
+    if let Some(p) = &cli.machine_id {
+        m.machine_id = p.clone();
+    }
+    if cli.no_reboot {
+        m.reboot = vec!["echo".into(), "mirror-update: would reboot now (--no-reboot)".into()];
+    }
+    Ok(m)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Cmd::Status { json, fields } => {
+            let m = machine(&cli)?;
+            let enabled = settings::load(&m.site_config)?.is_some();
+            let mut status = state::load(&m);
+            if let Ok(look) = state::look(&m, &status) {
+                state::apply(&mut status, &look);
+            }
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else if *fields {
+                println!("{}", report::fields(&status));
+            } else {
+                print!("{}", report::table(&status, jiff::Timestamp::now().as_second(), enabled));
+            }
+            Ok(())
+        }
+        Cmd::Health { timeout, grace, url, data } => {
+            let m = machine(&cli)?;
+            let site = schema::site_config::load(&m.site_config)?;
+            let version = m.running().map(|v| v.to_string()).unwrap_or_else(|_| "unknown".into());
+            let (ok, checks) =
+                health::wait_for_verdict(Duration::from_secs(*timeout), Duration::from_secs(*grace), || {
+                    health::checks(&site, data, url)
+                });
+            health::say(&health::verdict_line(&version, ok, &checks));
+            if !ok {
+                bail!("this boot is not a working mirror");
+            }
+            Ok(())
+        }
+        Cmd::Rollback => {
+            let m = machine(&cli)?;
+            health::rollback(&m).map(|_| ())
+        }
+        Cmd::Daemon | Cmd::Check | Cmd::Install { .. } => {
+            let m = machine(&cli)?;
+            let Some(s) = settings::load(&m.site_config)? else {
+                println!("updates are off: {} has no [update] section", m.site_config.display());
+                return Ok(());
+            };
+            match &cli.command {
+                Cmd::Daemon => {
+                    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(daemon::run(m, s))
+                }
+                Cmd::Check => {
+                    let mut status = state::load(&m);
+                    let result = install::check(&m, &s, &mut status);
+                    status.last_error = result.as_ref().err().map(|e| format!("{e:#}"));
+                    status.activity = None;
+                    state::save(&m, &status);
+                    println!("{:?}", result?);
+                    Ok(())
+                }
+                Cmd::Install { version, allow_downgrade } => {
+                    let v = Version::parse(version).with_context(|| format!("`{version}` is not a version"))?;
+                    let mut status = state::load(&m);
+                    let look = state::look(&m, &status)?;
+                    let offers = install::offers(&m, &s)?;
+                    let offer = offers
+                        .iter()
+                        .find(|o| o.version == v)
+                        .with_context(|| format!("the update server does not offer {v}"))?;
+                    install::install(&m, &s, &look, offer, *allow_downgrade, &mut status)?;
+                    println!("installed {v}; it boots at the next reboot");
+                    Ok(())
+                }
+                _ => unreachable!(),
+            }
+        }
+    }
+}

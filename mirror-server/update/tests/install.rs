@@ -1,0 +1,346 @@
+//! mirror-update on the host, with real parts: a GPT disk image made by the image crate, an ESP
+//! folder, updates signed by gpg with the demo's test key and served over HTTP by the real
+//! mirror-server, a root filesystem made by mkfs.ext4 and read back with debugfs. What a box
+//! would do to its disk and ESP is checked byte for byte, and so is what it must refuse to do.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use image::disk::{self, MIB};
+use image::version::Version;
+use sha2::{Digest, Sha256};
+use testkit::fixtures::{bytes, write_file, LabProfile};
+use testkit::server::MirrorServer;
+
+const V1: &str = "20261201.100000";
+const V2: &str = "20261202.100000";
+const MACHINE_ID: &str = "0123456789abcdef0123456789abcdef";
+
+fn v(s: &str) -> Version {
+    Version::parse(s).unwrap()
+}
+
+fn sha256(data: &[u8]) -> String {
+    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A box on disk (GPT image, ESP, state, command line) and an update server.
+struct World {
+    dir: tempfile::TempDir,
+    disk: PathBuf,
+    layout: disk::Layout,
+    esp: PathBuf,
+    served: PathBuf,
+    server: Option<MirrorServer>,
+    gnupg: PathBuf,
+    /// The root filesystem of V2, uncompressed.
+    root_fs: Vec<u8>,
+}
+
+impl World {
+    /// Running V1 (blessed) from slot A; the server offers V2 whose root holds `payload`.
+    fn new(payload: usize, bwlimit_mbit: u32) -> World {
+        let dir = tempfile::Builder::new().prefix("mirror-update-").tempdir_in(testkit::target()).unwrap();
+        let d = dir.path();
+        let gnupg = d.join("gnupg");
+        std::fs::create_dir_all(&gnupg).unwrap();
+        let secret = testkit::workspace().join("tests/fixtures/demo-updates.secret.asc");
+        run(Command::new("gpg").env("GNUPGHOME", &gnupg).args(["--batch", "--quiet", "--import"]).arg(&secret));
+        let keyring = d.join("keyring.gpg");
+        let public = testkit::workspace().join("profiles/keys/demo-updates.asc");
+        run(Command::new("gpg")
+            .env("GNUPGHOME", &gnupg)
+            .args(["--batch", "--dearmor", "--output"])
+            .arg(&keyring)
+            .arg(&public));
+
+        let layout = disk::plan(64 * MIB, 48 * MIB);
+        let disk_path = d.join("disk.img");
+        let mut f =
+            std::fs::File::options().read(true).write(true).create(true).truncate(true).open(&disk_path).unwrap();
+        f.set_len(layout.disk_size).unwrap();
+        disk::write_gpt(&mut f, &layout, "lab", &v(V1).slot_label()).unwrap();
+        drop(f);
+        let esp = d.join("esp");
+        write_file(&esp.join("EFI/Linux").join(v(V1).entry_name(None)), b"uki of v1");
+        write_file(
+            &d.join("cmdline"),
+            format!("root=PARTLABEL={} rw micromirror.version={V1}\n", v(V1).slot_label()).as_bytes(),
+        );
+        write_file(&d.join("machine-id"), format!("{MACHINE_ID}\n").as_bytes());
+
+        let root_fs = root_filesystem(d, payload);
+        let served = d.join("served");
+        std::fs::create_dir_all(&served).unwrap();
+        let server = MirrorServer::start(&served, &[]);
+        let port = server.port;
+        let w = World { dir, disk: disk_path, layout, esp, served, server: Some(server), gnupg, root_fs };
+        w.publish(&[V2]);
+        let profile = LabProfile::with_catalog_projects(&["fixture-rpm"]).extra(&format!(
+            "[update]\nurl = \"http://127.0.0.1:{port}/\"\nsigning_key = \"update-key.asc\"\nboot_tries = 2\nbwlimit_mbit = {bwlimit_mbit}\n"
+        ));
+        std::fs::copy(&public, w.dir.path().join("update-key.asc")).unwrap();
+        profile.write(w.dir.path());
+        w
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Offers `versions` on the server, each with this world's root filesystem and a UKI that
+    /// names it, under one signed SHA256SUMS.
+    fn publish(&self, versions: &[&str]) {
+        let mut enc = zstd::Encoder::new(Vec::new(), 3).unwrap();
+        enc.set_pledged_src_size(Some(self.root_fs.len() as u64)).unwrap();
+        enc.include_contentsize(true).unwrap();
+        std::io::Write::write_all(&mut enc, &self.root_fs).unwrap();
+        let zst = enc.finish().unwrap();
+        let mut sums = String::new();
+        for version in versions {
+            let ver = v(version);
+            let uki = format!("uki of {version}").into_bytes();
+            write_file(&self.served.join(ver.root_artifact()), &zst);
+            write_file(&self.served.join(ver.uki_artifact()), &uki);
+            sums.push_str(&format!(
+                "{}  {}\n{}  {}\n",
+                sha256(&uki),
+                ver.uki_artifact(),
+                sha256(&zst),
+                ver.root_artifact()
+            ));
+        }
+        write_file(&self.served.join("SHA256SUMS"), sums.as_bytes());
+        self.sign();
+    }
+
+    fn sign(&self) {
+        run(Command::new("gpg")
+            .env("GNUPGHOME", &self.gnupg)
+            .args(["--batch", "--yes", "--quiet", "--detach-sign", "--output"])
+            .arg(self.served.join("SHA256SUMS.gpg"))
+            .arg(self.served.join("SHA256SUMS")));
+    }
+
+    /// Runs mirror-update on this world's box.
+    fn updater(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().unwrap()
+    }
+
+    fn command(&self) -> Command {
+        let p = |n: &str| self.path(n);
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mirror-update"));
+        c.arg("--config").arg(p("site.toml")).arg("--disk").arg(&self.disk).arg("--esp").arg(&self.esp);
+        c.arg("--state").arg(p("state")).arg("--cmdline").arg(p("cmdline")).arg("--keyring").arg(p("keyring.gpg"));
+        c.arg("--machine-id").arg(p("machine-id")).arg("--no-reboot");
+        c
+    }
+
+    fn entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.esp.join("EFI/Linux"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn labels(&self) -> Vec<String> {
+        let table = gpt::GptConfig::new().writable(false).open(&self.disk).unwrap();
+        table.partitions().values().map(|p| p.name.clone()).collect()
+    }
+
+    fn disk_hash(&self) -> String {
+        sha256(&std::fs::read(&self.disk).unwrap())
+    }
+
+    fn slot_b(&self) -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; self.root_fs.len()];
+        std::fs::File::open(&self.disk).unwrap().read_exact_at(&mut buf, self.layout.spare_offset).unwrap();
+        buf
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = self.updater(&["status", "--json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// A small ext4 root like the image's: an empty /etc/machine-id and `payload` random bytes.
+fn root_filesystem(dir: &Path, payload: usize) -> Vec<u8> {
+    let tree = dir.join("tree");
+    write_file(&tree.join("etc/machine-id"), b"");
+    write_file(&tree.join("usr/lib/payload"), &bytes(payload, 9));
+    let fs = dir.join("root.ext4");
+    run(Command::new("mkfs.ext4").args(["-q", "-F", "-b", "4096", "-d"]).arg(&tree).arg(&fs).arg("24M"));
+    std::fs::read(&fs).unwrap()
+}
+
+fn run(c: &mut Command) -> Output {
+    let out = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
+    assert!(out.status.success(), "{c:?}:\n{}", text(&out));
+    out
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn debugfs_cat(disk: &Path, offset: u64, file: &str) -> Vec<u8> {
+    let target = format!("{}?offset={offset}", disk.display());
+    run(Command::new("debugfs").arg("-R").arg(format!("cat {file}")).arg(target)).stdout
+}
+
+#[test]
+fn a_signed_update_goes_into_the_free_slot_with_the_machine_id_and_its_entry_comes_last() {
+    let w = World::new(2 << 20, 1000);
+    let out = w.updater(&["check"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(w.labels(), ["esp", &v(V1).slot_label(), &v(V2).slot_label()]);
+    assert_eq!(w.entries(), [v(V1).entry_name(None), v(V2).entry_name(Some(2))]);
+    let uki = std::fs::read(w.esp.join("EFI/Linux").join(v(V2).entry_name(Some(2)))).unwrap();
+    assert_eq!(uki, format!("uki of {V2}").as_bytes());
+    // The slot holds the signed filesystem, except the machine id written into it.
+    let id = debugfs_cat(&w.disk, w.layout.spare_offset, "/etc/machine-id");
+    assert_eq!(String::from_utf8_lossy(&id).trim(), MACHINE_ID);
+    let fsck = Command::new("e2fsck")
+        .args(["-fn"])
+        .arg(format!("{}?offset={}", w.disk.display(), w.layout.spare_offset))
+        .output();
+    let fsck = fsck.unwrap();
+    assert!(fsck.status.success(), "e2fsck on the written slot:\n{}", text(&fsck));
+    let payload = debugfs_cat(&w.disk, w.layout.spare_offset, "/usr/lib/payload");
+    assert!(payload == bytes(2 << 20, 9), "the payload file is whole");
+    let st = w.status();
+    assert_eq!((st["other_slot"].as_str(), st["other_version"].as_str()), (Some("pending"), Some(V2)));
+    assert_eq!(st["newest_available"].as_str(), Some(V2));
+    assert!(st["last_check"].as_i64().is_some() && st["last_error"].is_null(), "{st}");
+    let fields = text(&w.updater(&["status", "--fields"]));
+    assert!(fields.contains(&format!("image={V1} blessed=yes other=pending:{V2}")), "{fields}");
+    // A second check finds nothing new to write: the pending version waits for its reboot.
+    let before = w.disk_hash();
+    let again = w.updater(&["check"]);
+    assert!(again.status.success() && text(&again).contains("Pending"), "{}", text(&again));
+    assert_eq!(w.disk_hash(), before);
+}
+
+#[test]
+fn a_bad_signature_or_a_payload_that_does_not_match_is_refused_before_anything_is_written() {
+    let w = World::new(1 << 20, 1000);
+    let (disk, entries) = (w.disk_hash(), w.entries());
+    let sig = w.served.join("SHA256SUMS.gpg");
+    let mut bad = std::fs::read(&sig).unwrap();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x55;
+    std::fs::write(&sig, &bad).unwrap();
+    let out = w.updater(&["check"]);
+    assert!(!out.status.success() && text(&out).contains("not a valid signature"), "{}", text(&out));
+    assert_eq!((w.disk_hash(), w.entries()), (disk.clone(), entries.clone()), "nothing written");
+    let st = w.status();
+    assert!(st["last_error"].as_str().unwrap_or("").contains("signature"), "{st}");
+
+    // Signed again, but the root image on the server is not the one SHA256SUMS names.
+    w.sign();
+    let root = w.served.join(v(V2).root_artifact());
+    let mut data = std::fs::read(&root).unwrap();
+    data[100] ^= 1;
+    std::fs::write(&root, &data).unwrap();
+    let out = w.updater(&["check"]);
+    assert!(!out.status.success() && text(&out).contains("does not match SHA256SUMS"), "{}", text(&out));
+    assert_eq!((w.disk_hash(), w.entries()), (disk, entries), "nothing written");
+    let downloads: Vec<_> = std::fs::read_dir(w.path("state/downloads")).unwrap().collect();
+    assert_eq!(downloads.len(), 1, "only the (verified) UKI is kept: {downloads:?}");
+}
+
+#[test]
+fn a_download_cut_half_way_resumes_where_it_stopped() {
+    // 6 MiB of incompressible payload at 16 Mbit/s: about three seconds to cut into.
+    let mut w = World::new(6 << 20, 16);
+    let root = w.served.join(v(V2).root_artifact());
+    let size = std::fs::metadata(&root).unwrap().len();
+    let child = w.command().arg("check").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let partial = w.path("state/downloads").join(format!("{}.partial", sha256(&std::fs::read(&root).unwrap())));
+    testkit::wait_for(Duration::from_secs(60), "a third of the download", || {
+        (std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) > size / 3).then_some(())
+    });
+    let port = w.server.as_ref().map(|s| s.port).unwrap();
+    drop(w.server.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the cut check fails: {}", text(&out));
+    let kept = std::fs::metadata(&partial).unwrap().len();
+    assert!(kept > size / 3 && kept < size, "the partial download is kept: {kept} of {size}");
+
+    let server = MirrorServer::start_on(&w.served, port, &[]);
+    let out = w.updater(&["check"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(&format!("resume_at={kept}")), "{}", text(&out));
+    // The second server sent only what was missing.
+    let log = testkit::file_with(&server.log, &v(V2).root_artifact(), Duration::from_secs(10));
+    let sent: u64 = log
+        .lines()
+        .filter(|l| l.contains(&v(V2).root_artifact()))
+        .filter_map(|l| l.split('"').nth(2)?.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(sent, size - kept, "bytes sent after the cut:\n{log}");
+    assert_eq!(w.slot_b()[..1024], w.root_fs[..1024]);
+}
+
+#[test]
+fn a_failed_version_is_forgotten_from_the_esp_and_never_installed_again() {
+    let w = World::new(1 << 20, 1000);
+    // V2 was installed, booted twice, failed both times: the box came back to V1.
+    assert!(w.updater(&["check"]).status.success());
+    let d = w.esp.join("EFI/Linux");
+    std::fs::rename(d.join(v(V2).entry_name(Some(2))), d.join(format!("micromirror_{V2}+0-2.efi"))).unwrap();
+    let before = w.disk_hash();
+    let out = w.updater(&["check"]);
+    assert!(out.status.success() && text(&out).contains("failed here before"), "{}", text(&out));
+    assert_eq!(w.entries(), [v(V1).entry_name(None)], "the failed entry is gone");
+    assert_eq!(w.disk_hash(), before);
+    let st = w.status();
+    assert_eq!(st["failed_versions"], serde_json::json!([V2]));
+    assert_eq!(st["other_slot"].as_str(), Some("failed"));
+    let out = w.updater(&["install", "--version", V2]);
+    assert!(!out.status.success() && text(&out).contains("failed its health check"), "{}", text(&out));
+}
+
+#[test]
+fn nothing_is_written_while_the_running_version_is_on_trial_and_downgrades_need_asking() {
+    let w = World::new(1 << 20, 1000);
+    let d = w.esp.join("EFI/Linux");
+    std::fs::rename(d.join(v(V1).entry_name(None)), d.join(format!("micromirror_{V1}+1-1.efi"))).unwrap();
+    let before = w.disk_hash();
+    let out = w.updater(&["check"]);
+    assert!(out.status.success() && text(&out).contains("proving itself"), "{}", text(&out));
+    assert_eq!(w.disk_hash(), before);
+    // A failed health check on trial reboots (here: says it would); blessed, it stays.
+    let out = w.updater(&["rollback"]);
+    assert!(text(&out).contains("MICROMIRROR-ROLLBACK none"), "no other version to boot: {}", text(&out));
+    write_file(&d.join("micromirror_20261130.100000.efi"), b"uki of v0");
+    let out = w.updater(&["rollback"]);
+    assert!(
+        text(&out).contains("MICROMIRROR-ROLLBACK rebooting") && text(&out).contains("would reboot"),
+        "{}",
+        text(&out)
+    );
+
+    std::fs::rename(d.join(format!("micromirror_{V1}+1-1.efi")), d.join(v(V1).entry_name(None))).unwrap();
+    let out = w.updater(&["rollback"]);
+    assert!(text(&out).contains("nothing to go back to"), "{}", text(&out));
+    // The server also offers an older version: taken only when asked, and then the running
+    // version is marked failed so that the older one boots next.
+    let older = "20261101.100000";
+    w.publish(&[older, V2]);
+    let out = w.updater(&["install", "--version", older]);
+    assert!(!out.status.success() && text(&out).contains("--allow-downgrade"), "{}", text(&out));
+    let out = w.updater(&["check"]);
+    assert!(out.status.success() && text(&out).contains(V2), "the newest, not the older: {}", text(&out));
+    let out = w.updater(&["install", "--version", older, "--allow-downgrade"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(w.entries().contains(&format!("micromirror_{V1}+0-1.efi")), "{:?}", w.entries());
+    assert!(w.entries().contains(&v(older).entry_name(Some(2))), "{:?}", w.entries());
+    assert_eq!(w.labels()[2], v(older).slot_label());
+}

@@ -1,0 +1,300 @@
+//! The demo box updates itself under QEMU (OVMF, TCG, a 64 GiB sparse disk), with its update
+//! server (mirror-server on the host, serving the tree `cargo xtask publish` made), its MQTT
+//! broker, rsync upstream and ACME CA reached through guestfwd, and checked from outside:
+//! 1. v1 boots; its SSH host key, machine id, a marker under /srv/mirror, its certificate's
+//!    serial and its sync state are recorded;
+//! 2. v2 (another sponsor name) is published and pushed: the box installs it, reboots into it,
+//!    blesses it, and everything recorded is unchanged;
+//! 3. a v3 with a bad signature, then one whose root does not match SHA256SUMS, are refused
+//!    with nothing written; the real v3 is found by the timer, its download is cut half-way and
+//!    resumes; v3 (whose server never starts) fails its health check on each of its two boots,
+//!    v2 comes back by itself and stays, with v3 named as failed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use e2e::{disk_copy, field, xtask_with, Vm};
+use testkit::fixtures::{bytes, publish_debian};
+use testkit::peers::{mosquitto, publish, rsync_daemon, Pebble, TestCa};
+use testkit::server::MirrorServer;
+use testkit::{free_port, http};
+
+const HOST: &str = "demo.mm.example.net";
+const TOPIC: &str = "micromirror/updates/demo";
+
+fn write(path: &Path, data: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, data).unwrap();
+}
+
+fn last_commit_time() -> i64 {
+    let out = Command::new("git").args(["log", "-1", "--format=%ct"]).current_dir(e2e::workspace()).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// The version `cargo xtask image` gives a build at `epoch`.
+fn version_at(epoch: i64) -> String {
+    image::version::Version::from_epoch(epoch).unwrap().to_string()
+}
+
+/// A copy of the workspace's profiles whose demo.toml is edited by `change`.
+fn profiles_with(dir: &Path, name: &str, change: impl Fn(String) -> String) -> PathBuf {
+    let p = dir.join(name);
+    let status = Command::new("cp").arg("-r").arg(e2e::workspace().join("profiles")).arg(&p).status().unwrap();
+    assert!(status.success());
+    let demo = std::fs::read_to_string(p.join("demo.toml")).unwrap();
+    std::fs::write(p.join("demo.toml"), change(demo)).unwrap();
+    p
+}
+
+fn build_at(profiles: &Path, epoch: i64) {
+    let epoch = epoch.to_string();
+    xtask_with(
+        &["image", "--site", "demo", "--no-compress"],
+        &[("MICROMIRROR_PROFILES", profiles), ("SOURCE_DATE_EPOCH", Path::new(&epoch))],
+    )
+    .unwrap();
+}
+
+fn publish_to(profiles: &Path, served: &Path) -> String {
+    xtask_with(&["publish", "--site", "demo", "--to", served.to_str().unwrap()], &[("MICROMIRROR_PROFILES", profiles)])
+        .unwrap()
+}
+
+/// What must survive every update.
+#[derive(Debug, PartialEq)]
+struct Identity {
+    host_key: String,
+    machine_id: String,
+    marker: String,
+    certificate_serial: String,
+    last_syncs: Vec<(String, Option<i64>)>,
+}
+
+fn identity(vm: &Vm, key: &Path) -> Identity {
+    let scan =
+        Command::new("ssh-keyscan").args(["-t", "ed25519", "-p", &vm.port(22).to_string(), "127.0.0.1"]).output();
+    let scan = String::from_utf8_lossy(&scan.unwrap().stdout).into_owned();
+    let host_key = scan.lines().find_map(|l| l.split_whitespace().nth(2)).unwrap_or_default().to_string();
+    let run = |c: &str| String::from_utf8_lossy(&vm.ssh(key, &[], c).stdout).trim().to_string();
+    let serial = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{} -servername {HOST} </dev/null 2>/dev/null | openssl x509 -noout -serial",
+            vm.port(443)
+        ))
+        .output()
+        .unwrap();
+    let syncs: serde_json::Value = serde_json::from_str(&run("mirror-sync status --json")).unwrap_or_default();
+    let last_syncs = syncs
+        .as_array()
+        .map(|rows| {
+            rows.iter().map(|r| (r["project"].as_str().unwrap_or("").to_string(), r["last_success"].as_i64())).collect()
+        })
+        .unwrap_or_default();
+    Identity {
+        host_key,
+        machine_id: run("cat /etc/machine-id"),
+        marker: run("cat /srv/mirror/update-marker"),
+        certificate_serial: String::from_utf8_lossy(&serial.stdout).trim().to_string(),
+        last_syncs,
+    }
+}
+
+fn update_status(vm: &Vm, key: &Path) -> serde_json::Value {
+    let out = vm.ssh(key, &[], "sudo mirror-update status --json");
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+fn lines_with<'a>(console: &'a str, marker: &str) -> Vec<&'a str> {
+    console.lines().filter_map(|l| l.find(marker).map(|i| l[i..].trim_end())).collect()
+}
+
+/// Waits until the console has `n` lines with `marker`; returns the last.
+fn wait_for_nth(vm: &Vm, marker: &str, n: usize, limit: Duration) -> String {
+    vm.wait_for(limit, &format!("console line {n} with {marker}"), || lines_with(&vm.console(), marker).len() >= n);
+    lines_with(&vm.console(), marker)[n - 1].to_string()
+}
+
+/// Sum of the bytes `server` sent for `file`, from its access log.
+fn bytes_sent(log: &Path, file: &str) -> u64 {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains(file))
+        .filter_map(|l| l.split('"').nth(2)?.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
+    let started = Instant::now();
+    let work = tempfile::Builder::new().prefix("update-").tempdir_in(e2e::target()).unwrap();
+    let w = work.path();
+    let e0 = last_commit_time();
+    let (v1, v2, v3) = (version_at(e0), version_at(e0 + 60), version_at(e0 + 120));
+
+    // v1 is what the workspace's profile builds; the box is a 64 GiB disk holding it.
+    build_at(&e2e::workspace().join("profiles"), e0);
+    let image = e2e::target().join("images/demo/demo.img");
+    let disk = w.join("disk.img");
+    disk_copy(&image, &disk, 64 << 30).unwrap();
+
+    let up = w.join("upstream");
+    publish_debian(&up.join("fixture-debian"), 1, 100_000);
+    write(&up.join("fixture-rpm/repodata/repomd.xml"), b"<repomd>v1</repomd>\n");
+    write(&up.join("fixture-rpm/Packages/a/app-1.0.noarch.rpm"), &bytes(1 << 20, 42));
+    write(&up.join("fixture-arch/lastsync"), b"1700000000\n");
+    let modules: Vec<(&str, PathBuf)> =
+        ["fixture-debian", "fixture-rpm", "fixture-arch"].iter().map(|p| (*p, up.join(p))).collect();
+    let (_rsyncd, rsync_port) = rsync_daemon(w, &modules);
+    let (_broker, mqtt_port) = mosquitto(w);
+    let port_base = e2e::free_port_base();
+    let ca = TestCa::demo(&w.join("ca"));
+    let pebble = Pebble::start(w, &ca, &["IP:192.0.2.2", "IP:127.0.0.1"], port_base + 80, 3600);
+    let served = w.join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let update_port = free_port();
+    let mut updates = Some(MirrorServer::start_on(&served, update_port, &[]));
+    let fwd = vec![
+        format!("tcp:192.0.2.2:873-cmd:socat - TCP:127.0.0.1:{rsync_port}"),
+        format!("tcp:192.0.2.2:1883-cmd:socat - TCP:127.0.0.1:{mqtt_port}"),
+        format!("tcp:192.0.2.2:14000-cmd:socat - TCP:127.0.0.1:{}", pebble.port),
+        format!("tcp:192.0.2.2:8080-cmd:socat - TCP:127.0.0.1:{update_port}"),
+    ];
+    let key = w.join("id_ed25519");
+    std::fs::copy(e2e::workspace().join("tests/fixtures/demo_ed25519"), &key).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+
+    // 1. v1 boots (while v2 builds beside it); its identity is recorded once it has synced and
+    // holds a certificate.
+    let vm = Vm::boot_rebooting("demo", &disk, &e2e::console_log("update.log"), &fwd, port_base).unwrap();
+    let profiles_v2 = profiles_with(w, "profiles-v2", |t| t.replace("Example Networks", "Example Networks v2"));
+    build_at(&profiles_v2, e0 + 60);
+    let boot = wait_for_nth(&vm, "MICROMIRROR-BOOT", 1, Duration::from_secs(600));
+    println!("{boot}");
+    assert_eq!((field(&boot, "image"), field(&boot, "blessed")), (Some(v1.as_str()), Some("yes")), "{boot}");
+    let root = pebble.issuing_root();
+    vm.wait_for(Duration::from_secs(300), "the first sync and a certificate", || {
+        http(vm.port(80), "GET", "/fixture-arch/lastsync", &[]).is_ok_and(|r| r.0 == 200)
+            && vm.https_get(&root, HOST, "/fixture-arch/lastsync").is_some()
+    });
+    assert!(vm.ssh(&key, &[], "echo kept | sudo tee /srv/mirror/update-marker").status.success());
+    let before = identity(&vm, &key);
+    println!("{before:?}");
+    assert!(!before.host_key.is_empty() && before.machine_id.len() == 32 && !before.certificate_serial.is_empty());
+    assert!(before.last_syncs.iter().all(|(_, t)| t.is_some()), "{before:?}");
+
+    // 2. v2 is published and pushed: installed, booted, blessed, and nothing recorded changed.
+    let out = publish_to(&profiles_v2, &served);
+    assert!(out.contains(&format!("published {v2}")), "{out}");
+    let pushed = Instant::now();
+    publish(mqtt_port, TOPIC);
+    let boot = wait_for_nth(&vm, "MICROMIRROR-BOOT", 2, Duration::from_secs(900));
+    println!("v2 serving {:.0?} after the push: {boot}", pushed.elapsed());
+    assert_eq!(field(&boot, "image"), Some(v2.as_str()), "{boot}");
+    assert_eq!(field(&boot, "other"), Some(format!("previous:{v1}").as_str()), "{boot}");
+    vm.wait_for(Duration::from_secs(120), "v2 blessed", || update_status(&vm, &key)["running_blessed"] == true);
+    let journal = vm.ssh(&key, &[], "sudo journalctl -b -1 -u mirror-update -o cat");
+    assert!(String::from_utf8_lossy(&journal.stdout).contains("push: a new update is announced"), "found by push");
+    let (_, _, listing) = http(vm.port(80), "GET", "/", &[]).unwrap();
+    assert!(String::from_utf8_lossy(&listing).contains("Example Networks v2"), "the listing shows v2's sponsor");
+    vm.wait_for(Duration::from_secs(60), "HTTPS on v2", || {
+        vm.https_get(&root, HOST, "/fixture-arch/lastsync").is_some()
+    });
+    assert_eq!(identity(&vm, &key), before, "v2 kept the box's identity and state");
+
+    // 3. v3 breaks its server. Published first with a bad signature, then with a root that does
+    // not match SHA256SUMS: both refused with nothing written.
+    let profiles_v3 = profiles_with(w, "profiles-v3", |t| {
+        t.replace("Example Networks", "Example Networks v3")
+            .replace("bwlimit_mbit = 200\n", "bwlimit_mbit = 200\ntest_break_server = true\n")
+    });
+    build_at(&profiles_v3, e0 + 120);
+    let staged = w.join("staged");
+    std::fs::create_dir_all(&staged).unwrap();
+    let cp = |from: &Path, to: &Path| {
+        let ok = Command::new("cp").arg("-r").arg(from).arg(to).status().unwrap().success();
+        assert!(ok, "cp {} {}", from.display(), to.display());
+    };
+    cp(&served.join("demo"), &staged);
+    publish_to(&profiles_v3, &staged);
+    let root_file = format!("micromirror_{v3}.root.zst");
+    let (good_root, good_sig) = (staged.join("demo").join(&root_file), staged.join("demo/SHA256SUMS.gpg"));
+    for name in [root_file.clone(), format!("micromirror_{v3}.efi"), "SHA256SUMS".into()] {
+        std::fs::copy(staged.join("demo").join(&name), served.join("demo").join(&name)).unwrap();
+    }
+    let mut sig = std::fs::read(&good_sig).unwrap();
+    let last = sig.len() - 1;
+    sig[last] ^= 0x5a;
+    std::fs::write(served.join("demo/SHA256SUMS.gpg"), &sig).unwrap();
+    publish(mqtt_port, TOPIC);
+    vm.wait_for(Duration::from_secs(180), "the bad signature refused", || {
+        update_status(&vm, &key)["last_error"].as_str().is_some_and(|e| e.contains("not a valid signature"))
+    });
+    std::fs::copy(&good_sig, served.join("demo/SHA256SUMS.gpg")).unwrap();
+    let mut bad = std::fs::read(&good_root).unwrap();
+    bad[4096] ^= 1;
+    std::fs::write(served.join("demo").join(&root_file), &bad).unwrap();
+    publish(mqtt_port, TOPIC);
+    vm.wait_for(Duration::from_secs(600), "the bad payload refused", || {
+        update_status(&vm, &key)["last_error"].as_str().is_some_and(|e| e.contains("does not match SHA256SUMS"))
+    });
+    let st = update_status(&vm, &key);
+    assert_eq!(
+        (st["other_version"].as_str(), st["other_slot"].as_str()),
+        (Some(v1.as_str()), Some("previous")),
+        "{st}"
+    );
+    let esp = String::from_utf8_lossy(&vm.ssh(&key, &[], "sudo ls /efi/EFI/Linux").stdout).into_owned();
+    assert!(!esp.contains(&v3), "no v3 entry was written: {esp}");
+
+    // The real v3, found by the timer; its download is cut half-way and resumes.
+    std::fs::copy(&good_root, served.join("demo").join(&root_file)).unwrap();
+    let size = std::fs::metadata(&good_root).unwrap().len();
+    vm.wait_for(Duration::from_secs(400), "a third of v3's root downloaded", || {
+        let st = update_status(&vm, &key);
+        let activity = st["activity"].as_str().unwrap_or("").to_string();
+        activity.contains(&root_file)
+            && activity
+                .split_whitespace()
+                .nth(2)
+                .and_then(|m| m.parse::<u64>().ok())
+                .is_some_and(|mib| mib << 20 > size / 3)
+    });
+    drop(updates.take());
+    vm.wait_for(Duration::from_secs(120), "the cut download noticed", || {
+        update_status(&vm, &key)["last_error"].as_str().is_some_and(|e| e.contains(&root_file))
+    });
+    let server = MirrorServer::start_on(&served, update_port, &[]);
+    let health = wait_for_nth(&vm, &format!("MICROMIRROR-HEALTH failed version={v3}"), 2, Duration::from_secs(1200));
+    println!("{health}");
+    let resent = bytes_sent(&server.log, &root_file);
+    println!("after the cut the server sent {resent} of {size} bytes of {root_file}");
+    assert!(resent > 0 && resent < size, "the download resumed instead of starting over ({resent} of {size})");
+
+    // v2 comes back by itself, names v3 failed, and stays: a check after the return installs
+    // nothing and reboots nothing.
+    let failed_at = vm.console().rfind(&format!("MICROMIRROR-HEALTH failed version={v3}")).unwrap_or(0);
+    let since_rollback = |vm: &Vm| vm.console()[failed_at..].to_string();
+    vm.wait_for(Duration::from_secs(600), "v2 back after the rollback", || {
+        lines_with(&since_rollback(&vm), "MICROMIRROR-BOOT").iter().any(|l| field(l, "image") == Some(v2.as_str()))
+    });
+    let boot = lines_with(&since_rollback(&vm), "MICROMIRROR-BOOT")[0].to_string();
+    println!("{boot}");
+    assert_eq!(field(&boot, "image"), Some(v2.as_str()), "{boot}");
+    assert_eq!(field(&boot, "other"), Some(format!("failed:{v3}").as_str()), "{boot}");
+    assert_eq!(field(&boot, "failed"), Some("0"), "{boot}");
+    let back = update_status(&vm, &key)["last_check"].as_i64().unwrap_or(0);
+    vm.wait_for(Duration::from_secs(400), "a check after the rollback", || {
+        update_status(&vm, &key)["last_check"].as_i64().unwrap_or(0) > back
+    });
+    let st = update_status(&vm, &key);
+    assert_eq!(st["failed_versions"], serde_json::json!([v3]), "{st}");
+    assert_eq!((st["newest_available"].as_str(), st["last_error"].as_str()), (Some(v3.as_str()), None), "{st}");
+    assert!(st["activity"].is_null(), "nothing under way after the check: {st}");
+    assert_eq!(lines_with(&since_rollback(&vm), "MICROMIRROR-BOOT").len(), 1, "no further reboot");
+    assert_eq!(lines_with(&vm.console(), "MICROMIRROR-HEALTH failed").len(), 2, "v3 booted twice, no more");
+    assert_eq!(identity(&vm, &key), before, "the rollback kept the box's identity and state");
+    println!("update test done in {:.0?}", started.elapsed());
+}

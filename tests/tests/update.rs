@@ -207,8 +207,8 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
     // 3. v3 breaks its server. Published first with a bad signature, then with a root that does
     // not match SHA256SUMS: both refused with nothing written.
     let profiles_v3 = profiles_with(w, "profiles-v3", |t| {
-        t.replace("Example Networks", "Example Networks v3")
-            .replace("bwlimit_mbit = 200\n", "bwlimit_mbit = 200\ntest_break_server = true\n")
+        // [update] is the profile's last section.
+        format!("{}test_break_server = true\n", t.replace("Example Networks", "Example Networks v3"))
     });
     build_at(&profiles_v3, e0 + 120);
     let staged = w.join("staged");

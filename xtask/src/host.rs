@@ -57,6 +57,10 @@ pub const BENCH: &[Need] = &[
     need("wrk", "wrk", "wrk"),
     need("curl", "curl", "curl"),
     need("openssl", "openssl", "openssl"),
+    // The update benchmark's broker and the guest's forwards.
+    need("mosquitto", "mosquitto", "mosquitto"),
+    need("mosquitto_pub", "mosquitto-clients", "mosquitto"),
+    need("socat", "socat", "socat"),
 ];
 
 /// What the rest of the tests need: real peers and checkers.

@@ -64,8 +64,7 @@ pub fn run(args: PublishArgs) -> Result<()> {
     }
     listed.push((version.clone(), artifacts));
     listed.sort_by(|a, b| a.0.cmp(&b.0));
-    let dropped: Vec<(Version, Artifacts)> =
-        listed.drain(..listed.len().saturating_sub(args.keep.max(1))).collect();
+    let dropped: Vec<(Version, Artifacts)> = listed.drain(..listed.len().saturating_sub(args.keep.max(1))).collect();
     let mut all: Vec<(String, String, u64)> =
         listed.iter().flat_map(|(_, a)| a.iter().map(|(n, h)| (n.clone(), h.clone(), 0))).collect();
     all.sort();

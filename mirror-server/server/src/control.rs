@@ -34,6 +34,7 @@ pub fn run(
                 lasting.clone(),
                 shared.clone(),
                 config.status_dir.clone(),
+                config.state.update_dir(),
                 active.clone(),
             ));
         }

@@ -1,5 +1,6 @@
 //! The metrics listener: Prometheus text exposition at any path, on its own port (never the
-//! public one). Reading the status files for bytes on disk happens on the blocking pool.
+//! public one). Reading the status files (sync: bytes on disk; update: versions) happens on the
+//! blocking pool.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,26 +20,66 @@ pub async fn serve(
     lasting: Lasting,
     shared: SharedCell,
     status_dir: PathBuf,
+    update_dir: PathBuf,
     active: Arc<AtomicUsize>,
 ) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
         };
-        let (lasting, shared, status_dir, active) =
-            (lasting.clone(), shared.clone(), status_dir.clone(), active.clone());
+        let (lasting, shared, status_dir, update_dir, active) =
+            (lasting.clone(), shared.clone(), status_dir.clone(), update_dir.clone(), active.clone());
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
             let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
-            let on_disk =
-                tokio::task::spawn_blocking(move || schema::status::disk_usage(&status_dir)).await.unwrap_or_default();
+            let (on_disk, update) = tokio::task::spawn_blocking(move || {
+                (schema::status::disk_usage(&status_dir), schema::update_status::read(&update_dir))
+            })
+            .await
+            .unwrap_or_default();
             let open_files = shared.read().map_or(0, |s| s.files.len());
-            let body = text(&lasting, &on_disk, open_files, active.load(Ordering::Relaxed));
+            let mut body = text(&lasting, &on_disk, open_files, active.load(Ordering::Relaxed));
+            body.push_str(&update_families(update.as_ref()));
             let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
             let _ = stream.write_all(head.as_bytes()).await;
             let _ = stream.write_all(body.as_bytes()).await;
         });
     }
+}
+
+/// The updater's view, from its status file: which version runs and whether it is blessed, what
+/// the other slot holds, the newest on offer, the last check and whether it failed. Absent
+/// (updates off, or not checked yet): the families are there without samples.
+fn update_families(status: Option<&schema::update_status::UpdateStatus>) -> String {
+    let mut e = Exposition::default();
+    const INFO: &str = "micromirror_update_info";
+    e.family(INFO, Kind::Gauge, "The running image version, the other root slot and the newest version on offer.");
+    const BLESSED: &str = "micromirror_update_running_blessed";
+    e.family(BLESSED, Kind::Gauge, "1 once the running version passed its health check on this box.");
+    const CHECK: &str = "micromirror_update_last_check_timestamp_seconds";
+    e.family(CHECK, Kind::Gauge, "When the updater last asked the update server (Unix time).");
+    const ERROR: &str = "micromirror_update_last_check_failed";
+    e.family(ERROR, Kind::Gauge, "1 when the last check or install failed (mirror-update status says why).");
+    const FAILED: &str = "micromirror_update_failed_versions";
+    e.family(FAILED, Kind::Gauge, "Versions that failed their health check here and are never booted again.");
+    if let Some(s) = status {
+        let other = s.other_version.as_deref().unwrap_or("");
+        let newest = s.newest_available.as_deref().unwrap_or("");
+        let labels = [
+            ("running", s.running.as_str()),
+            ("other", other),
+            ("other_slot", s.other_slot.as_str()),
+            ("newest", newest),
+        ];
+        e.sample(INFO, &labels, 1.0);
+        e.sample(BLESSED, &[], f64::from(u8::from(s.running_blessed)));
+        if let Some(t) = s.last_check {
+            e.sample(CHECK, &[], t as f64);
+        }
+        e.sample(ERROR, &[], f64::from(u8::from(s.last_error.is_some())));
+        e.sample(FAILED, &[], s.failed_versions.len() as f64);
+    }
+    e.finish()
 }
 
 /// Every family the server exports, each with its HELP and TYPE, counters present from start.
@@ -106,5 +147,37 @@ fn telemetry_families(e: &mut Exposition, s: &mirror_telemetry::Stats) {
     ];
     for (name, kind, help, value) in families {
         e.family(name, kind, help).sample(name, &[], value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schema::update_status::{OtherSlot, UpdateStatus};
+
+    #[test]
+    fn the_update_families_say_which_version_runs_and_what_the_other_slot_holds() {
+        let empty = update_families(None);
+        assert!(empty.contains("# TYPE micromirror_update_info gauge") && !empty.contains("micromirror_update_info{"));
+        let status = UpdateStatus {
+            running_blessed: true,
+            other_version: Some("20261201.000000".into()),
+            other_slot: OtherSlot::Failed,
+            newest_available: Some("20261201.000000".into()),
+            last_check: Some(1_796_000_000),
+            failed_versions: vec!["20261201.000000".into()],
+            ..UpdateStatus::fresh("20261130.000000")
+        };
+        let text = update_families(Some(&status));
+        assert!(
+            text.contains(
+                "micromirror_update_info{running=\"20261130.000000\",other=\"20261201.000000\",other_slot=\"failed\",newest=\"20261201.000000\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("micromirror_update_running_blessed 1"), "{text}");
+        assert!(text.contains("micromirror_update_last_check_timestamp_seconds 1796000000"), "{text}");
+        assert!(text.contains("micromirror_update_failed_versions 1"), "{text}");
+        assert!(text.contains("micromirror_update_last_check_failed 0"), "{text}");
     }
 }

@@ -78,9 +78,19 @@ fn an_upstream_that_vanishes_mid_run_leaves_the_served_tree_whole_and_a_later_ru
     publish_debian(&up, 2, 3 << 20);
     let mut run =
         w.sync_cmd().args(["run", "fixture-debian"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    // rsync receives into a hidden temporary file beside the final name (`.hello_2_all.deb.XXXXXX`)
+    // and only moves it into `.~tmp~` once it is whole, so the temporary file is what shows a
+    // copy in progress.
     testkit::wait_for(Duration::from_secs(20), "the new package half copied", || {
-        let tmp = w.local("fixture-debian").join("pool/main/h/hello/.~tmp~");
-        std::fs::read_dir(tmp).ok()?.flatten().any(|e| e.metadata().is_ok_and(|m| m.len() > 0)).then_some(())
+        let dir = w.local("fixture-debian").join("pool/main/h/hello");
+        std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .any(|e| {
+                e.file_name().to_string_lossy().starts_with(".hello_2_all.deb.")
+                    && e.metadata().is_ok_and(|m| m.len() > 0)
+            })
+            .then_some(())
     });
     w.stop_upstream();
     let status = run.wait().unwrap();

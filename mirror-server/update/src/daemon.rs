@@ -40,9 +40,12 @@ pub async fn run(m: Machine, s: Settings) -> Result<()> {
             Ok(Some(reboot_in)) => {
                 failures = 0;
                 if reboot_in.is_zero() {
+                    // The system is going down; nothing more to do until it has.
                     reboot(&m);
+                    s.check_every
+                } else {
+                    reboot_in.min(s.check_every)
                 }
-                reboot_in.min(s.check_every)
             }
             Ok(None) => {
                 failures = 0;

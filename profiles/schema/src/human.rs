@@ -1,6 +1,6 @@
 //! Numbers and times for people: sizes ("1.5 GiB"), ages ("3h 12m") and UTC timestamps
 //! ("2024-05-01 12:34"), shared by listings, `mirror-sync status`, reports and xtask's output.
-//! Dates use the civil-from-days algorithm rather than a date library for three formats.
+//! Dates come from jiff (the workspace's one calendar).
 
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -40,20 +40,13 @@ pub fn format_time_iso(t: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
-/// (year, month, day, hour, minute, second) of Unix time `t`, UTC.
+/// (year, month, day, hour, minute, second) of Unix time `t`, UTC (times outside jiff's range,
+/// ±9999 years, read as the epoch).
 pub fn civil(t: i64) -> (i64, u32, u32, i64, i64, i64) {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, secs / 3600, (secs % 3600) / 60, secs % 60)
+    let ts = jiff::Timestamp::from_second(t).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let dt = ts.to_zoned(jiff::tz::TimeZone::UTC).datetime();
+    let (h, m, s) = (i64::from(dt.hour()), i64::from(dt.minute()), i64::from(dt.second()));
+    (i64::from(dt.year()), dt.month() as u32, dt.day() as u32, h, m, s)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `cargo xtask bench server|image|sync`: speed and memory, always beside a peer run in the
+//! `cargo xtask bench server|image|sync|update`: speed and memory, always beside a peer run in the
 //! same session (nginx, a bare rsync, the reference image builder's published figures), as
 //! ratios. Benchmarks are not tests: they print, they do not pass or fail.
 
@@ -6,6 +6,7 @@ pub mod image;
 pub mod peers;
 pub mod server;
 pub mod sync;
+pub mod update;
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -33,6 +34,9 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// A/B updates: image size against the single-root layout, bytes an update downloads,
+    /// publish to serving the new version under QEMU
+    Update,
 }
 
 pub struct Row {
@@ -53,6 +57,10 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Image => {
             host::ensure(&[host::IMAGE_DEBIAN, host::BOOT])?;
             ("image pipeline", "mkosi 14 (reference)", image::run()?)
+        }
+        BenchCommand::Update => {
+            host::ensure(&[host::IMAGE_DEBIAN, host::BOOT, host::BENCH])?;
+            ("A/B updates", "single root", update::run()?)
         }
         BenchCommand::Sync { rounds } => {
             host::ensure(&[host::TESTS])?;

@@ -69,7 +69,17 @@ pub fn os_release(base: &str, version: &Version) -> String {
     text
 }
 
+/// What marks a good boot: without it a new version could never be blessed and would always
+/// roll back.
+const BLESS_BOOT: &str = "usr/lib/systemd/systemd-bless-boot";
+
 pub fn make_boot_files(site: &LoadedProfile, root: &Path, epoch: i64, version: &Version) -> Result<BootFiles> {
+    if !root.join(BLESS_BOOT).exists() {
+        bail!(
+            "the base has no /{BLESS_BOOT} (Debian 12: package systemd-boot; AlmaLinux 9.2+: systemd-udev), \
+             so no new version could ever be marked good: add the package to xtask/packages/"
+        );
+    }
     let stage = progress::stage("boot", "building the initramfs");
     let kver = kernel_version(root)?;
     let distro = site.profile.base.distro;

@@ -28,7 +28,7 @@ fn check_all() -> Result<()> {
     );
     let mut failed = Vec::new();
     for site in load::known_sites() {
-        match profile::load(&paths::profile(&site), &catalog) {
+        match profile::check(&paths::profile(&site), &catalog) {
             Ok(loaded) => {
                 let warnings = loaded.warnings.len();
                 println!(

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use schema::catalog::{Pass, Project};
+use schema::catalog::{Bandwidth, Pass, Project};
 
 /// Where a run reads from and writes to.
 #[derive(Debug, Clone)]
@@ -37,9 +37,9 @@ impl Invocation {
 /// The longest wait for the upstream's rsync daemon to accept a connection, in seconds.
 pub const CONNECT_TIMEOUT_S: u32 = 30;
 
-/// rsync's --bwlimit unit is KiB/s.
-pub fn bwlimit_kib(mbit: u32) -> u64 {
-    u64::from(mbit) * 1_000_000 / 8 / 1024
+/// Seconds to wait for the upstream's daemon to accept: the I/O timeout, at most half a minute.
+pub fn connect_timeout(project: &Project) -> u32 {
+    project.timeout_s.seconds().unwrap_or(CONNECT_TIMEOUT_S).min(CONNECT_TIMEOUT_S)
 }
 
 /// Options every pass gets: the fleet's base set, minus owner/group (we are not root).
@@ -62,11 +62,16 @@ fn base_args(project: &Project, ends: &Endpoints, bwlimit_mbit: u32, max_delete:
     .iter()
     .map(|s| s.to_string())
     .collect();
-    v.push(format!("--timeout={}", project.timeout_s));
+    if let Some(t) = project.timeout_s.seconds() {
+        v.push(format!("--timeout={t}"));
+    }
     // A daemon that cannot be reached fails the attempt in half a minute, not after the kernel's
-    // two-minute SYN retries.
-    v.push(format!("--contimeout={}", project.timeout_s.min(CONNECT_TIMEOUT_S)));
-    v.push(format!("--bwlimit={}", bwlimit_kib(project.bwlimit_mbit.unwrap_or(bwlimit_mbit))));
+    // two-minute SYN retries, even where the recipe has no I/O timeout.
+    v.push(format!("--contimeout={}", connect_timeout(project)));
+    if let Some(kib) = project.bwlimit.unwrap_or(Bandwidth::from_mbit(bwlimit_mbit)).rsync_kib() {
+        v.push(format!("--bwlimit={kib}"));
+    }
+    v.extend(project.flags.iter().cloned());
     if let Some(n) = max_delete {
         v.push(format!("--max-delete={n}"));
     }
@@ -142,7 +147,7 @@ pub fn max_delete(last_file_count: Option<u64>, share: f64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use schema::catalog::Project;
+    use schema::catalog::{Project, Timeout};
 
     fn project(passes: Vec<Pass>) -> Project {
         Project {
@@ -151,9 +156,12 @@ mod tests {
             module: "ubuntu".into(),
             path: "ubuntu".into(),
             rsync_module: None,
+            aliases: vec![],
             size_gb: 1,
-            bwlimit_mbit: None,
-            timeout_s: 600,
+            size_measured: None,
+            bwlimit: None,
+            timeout_s: Timeout::default(),
+            flags: vec![],
             exclude: vec!["*/source/".into()],
             delete_excluded: true,
             topics: vec![],
@@ -220,6 +228,22 @@ mod tests {
         assert_eq!(p[0].dest, PathBuf::from("/srv/mirror/ubuntu"));
         assert_eq!(p[1].source, "rsync://mirror.example.net/ubuntu/stable/");
         assert_eq!(p[1].dest, PathBuf::from("/srv/mirror/ubuntu/stable"));
+    }
+
+    #[test]
+    fn the_entry_s_own_rate_timeout_and_flags_win_and_none_means_no_option() {
+        let mut p = project(vec![]);
+        p.bwlimit = Some(Bandwidth::parse("25M").unwrap());
+        p.flags = vec!["--safe-links".into()];
+        let args = &plan(&p, &ends(), 80, None)[0].args;
+        assert!(args.contains(&"--bwlimit=25600".to_string()), "25M is 25 MiB/s: {args:?}");
+        assert!(args.contains(&"--safe-links".to_string()));
+        assert!(args.contains(&"--timeout=600".to_string()));
+        p.bwlimit = Some(Bandwidth::Unlimited);
+        p.timeout_s = Timeout::Never;
+        let args = &plan(&p, &ends(), 80, None)[0].args;
+        assert!(!args.iter().any(|a| a.starts_with("--bwlimit") || a.starts_with("--timeout")), "{args:?}");
+        assert!(args.contains(&"--contimeout=30".to_string()), "connecting stays bounded: {args:?}");
     }
 
     #[test]

@@ -349,11 +349,7 @@ fn wait_for_upstream_update(
     let url = format!("rsync://{}/{}/", env.ends.upstream, project.module);
     for attempt in 0..=env.retries {
         let out = Command::new("rsync")
-            .args([
-                "--list-only",
-                "--no-motd",
-                &format!("--contimeout={}", project.timeout_s.min(plan::CONNECT_TIMEOUT_S)),
-            ])
+            .args(["--list-only", "--no-motd", &format!("--contimeout={}", plan::connect_timeout(project))])
             .arg(&url)
             .output()
             .map_err(|e| RunError::Failed(format!("cannot run rsync: {e}")))?;

@@ -25,14 +25,25 @@ pub struct Project {
     /// Name of the public read-only rsync module on our box; `path` when absent.
     #[serde(default)]
     pub rsync_module: Option<String>,
-    /// Rough size on disk, for the check that a site's projects fit its disk.
-    pub size_gb: u64,
-    /// Per-project bandwidth limit; the site's limit applies when absent.
+    /// Other names that resolve to this entry (the playbook's, e.g. `epel-amd64`).
     #[serde(default)]
-    pub bwlimit_mbit: Option<u32>,
-    /// rsync --timeout in seconds.
-    #[serde(default = "default_timeout")]
-    pub timeout_s: u32,
+    pub aliases: Vec<String>,
+    /// Size on disk in GB (10^9 bytes), for the check that a site's projects fit its disk.
+    pub size_gb: u64,
+    /// When `size_gb` was measured (`YYYY-MM` or `YYYY-MM-DD`): sizes grow, so a reader knows
+    /// how old the figure is.
+    #[serde(default)]
+    pub size_measured: Option<String>,
+    /// Per-project rsync bandwidth limit in rsync's own notation (`"25M"` is 25 MiB/s) or
+    /// `"none"`; the site's `mirror.bwlimit_mbit` applies when absent.
+    #[serde(default)]
+    pub bwlimit: Option<Bandwidth>,
+    /// rsync --timeout in seconds, or `"none"` for no I/O timeout.
+    #[serde(default)]
+    pub timeout_s: Timeout,
+    /// Extra rsync options of every pass (e.g. `--safe-links`), as the upstream recipe has them.
+    #[serde(default)]
+    pub flags: Vec<String>,
     /// Excluded from every pass; with `delete_excluded` they are removed locally as well.
     #[serde(default)]
     pub exclude: Vec<String>,
@@ -78,8 +89,113 @@ pub struct Pass {
     pub no_links: bool,
 }
 
-fn default_timeout() -> u32 {
-    600
+/// An rsync bandwidth limit: KiB/s (rsync's unit) or none at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bandwidth {
+    KibPerSecond(u64),
+    Unlimited,
+}
+
+impl Bandwidth {
+    /// Parses rsync's notation: a number of KiB/s with an optional binary suffix (`K`, `M`,
+    /// `G`, as rsync reads `--bwlimit=25M`), or `none`.
+    pub fn parse(text: &str) -> Option<Bandwidth> {
+        if text == "none" {
+            return Some(Bandwidth::Unlimited);
+        }
+        let (digits, scale) = match text.as_bytes().last()? {
+            b'K' | b'k' => (&text[..text.len() - 1], 1),
+            b'M' | b'm' => (&text[..text.len() - 1], 1024),
+            b'G' | b'g' => (&text[..text.len() - 1], 1024 * 1024),
+            _ => (text, 1),
+        };
+        let n: u64 = digits.parse().ok().filter(|n| *n > 0)?;
+        Some(Bandwidth::KibPerSecond(n.checked_mul(scale)?))
+    }
+
+    /// The value of `--bwlimit=`, or `None` for no option at all.
+    pub fn rsync_kib(self) -> Option<u64> {
+        match self {
+            Bandwidth::KibPerSecond(k) => Some(k),
+            Bandwidth::Unlimited => None,
+        }
+    }
+
+    /// A site limit given in Mbit/s, as rsync's KiB/s.
+    pub fn from_mbit(mbit: u32) -> Bandwidth {
+        Bandwidth::KibPerSecond(u64::from(mbit) * 1_000_000 / 8 / 1024)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bandwidth {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Bandwidth::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`bwlimit` {text:?} is not an rsync rate: write e.g. \"25M\" (25 MiB/s), \"800K\" or \"none\""
+            ))
+        })
+    }
+}
+
+impl Serialize for Bandwidth {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Bandwidth::Unlimited => s.serialize_str("none"),
+            Bandwidth::KibPerSecond(k) if k % (1024 * 1024) == 0 => s.serialize_str(&format!("{}G", k / 1024 / 1024)),
+            Bandwidth::KibPerSecond(k) if k % 1024 == 0 => s.serialize_str(&format!("{}M", k / 1024)),
+            Bandwidth::KibPerSecond(k) => s.serialize_str(&format!("{k}K")),
+        }
+    }
+}
+
+/// rsync's I/O timeout: seconds, or none (the upstream recipe of some projects has none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    Seconds(u32),
+    Never,
+}
+
+impl Default for Timeout {
+    fn default() -> Self {
+        Timeout::Seconds(600)
+    }
+}
+
+impl Timeout {
+    pub fn seconds(self) -> Option<u32> {
+        match self {
+            Timeout::Seconds(s) => Some(s),
+            Timeout::Never => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Timeout {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u32),
+            Word(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Seconds(s) => Ok(Timeout::Seconds(s)),
+            Raw::Word(w) if w == "none" => Ok(Timeout::Never),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "`timeout_s` {w:?} is neither seconds nor \"none\": write e.g. 600"
+            ))),
+        }
+    }
+}
+
+impl Serialize for Timeout {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Timeout::Seconds(n) => s.serialize_u32(*n),
+            Timeout::Never => s.serialize_str("none"),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -149,15 +265,49 @@ impl Catalog {
             }
             problems.extend(reporter.problems);
         }
+        problems.extend(alias_clashes(dir, &projects));
         if problems.iter().any(|p| p.severity == crate::diagnostics::Severity::Error) {
             return Err(CatalogError::Invalid(Problems(problems)));
         }
         Ok(Catalog { dir: dir.to_path_buf(), projects })
     }
 
+    /// The entry called `name`, or the one that lists `name` among its aliases.
     pub fn get(&self, name: &str) -> Option<&Project> {
-        self.projects.get(name)
+        self.projects.get(name).or_else(|| self.projects.values().find(|p| p.aliases.iter().any(|a| a == name)))
     }
+
+    /// Every name a profile may use: entry names and aliases.
+    pub fn names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self
+            .projects
+            .values()
+            .flat_map(|p| std::iter::once(p.name.as_str()).chain(p.aliases.iter().map(String::as_str)))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+/// An alias must name one entry only: neither another entry's name nor another's alias.
+fn alias_clashes(dir: &Path, projects: &BTreeMap<String, Project>) -> Vec<Problem> {
+    let mut owner: BTreeMap<&str, &str> = projects.keys().map(|n| (n.as_str(), n.as_str())).collect();
+    let mut out = Vec::new();
+    for p in projects.values() {
+        for alias in &p.aliases {
+            if let Some(other) = owner.insert(alias, &p.name) {
+                out.push(Problem {
+                    severity: crate::diagnostics::Severity::Error,
+                    file: dir.join(format!("{}.toml", p.name)),
+                    line: None,
+                    key: "aliases".into(),
+                    message: format!("`{alias}` already names the entry `{other}`"),
+                    fix: "give each alias to one entry only".into(),
+                });
+            }
+        }
+    }
+    out
 }
 
 fn validate_project(p: &Project, r: &mut Reporter) {
@@ -185,9 +335,25 @@ fn validate_project(p: &Project, r: &mut Reporter) {
     if p.size_gb == 0 {
         r.error("size_gb", "size must be at least 1 GB", "write the project's approximate size on disk in GB");
     }
-    if p.timeout_s == 0 {
-        r.error("timeout_s", "a zero timeout would let a hung rsync run forever", "use e.g. 600");
+    if p.timeout_s == Timeout::Seconds(0) {
+        r.error(
+            "timeout_s",
+            "a zero timeout is ambiguous (rsync reads it as none)",
+            "use e.g. 600, or \"none\" where the upstream recipe has no timeout",
+        );
     }
+    if let Some(date) = &p.size_measured {
+        if jiff::civil::Date::strptime("%Y-%m-%d", date).is_err()
+            && jiff::civil::Date::strptime("%Y-%m-%d", format!("{date}-01")).is_err()
+        {
+            r.error(
+                "size_measured",
+                format!("`{date}` is not a date"),
+                "write when size_gb was measured, e.g. \"2026-06\"",
+            );
+        }
+    }
+    validate_flags(p, r);
     if let Some(pattern) = &p.release_pattern {
         if let Err(e) = crate::release::compile(&p.name, pattern) {
             r.error("release_pattern", e.reason, "write a regex over the path whose first group is the release");
@@ -209,6 +375,66 @@ fn validate_project(p: &Project, r: &mut Reporter) {
                     "write e.g. \"stable/\"",
                 );
             }
+        }
+    }
+}
+
+/// Options the sync sets itself from other keys (or must never get): a flag may add behaviour,
+/// not fight the plan.
+const MANAGED_FLAGS: &[&str] = &[
+    "--delete",
+    "--bwlimit",
+    "--timeout",
+    "--contimeout",
+    "--exclude",
+    "--include",
+    "--filter",
+    "--max-delete",
+    "--remove-source-files",
+    "--rsh",
+    "--rsync-path",
+    "--daemon",
+    "--config",
+    "--files-from",
+    "--password-file",
+    "--temp-dir",
+    "--partial-dir",
+    "--compare-dest",
+    "--copy-dest",
+    "--link-dest",
+    "--write-batch",
+    "--only-write-batch",
+    "--log-file",
+];
+
+fn validate_flags(p: &Project, r: &mut Reporter) {
+    for (i, flag) in p.flags.iter().enumerate() {
+        let name = flag.split('=').next().unwrap_or_default();
+        let well_formed = name.len() > 2
+            && name.starts_with("--")
+            && name[2..].chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !flag.chars().any(|c| c.is_control() || c.is_whitespace());
+        if !well_formed {
+            r.error(
+                &format!("flags[{i}]"),
+                format!("{flag:?} is not one long rsync option"),
+                "write one option per item in its long form, e.g. \"--safe-links\"",
+            );
+        } else if MANAGED_FLAGS.iter().any(|m| name.starts_with(m)) {
+            r.error(
+                &format!("flags[{i}]"),
+                format!("`{name}` is set by the sync itself"),
+                "use the entry's own key instead (exclude, pass.delete, bwlimit, timeout_s)",
+            );
+        }
+    }
+    for (i, alias) in p.aliases.iter().enumerate() {
+        if alias.is_empty() || !alias.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            r.error(
+                &format!("aliases[{i}]"),
+                format!("`{alias}` is not a project name"),
+                "use letters, digits, '.', '_' and '-'",
+            );
         }
     }
 }

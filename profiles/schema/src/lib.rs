@@ -1,6 +1,6 @@
 //! The one schema of a micro mirror, next to the data it describes: the site profile
 //! (`profile`), the project catalog (`catalog`, with the `release` rules its entries carry),
-//! the problems found in either (`diagnostics`), where the appliance keeps things (`paths`),
+//! the fleet's hardware classes (`hardware`), the problems found in any of them (`diagnostics`), where the appliance keeps things (`paths`),
 //! the sync status files that mirror-sync writes and others read (`status`), and the updater's
 //! (`update_status`).
 //!
@@ -10,6 +10,7 @@
 
 pub mod catalog;
 pub mod diagnostics;
+pub mod hardware;
 pub mod human;
 pub mod paths;
 pub mod profile;

@@ -138,7 +138,7 @@ impl LabProfile {
         let names: Vec<String> = self.projects.iter().map(|(n, _)| format!("\"{n}\"")).collect();
         format!(
             "[site]\nname = \"lab\"\nhostname = \"{LAB_HOSTNAME}\"\nsponsor_name = \"{sponsor}\"\n\
-             sponsor_url = \"https://example.net/\"\nlocation = \"L\"\ntest = true\n\n\
+             sponsor_url = \"https://example.net/\"\nlocation = {{ city = \"L\", country = \"ZZ\" }}\ntest = true\n\n\
              [network]\nipv4 = \"192.0.2.10/24\"\nipv4_gateway = \"192.0.2.1\"\n\n\
              [access]\nssh_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOpsKeyForTestsOnly t\"]\n\n\
              [mirror]\nupstream = \"{upstream}\"\nprojects = [{projects}]\n{mirror_extra}\n{extra}",

@@ -124,6 +124,7 @@ pub fn context(site: &LoadedProfile) -> minijinja::Value {
         profile => minijinja::Value::from_serialize(&site.profile),
         projects => minijinja::Value::from_serialize(&site.projects),
         distro => site.profile.base.distro.as_str(),
+        location => site.profile.site.location.to_string(),
         net => minijinja::context! { admin_v4, admin_v6, block_v4, block_v6 },
         image => minijinja::context! { esp_partuuid },
     }

@@ -12,6 +12,13 @@ pub struct Access {
     pub admin_user: String,
     #[serde(default)]
     pub ssh_keys: Vec<String>,
+    /// Where more keys are published (e.g. "https://github.com/NAME.keys"): fetched when the
+    /// image is built, pinned into it and listed in its manifest; the box never fetches them.
+    #[serde(default)]
+    pub ssh_key_urls: Vec<String>,
+    /// The port sshd listens on (the playbook's `ansible_port`).
+    #[serde(default = "default_ssh_port")]
+    pub ssh_port: u16,
     /// Prefixes allowed to reach admin-only ports (metrics).
     #[serde(default)]
     pub admin_prefixes: Vec<String>,
@@ -21,6 +28,13 @@ fn default_admin() -> String {
     "mirror".into()
 }
 
+fn default_ssh_port() -> u16 {
+    22
+}
+
+/// Ports sshd must not take: the mirror's own services.
+const TAKEN_PORTS: &[u16] = &[80, 443, 873, 9100];
+
 pub(super) fn validate(a: &Access, r: &mut Reporter) {
     if !is_simple_name(&a.admin_user) || a.admin_user == "root" {
         r.error(
@@ -29,11 +43,27 @@ pub(super) fn validate(a: &Access, r: &mut Reporter) {
             "use a lowercase name other than root, e.g. \"mirror\"",
         );
     }
-    if a.ssh_keys.is_empty() {
+    if a.ssh_keys.is_empty() && a.ssh_key_urls.is_empty() {
         r.error(
             "access.ssh_keys",
             "no SSH key: nobody could log in to the box",
-            "add at least one public key, e.g. the content of ~/.ssh/id_ed25519.pub",
+            "add at least one public key (the content of ~/.ssh/id_ed25519.pub) or ssh_key_urls",
+        );
+    }
+    for (i, url) in a.ssh_key_urls.iter().enumerate() {
+        if !url.starts_with("https://") || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            r.error(
+                &format!("access.ssh_key_urls[{i}]"),
+                format!("`{url}` is not an https URL"),
+                "write e.g. \"https://github.com/NAME.keys\" (keys come over TLS only)",
+            );
+        }
+    }
+    if a.ssh_port == 0 || TAKEN_PORTS.contains(&a.ssh_port) {
+        r.error(
+            "access.ssh_port",
+            format!("port {} is not free for SSH", a.ssh_port),
+            "keep 22 or pick a free port such as 7777",
         );
     }
     for (i, key) in a.ssh_keys.iter().enumerate() {

@@ -16,6 +16,10 @@ pub struct Mirror {
     /// Hours between scheduled runs of each project (jittered).
     #[serde(default = "default_interval")]
     pub sync_interval_hours: u32,
+    /// Instead of the interval: every project runs once a day at this local time ("01:59",
+    /// the playbook's cron time), on every box at once, so the upstream reads each file once.
+    #[serde(default)]
+    pub sync_at: Option<String>,
     pub projects: Vec<String>,
     #[serde(default)]
     pub push: Option<Push>,
@@ -33,6 +37,15 @@ pub struct Push {
     pub broker: String,
     /// Topics below this prefix name the upstream module that changed.
     pub topic_prefix: String,
+}
+
+impl Mirror {
+    /// `sync_at` as (hour, minute); `None` when absent or not a time (the validation says so).
+    pub fn daily_time(&self) -> Option<(u8, u8)> {
+        let (h, m) = self.sync_at.as_deref()?.split_once(':')?;
+        let (h, m): (u8, u8) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60 && self.sync_at.as_deref()?.len() == 5).then_some((h, m))
+    }
 }
 
 impl Push {
@@ -114,13 +127,21 @@ pub(super) fn validate(m: &Mirror, disk_gb: u64, catalog: &Catalog, r: &mut Repo
             }
         }
     }
-    // Keep a tenth of the disk free for rsync's delayed updates and the filesystem itself.
-    let usable = disk_gb * 9 / 10;
-    if total_gb > usable {
+    let fit = DiskFit::new(total_gb, disk_gb);
+    if !fit.fits() {
         r.error(
             "mirror.projects",
-            format!("the projects need about {total_gb} GB but the {disk_gb} GB disk offers {usable} GB"),
+            fit.describe(),
             "host fewer projects or raise site.disk_gb to the box's real disk size",
+        );
+    } else if fit.months_left() < 12.0 {
+        r.warn("mirror.projects", fit.describe(), "plan which project moves off, or ship a bigger disk, before then");
+    }
+    if m.sync_at.is_some() && m.daily_time().is_none() {
+        r.error(
+            "mirror.sync_at",
+            format!("`{}` is not a time of day", m.sync_at.as_deref().unwrap_or_default()),
+            "write the local time as HH:MM, e.g. \"01:59\"",
         );
     }
     if let Some(push) = &m.push {
@@ -138,5 +159,98 @@ pub(super) fn validate(m: &Mirror, disk_gb: u64, catalog: &Catalog, r: &mut Repo
                 "write e.g. \"rsync/mirror.fcix.net\"",
             );
         }
+    }
+}
+
+/// Whether a site's projects fit its disk, now and for how long. What a full disk costs:
+/// rsync's --delay-updates keeps a run's new files beside the old ones until the run ends, so a
+/// day's changes need room on top of the projects; the file system takes its share first.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DiskFit {
+    pub projects_gb: u64,
+    pub disk_gb: u64,
+}
+
+impl DiskFit {
+    /// XFS and ext4 metadata, journal and reserved blocks: about 2 % of the disk.
+    pub const FILESYSTEM_PERCENT: u64 = 2;
+    /// The most a day's syncs move on today's fleet (20-100 GB/day).
+    pub const DAILY_CHANGES_GB: u64 = 100;
+    /// How fast mirrored trees grow when nothing better is known: about a tenth a year.
+    pub const GROWTH_PER_YEAR: f64 = 0.10;
+
+    pub fn new(projects_gb: u64, disk_gb: u64) -> DiskFit {
+        DiskFit { projects_gb, disk_gb }
+    }
+
+    /// Room kept for a day's changes: the fleet's worst day, or a tenth of a small (lab) disk.
+    pub fn changes_gb(&self) -> u64 {
+        Self::DAILY_CHANGES_GB.min(self.disk_gb / 10)
+    }
+
+    /// What the projects may take: the disk less the file system's share and a day's changes.
+    pub fn room_gb(&self) -> u64 {
+        (self.disk_gb * (100 - Self::FILESYSTEM_PERCENT) / 100).saturating_sub(self.changes_gb())
+    }
+
+    pub fn fits(&self) -> bool {
+        self.projects_gb <= self.room_gb()
+    }
+
+    /// Months until growth uses up what is left of the room (0 when it does not fit now).
+    pub fn months_left(&self) -> f64 {
+        let spare = self.room_gb().saturating_sub(self.projects_gb) as f64;
+        let per_month = self.projects_gb as f64 * Self::GROWTH_PER_YEAR / 12.0;
+        if per_month <= 0.0 {
+            f64::INFINITY
+        } else {
+            spare / per_month
+        }
+    }
+
+    /// One sentence for people: how full the disk will be and when that becomes a problem.
+    pub fn describe(&self) -> String {
+        let percent = self.projects_gb as f64 * 100.0 / self.disk_gb.max(1) as f64;
+        let head = format!(
+            "the projects take about {} GB of the {} GB disk ({percent:.0} % full); {} GB fit once the file system ({} %) and a day's changes ({} GB) have their room",
+            self.projects_gb,
+            self.disk_gb,
+            self.room_gb(),
+            Self::FILESYSTEM_PERCENT,
+            self.changes_gb()
+        );
+        if !self.fits() {
+            return format!("{head}: {} GB too many", self.projects_gb - self.room_gb());
+        }
+        let months = self.months_left();
+        let when = if months < 1.0 { "within a month".to_string() } else { format!("in about {months:.0} months") };
+        format!(
+            "{head}; at {:.0} % growth a year ({:.0} GB) the last {} GB are used up {when}",
+            Self::GROWTH_PER_YEAR * 100.0,
+            self.projects_gb as f64 * Self::GROWTH_PER_YEAR,
+            self.room_gb() - self.projects_gb
+        )
+    }
+}
+
+#[cfg(test)]
+mod fit_tests {
+    use super::DiskFit;
+
+    #[test]
+    fn a_real_2tb_host_with_1850_gb_fits_and_is_told_when_it_will_not() {
+        let fit = DiskFit::new(1850, 2000);
+        assert!(fit.fits(), "{}", fit.describe());
+        assert!(fit.months_left() < 1.0, "{}", fit.describe());
+        assert!(
+            fit.describe().contains("92 % full") && fit.describe().contains("within a month"),
+            "{}",
+            fit.describe()
+        );
+        let over = DiskFit::new(1900, 2000);
+        assert!(!over.fits());
+        assert!(over.describe().contains("40 GB too many"), "{}", over.describe());
+        let roomy = DiskFit::new(900, 2000);
+        assert!(roomy.fits() && roomy.months_left() > 12.0, "{}", roomy.describe());
     }
 }

@@ -24,7 +24,7 @@ pub use checks::is_host_port;
 pub use mirror::{Mirror, Push};
 pub use network::{is_documentation, Bond, Network, NicMatch};
 pub use server::{Bucket, RateLimit, Server};
-pub use site::Site;
+pub use site::{Location, Site};
 pub use telemetry::Telemetry;
 pub use tls::Tls;
 pub use update::{Update, Window};
@@ -71,31 +71,102 @@ pub enum ProfileError {
 }
 
 /// Reads and validates a profile of the repository (`profiles/NAME.toml`: the file is named
-/// after the site).
+/// after the site) for a build: a placeholder is an error.
 pub fn load(path: &Path, catalog: &Catalog) -> Result<LoadedProfile, ProfileError> {
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    load_named(path, catalog, Some(&stem))
+    load_named(path, catalog, Some(&stem), Placeholders::Refused)
+}
+
+/// Reads and validates a profile for `cargo xtask profiles check`: placeholders (values the
+/// importer could not know) are warnings naming the key, and the rest is checked as for a build.
+/// What this returns must not be built.
+pub fn check(path: &Path, catalog: &Catalog) -> Result<LoadedProfile, ProfileError> {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    load_named(path, catalog, Some(&stem), Placeholders::Warned)
 }
 
 /// Reads and validates the profile installed on an appliance (/etc/micromirror/site.toml).
 pub fn load_installed(path: &Path, catalog: &Catalog) -> Result<LoadedProfile, ProfileError> {
-    load_named(path, catalog, None)
+    load_named(path, catalog, None, Placeholders::Refused)
 }
 
-fn load_named(path: &Path, catalog: &Catalog, file_stem: Option<&str>) -> Result<LoadedProfile, ProfileError> {
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Placeholders {
+    Refused,
+    Warned,
+}
+
+fn load_named(
+    path: &Path,
+    catalog: &Catalog,
+    file_stem: Option<&str>,
+    placeholders: Placeholders,
+) -> Result<LoadedProfile, ProfileError> {
     let text = read_file(path).map_err(|p| ProfileError::Invalid(Problems(vec![p])))?;
     let mut r = Reporter::new(path, &text);
-    let Some(profile) = parse_collecting_unknown::<Profile>(&text, &mut r) else {
+    let Some(mut profile) = parse_collecting_unknown::<Profile>(&text, &mut r) else {
         return Err(ProfileError::Invalid(Problems(r.problems)));
     };
     validate(&profile, file_stem, catalog, &mut r);
     validate_side_files(&profile, path.parent().unwrap_or(Path::new(".")), &mut r);
+    report_placeholders(&text, &profile.site.name, placeholders, &mut r);
     if r.has_errors() {
         return Err(ProfileError::Invalid(Problems(r.problems)));
+    }
+    if let Some(class) = profile.site.hardware_class() {
+        profile.network.apply_class_default(class);
     }
     let projects = profile.mirror.projects.iter().filter_map(|n| catalog.get(n).cloned()).collect();
     let warnings = r.problems;
     Ok(LoadedProfile { path: path.to_path_buf(), text, profile, projects, warnings })
+}
+
+/// Marks a value the profile's author (or `profiles import`) could not know yet.
+pub const PLACEHOLDER: &str = "TODO:";
+
+/// Every string value that starts with `TODO:` is a placeholder: reported once under its own
+/// key (an error for a build, a warning for a check), in place of whatever the key's own rule
+/// said about the text.
+fn report_placeholders(text: &str, site: &str, mode: Placeholders, r: &mut Reporter) {
+    let Ok(doc) = toml_edit::ImDocument::parse(text) else { return };
+    let mut found = Vec::new();
+    collect_placeholders(doc.as_table(), "", &mut found);
+    for (key, value) in found {
+        r.problems.retain(|p| {
+            !(p.key == key || p.key.starts_with(&format!("{key}.")) || key.starts_with(&format!("{}[", p.key)))
+        });
+        let message = format!("site {site}: {key} is a placeholder ({})", value.trim_start_matches(PLACEHOLDER).trim());
+        match mode {
+            Placeholders::Refused => r.error(&key, message, "write the real value before building this site's image"),
+            Placeholders::Warned => r.warn(&key, message, "write the real value before building this site's image"),
+        }
+    }
+}
+
+fn collect_placeholders(table: &dyn toml_edit::TableLike, prefix: &str, out: &mut Vec<(String, String)>) {
+    for (k, item) in table.iter() {
+        let key = if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
+        if let Some(t) = item.as_table_like() {
+            collect_placeholders(t, &key, out);
+        } else if let Some(v) = item.as_value() {
+            collect_value(v, &key, out);
+        }
+    }
+}
+
+fn collect_value(v: &toml_edit::Value, key: &str, out: &mut Vec<(String, String)>) {
+    match v {
+        toml_edit::Value::String(s) if s.value().starts_with(PLACEHOLDER) => {
+            out.push((key.to_string(), s.value().clone()))
+        }
+        toml_edit::Value::Array(a) => {
+            for (i, item) in a.iter().enumerate() {
+                collect_value(item, &format!("{key}[{i}]"), out);
+            }
+        }
+        toml_edit::Value::InlineTable(t) => collect_placeholders(t, key, out),
+        _ => {}
+    }
 }
 
 /// Every rule a profile must meet; each broken rule becomes one problem naming its key.
@@ -104,7 +175,7 @@ pub fn validate(p: &Profile, file_stem: Option<&str>, catalog: &Catalog, r: &mut
     base::validate(&p.base, r);
     network::validate(&p.network, p.site.test, r);
     access::validate(&p.access, r);
-    mirror::validate(&p.mirror, p.site.disk_gb, catalog, r);
+    mirror::validate(&p.mirror, p.site.disk_gb(), catalog, r);
     server::validate(&p.server, r);
     if let Some(tls) = &p.tls {
         tls::validate(tls, r);

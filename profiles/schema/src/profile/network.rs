@@ -34,7 +34,11 @@ pub struct Network {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct Bond {
     /// The two member NICs, by MAC address (the switch ports of one LACP group).
+    #[serde(default)]
     pub members: Vec<String>,
+    /// Or: every port of this kernel driver (a two-port card), e.g. "ixgbe".
+    #[serde(default)]
+    pub driver: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
@@ -64,12 +68,21 @@ pub(super) fn validate(n: &Network, test_site: bool, r: &mut Reporter) {
         if set > 0 {
             r.error("network.bond", "both nic and bond are set", "keep bond for two bonded NICs, or nic for one");
         }
-        if bond.members.len() != 2 {
+        if bond.driver.is_some() && !bond.members.is_empty() {
+            r.error(
+                "network.bond",
+                "both members and driver are set",
+                "name the two NICs by MAC address, or all ports of one driver, not both",
+            );
+        } else if bond.driver.is_none() && bond.members.len() != 2 {
             r.error(
                 "network.bond.members",
                 format!("{} members; a bond here has exactly two", bond.members.len()),
-                "list the two NICs' MAC addresses",
+                "list the two NICs' MAC addresses (or give driver = \"ixgbe\" to bond every port of a card)",
             );
+        }
+        if let Some(d) = bond.driver.as_deref().filter(|d| !is_driver_name(d)) {
+            r.error("network.bond.driver", format!("`{d}` is not a kernel module name"), "write e.g. \"ixgbe\"");
         }
         for (i, mac) in bond.members.iter().enumerate() {
             if !is_mac(mac) {
@@ -193,6 +206,29 @@ fn is_link_local(a: Ipv6Addr) -> bool {
 pub fn is_documentation(a: IpAddr) -> bool {
     let nets = ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"];
     nets.iter().filter_map(|n| n.parse::<IpNet>().ok()).any(|n| n.contains(&a))
+}
+
+fn is_driver_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 56 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+impl Network {
+    /// Whether the profile itself says which NIC (or bond) is wan0.
+    pub fn names_its_nic(&self) -> bool {
+        self.bond.is_some() || self.nic != NicMatch::default()
+    }
+
+    /// The hardware class's NIC or bond, where the profile names none.
+    pub fn apply_class_default(&mut self, class: &crate::hardware::HardwareClass) {
+        if self.names_its_nic() {
+            return;
+        }
+        if let Some(nic) = &class.nic {
+            self.nic = nic.clone();
+        } else if let Some(bond) = &class.bond {
+            self.bond = Some(Bond { members: vec![], driver: Some(bond.driver.clone()) });
+        }
+    }
 }
 
 fn is_mac(s: &str) -> bool {

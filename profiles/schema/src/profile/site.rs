@@ -13,22 +13,69 @@ pub struct Site {
     pub hostname: String,
     pub sponsor_name: String,
     pub sponsor_url: String,
-    pub location: String,
+    pub location: Location,
     #[serde(default = "default_timezone")]
     pub timezone: String,
     /// A lab or test site: documentation addresses are expected, not warned about.
     #[serde(default)]
     pub test: bool,
-    /// Size of the data disk the box ships with, in GB (the T620s carry 2 TB).
-    #[serde(default = "default_disk_gb")]
-    pub disk_gb: u64,
+    /// The box's hardware class (`profiles/hardware/`): its drivers, default NIC and disk.
+    /// Absent: an image with every class's drivers (the demo, lab machines).
+    #[serde(default)]
+    pub hardware: Option<String>,
+    /// Size of the data disk the box ships with, in GB; the hardware class's when absent.
+    #[serde(default)]
+    pub disk_gb: Option<u64>,
+}
+
+/// Where the box stands, as a mirror list shows it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Location {
+    /// The building or facility, e.g. "Hurricane Electric FMT2".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facility: Option<String>,
+    pub city: String,
+    /// State, province or region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    pub country: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latitude: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longitude: Option<f64>,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<&str> = [self.facility.as_deref(), Some(self.city.as_str()), self.region.as_deref()]
+            .into_iter()
+            .flatten()
+            .chain(std::iter::once(self.country.as_str()))
+            .filter(|p| !p.is_empty())
+            .collect();
+        f.write_str(&parts.join(", "))
+    }
+}
+
+impl Site {
+    /// The disk size the fit check and the first boot assume.
+    pub fn disk_gb(&self) -> u64 {
+        self.disk_gb.or_else(|| self.hardware_class().map(|c| c.disk_gb)).unwrap_or(crate::hardware::DEFAULT_DISK_GB)
+    }
+
+    pub fn hardware_class(&self) -> Option<&'static crate::hardware::HardwareClass> {
+        crate::hardware::get(self.hardware.as_deref()?)
+    }
+
+    /// The uplink's capacity, for utilisation figures.
+    pub fn link_mbit(&self) -> u32 {
+        self.hardware_class().map_or(crate::hardware::DEFAULT_LINK_MBIT, |c| c.link_mbit)
+    }
 }
 
 fn default_timezone() -> String {
     "UTC".into()
-}
-fn default_disk_gb() -> u64 {
-    2000
 }
 
 pub(super) fn validate(s: &Site, file_stem: Option<&str>, r: &mut Reporter) {
@@ -54,10 +101,42 @@ pub(super) fn validate(s: &Site, file_stem: Option<&str>, r: &mut Reporter) {
         );
     }
     // Shown in listings, the login banner and rsync's greeting: one line each.
-    for (key, text) in [("site.sponsor_name", &s.sponsor_name), ("site.location", &s.location)] {
+    let l = &s.location;
+    let lines = [
+        ("site.sponsor_name", Some(&s.sponsor_name)),
+        ("site.location.facility", l.facility.as_ref()),
+        ("site.location.city", Some(&l.city)),
+        ("site.location.region", l.region.as_ref()),
+        ("site.location.country", Some(&l.country)),
+    ];
+    for (key, text) in lines {
+        let Some(text) = text else { continue };
         if text.len() > 200 || text.chars().any(char::is_control) {
             r.error(key, "must be one line of at most 200 characters", "write it without line breaks or tabs");
         }
+    }
+    if l.city.is_empty() || l.country.is_empty() {
+        r.error(
+            "site.location",
+            "a location needs a city and a country",
+            "write e.g. location = { city = \"Fremont\", region = \"California\", country = \"US\" }",
+        );
+    }
+    match (l.latitude, l.longitude) {
+        (None, None) => {}
+        (Some(lat), Some(lon)) if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) => {}
+        _ => r.error(
+            "site.location",
+            "coordinates need both latitude (-90..90) and longitude (-180..180)",
+            "write both in decimal degrees, e.g. latitude = 37.5, longitude = -121.97, or neither",
+        ),
+    }
+    if let Some(class) = s.hardware.as_deref().filter(|c| crate::hardware::get(c).is_none()) {
+        r.error(
+            "site.hardware",
+            format!("`{class}` is not a known hardware class"),
+            format!("use one of: {} (profiles/hardware/)", crate::hardware::names().join(", ")),
+        );
     }
     if !(s.sponsor_url.starts_with("https://") || s.sponsor_url.starts_with("http://"))
         || s.sponsor_url.chars().any(|c| c.is_control() || c.is_whitespace())
@@ -80,10 +159,10 @@ pub(super) fn validate(s: &Site, file_stem: Option<&str>, r: &mut Reporter) {
             "use an IANA name such as \"America/Los_Angeles\" or \"UTC\"",
         );
     }
-    if s.disk_gb < 16 {
+    if s.disk_gb() < 16 {
         r.error(
             "site.disk_gb",
-            format!("{} GB is too small for a mirror", s.disk_gb),
+            format!("{} GB is too small for a mirror", s.disk_gb()),
             "write the size of the box's SSD in GB, e.g. 2000",
         );
     }

@@ -8,7 +8,7 @@ name = "lab"
 hostname = "lab.mm.example.net"
 sponsor_name = "Example"
 sponsor_url = "https://example.net/"
-location = "Lab"
+location = { city = "Lab", country = "ZZ" }
 test = true
 
 [network]
@@ -186,4 +186,72 @@ fn an_update_section_is_checked_key_by_key() {
     let problems = load_with_update(good, secret, false).unwrap_err();
     let p = problems.iter().find(|p| p.key == "update.signing_key").expect("a secret key is refused");
     assert!(p.message.contains("secret key"), "{p}");
+}
+
+fn check_text(name: &str, text: &str) -> Result<LoadedProfile, Vec<Problem>> {
+    let (_dir, cat) = catalog();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    check(&path, &cat).map_err(|ProfileError::Invalid(Problems(p))| p)
+}
+
+#[test]
+fn placeholders_warn_in_a_check_and_refuse_a_build_naming_site_and_key() {
+    let text = GOOD
+        .replace("ipv4 = \"192.0.2.10/24\"", "ipv4 = \"TODO: the sponsor's IPv4 address/prefix\"")
+        .replace("ipv4_gateway = \"192.0.2.1\"", "ipv4_gateway = \"TODO: its gateway\"")
+        .replace("test = true", "test = true\nhardware = \"TODO: t620, t740 or r220\"")
+        .replace(
+            "[\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOpsKeyForTestsOnly ops@example\"]",
+            "[\"TODO: an admin's public key\"]",
+        );
+    let checked = check_text("lab", &text).unwrap_or_else(|p| panic!("{p:?}"));
+    let warned: Vec<&str> = checked.warnings.iter().map(|p| p.key.as_str()).collect();
+    for key in ["network.ipv4", "network.ipv4_gateway", "site.hardware", "access.ssh_keys[0]"] {
+        assert!(warned.contains(&key), "{key} not warned: {warned:?}");
+    }
+    let w = checked.warnings.iter().find(|p| p.key == "network.ipv4").unwrap();
+    assert!(w.message.contains("site lab") && w.message.contains("placeholder"), "{w}");
+    assert_eq!(w.line, Some(12), "{w}");
+    let refused = load_text("lab", &text).unwrap_err();
+    assert!(keys(&refused).contains(&"network.ipv4".to_string()), "{refused:?}");
+}
+
+#[test]
+fn a_hardware_class_gives_its_disk_and_nic_and_an_unknown_one_lists_the_known() {
+    let loaded = load_text("lab", &GOOD.replace("test = true", "test = true\nhardware = \"r220\"")).unwrap();
+    assert_eq!(loaded.profile.site.disk_gb(), 8000);
+    assert_eq!(loaded.profile.site.link_mbit(), 20000);
+    assert_eq!(loaded.profile.network.bond.as_ref().and_then(|b| b.driver.as_deref()), Some("ixgbe"));
+    let own = GOOD
+        .replace("test = true", "test = true\nhardware = \"t740\"")
+        .replace("[network]", "[network]\nnic = { mac = \"00:11:22:33:44:55\" }");
+    let loaded = load_text("lab", &own).unwrap();
+    assert_eq!(loaded.profile.network.nic.mac.as_deref(), Some("00:11:22:33:44:55"), "the profile's own NIC wins");
+    let problems = load_text("lab", &GOOD.replace("test = true", "test = true\nhardware = \"t630\"")).unwrap_err();
+    let p = problems.iter().find(|p| p.key == "site.hardware").expect("refused");
+    assert!(p.fix.contains("t620, t740, r220"), "{p}");
+}
+
+#[test]
+fn location_ssh_port_and_daily_time_are_checked() {
+    let text = GOOD
+        .replace(
+            "location = { city = \"Lab\", country = \"ZZ\" }",
+            "location = { city = \"Lab\", country = \"ZZ\", latitude = 91.0, longitude = 0.0 }",
+        )
+        .replace("[access]", "[access]\nssh_port = 443")
+        .replace("projects = [\"alpha\"]", "projects = [\"alpha\"]\nsync_at = \"25:00\"");
+    let k = keys(&load_text("lab", &text).unwrap_err());
+    for key in ["site.location", "access.ssh_port", "mirror.sync_at"] {
+        assert!(k.contains(&key.to_string()), "{key}: {k:?}");
+    }
+    let text = GOOD
+        .replace("[access]", "[access]\nssh_port = 7777")
+        .replace("projects = [\"alpha\"]", "projects = [\"alpha\"]\nsync_at = \"01:59\"");
+    let loaded = load_text("lab", &text).unwrap();
+    assert_eq!(loaded.profile.access.ssh_port, 7777);
+    assert_eq!(loaded.profile.mirror.daily_time(), Some((1, 59)));
+    assert_eq!(loaded.profile.site.location.to_string(), "Lab, ZZ");
 }

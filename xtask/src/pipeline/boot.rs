@@ -1,5 +1,5 @@
 //! Stage 4: the boot files. The initramfs is made by the distro's own tool inside the tree
-//! (initramfs-tools on Debian, dracut on AlmaLinux) with the T620's and QEMU's drivers; the
+//! (initramfs-tools on Debian, dracut on AlmaLinux) with the hardware class's and QEMU's drivers; the
 //! kernel, initramfs, command line and os-release (with the image's IMAGE_ID and IMAGE_VERSION)
 //! are appended to systemd's EFI stub as one Unified Kernel Image, and systemd-boot, which
 //! counts each new version's boots, is taken from the base or the build host.
@@ -13,24 +13,29 @@ use schema::profile::{Distro, LoadedProfile};
 use crate::cmd::{self, cmd};
 use crate::progress;
 
-/// Storage, filesystem and NIC drivers the box needs before the root is mounted: the T620's
-/// (ahci, sd_mod, r8169) and QEMU's (virtio) and common NVMe for bigger boxes.
-pub const INITRD_DRIVERS: &[&str] = &[
-    "ahci",
-    "sd_mod",
-    "nvme",
-    "virtio_pci",
-    "virtio_blk",
-    "virtio_scsi",
-    "virtio_net",
-    "r8169",
-    "ext4",
-    "xfs",
-    "efivarfs",
-    "i6300esb",
-    "sp5100_tco",
-    "iTCO_wdt",
-];
+/// Drivers every image carries besides its hardware class's: QEMU's (the boot tests run any
+/// site's image), the file systems and efivarfs.
+const COMMON_DRIVERS: &[&str] = &["virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net", "ext4", "xfs", "efivarfs"];
+
+/// Hardware watchdogs (QEMU's i6300esb, the T620's and T740's sp5100_tco, Intel's iTCO_wdt),
+/// loaded before systemd takes over so its RuntimeWatchdogSec finds /dev/watchdog0.
+pub const WATCHDOGS: &[&str] = &["i6300esb", "sp5100_tco", "iTCO_wdt"];
+
+/// The storage and NIC drivers the box needs before its root is mounted: its hardware class's
+/// (every class's when it names none), then the common ones.
+pub fn initrd_drivers(site: &LoadedProfile) -> Vec<String> {
+    let class = match site.profile.site.hardware_class() {
+        Some(c) => c.drivers.clone(),
+        None => schema::hardware::all_drivers(),
+    };
+    let mut v = class;
+    for d in COMMON_DRIVERS {
+        if !v.iter().any(|x| x == d) {
+            v.push(d.to_string());
+        }
+    }
+    v
+}
 
 const HOST_STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
 const HOST_LOADER: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
@@ -82,9 +87,8 @@ pub fn make_boot_files(site: &LoadedProfile, root: &Path, epoch: i64, version: &
     }
     let stage = progress::stage("boot", "building the initramfs");
     let kver = kernel_version(root)?;
-    let distro = site.profile.base.distro;
     let initrd_path = root.join("boot/initrd.micromirror");
-    make_initramfs(distro, root, &kver, epoch)?;
+    make_initramfs(site, root, &kver, epoch)?;
     let initrd = fs_err::read(&initrd_path).with_context(|| format!("reading {}", initrd_path.display()))?;
     // The initramfs lives in the UKI only; a copy in the root filesystem would be dead weight.
     fs_err::remove_file(&initrd_path)?;
@@ -150,7 +154,8 @@ fn from_base_or_host(root: &Path, host_path: &str) -> PathBuf {
     }
 }
 
-fn make_initramfs(distro: Distro, root: &Path, kver: &str, epoch: i64) -> Result<()> {
+fn make_initramfs(site: &LoadedProfile, root: &Path, kver: &str, epoch: i64) -> Result<()> {
+    let distro = site.profile.base.distro;
     let out = "/boot/initrd.micromirror";
     let command: Vec<String> = match distro {
         Distro::Debian12 => vec!["mkinitramfs".into(), "-o".into(), out.into(), kver.into()],
@@ -160,7 +165,9 @@ fn make_initramfs(distro: Distro, root: &Path, kver: &str, epoch: i64) -> Result
             "--reproducible".into(),
             "--force".into(),
             "--add-drivers".into(),
-            INITRD_DRIVERS.join(" "),
+            initrd_drivers(site).join(" "),
+            "--force-drivers".into(),
+            WATCHDOGS.join(" "),
             "--kver".into(),
             kver.into(),
             out.into(),

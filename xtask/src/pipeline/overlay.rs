@@ -125,6 +125,9 @@ pub fn context(site: &LoadedProfile) -> minijinja::Value {
         projects => minijinja::Value::from_serialize(&site.projects),
         distro => site.profile.base.distro.as_str(),
         location => site.profile.site.location.to_string(),
+        drivers => super::boot::initrd_drivers(site),
+        watchdogs => super::boot::WATCHDOGS,
+        hardware_title => site.profile.site.hardware_class().map_or("no class: every class's drivers", |c| c.title.as_str()),
         net => minijinja::context! { admin_v4, admin_v6, block_v4, block_v6 },
         image => minijinja::context! { esp_partuuid },
     }
@@ -355,5 +358,65 @@ mod render_tests {
         let demo = render_layer(&site("demo", Distro::Almalinux9), "almalinux-9");
         assert!(get(&demo, "wan0-member0.nmconnection").trim().is_empty());
         assert!(get(&demo, "wan0.nmconnection").contains("type=ethernet"));
+    }
+
+    fn with_class(name: &str, distro: Distro, class: &str) -> LoadedProfile {
+        let mut s = site(name, distro);
+        s.profile.site.hardware = Some(class.into());
+        s.profile.network.nic = Default::default();
+        s.profile.network.bond = None;
+        s.profile.network.apply_class_default(s.profile.site.hardware_class().unwrap());
+        s
+    }
+
+    fn file(files: &[(String, String)], name: &str) -> String {
+        files.iter().find(|(p, _)| p.ends_with(name)).map(|(_, t)| t.clone()).unwrap_or_default()
+    }
+
+    #[test]
+    fn each_class_lists_its_drivers_for_both_initramfs_tools() {
+        for (class, must) in [("t620", "r8169"), ("t740", "mlx4_en"), ("r220", "ixgbe")] {
+            let modules = file(
+                &render_layer(&with_class("demo", Distro::Debian12, class), "debian-12"),
+                "initramfs-tools/modules",
+            );
+            let lines: Vec<&str> = modules.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
+            assert!(
+                lines.contains(&must) && lines.contains(&"virtio_blk") && lines.contains(&"i6300esb"),
+                "{class}: {lines:?}"
+            );
+            let dracut =
+                file(&render_layer(&with_class("demo", Distro::Almalinux9, class), "almalinux-9"), "micromirror.conf");
+            assert!(dracut.contains(must) && dracut.contains("force_drivers+=\" i6300esb"), "{class}: {dracut}");
+        }
+        let t620 =
+            file(&render_layer(&with_class("demo", Distro::Debian12, "t620"), "debian-12"), "initramfs-tools/modules");
+        assert!(!t620.contains("mlx4_en"), "a T620 image carries no ConnectX driver");
+    }
+
+    #[test]
+    fn an_r220_bonds_every_port_of_its_10g_card_on_both_bases() {
+        let debian = render_layer(&with_class("demo", Distro::Debian12, "r220"), "debian-12");
+        let members = file(&debian, "15-wan0-members.network");
+        assert!(
+            members.contains("Driver=ixgbe") && members.contains("Bond=wan0") && !members.contains("MACAddress"),
+            "{members}"
+        );
+        let alma = render_layer(&with_class("demo", Distro::Almalinux9, "r220"), "almalinux-9");
+        let m0 = file(&alma, "wan0-member0.nmconnection");
+        assert!(m0.contains("driver=ixgbe") && m0.contains("multi-connect=3") && m0.contains("master=wan0"), "{m0}");
+        assert!(file(&alma, "wan0-member1.nmconnection").trim().is_empty());
+        let t620 = render_layer(&with_class("demo", Distro::Debian12, "t620"), "debian-12");
+        assert!(file(&t620, "10-wan0.link").contains("Driver=r8169"));
+    }
+
+    #[test]
+    fn sshd_and_the_firewall_follow_the_ssh_port() {
+        let mut s = site("demo", Distro::Debian12);
+        s.profile.access.ssh_port = 7777;
+        let common = render_layer(&s, "common");
+        assert!(file(&common, "10-micromirror.conf").contains("Port 7777"));
+        let nft = file(&common, "nftables.conf");
+        assert!(nft.contains("tcp dport { 7777, 80, 443, 873 } accept") && !nft.contains("dport 22 "), "{nft}");
     }
 }

@@ -38,7 +38,12 @@ pub fn load_catalog() -> Result<Catalog> {
 
 /// Site names: every profiles/*.toml.
 pub fn known_sites() -> Vec<String> {
-    let mut sites: Vec<String> = fs_err::read_dir(paths::profiles())
+    sites_in(&paths::profiles())
+}
+
+/// Site names: every DIR/*.toml.
+pub fn sites_in(dir: &std::path::Path) -> Vec<String> {
+    let mut sites: Vec<String> = fs_err::read_dir(dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.path())

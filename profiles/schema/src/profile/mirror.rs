@@ -70,7 +70,7 @@ fn default_interval() -> u32 {
     24
 }
 
-pub(super) fn validate(m: &Mirror, disk_gb: u64, catalog: &Catalog, r: &mut Reporter) {
+pub(super) fn validate(m: &Mirror, disk_gb: u64, disk_known: bool, catalog: &Catalog, r: &mut Reporter) {
     if !is_host_port(&m.upstream, true) {
         r.error(
             "mirror.upstream",
@@ -127,15 +127,23 @@ pub(super) fn validate(m: &Mirror, disk_gb: u64, catalog: &Catalog, r: &mut Repo
             }
         }
     }
+    // How full, and for how long, `profiles check` and the build show (`LoadedProfile::
+    // disk_fit`); only a disk that cannot hold the projects now is a problem here.
     let fit = DiskFit::new(total_gb, disk_gb);
-    if !fit.fits() {
-        r.error(
+    match (fit.fits(), disk_known) {
+        (true, _) => {}
+        (false, true) => r.error(
             "mirror.projects",
             fit.describe(),
             "host fewer projects or raise site.disk_gb to the box's real disk size",
-        );
-    } else if fit.months_left() < 12.0 {
-        r.warn("mirror.projects", fit.describe(), "plan which project moves off, or ship a bigger disk, before then");
+        ),
+        // Without a class or a size the disk is a guess: say so, and let the placeholder or
+        // the missing size be what stops the build.
+        (false, false) => r.warn(
+            "mirror.projects",
+            format!("assuming a {disk_gb} GB disk, {}", fit.describe()),
+            "set site.hardware or site.disk_gb to the box's real disk",
+        ),
     }
     if m.sync_at.is_some() && m.daily_time().is_none() {
         r.error(
@@ -223,7 +231,11 @@ impl DiskFit {
             return format!("{head}: {} GB too many", self.projects_gb - self.room_gb());
         }
         let months = self.months_left();
-        let when = if months < 1.0 { "within a month".to_string() } else { format!("in about {months:.0} months") };
+        let when = match months {
+            m if m < 1.0 => "within a month".to_string(),
+            m if m > 120.0 => "in more than ten years".to_string(),
+            m => format!("in about {m:.0} months"),
+        };
         format!(
             "{head}; at {:.0} % growth a year ({:.0} GB) the last {} GB are used up {when}",
             Self::GROWTH_PER_YEAR * 100.0,

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use access::Access;
 pub use base::{Base, Distro};
 pub use checks::is_host_port;
-pub use mirror::{Mirror, Push};
+pub use mirror::{DiskFit, Mirror, Push};
 pub use network::{is_documentation, Bond, Network, NicMatch};
 pub use server::{Bucket, RateLimit, Server};
 pub use site::{Location, Site};
@@ -175,7 +175,8 @@ pub fn validate(p: &Profile, file_stem: Option<&str>, catalog: &Catalog, r: &mut
     base::validate(&p.base, r);
     network::validate(&p.network, p.site.test, r);
     access::validate(&p.access, r);
-    mirror::validate(&p.mirror, p.site.disk_gb(), catalog, r);
+    let disk_known = p.site.disk_gb.is_some() || p.site.hardware_class().is_some();
+    mirror::validate(&p.mirror, p.site.disk_gb(), disk_known, catalog, r);
     server::validate(&p.server, r);
     if let Some(tls) = &p.tls {
         tls::validate(tls, r);
@@ -268,6 +269,13 @@ fn validate_signing_key(file: &str, profile_dir: &Path, r: &mut Reporter) {
             format!("{file} holds no OpenPGP public key"),
             "export one there: gpg --export --armor KEYID > FILE",
         );
+    }
+}
+
+impl LoadedProfile {
+    /// How full the disk will be with the hosted projects, and for how long they fit.
+    pub fn disk_fit(&self) -> mirror::DiskFit {
+        mirror::DiskFit::new(self.projects.iter().map(|p| p.size_gb).sum(), self.profile.site.disk_gb())
     }
 }
 

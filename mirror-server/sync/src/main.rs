@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use mirror_sync::schedule::Policy;
+use mirror_sync::schedule::{self, Policy};
 use mirror_sync::status_table::{self, Shown};
 use mirror_sync::{daemon, runner};
 use schema::paths::Paths;
@@ -147,6 +147,12 @@ fn main() -> Result<()> {
             }
             let hours = interval_hours.unwrap_or(f64::from(site.profile.mirror.sync_interval_hours));
             let mut policy = Policy::for_interval(Duration::from_secs_f64(hours * 3600.0));
+            if let (Some((hour, minute)), None) = (site.profile.mirror.daily_time(), interval_hours) {
+                let tz = &site.profile.site.timezone;
+                let zone = jiff::tz::TimeZone::get(tz)
+                    .with_context(|| format!("site.timezone {tz}: not in the box's time zone database"))?;
+                policy.daily = Some(schedule::Daily { hour: hour as i8, minute: minute as i8, zone });
+            }
             if let Some(s) = retry_after {
                 policy.retry_after = Duration::from_secs(s);
             }

@@ -10,10 +10,12 @@ use std::time::Duration;
 use schema::status::{Outcome, Status};
 
 /// How the schedule spaces runs out.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     /// Between successful runs.
     pub interval: Duration,
+    /// Instead of the interval: once a day at this local time (the playbook's 01:59 cron run).
+    pub daily: Option<Daily>,
     /// The wait after the first failure; each further failure in a row doubles it.
     pub retry_after: Duration,
     /// The longest wait after failures.
@@ -25,6 +27,7 @@ impl Policy {
     pub fn for_interval(interval: Duration) -> Policy {
         Policy {
             interval,
+            daily: None,
             retry_after: Duration::from_secs(300),
             retry_cap: interval.min(Duration::from_secs(6 * 3600)),
         }
@@ -34,6 +37,29 @@ impl Policy {
     pub fn backoff(&self, failures: u32, jitter: f64) -> Duration {
         let doubled = self.retry_after.saturating_mul(1u32 << failures.saturating_sub(1).min(20));
         doubled.min(self.retry_cap).mul_f64(0.75 + 0.5 * jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// A time of day in the site's time zone; every box runs at that moment (no jitter), so the
+/// fleet pulls in lockstep and the upstream reads each file once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Daily {
+    pub hour: i8,
+    pub minute: i8,
+    pub zone: jiff::tz::TimeZone,
+}
+
+impl Daily {
+    /// The first moment at the daily time strictly after `after` (Unix seconds). A time that a
+    /// DST change skips or repeats resolves as the zone's usual "compatible" rule does.
+    pub fn next_after(&self, after: i64) -> i64 {
+        let Ok(ts) = jiff::Timestamp::from_second(after) else { return after + 86_400 };
+        let date = ts.to_zoned(self.zone.clone()).date();
+        let at = |d: jiff::civil::Date| d.at(self.hour, self.minute, 0, 0).to_zoned(self.zone.clone()).ok();
+        match at(date).filter(|z| z.timestamp().as_second() > after) {
+            Some(z) => z.timestamp().as_second(),
+            None => date.tomorrow().ok().and_then(at).map_or(after + 86_400, |z| z.timestamp().as_second()),
+        }
     }
 }
 
@@ -49,6 +75,12 @@ pub fn next_due(status: Option<&Status>, policy: &Policy, now: i64, jitter: f64)
     }
     match st.last_success {
         None => now,
+        // At the daily time after the last success: overdue (the box was off at that time) is
+        // due now; a clock stepped back waits at most a day.
+        Some(t) if policy.daily.is_some() => {
+            let daily = policy.daily.as_ref().map_or(t + 86_400, |d| d.next_after(t));
+            daily.min(now + 86_400)
+        }
         Some(t) => {
             let interval = policy.interval.as_secs() as i64;
             let early = (policy.interval.as_secs_f64() * 0.1 * jitter.clamp(0.0, 1.0)) as i64;
@@ -104,5 +136,21 @@ mod tests {
         assert!(next_due(Some(&failed), &p, 100, 0.5) <= 100 + 6 * 3600);
         // Forward a day: everything overdue is due now, once.
         assert!(next_due(Some(&ok), &p, 200_000 + 2 * 86_400, 0.0) < 200_000 + 2 * 86_400);
+    }
+
+    #[test]
+    fn a_daily_time_runs_at_that_local_time_after_each_success() {
+        let zone = jiff::tz::TimeZone::fixed(jiff::tz::offset(-8));
+        let p = Policy { daily: Some(Daily { hour: 1, minute: 59, zone }), ..Policy::for_interval(DAY) };
+        // 2026-06-01 00:00 UTC is 2026-05-31 16:00 at UTC-8; 01:59 local is 09:59 UTC.
+        let midnight_utc = 1_780_272_000;
+        let ok = status(Outcome::Success, Some(midnight_utc), 0, midnight_utc);
+        assert_eq!(next_due(Some(&ok), &p, midnight_utc + 60, 0.7), midnight_utc + 9 * 3600 + 59 * 60);
+        // A success just after 01:59 waits for tomorrow's.
+        let after = midnight_utc + 10 * 3600;
+        let ok = status(Outcome::Success, Some(after), 0, after);
+        assert_eq!(next_due(Some(&ok), &p, after, 0.0), midnight_utc + 86_400 + 9 * 3600 + 59 * 60);
+        // A box that was off at 01:59 runs at once when it comes back.
+        assert_eq!(next_due(Some(&ok), &p, after + 3 * 86_400, 0.0), midnight_utc + 86_400 + 9 * 3600 + 59 * 60);
     }
 }

@@ -8,6 +8,7 @@ mod boot;
 mod cmd;
 mod flash;
 mod host;
+mod many_sites;
 mod paths;
 mod pipeline;
 mod profiles;
@@ -28,7 +29,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Bake the disk image of a site: target/images/SITE/SITE.img, .img.zst, manifest.json, update/
+    /// Bake the disk image of a site (or --sites a,b / --all): target/images/SITE/SITE.img, .img.zst, manifest.json, update/
     Image(pipeline::ImageArgs),
     /// Lay a site's built update out in a served folder (DIR/SITE/), signed, newest versions only
     Publish(publish::PublishArgs),
@@ -53,7 +54,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
-        Command::Image(args) => pipeline::run(args).map(|_| ()),
+        Command::Image(args) => pipeline::command(args),
         Command::Publish(args) => publish::run(args),
         Command::Boot(args) => boot::run(args),
         Command::Flash(args) => flash::run(args),

@@ -1,7 +1,8 @@
-//! `cargo xtask bench server|image|sync|update`: speed and memory, always beside a peer run in the
+//! `cargo xtask bench server|image|sync|update|fleet`: speed and memory, always beside a peer run in the
 //! same session (nginx, a bare rsync, the reference image builder's published figures), as
 //! ratios. Benchmarks are not tests: they print, they do not pass or fail.
 
+pub mod fleet;
 pub mod image;
 pub mod peers;
 pub mod server;
@@ -37,6 +38,13 @@ pub enum BenchCommand {
     /// A/B updates: image size against the single-root layout, bytes an update downloads,
     /// publish to serving the new version under QEMU
     Update,
+    /// Many sites from one cached base (`image --sites`) against one site built alone, as one
+    /// after another would cost
+    Fleet {
+        /// How many sites
+        #[arg(long, default_value_t = 44)]
+        sites: usize,
+    },
 }
 
 pub struct Row {
@@ -61,6 +69,10 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Update => {
             host::ensure(&[host::IMAGE_DEBIAN, host::BOOT, host::BENCH])?;
             ("A/B updates", "single root", update::run()?)
+        }
+        BenchCommand::Fleet { sites } => {
+            host::ensure(&[host::IMAGE_DEBIAN])?;
+            ("many sites", "one by one", fleet::run(sites)?)
         }
         BenchCommand::Sync { rounds } => {
             host::ensure(&[host::TESTS])?;

@@ -27,7 +27,7 @@ impl Drop for Killed {
 }
 
 /// Runs our own xtask with the demo's test signing key (tests/fixtures: the demo is a test site).
-fn xtask(args: &[&str], env: &[(&str, &Path)]) -> Result<()> {
+pub(super) fn xtask(args: &[&str], env: &[(&str, &Path)]) -> Result<()> {
     let mut c = Command::new(std::env::current_exe()?);
     c.args(args).stdout(Stdio::null()).env("GNUPGHOME", signing_home()?);
     for (k, v) in env {
@@ -39,7 +39,7 @@ fn xtask(args: &[&str], env: &[(&str, &Path)]) -> Result<()> {
     Ok(())
 }
 
-fn signing_home() -> Result<PathBuf> {
+pub(super) fn signing_home() -> Result<PathBuf> {
     let home = paths::target().join("bench/gnupg-demo");
     if !home.join("pubring.kbx").exists() {
         fs_err::create_dir_all(&home)?;

@@ -23,8 +23,17 @@ use crate::{host, paths};
 #[derive(clap::Args, Clone)]
 pub struct ImageArgs {
     /// Site name: profiles/SITE.toml
+    #[arg(long, required_unless_present_any = ["sites", "all"], conflicts_with_all = ["sites", "all"])]
+    pub site: Option<String>,
+    /// Several sites, comma-separated, built from one cached base, ending with one table
+    #[arg(long, value_delimiter = ',', conflicts_with = "all")]
+    pub sites: Vec<String>,
+    /// Every site in profiles/
     #[arg(long)]
-    pub site: String,
+    pub all: bool,
+    /// With --sites or --all: how many images build at once (default: 2, or 1 on one core)
+    #[arg(long)]
+    pub jobs: Option<usize>,
     /// Rebuild the cached base tree even when one matches
     #[arg(long)]
     pub refresh_base: bool,
@@ -49,10 +58,27 @@ pub struct Built {
     pub manifest: PathBuf,
 }
 
-/// Builds the image; `None` when `--until` stopped it early.
+/// `cargo xtask image`: one site, or many (`--sites`, `--all`).
+pub fn command(args: ImageArgs) -> Result<()> {
+    if args.site.is_some() {
+        return run(args).map(|_| ());
+    }
+    let sites = if args.all { load::known_sites() } else { args.sites.clone() };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let plan = crate::many_sites::Plan {
+        sites,
+        jobs: args.jobs.unwrap_or(cores.min(2)),
+        no_compress: args.no_compress,
+        refresh_base: args.refresh_base,
+    };
+    crate::many_sites::run(plan).map(|_| ())
+}
+
+/// Builds the image of `args.site`; `None` when `--until` stopped it early.
 pub fn run(args: ImageArgs) -> Result<Option<Built>> {
     let started = Instant::now();
-    let site = load::load(&args.site)?;
+    let name = args.site.clone().context("no --site given")?;
+    let site = load::load(&name)?;
     if args.until == Some(Stage::Load) {
         eprintln!("{}: profile and catalog are valid", site.path.display());
         return Ok(None);
@@ -63,7 +89,7 @@ pub fn run(args: ImageArgs) -> Result<Option<Built>> {
     let epoch = outputs::build_epoch();
     let version = image::version::Version::from_epoch(epoch)?;
 
-    let work = paths::target().join("work").join(&args.site);
+    let work = paths::target().join("work").join(&name);
     tree::remove_dir_all_if_exists(&work)?;
     fs_err::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let root = work.join("root");

@@ -59,6 +59,8 @@ pub struct Config {
     pub releases: ReleaseRules,
     /// The hosted projects' folders: their counters exist (at zero) from the start.
     pub projects: Vec<String>,
+    /// The hosted projects as the front page lists them (empty: `/` is a plain listing).
+    pub front: Vec<crate::front::Hosted>,
     /// ACME account and certificate, telemetry spill file, today's counters.
     pub state: Paths,
 }
@@ -124,6 +126,15 @@ impl Config {
                 ReleaseRules::default()
             }),
             projects: projects.iter().map(|p| p.path.clone()).collect(),
+            front: projects
+                .iter()
+                .map(|p| crate::front::Hosted {
+                    name: p.name.clone(),
+                    title: p.title.clone(),
+                    path: p.path.clone(),
+                    rsync_module: p.rsync_module().to_string(),
+                })
+                .collect(),
             state: paths.clone(),
         }
     }

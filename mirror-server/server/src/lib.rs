@@ -17,6 +17,7 @@ pub mod exporter;
 pub mod exposition;
 pub mod filecache;
 pub mod files;
+pub mod front;
 pub mod http;
 pub mod listing;
 pub mod metrics;

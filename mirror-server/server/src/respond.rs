@@ -71,6 +71,8 @@ pub struct ListingJob {
     json: bool,
     /// The folder's mtime: the cached render of this version is reused.
     stamp: i128,
+    /// The front page rather than a listing of the root.
+    front: bool,
 }
 
 /// The reply for an error status, with the site's 404 page where there is one.
@@ -224,8 +226,17 @@ fn dir_reply(shared: &Shared, req: &Request, target: &Target, stamp: i128) -> Re
     let mut r = Reply::new(200);
     r.headers.push(("Content-Type", if json { "application/json" } else { "text/html; charset=utf-8" }.into()));
     r.headers.push(("Vary", "Accept".into()));
-    r.body = Body::Listing(ListingJob { path: target.relative_path(), url_path: target.url_path(true), json, stamp });
+    // The root without an index.html is the front page (status changes without the folder's
+    // mtime moving, so a render is kept for a minute); `?format=json` still lists the folder.
+    let front = target.segments.is_empty() && !json && !shared.front.is_empty();
+    let stamp = if front { now_seconds() as i128 / 60 } else { stamp };
+    r.body =
+        Body::Listing(ListingJob { path: target.relative_path(), url_path: target.url_path(true), json, stamp, front });
     r
+}
+
+fn now_seconds() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Completes a reply that `handle` left unfinished: renders a folder listing (once per folder
@@ -235,7 +246,16 @@ pub async fn finish(shared: &Arc<Shared>, reply: Reply) -> Reply {
     let Body::Listing(job) = &reply.body else { return reply };
     let render = {
         let (shared, path, url_path, json) = (shared.clone(), job.path.clone(), job.url_path.clone(), job.json);
+        let front = job.front;
         move || {
+            if front {
+                let hosted: Vec<_> = shared
+                    .front
+                    .iter()
+                    .map(|p| (p.clone(), schema::status::read(&shared.status_dir, &p.name)))
+                    .collect();
+                return Some(crate::front::html(&shared.site_view(), &hosted, now_seconds()).into_bytes());
+            }
             let entries = match files::read_entries(shared.files.root(), &path) {
                 Ok(e) => e,
                 Err(e) => {
@@ -251,7 +271,9 @@ pub async fn finish(shared: &Arc<Shared>, reply: Reply) -> Reply {
             Some(text.into_bytes())
         }
     };
-    match shared.listings.get_or_render(&job.path, job.stamp, job.json, render).await {
+    // The front page has its own cache entry, beside the root's listing.
+    let key = if job.front { "\0front".to_string() } else { job.path.clone() };
+    match shared.listings.get_or_render(&key, job.stamp, job.json, render).await {
         Some(text) => Reply { length: text.len() as u64, body: Body::Bytes(text), ..reply },
         None => Reply { project: reply.project, release: reply.release, ..error(shared, 404) },
     }

@@ -31,6 +31,9 @@ pub struct Shared {
     pub challenges: Arc<acme::Challenges>,
     pub releases: ReleaseRules,
     pub telemetry: Option<Telemetry>,
+    /// What the front page lists, and where their sync status files are.
+    pub front: Vec<crate::front::Hosted>,
+    pub status_dir: PathBuf,
 }
 
 /// The current `Shared`, replaced whole by a reload.
@@ -134,5 +137,7 @@ pub fn build_shared(config: &Config, lasting: &Lasting) -> Result<Shared> {
         challenges: lasting.challenges.clone(),
         releases: config.releases.clone(),
         telemetry: lasting.telemetry.clone(),
+        front: config.front.clone(),
+        status_dir: config.status_dir.clone(),
     })
 }

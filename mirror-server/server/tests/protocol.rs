@@ -558,3 +558,22 @@ fn files_on_network_or_fuse_file_systems_are_never_kept_open() {
     let text = String::from_utf8_lossy(&get(port, "/metrics")).into_owned();
     assert_eq!(metric(&text, "micromirror_open_files"), Some(1.0), "only the local file: {text}");
 }
+
+#[test]
+fn the_root_is_a_front_page_with_each_project_its_last_sync_and_size() {
+    let t = Tree::new();
+    let site = lab_profile(t.dir.path(), "Front Sponsor", "");
+    let status = t.dir.path().join("status");
+    std::fs::create_dir_all(&status).unwrap();
+    testkit::fixtures::write_status(&status, "fedora", 3 << 30);
+    let s = t.start(&["--config", site.to_str().unwrap(), "--status-dir", status.to_str().unwrap()]);
+    let page = String::from_utf8_lossy(&get(s.port, "/")).into_owned();
+    assert_eq!(status_of(page.as_bytes()), 200, "{page}");
+    assert!(page.contains("Hosted by <a href=\"https://example.net/\">Front Sponsor</a>"), "{page}");
+    assert!(page.contains("<a href=\"/fedora/\">F</a>"), "{page}");
+    assert!(page.contains(&format!("rsync://{}/fedora/", testkit::fixtures::LAB_HOSTNAME)), "{page}");
+    assert!(page.contains("s ago") && page.contains("3.0 GiB"), "the status file's age and size: {page}");
+    // Machines still get the root's listing.
+    let json = String::from_utf8_lossy(&get(s.port, "/?format=json")).into_owned();
+    assert!(json.contains("\"name\":\"fedora\""), "{json}");
+}

@@ -29,6 +29,8 @@ pub const IMAGE_DEBIAN: &[Need] = &[
     need("gpg", "gnupg", "gnupg2"),
     need("unshare", "util-linux", "util-linux"),
     need("systemctl", "systemd", "systemd"),
+    // Fetches the SSH keys a profile names by URL (access.ssh_key_urls).
+    need("curl", "curl", "curl"),
 ];
 
 /// What `cargo xtask image` needs for an AlmaLinux 9 base.

@@ -9,6 +9,7 @@ pub mod disk;
 pub mod load;
 pub mod outputs;
 pub mod overlay;
+pub mod ssh_keys;
 pub mod tarball;
 pub mod tree;
 pub mod update;
@@ -78,14 +79,18 @@ pub fn command(args: ImageArgs) -> Result<()> {
 pub fn run(args: ImageArgs) -> Result<Option<Built>> {
     let started = Instant::now();
     let name = args.site.clone().context("no --site given")?;
-    let site = load::load(&name)?;
+    let mut site = load::load(&name)?;
     if args.until == Some(Stage::Load) {
         eprintln!("{}: profile and catalog are valid", site.path.display());
         return Ok(None);
     }
     host::ensure(&[base::host_needs(site.profile.base.distro)])?;
-    // A bad signing key fails now, not after the slow stages.
+    // A bad signing key or an unreachable key URL fails now, not after the slow stages.
     update::signing_key(&site)?;
+    let fetched_keys = ssh_keys::fetch_all(&site, &ssh_keys::cache_dir())?;
+    for f in &fetched_keys {
+        site.profile.access.ssh_keys.extend(f.keys.iter().cloned());
+    }
     let epoch = outputs::build_epoch();
     let version = image::version::Version::from_epoch(epoch)?;
 
@@ -117,7 +122,14 @@ pub fn run(args: ImageArgs) -> Result<Option<Built>> {
     let update = update::make(&site, &disk, &boot, &version, epoch, &staging)?;
     let built = outputs::finish(
         &site,
-        &outputs::Parts { base: &base, disk: &disk, update: update.as_ref(), root: &root, version: &version },
+        &outputs::Parts {
+            base: &base,
+            disk: &disk,
+            update: update.as_ref(),
+            root: &root,
+            version: &version,
+            ssh_keys: &fetched_keys,
+        },
         &staging,
         epoch,
         !args.no_compress,

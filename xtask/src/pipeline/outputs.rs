@@ -37,6 +37,8 @@ pub struct Parts<'a> {
     pub update: Option<&'a Update>,
     pub root: &'a Path,
     pub version: &'a image::version::Version,
+    /// Keys fetched from the profile's ssh_key_urls, pinned into the image.
+    pub ssh_keys: &'a [super::ssh_keys::Fetched],
 }
 
 pub fn finish(
@@ -47,7 +49,7 @@ pub fn finish(
     compress: bool,
     started: Instant,
 ) -> Result<Built> {
-    let Parts { base, disk, update, root, version } = *parts;
+    let Parts { base, disk, update, root, version, ssh_keys } = *parts;
     let name = &site.profile.site.name;
     let stage = progress::stage("outputs", "hashing and compressing");
     let image_sha = sha256_file(&disk.image)?;
@@ -68,6 +70,7 @@ pub fn finish(
         "build_epoch": epoch,
         "version": version.as_str(),
         "artifacts": artifacts,
+        "ssh_keys_from_urls": ssh_keys.iter().map(|f| json!({"url": f.url, "keys": f.keys.len(), "sha256": f.sha256, "from_cache": f.from_cache})).collect::<Vec<_>>(),
         "update": update.map(|u| json!({
             "folder": "update",
             "signed": u.signed,

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use access::Access;
+pub use access::{is_public_key, Access};
 pub use base::{Base, Distro};
 pub use checks::is_host_port;
 pub use mirror::{DiskFit, Mirror, Push};
@@ -174,7 +174,7 @@ pub fn validate(p: &Profile, file_stem: Option<&str>, catalog: &Catalog, r: &mut
     site::validate(&p.site, file_stem, r);
     base::validate(&p.base, r);
     network::validate(&p.network, p.site.test, r);
-    access::validate(&p.access, r);
+    access::validate(&p.access, p.site.test, r);
     let disk_known = p.site.disk_gb.is_some() || p.site.hardware_class().is_some();
     mirror::validate(&p.mirror, p.site.disk_gb(), disk_known, catalog, r);
     server::validate(&p.server, r);

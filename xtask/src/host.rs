@@ -63,6 +63,12 @@ pub const BENCH: &[Need] = &[
     need("mosquitto", "mosquitto", "mosquitto"),
     need("mosquitto_pub", "mosquitto-clients", "mosquitto"),
     need("socat", "socat", "socat"),
+    // The AlmaLinux image's NetworkManager keyfiles and chrony.conf, loaded by the real programs
+    // (in a network namespace with a private D-Bus).
+    need("NetworkManager", "network-manager", "NetworkManager"),
+    need("nmcli", "network-manager", "NetworkManager"),
+    need("dbus-daemon", "dbus", "dbus-daemon"),
+    need("chronyd", "chrony", "chrony"),
 ];
 
 /// What the rest of the tests need: real peers and checkers.

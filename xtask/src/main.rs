@@ -14,6 +14,7 @@ mod pipeline;
 mod profiles;
 mod progress;
 mod publish;
+mod render;
 mod signing;
 mod testing;
 
@@ -33,6 +34,8 @@ enum Command {
     Image(pipeline::ImageArgs),
     /// Lay a site's built update out in a served folder (DIR/SITE/), signed, newest versions only
     Publish(publish::PublishArgs),
+    /// Write a site's rendered configuration files (network, firewall, units …) into a folder
+    Render(render::RenderArgs),
     /// Boot a throwaway copy of a site's image in QEMU, serial console on this terminal
     Boot(boot::BootArgs),
     /// Write a site's image onto a disk, safely (the `dd` step)
@@ -56,6 +59,7 @@ fn main() {
     let result: Result<()> = match cli.command {
         Command::Image(args) => pipeline::command(args),
         Command::Publish(args) => publish::run(args),
+        Command::Render(args) => render::run(args),
         Command::Boot(args) => boot::run(args),
         Command::Flash(args) => flash::run(args),
         Command::Profiles { command } => profiles::run(command),

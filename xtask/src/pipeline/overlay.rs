@@ -133,6 +133,21 @@ pub fn context(site: &LoadedProfile) -> minijinja::Value {
     }
 }
 
+/// Every template of one overlay layer rendered for a site, as `apply` renders it, as
+/// (path inside the tree, text): for `cargo xtask render` and the tests.
+pub fn render_templates(site: &LoadedProfile, layer: &str) -> Result<Vec<(String, String)>> {
+    let env = environment();
+    let ctx = context(site);
+    let dir = paths::overlay().join(layer);
+    let mut out = Vec::new();
+    for p in tree::walk(&dir)?.into_iter().filter(|p| p.extension().is_some_and(|e| e == "j2")) {
+        let rel = p.strip_prefix(&dir)?.to_string_lossy().trim_end_matches(".j2").to_string();
+        let text = render(&env, &p.display().to_string(), &fs_err::read_to_string(&p)?, &ctx)?;
+        out.push((rel, text));
+    }
+    Ok(out)
+}
+
 pub fn render(env: &Environment, name: &str, text: &str, ctx: &minijinja::Value) -> Result<String> {
     env.render_str(text, ctx.clone()).map_err(|e| {
         let line = e.line().map(|l| format!(":{l}")).unwrap_or_default();
@@ -284,21 +299,8 @@ mod render_tests {
     use super::*;
     use schema::profile::Distro;
 
-    /// Renders every template of a layer for a site, as `apply` would, into (path, text).
     fn render_layer(site: &LoadedProfile, layer: &str) -> Vec<(String, String)> {
-        let env = environment();
-        let ctx = context(site);
-        let dir = paths::overlay().join(layer);
-        tree::walk(&dir)
-            .unwrap()
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "j2"))
-            .map(|p| {
-                let rel = p.strip_prefix(&dir).unwrap().to_string_lossy().trim_end_matches(".j2").to_string();
-                let text = render(&env, &p.display().to_string(), &fs_err::read_to_string(&p).unwrap(), &ctx).unwrap();
-                (rel, text)
-            })
-            .collect()
+        render_templates(site, layer).unwrap()
     }
 
     fn site(name: &str, distro: Distro) -> LoadedProfile {

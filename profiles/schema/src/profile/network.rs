@@ -29,6 +29,9 @@ pub struct Network {
     pub ipv6_gateway: Option<String>,
     #[serde(default)]
     pub dns: Vec<String>,
+    /// Time servers (host names or addresses), e.g. the sponsor's; the distro's pool when empty.
+    #[serde(default)]
+    pub ntp: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -155,6 +158,15 @@ pub(super) fn validate(n: &Network, test_site: bool, r: &mut Reporter) {
                 &format!("network.dns[{i}]"),
                 format!("`{d}` is not an IP address"),
                 "write resolver addresses such as \"192.0.2.53\"",
+            );
+        }
+    }
+    for (i, server) in n.ntp.iter().enumerate() {
+        if server.parse::<IpAddr>().is_err() && !super::checks::is_hostname(server) {
+            r.error(
+                &format!("network.ntp[{i}]"),
+                format!("`{server}` is neither a host name nor an address"),
+                "write e.g. \"ntp.example.net\" or \"192.0.2.123\"",
             );
         }
     }

@@ -169,8 +169,15 @@ fn two_builds_of_one_profile_give_identical_images_and_a_failed_build_keeps_the_
     let update = image.with_file_name("update");
     let signed = |name: &str| std::fs::read(update.join(name)).unwrap_or_else(|e| panic!("update/{name}: {e}"));
     let (sums, signature) = (signed("SHA256SUMS"), signed("SHA256SUMS.gpg"));
-    let image = e2e::build_image("demo").unwrap();
+    // The second build also writes the .img.zst (concatenated frames, the update's root.zst
+    // among them): it must restore the image byte for byte.
+    e2e::xtask(&["image", "--site", "demo"]).unwrap();
     assert_eq!(sha256(&image), first, "the second build differs from the first");
+    let zst = image.with_extension("img.zst");
+    let restored =
+        Command::new("sh").arg("-c").arg(format!("zstd -dc {} | sha256sum", zst.display())).output().unwrap();
+    let restored = String::from_utf8_lossy(&restored.stdout).split_whitespace().next().unwrap_or("").to_string();
+    assert_eq!(restored, first, "the .img.zst does not restore the image");
     assert_eq!(signed("SHA256SUMS"), sums, "the update's artifacts differ between builds");
     assert_eq!(signed("SHA256SUMS.gpg"), signature, "the same key and inputs give the same signature");
     let v: serde_json::Value = serde_json::from_str(&manifest).unwrap();

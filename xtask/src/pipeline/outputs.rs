@@ -52,14 +52,15 @@ pub fn finish(
     let Parts { base, disk, update, root, version, ssh_keys } = *parts;
     let name = &site.profile.site.name;
     let stage = progress::stage("outputs", "hashing and compressing");
-    let image_sha = sha256_file(&disk.image)?;
+    let zst = compress.then(|| staging.join(format!("{name}.img.zst")));
+    let root_region = (disk.layout.root_offset, disk.root_fs_size);
+    let root_frame = update.map(|u| (root_region, u.root_frame.as_path()));
+    let image_sha = hash_and_compress(&disk.image, disk.layout.disk_size, root_frame, zst.as_deref())?;
     let mut artifacts = vec![
         json!({"file": format!("{name}.img"), "sha256": image_sha, "size": disk.layout.disk_size, "allocated": allocated(&disk.image)?}),
     ];
-    if compress {
-        let zst = staging.join(format!("{name}.img.zst"));
-        compress_zstd(&disk.image, &zst)?;
-        artifacts.push(json!({"file": format!("{name}.img.zst"), "sha256": sha256_file(&zst)?, "size": fs_err::metadata(&zst)?.len()}));
+    if let Some(zst) = &zst {
+        artifacts.push(json!({"file": format!("{name}.img.zst"), "sha256": sha256_file(zst)?, "size": fs_err::metadata(zst)?.len()}));
     }
     let manifest = json!({
         "site": name,
@@ -137,13 +138,82 @@ pub fn allocated(path: &Path) -> Result<u64> {
     Ok(fs_err::metadata(path)?.blocks() * 512)
 }
 
-fn compress_zstd(src: &Path, dest: &Path) -> Result<()> {
-    let input = fs_err::File::open(src)?;
-    let out = fs_err::File::create(dest)?;
-    let mut enc = zstd::Encoder::new(out, 3)?;
-    enc.multithread(std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1))?;
-    std::io::copy(&mut BufReader::with_capacity(4 << 20, input), &mut enc)?;
-    enc.finish()?.flush()?;
+/// One pass over the sparse image: the SHA-256 of all its bytes and, when `zst` is given, the
+/// .img.zst as concatenated zstd frames (which any zstd decoder reads as one stream): the bytes
+/// before slot A, slot A's root filesystem, the rest. Where the update already compressed the
+/// root filesystem (`root_frame`: its region and its root.zst), that file is the middle frame as
+/// is, so the biggest region is compressed once per build, not twice. Holes are fed from a
+/// buffer of zeros rather than read.
+fn hash_and_compress(
+    image: &Path,
+    len: u64,
+    root_frame: Option<((u64, u64), &Path)>,
+    zst: Option<&Path>,
+) -> Result<String> {
+    let file = fs_err::File::open(image)?;
+    let extents = crate::flash::data_extents(file.file(), len);
+    let mut hasher = Sha256::new();
+    let mut out = zst.map(fs_err::File::create).transpose()?;
+    let cuts: Vec<(u64, u64, Option<&Path>)> = match root_frame {
+        Some(((off, size), frame)) => vec![(0, off, None), (off, off + size, Some(frame)), (off + size, len, None)],
+        None => vec![(0, len, None)],
+    };
+    for (start, end, frame) in cuts {
+        match (&mut out, frame) {
+            (Some(out), Some(frame)) => {
+                feed(&file, &extents, start, end, &mut |b| hasher.update(b))?;
+                std::io::copy(&mut fs_err::File::open(frame)?, out)?;
+            }
+            (Some(out), None) => {
+                let mut enc = zstd::Encoder::new(out, 3)?;
+                enc.multithread(std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1))?;
+                let mut err = None;
+                feed(&file, &extents, start, end, &mut |b| {
+                    hasher.update(b);
+                    if err.is_none() {
+                        err = enc.write_all(b).err();
+                    }
+                })?;
+                if let Some(e) = err {
+                    return Err(e.into());
+                }
+                enc.finish()?;
+            }
+            (None, _) => feed(&file, &extents, start, end, &mut |b| hasher.update(b))?,
+        }
+    }
+    if let Some(out) = out {
+        out.sync_all()?;
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Calls `sink` with every byte of `[start, end)` of the file in order: data read in 1 MiB
+/// pieces, holes as zeros.
+fn feed(file: &fs_err::File, extents: &[(u64, u64)], start: u64, end: u64, sink: &mut dyn FnMut(&[u8])) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    const PIECE: usize = 1 << 20;
+    let zeros = vec![0u8; PIECE];
+    let mut buf = vec![0u8; PIECE];
+    let mut pos = start;
+    while pos < end {
+        // The first extent that ends after pos (extents are sorted and disjoint).
+        let i = extents.partition_point(|(o, l)| o + l <= pos);
+        match extents.get(i) {
+            Some(&(o, l)) if o <= pos => {
+                let n = ((o + l).min(end) - pos).min(PIECE as u64) as usize;
+                file.file().read_exact_at(&mut buf[..n], pos)?;
+                sink(&buf[..n]);
+                pos += n as u64;
+            }
+            next => {
+                let hole_end = next.map_or(end, |&(o, _)| o).min(end);
+                let n = (hole_end - pos).min(PIECE as u64) as usize;
+                sink(&zeros[..n]);
+                pos += n as u64;
+            }
+        }
+    }
     Ok(())
 }
 

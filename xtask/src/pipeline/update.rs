@@ -5,7 +5,7 @@
 //! names follow systemd-sysupdate's conventions (ARCHITECTURE.md says where they differ).
 
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use image::version::Version;
@@ -28,6 +28,9 @@ pub struct Update {
     /// (file name, sha256, size) of each artifact, in SHA256SUMS order.
     pub artifacts: Vec<(String, String, u64)>,
     pub signed: bool,
+    /// The compressed root filesystem: one zstd frame of exactly the image's slot-A bytes, which
+    /// the .img.zst reuses as its middle frame instead of compressing them again.
+    pub root_frame: PathBuf,
 }
 
 /// The signing key a profile names, resolved beside the profile.
@@ -79,7 +82,7 @@ pub fn make(
         progress::human_bytes(total),
         if signed { ", signed" } else { ", NOT signed" }
     ));
-    Ok(Some(Update { artifacts, signed }))
+    Ok(Some(Update { artifacts, signed, root_frame: root }))
 }
 
 /// SHA256SUMS as sha256sum writes it (and systemd-sysupdate reads it): "HASH  NAME" lines.

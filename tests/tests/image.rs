@@ -232,3 +232,67 @@ fn an_ipv6_only_site_renders_its_network_and_firewall_from_the_profile() {
     assert!(!root.join("etc/ssh/ssh_host_ed25519_key").exists(), "SSH host keys must be made on first boot");
     assert!(read("etc/rsyncd.conf").contains("[kdeftp]") || read("etc/rsyncd.conf").contains("[kde]"));
 }
+
+/// The kernel modules inside a UKI's initramfs, by name (`r8169`, `mlx4_en`, …).
+fn initramfs_modules(uki: &Path, work: &Path) -> Vec<String> {
+    let initrd = work.join(format!("{}.initrd", uki.file_name().unwrap().to_string_lossy()));
+    let status = Command::new("objcopy")
+        .arg(format!("--dump-section=.initrd={}", initrd.display()))
+        .arg(uki)
+        .arg(work.join("scratch.efi"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "no .initrd section in {}", uki.display());
+    let out = Command::new("lsinitramfs").arg(&initrd).output().unwrap();
+    assert!(out.status.success(), "lsinitramfs {}: {}", initrd.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.rsplit('/').next())
+        .filter_map(|f| f.split_once(".ko").map(|(name, _)| name.replace('-', "_")))
+        .collect()
+}
+
+#[test]
+fn each_hardware_class_builds_with_its_drivers_in_the_uki_initramfs() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = scratch_profiles(dir.path());
+    let demo = std::fs::read_to_string(workspace().join("profiles/demo.toml")).unwrap();
+    let classes = ["t620", "t740", "r220"];
+    for class in classes {
+        let text = demo
+            .replace("name = \"demo\"", &format!("name = \"hw-{class}\""))
+            .replace("disk_gb = 64", &format!("disk_gb = 64\nhardware = \"{class}\""));
+        std::fs::write(p.join(format!("hw-{class}.toml")), text).unwrap();
+    }
+    let sites: Vec<String> = classes.iter().map(|c| format!("hw-{c}")).collect();
+    let out =
+        e2e::xtask_with(&["image", "--sites", &sites.join(","), "--no-compress"], &[("MICROMIRROR_PROFILES", &p)])
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    for site in &sites {
+        assert!(
+            out.lines().any(|l| l.starts_with(site.as_str()) && l.ends_with(" ok")),
+            "{site} not in the table as built:\n{out}"
+        );
+    }
+    let modules = |site: &str| {
+        let update = target().join("images").join(site).join("update");
+        let uki = std::fs::read_dir(&update)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "efi"))
+            .unwrap_or_else(|| panic!("no UKI in {}", update.display()));
+        initramfs_modules(&uki, dir.path())
+    };
+    let has = |m: &[String], name: &str| m.iter().any(|x| x == name);
+    let t620 = modules("hw-t620");
+    assert!(has(&t620, "r8169") && has(&t620, "ahci") && has(&t620, "virtio_blk"), "{t620:?}");
+    assert!(!has(&t620, "mlx4_en") && !has(&t620, "ixgbe"), "a T620 carries no 10 GbE drivers: {t620:?}");
+    let t740 = modules("hw-t740");
+    assert!(has(&t740, "mlx4_en") && has(&t740, "nvme") && has(&t740, "r8169"), "{t740:?}");
+    let r220 = modules("hw-r220");
+    assert!(has(&r220, "ixgbe") && has(&r220, "tg3") && has(&r220, "megaraid_sas"), "{r220:?}");
+    for site in &sites {
+        let _ = std::fs::remove_dir_all(target().join("images").join(site));
+    }
+}

@@ -69,6 +69,8 @@ pub const BENCH: &[Need] = &[
     need("nmcli", "network-manager", "NetworkManager"),
     need("dbus-daemon", "dbus", "dbus-daemon"),
     need("chronyd", "chrony", "chrony"),
+    // Lists the modules inside each hardware class's UKI initramfs.
+    need("lsinitramfs", "initramfs-tools-core", "initramfs-tools"),
 ];
 
 /// What the rest of the tests need: real peers and checkers.

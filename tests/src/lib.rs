@@ -40,6 +40,46 @@ pub fn build_image(site: &str) -> Result<PathBuf> {
     Ok(target().join("images").join(site).join(format!("{site}.img")))
 }
 
+/// The site whose image the boot and appliance tests run (`cargo xtask test --site NAME` sets
+/// MICROMIRROR_TEST_SITE; the demo otherwise).
+pub fn test_site() -> String {
+    std::env::var("MICROMIRROR_TEST_SITE").unwrap_or_else(|_| "demo".into())
+}
+
+/// The image the boot and appliance tests boot, named "demo": the demo itself, or, for another
+/// site, the demo's test network, upstream and certificates on that site's base (distro,
+/// mirror, keys) and hardware class — what its image runs, under the conditions QEMU offers.
+pub fn build_test_image() -> Result<PathBuf> {
+    let site = test_site();
+    if site == "demo" {
+        return build_image("demo");
+    }
+    let own = std::fs::read_to_string(workspace().join("profiles").join(format!("{site}.toml")))
+        .with_context(|| format!("MICROMIRROR_TEST_SITE={site}: no profiles/{site}.toml"))?;
+    let own: toml_edit::DocumentMut = own.parse().with_context(|| format!("profiles/{site}.toml"))?;
+    let mut demo: toml_edit::DocumentMut =
+        std::fs::read_to_string(workspace().join("profiles/demo.toml"))?.parse().context("profiles/demo.toml")?;
+    if let Some(base) = own.get("base") {
+        demo["base"] = base.clone();
+    }
+    if let Some(hw) = own.get("site").and_then(|s| s.get("hardware")) {
+        demo["site"]["hardware"] = hw.clone();
+    }
+    let profiles = target().join("tmp").join(format!("test-site-{site}"));
+    let _ = std::fs::remove_dir_all(&profiles);
+    std::fs::create_dir_all(&profiles)?;
+    for sub in ["projects", "certs", "keys"] {
+        let status =
+            Command::new("cp").arg("-r").arg(workspace().join("profiles").join(sub)).arg(&profiles).status()?;
+        if !status.success() {
+            bail!("copying profiles/{sub}");
+        }
+    }
+    std::fs::write(profiles.join("demo.toml"), demo.to_string())?;
+    xtask_with(&["image", "--site", "demo", "--no-compress"], &[("MICROMIRROR_PROFILES", &profiles)])?;
+    Ok(target().join("images/demo/demo.img"))
+}
+
 /// A GnuPG home holding the demo's test signing key (tests/fixtures/demo-updates.secret.asc),
 /// made once under target/; the operator's own keyring is never touched.
 pub fn signing_home() -> Result<PathBuf> {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::{build_image, disk_copy, field, Vm};
+use e2e::{disk_copy, field, Vm};
 use testkit::fixtures::{bytes, publish_debian};
 use testkit::peers::{mosquitto, publish, rsync_daemon, Pebble, Rsyslog, TestCa};
 use testkit::{free_port, http};
@@ -45,7 +45,7 @@ fn get(vm: &Vm, path: &str) -> (u16, Vec<u8>) {
 
 #[test]
 fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
-    let image = build_image("demo").unwrap();
+    let image = e2e::build_test_image().unwrap();
     let work = tempfile::Builder::new().prefix("appliance-").tempdir_in(e2e::target()).unwrap();
     let up = upstream(work.path());
     let modules: Vec<(&str, PathBuf)> = PROJECTS.iter().map(|p| (*p, up.join(p))).collect();

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use e2e::{build_image, disk_copy, field, http_when_ready, partitions, sgdisk_verify, Vm};
+use e2e::{disk_copy, field, http_when_ready, partitions, sgdisk_verify, Vm};
 
 const DISK: u64 = 64 << 30;
 const BOOT_LIMIT: Duration = Duration::from_secs(300);
@@ -26,7 +26,7 @@ fn assert_clean_boot(vm: &mut Vm) -> String {
 
 #[test]
 fn demo_boots_grows_its_data_partition_serves_http_and_reboots_unchanged() {
-    let image = build_image("demo").unwrap();
+    let image = e2e::build_test_image().unwrap();
     let report = sgdisk_verify(&image).unwrap();
     assert!(report.contains("No problems found"), "sgdisk -v on the image:\n{report}");
     let table = partitions(&image).unwrap();

@@ -12,6 +12,10 @@ pub struct TestArgs {
     /// Skip `cargo fmt --check` and clippy
     #[arg(long)]
     pub no_lint: bool,
+    /// Run only the boot and appliance tests, on this site's base and hardware class (e.g.
+    /// fmt2 on AlmaLinux, where its repositories can be reached)
+    #[arg(long, conflicts_with = "filter")]
+    pub site: Option<String>,
 }
 
 pub fn run(args: TestArgs) -> Result<()> {
@@ -32,6 +36,27 @@ pub fn run(args: TestArgs) -> Result<()> {
             "-D",
             "warnings",
         ]))?;
+    }
+    if let Some(site) = &args.site {
+        crate::pipeline::load::load(site)?;
+        eprintln!("[test] boot and appliance tests on {site}'s base and hardware class");
+        return cmd::run_visible(
+            cmd::cargo(&sh)
+                .args([
+                    "test",
+                    "--locked",
+                    "-p",
+                    "e2e",
+                    "--test",
+                    "boot",
+                    "--test",
+                    "appliance",
+                    "--",
+                    "--test-threads=1",
+                ])
+                .env("MICROMIRROR_TEST_SITE", site),
+        )
+        .map(|_| ());
     }
     eprintln!("[test] cargo test --workspace");
     let filter = args.filter.iter();

@@ -50,7 +50,11 @@ fn check_all(dir: &std::path::Path) -> Result<()> {
                     loaded.projects.len(),
                     loaded.profile.base.distro.as_str()
                 );
-                println!("  disk: {}", loaded.disk_fit().describe());
+                let site_cfg = &loaded.profile.site;
+                let assumed =
+                    site_cfg.disk_gb.is_none() && site_cfg.hardware.is_some() && site_cfg.hardware_class().is_none();
+                let prefix = if assumed { "no hardware class yet; on the default disk " } else { "" };
+                println!("  disk: {prefix}{}", loaded.disk_fit().describe());
                 for w in &loaded.warnings {
                     println!("{w}");
                 }

@@ -25,6 +25,16 @@ pub struct HostVars {
     pub disable_dscp: Option<bool>,
     #[serde(default)]
     pub ansible_port: Option<u16>,
+    /// Older host_vars carry the location at the top level (`country: us`, `region: nm`,
+    /// `city: albuquerque`), often empty.
+    #[serde(default)]
+    pub continent: Option<String>,
+    #[serde(default)]
+    pub country: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub city: Option<String>,
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_norway::Value>,
 }
@@ -97,7 +107,7 @@ pub fn profile_text(host: &str, vars: &HostVars, projects: &[String], source: &s
     let name = site_name(host);
     let sponsor = vars.site_sponsor.as_deref().map_or_else(|| todo("the sponsor's name"), quoted);
     let sponsor_url = vars.site_sponsor_url.as_deref().map_or_else(|| todo("the sponsor's web address"), quoted);
-    let location = location_text(vars.geolocation.as_ref());
+    let location = location_text(&vars.location());
     let list: Vec<String> = projects.iter().map(|p| quoted(p)).collect();
     let mut t = format!(
         "# Imported from the fleet playbook ({source}) by `cargo xtask profiles import`.\n\
@@ -141,8 +151,30 @@ pub fn profile_text(host: &str, vars: &HostVars, projects: &[String], source: &s
     t
 }
 
-fn location_text(geo: Option<&Geolocation>) -> String {
-    let geo = geo.cloned().unwrap_or_default();
+impl HostVars {
+    /// The location in either of the playbook's forms: `geolocation:` or the older top-level
+    /// keys (lowercase codes such as `us`, `nm`, kept as written, upper-cased when two letters).
+    pub fn location(&self) -> Geolocation {
+        if let Some(g) = &self.geolocation {
+            return g.clone();
+        }
+        let code = |v: &Option<String>| {
+            v.as_ref().filter(|s| !s.is_empty()).map(|s| if s.len() == 2 { s.to_uppercase() } else { s.clone() })
+        };
+        Geolocation {
+            continent: self.continent.clone(),
+            country: code(&self.country),
+            state_province: code(&self.region),
+            city: self.city.as_ref().filter(|s| !s.is_empty()).map(|c| {
+                let mut chars = c.chars();
+                chars.next().map_or_else(String::new, |f| f.to_uppercase().chain(chars).collect())
+            }),
+        }
+    }
+}
+
+fn location_text(geo: &Geolocation) -> String {
+    let geo = geo.clone();
     let mut parts = vec![format!("city = {}", geo.city.as_deref().map_or_else(|| todo("the city"), quoted))];
     if let Some(region) = &geo.state_province {
         parts.push(format!("region = {}", quoted(region)));
@@ -190,5 +222,14 @@ mod tests {
             assert!(text.contains(want), "{want}:\n{text}");
         }
         assert!(host_vars("---\n").unwrap() == HostVars::default());
+        let old =
+            host_vars("---\nhostedprojects: [centos]\ncontinent: na\ncountry: us\nregion: nm\ncity: albuquerque\n")
+                .unwrap();
+        assert!(old.other.is_empty(), "{:?}", old.other);
+        let text = profile_text("abq.mm.example.net", &old, &["centos".into()], "x");
+        assert!(text.contains("location = { city = \"Albuquerque\", region = \"NM\", country = \"US\" }"), "{text}");
+        let empty = host_vars("---\nhostedprojects: [centos]\ncountry: uk\nregion:\ncity:\n").unwrap();
+        let text = profile_text("x.mm.example.net", &empty, &["centos".into()], "x");
+        assert!(text.contains("city = \"TODO: the city\"") && text.contains("country = \"UK\""), "{text}");
     }
 }

@@ -130,20 +130,14 @@ pub(super) fn validate(m: &Mirror, disk_gb: u64, disk_known: bool, catalog: &Cat
     // How full, and for how long, `profiles check` and the build show (`LoadedProfile::
     // disk_fit`); only a disk that cannot hold the projects now is a problem here.
     let fit = DiskFit::new(total_gb, disk_gb);
-    match (fit.fits(), disk_known) {
-        (true, _) => {}
-        (false, true) => r.error(
+    // Without a hardware class or a size the disk is a guess: `profiles check` shows the fit
+    // as an assumption, and the placeholder or the missing size is what stops a build.
+    if !fit.fits() && disk_known {
+        r.error(
             "mirror.projects",
             fit.describe(),
             "host fewer projects or raise site.disk_gb to the box's real disk size",
-        ),
-        // Without a class or a size the disk is a guess: say so, and let the placeholder or
-        // the missing size be what stops the build.
-        (false, false) => r.warn(
-            "mirror.projects",
-            format!("assuming a {disk_gb} GB disk, {}", fit.describe()),
-            "set site.hardware or site.disk_gb to the box's real disk",
-        ),
+        );
     }
     if m.sync_at.is_some() && m.daily_time().is_none() {
         r.error(

@@ -175,7 +175,9 @@ pub fn validate(p: &Profile, file_stem: Option<&str>, catalog: &Catalog, r: &mut
     base::validate(&p.base, r);
     network::validate(&p.network, p.site.test, r);
     access::validate(&p.access, p.site.test, r);
-    let disk_known = p.site.disk_gb.is_some() || p.site.hardware_class().is_some();
+    // A hardware key that names no class yet (a placeholder) leaves the disk unknown; without
+    // the key the default disk is the documented one and is held to.
+    let disk_known = p.site.disk_gb.is_some() || p.site.hardware.is_none() || p.site.hardware_class().is_some();
     mirror::validate(&p.mirror, p.site.disk_gb(), disk_known, catalog, r);
     server::validate(&p.server, r);
     if let Some(tls) = &p.tls {

@@ -8,12 +8,13 @@
 //! server's `capacity` command and its live accounting feed it.
 
 pub mod dispersion;
+pub mod history;
 pub mod log;
 pub mod report;
 pub mod series;
 pub mod verdict;
 
-pub use report::{analyse, Inputs, Report};
+pub use report::{analyse, Inputs, Report, Tally};
 
 /// One finished (or cut-short) response.
 #[derive(Debug, Clone, PartialEq)]

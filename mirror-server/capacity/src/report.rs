@@ -12,10 +12,41 @@ use crate::verdict::{move_off, Verdict, LINE};
 use crate::Record;
 
 pub struct Inputs<'a> {
-    pub records: &'a [Record],
+    pub tally: &'a Tally,
     pub link_mbit: f64,
     /// Bytes on disk per project folder, where known.
     pub disk_bytes: &'a BTreeMap<String, u64>,
+}
+
+/// Records folded as they come (a 10-million-line log is never held in memory): the
+/// per-second series and each project's requests and bytes.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    pub series: Series,
+    pub projects: BTreeMap<String, (u64, u64)>,
+}
+
+impl Tally {
+    pub fn add(&mut self, r: &Record) {
+        self.series.add(r);
+        match self.projects.get_mut(&r.project) {
+            Some(e) => {
+                e.0 += 1;
+                e.1 += r.bytes;
+            }
+            None => {
+                self.projects.insert(r.project.clone(), (1, r.bytes));
+            }
+        }
+    }
+
+    pub fn from_records(records: &[Record]) -> Tally {
+        let mut t = Tally::default();
+        for r in records {
+            t.add(r);
+        }
+        t
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -47,24 +78,19 @@ pub struct ProjectShare {
 }
 
 pub fn analyse(inputs: &Inputs) -> Report {
-    let series = Series::from_records(inputs.records);
+    let series = &inputs.tally.series;
     let mut util = BTreeMap::new();
     for res in [1u64, 60, 300] {
         util.insert(res.to_string(), utilisation(&series.bytes, res, inputs.link_mbit, LINE));
     }
     let baseline = util.get("300").map_or(0.0, |u| u.p50);
     let days = (series.seconds() as f64 / 86_400.0).max(1.0 / 24.0);
-    let mut per: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    for r in inputs.records {
-        let e = per.entry(r.project.as_str()).or_default();
-        e.0 += 1;
-        e.1 += r.bytes;
-    }
+    let per = &inputs.tally.projects;
     let (total_req, total_bytes) = per.values().fold((0u64, 0u64), |(a, b), (r, by)| (a + r, b + by));
     let mut projects: Vec<ProjectShare> = per
         .iter()
         .map(|(name, (req, bytes))| {
-            let disk = inputs.disk_bytes.get(*name).copied();
+            let disk = inputs.disk_bytes.get(name.as_str()).copied();
             let per_day = *bytes as f64 / days;
             ProjectShare {
                 project: name.to_string(),

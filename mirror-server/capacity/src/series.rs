@@ -17,28 +17,39 @@ pub struct Series {
 }
 
 /// A series may span at most this long (about 400 days) so a wild timestamp cannot ask for
-/// gigabytes of slots.
+/// gigabytes of slots; records beyond are clamped to its ends.
 const MAX_SECONDS: i64 = 400 * 86_400;
 
 impl Series {
     pub fn from_records(records: &[Record]) -> Series {
-        let Some(first) = records.iter().map(|r| (r.end - r.duration).floor() as i64).min() else {
-            return Series::default();
-        };
-        let last = records.iter().map(|r| r.end.floor() as i64).max().unwrap_or(first).min(first + MAX_SECONDS);
-        let len = (last - first + 1).max(1) as usize;
-        let mut s = Series { start: first, bytes: vec![0.0; len], requests: vec![0.0; len] };
+        let mut s = Series::default();
         for r in records {
             s.add(r);
         }
         s
     }
 
+    /// Adds one response, growing the span as needed (records arrive roughly in time order).
     pub fn add(&mut self, r: &Record) {
         let begin = r.end - r.duration.max(0.0);
-        let slot = |t: f64| (t.floor() as i64 - self.start).clamp(0, self.bytes.len() as i64 - 1) as usize;
-        self.requests[slot(begin)] += 1.0;
-        let (a, b) = (slot(begin), slot(r.end));
+        let (a, b) = (begin.floor() as i64, r.end.floor() as i64);
+        if self.bytes.is_empty() {
+            self.start = a;
+        }
+        if a < self.start {
+            let grow = (self.start - a).min(MAX_SECONDS - self.bytes.len() as i64).max(0) as usize;
+            self.bytes.splice(0..0, std::iter::repeat_n(0.0, grow));
+            self.requests.splice(0..0, std::iter::repeat_n(0.0, grow));
+            self.start -= grow as i64;
+        }
+        let want = (b - self.start + 1).clamp(1, MAX_SECONDS) as usize;
+        if want > self.bytes.len() {
+            self.bytes.resize(want, 0.0);
+            self.requests.resize(want, 0.0);
+        }
+        let slot = |t: i64| (t - self.start).clamp(0, self.bytes.len() as i64 - 1) as usize;
+        let (a, b) = (slot(a), slot(b));
+        self.requests[a] += 1.0;
         let share = r.bytes as f64 / (b - a + 1) as f64;
         for v in &mut self.bytes[a..=b] {
             *v += share;

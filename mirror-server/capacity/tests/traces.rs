@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use mirror_capacity::verdict::Verdict;
-use mirror_capacity::{analyse, log, Inputs, Record};
+use mirror_capacity::{analyse, log, Inputs, Record, Tally};
 
 const START: f64 = 1_790_000_000.0;
 
@@ -56,7 +56,7 @@ fn on_off(seconds: f64, on_rate: f64, seed: u64) -> Vec<Record> {
 }
 
 fn report(records: &[Record]) -> mirror_capacity::Report {
-    analyse(&Inputs { records, link_mbit: 1000.0, disk_bytes: &BTreeMap::new() })
+    analyse(&Inputs { tally: &Tally::from_records(records), link_mbit: 1000.0, disk_bytes: &BTreeMap::new() })
 }
 
 #[test]
@@ -120,7 +120,7 @@ fn thirty_percent_sustained_is_overshot_and_three_percent_is_room_through_either
 fn cdn_efficiency_is_bytes_per_day_over_bytes_on_disk_and_json_has_every_figure() {
     let (records, _) = sustained(0.03);
     let disk: BTreeMap<String, u64> = [("fedora".to_string(), 1_000_000_000_000u64)].into();
-    let r = analyse(&Inputs { records: &records, link_mbit: 1000.0, disk_bytes: &disk });
+    let r = analyse(&Inputs { tally: &Tally::from_records(&records), link_mbit: 1000.0, disk_bytes: &disk });
     let fedora = r.projects.iter().find(|p| p.project == "fedora").unwrap();
     // Two hours count as a twelfth of a day.
     let expected = fedora.bytes_per_day / 1e12;

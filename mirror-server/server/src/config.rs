@@ -63,6 +63,8 @@ pub struct Config {
     pub front: Vec<crate::front::Hosted>,
     /// ACME account and certificate, telemetry spill file, today's counters.
     pub state: Paths,
+    /// The uplink's capacity (the profile's hardware class), for the capacity figures.
+    pub link_mbit: f64,
 }
 
 /// HTTPS listeners and where their certificate comes from.
@@ -136,6 +138,7 @@ impl Config {
                 })
                 .collect(),
             state: paths.clone(),
+            link_mbit: f64::from(p.site.link_mbit()),
         }
     }
 

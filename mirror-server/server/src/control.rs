@@ -3,6 +3,7 @@
 //! keep state current without traffic (counters saved every minute, file-change events applied
 //! every second). It never serves a request.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,11 +49,22 @@ pub fn run(
         // (freeing their disk space) on a box without traffic too.
         let mut changes_tick = tokio::time::interval(Duration::from_secs(1));
         let counters = config.state.counters_file();
+        let capacity_file = config.state.capacity_file();
         let mut running = config.clone();
         loop {
             tokio::select! {
-                _ = save_tick.tick() => metrics::save_counters(&counters, &lasting.metrics.today()),
-                _ = changes_tick.tick() => if let Ok(s) = shared.read() { s.files.apply_changes() },
+                _ = save_tick.tick() => {
+                    metrics::save_counters(&counters, &lasting.metrics.today());
+                    lasting.capacity.save(&capacity_file);
+                }
+                _ = changes_tick.tick() => {
+                    if let Ok(s) = shared.read() {
+                        s.files.apply_changes();
+                    }
+                    let m = &lasting.metrics;
+                    let (bytes, requests) = (m.bytes_total.load(Relaxed), m.requests_total.load(Relaxed));
+                    lasting.capacity.tick(unix_now(), bytes, requests);
+                }
                 _ = hup.recv() => apply_reload(&mut running, reload(), lasting, shared),
                 _ = usr1.recv() => lasting.access_log.reopen(),
                 _ = term.recv() => break,
@@ -142,4 +154,8 @@ async fn drain(config: &Config, lasting: &Lasting, active: &AtomicUsize) {
     while active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }

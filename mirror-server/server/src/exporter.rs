@@ -40,6 +40,17 @@ pub async fn serve(
             let open_files = shared.read().map_or(0, |s| s.files.len());
             let mut body = text(&lasting, &on_disk, open_files, active.load(Ordering::Relaxed));
             body.push_str(&update_families(update.as_ref()));
+            let capacity = lasting.capacity.clone();
+            let now = std::time::SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+            body.push_str(
+                &tokio::task::spawn_blocking(move || {
+                    let mut e = Exposition::default();
+                    capacity.expose(&mut e, now);
+                    e.finish()
+                })
+                .await
+                .unwrap_or_default(),
+            );
             let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
             let _ = stream.write_all(head.as_bytes()).await;
             let _ = stream.write_all(body.as_bytes()).await;

@@ -9,6 +9,7 @@
 pub mod accesslog;
 pub mod acme;
 pub mod cache;
+pub mod capacity;
 pub mod cond;
 pub mod config;
 pub mod conn;
@@ -20,6 +21,7 @@ pub mod files;
 pub mod front;
 pub mod http;
 pub mod listing;
+pub mod live_capacity;
 pub mod metrics;
 pub mod mime;
 pub mod pagecache;

@@ -16,7 +16,7 @@ struct Args {
     #[command(subcommand)]
     command: Option<Command>,
     /// Site profile (the appliance's is /etc/micromirror/site.toml)
-    #[arg(long)]
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// Serve this folder (overrides the profile's /srv/mirror)
     #[arg(long)]
@@ -85,6 +85,9 @@ struct Args {
 enum Command {
     /// Print today's counters per project: bytes served, bytes on disk, CDN efficiency
     Report,
+    /// Is this box hosting too much? Utilisation, dispersion, per-project shares and a verdict,
+    /// from the access log (this box's, or any nginx log in the combined format or the fleet's)
+    Capacity(mirror_server::capacity::CapacityArgs),
 }
 
 fn report(args: &Args) -> Result<()> {
@@ -236,8 +239,12 @@ fn dev_profile(hostname: &str) -> schema::profile::Profile {
 fn main() -> Result<()> {
     init_logging();
     let args = Args::parse();
-    if let Some(Command::Report) = args.command {
-        return report(&args);
+    match &args.command {
+        Some(Command::Report) => return report(&args),
+        Some(Command::Capacity(c)) => {
+            return mirror_server::capacity::run(c, args.config.as_deref(), args.status_dir.as_deref())
+        }
+        None => {}
     }
     let initial = config(&args)?;
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));

@@ -37,6 +37,9 @@ pub struct Today {
 
 #[derive(Default)]
 pub struct Metrics {
+    /// Every response's bytes and count, for the capacity history (read once a second).
+    pub bytes_total: std::sync::atomic::AtomicU64,
+    pub requests_total: std::sync::atomic::AtomicU64,
     projects: Mutex<BTreeMap<String, Counters>>,
     /// (project, release) → totals since start; only answered requests (below 400) count, so
     /// a client cannot invent releases.
@@ -48,6 +51,9 @@ pub const NO_PROJECT: &str = "_none";
 
 impl Metrics {
     pub fn record(&self, project: Option<&str>, release: Option<&str>, status: u16, bytes: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.bytes_total.fetch_add(bytes, Relaxed);
+        self.requests_total.fetch_add(1, Relaxed);
         let hour = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() / 3600).unwrap_or(0);
         self.record_at(project, status, bytes, hour);
         if let (Some(p), Some(r), true) = (project, release, status < 400) {

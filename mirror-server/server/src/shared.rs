@@ -78,6 +78,8 @@ pub struct Lasting {
     pub telemetry: Option<Telemetry>,
     /// Open files the cache may keep: half the descriptor limit in force at start.
     pub open_files_cap: usize,
+    /// The per-minute traffic history and the capacity figures made from it.
+    pub capacity: Arc<crate::live_capacity::LiveCapacity>,
 }
 
 impl Lasting {
@@ -101,6 +103,10 @@ impl Lasting {
                 None => None,
             },
             open_files_cap: open_file_limit as usize / 2,
+            capacity: Arc::new(crate::live_capacity::LiveCapacity::load(
+                &config.state.capacity_file(),
+                config.link_mbit,
+            )),
         };
         lasting.metrics.host(&config.projects);
         lasting.metrics.resume_today(metrics::load_counters(&config.state.counters_file()));
@@ -114,6 +120,7 @@ impl Lasting {
             t.flush(std::time::Duration::from_secs(5));
         }
         metrics::save_counters(&config.state.counters_file(), &self.metrics.today());
+        self.capacity.save(&config.state.capacity_file());
     }
 }
 

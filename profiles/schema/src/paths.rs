@@ -71,6 +71,11 @@ impl Paths {
         self.state.join("server/counters.json")
     }
 
+    /// The per-minute traffic history behind the capacity metrics (a week and a day).
+    pub fn capacity_file(&self) -> PathBuf {
+        self.state.join("server/capacity.json")
+    }
+
     /// The updater's status, its record of failed versions and its downloads.
     pub fn update_dir(&self) -> PathBuf {
         self.state.join("update")

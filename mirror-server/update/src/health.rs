@@ -87,11 +87,12 @@ fn failed_units() -> Check {
     let out = Command::new("systemctl").args(["list-units", "--state=failed", "--plain", "--no-legend"]).output();
     match out {
         Ok(o) => {
-            let failed: Vec<String> = String::from_utf8_lossy(&o.stdout)
+            let mut failed: Vec<String> = String::from_utf8_lossy(&o.stdout)
                 .lines()
                 .filter_map(|l| l.split_whitespace().next().map(str::to_string))
                 .filter(|u| !OWN_UNITS.contains(&u.as_str()))
                 .collect();
+            failed.extend(crash_looping());
             let ok = failed.is_empty();
             Check {
                 name: "units",
@@ -101,6 +102,30 @@ fn failed_units() -> Check {
         }
         Err(e) => Check { name: "units", ok: false, detail: format!("systemctl: {e}") },
     }
+}
+
+/// The mirror's services restart on failure without end (a box in the field must keep
+/// trying), so a service that crashes at every start is never "failed" to systemd; after a few
+/// restarts without staying up it counts as failed here.
+const WATCHED: [&str; 2] = ["mirror-server.service", "mirror-sync.service"];
+const RESTARTS_THAT_FAIL: u32 = 3;
+
+fn crash_looping() -> Vec<String> {
+    WATCHED
+        .iter()
+        .filter(|unit| {
+            let out = Command::new("systemctl").args(["show", "--property=NRestarts,ActiveState", unit]).output();
+            out.ok().is_some_and(|o| is_crash_looping(&String::from_utf8_lossy(&o.stdout)))
+        })
+        .map(|u| format!("{u} (restarting)"))
+        .collect()
+}
+
+/// From `systemctl show --property=NRestarts,ActiveState`: restarted a few times and not up.
+fn is_crash_looping(show: &str) -> bool {
+    let value = |key: &str| show.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('='));
+    let restarts: u32 = value("NRestarts").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    restarts >= RESTARTS_THAT_FAIL && value("ActiveState").is_some_and(|s| s.trim() != "active")
 }
 
 /// Polls the checks until all pass, `limit` passes, or a unit has stayed failed for `grace`.
@@ -190,6 +215,13 @@ mod tests {
         });
         assert!(!ok && results.len() == 2);
         assert!(start.elapsed() < Duration::from_secs(30), "a failed unit ends the wait early");
+    }
+
+    #[test]
+    fn a_service_that_keeps_restarting_counts_as_failed() {
+        assert!(is_crash_looping("NRestarts=4\nActiveState=activating\n"));
+        assert!(!is_crash_looping("NRestarts=4\nActiveState=active\n"), "up again after restarts: fine");
+        assert!(!is_crash_looping("NRestarts=1\nActiveState=activating\n"), "one restart is not a loop");
     }
 
     #[test]

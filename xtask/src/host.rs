@@ -79,6 +79,8 @@ pub const TESTS: &[Need] = &[
     need("objdump", "binutils", "binutils"),
     // Checks our metrics exposition (and, for the fleet, Prometheus' own configuration).
     need("promtool", "prometheus", "prometheus"),
+    // A real Prometheus scrapes two servers with what `fleet prometheus` writes.
+    need("prometheus", "prometheus", "prometheus"),
     need("sgdisk", "gdisk", "gdisk"),
     need("sfdisk", "fdisk", "util-linux"),
     need("mkfs.xfs", "xfsprogs", "xfsprogs"),

@@ -7,6 +7,7 @@ mod bench;
 mod boot;
 mod cmd;
 mod flash;
+mod fleet;
 mod host;
 mod many_sites;
 mod paths;
@@ -40,6 +41,11 @@ enum Command {
     Boot(boot::BootArgs),
     /// Write a site's image onto a disk, safely (the `dd` step)
     Flash(flash::FlashArgs),
+    /// The fleet on Prometheus (config, rules, dashboard) and one status table of every box
+    Fleet {
+        #[command(subcommand)]
+        command: fleet::FleetCommand,
+    },
     /// Validate site profiles and the project catalog
     Profiles {
         #[command(subcommand)]
@@ -62,6 +68,7 @@ fn main() {
         Command::Render(args) => render::run(args),
         Command::Boot(args) => boot::run(args),
         Command::Flash(args) => flash::run(args),
+        Command::Fleet { command } => fleet::run(command),
         Command::Profiles { command } => profiles::run(command),
         Command::Test(args) => testing::run(args),
         Command::Bench { command } => bench::run(command),

@@ -65,6 +65,9 @@ pub struct Config {
     pub state: Paths,
     /// The uplink's capacity (the profile's hardware class), for the capacity figures.
     pub link_mbit: f64,
+    /// How often each project is meant to sync (seconds): exported so an alert knows when a
+    /// sync is late.
+    pub sync_every_s: u64,
 }
 
 /// HTTPS listeners and where their certificate comes from.
@@ -139,6 +142,11 @@ impl Config {
                 .collect(),
             state: paths.clone(),
             link_mbit: f64::from(p.site.link_mbit()),
+            sync_every_s: if p.mirror.daily_time().is_some() {
+                86_400
+            } else {
+                u64::from(p.mirror.sync_interval_hours) * 3600
+            },
         }
     }
 

@@ -30,14 +30,12 @@ pub fn run(
         if let Some((addr, l)) = metrics {
             let l = tokio::net::TcpListener::from_std(l)?;
             tracing::info!(%addr, "metrics");
-            tokio::spawn(exporter::serve(
-                l,
-                lasting.clone(),
-                shared.clone(),
-                config.status_dir.clone(),
-                config.state.update_dir(),
-                active.clone(),
-            ));
+            let sources = exporter::Sources {
+                status_dir: config.status_dir.clone(),
+                update_dir: config.state.update_dir(),
+                sync_every_s: config.sync_every_s,
+            };
+            tokio::spawn(exporter::serve(l, lasting.clone(), shared.clone(), sources, active.clone()));
         }
         start_certificate_upkeep(config, lasting);
         let mut hup = signal(SignalKind::hangup())?;

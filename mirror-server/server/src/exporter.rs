@@ -15,31 +15,43 @@ use crate::accesslog;
 use crate::exposition::{Exposition, Kind};
 use crate::shared::{Lasting, SharedCell};
 
+/// Where the exporter reads what other programs write, and the schedule it reports.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub status_dir: PathBuf,
+    pub update_dir: PathBuf,
+    pub sync_every_s: u64,
+}
+
 pub async fn serve(
     listener: TcpListener,
     lasting: Lasting,
     shared: SharedCell,
-    status_dir: PathBuf,
-    update_dir: PathBuf,
+    sources: Sources,
     active: Arc<AtomicUsize>,
 ) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
         };
-        let (lasting, shared, status_dir, update_dir, active) =
-            (lasting.clone(), shared.clone(), status_dir.clone(), update_dir.clone(), active.clone());
+        let (lasting, shared, active) = (lasting.clone(), shared.clone(), active.clone());
+        let Sources { status_dir, update_dir, sync_every_s } = sources.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
             let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
-            let (on_disk, update) = tokio::task::spawn_blocking(move || {
-                (schema::status::disk_usage(&status_dir), schema::update_status::read(&update_dir))
+            let (on_disk, update, syncs) = tokio::task::spawn_blocking(move || {
+                (
+                    schema::status::disk_usage(&status_dir),
+                    schema::update_status::read(&update_dir),
+                    schema::status::all(&status_dir),
+                )
             })
             .await
             .unwrap_or_default();
             let open_files = shared.read().map_or(0, |s| s.files.len());
             let mut body = text(&lasting, &on_disk, open_files, active.load(Ordering::Relaxed));
             body.push_str(&update_families(update.as_ref()));
+            body.push_str(&sync_families(&syncs, sync_every_s));
             let capacity = lasting.capacity.clone();
             let now = std::time::SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
             body.push_str(
@@ -56,6 +68,27 @@ pub async fn serve(
             let _ = stream.write_all(body.as_bytes()).await;
         });
     }
+}
+
+/// Each project's last successful sync and the schedule it keeps, so an alert can tell a late
+/// sync from a quiet one.
+fn sync_families(statuses: &[schema::status::Status], every_s: u64) -> String {
+    let mut e = Exposition::default();
+    const LAST: &str = "micromirror_sync_last_success_timestamp_seconds";
+    e.family(LAST, Kind::Gauge, "When each project last synced completely (Unix time).");
+    for st in statuses {
+        if let Some(t) = st.last_success {
+            e.sample(LAST, &[("project", st.project_path.as_str())], t as f64);
+        }
+    }
+    const EVERY: &str = "micromirror_sync_schedule_seconds";
+    e.family(EVERY, Kind::Gauge, "How often each project is meant to sync.").sample(EVERY, &[], every_s as f64);
+    const FAILING: &str = "micromirror_sync_failures";
+    e.family(FAILING, Kind::Gauge, "Failed runs in a row per project (0 after a success).");
+    for st in statuses {
+        e.sample(FAILING, &[("project", st.project_path.as_str())], f64::from(st.failures));
+    }
+    e.finish()
 }
 
 /// The updater's view, from its status file: which version runs and whether it is blessed, what
@@ -97,6 +130,11 @@ fn update_families(status: Option<&schema::update_status::UpdateStatus>) -> Stri
 fn text(lasting: &Lasting, on_disk: &BTreeMap<String, u64>, open_files: usize, connections: usize) -> String {
     let mut e = Exposition::default();
     lasting.metrics.expose(&mut e, on_disk);
+    const TODAY: &str = "micromirror_http_sent_today_bytes";
+    e.family(TODAY, Kind::Gauge, "Bytes sent since 00:00 UTC today, by project.");
+    for (project, t) in &lasting.metrics.today().projects {
+        e.sample(TODAY, &[("project", project.as_str())], t.bytes as f64);
+    }
     e.family("micromirror_http_connections", Kind::Gauge, "Client connections open now (HTTP and HTTPS).").sample(
         "micromirror_http_connections",
         &[],

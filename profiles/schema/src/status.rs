@@ -138,6 +138,19 @@ pub fn write(state_dir: &Path, status: &Status) -> std::io::Result<()> {
 }
 
 /// Bytes on disk per project folder, from every status file in `dir`.
+/// Every readable status file in `dir`.
+pub fn all(dir: &Path) -> Vec<Status> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|text| serde_json::from_str::<Status>(&text).ok())
+        .collect()
+}
+
 pub fn disk_usage(dir: &Path) -> std::collections::BTreeMap<String, u64> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Default::default();

@@ -71,6 +71,8 @@ pub const BENCH: &[Need] = &[
     need("chronyd", "chrony", "chrony"),
     // Lists the modules inside each hardware class's UKI initramfs.
     need("lsinitramfs", "initramfs-tools-core", "initramfs-tools"),
+    // Peak memory of `mirror-server capacity` in the capacity benchmark.
+    need("/usr/bin/time", "time", "time"),
 ];
 
 /// What the rest of the tests need: real peers and checkers.

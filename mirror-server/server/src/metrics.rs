@@ -46,14 +46,21 @@ pub struct Metrics {
     releases: Mutex<BTreeMap<(String, String), DayTotals>>,
 }
 
+/// `cargo xtask bench capacity` measures what the live capacity accounting costs by running
+/// the server with MIRROR_SERVER_NO_CAPACITY_ACCOUNTING set; nothing else sets it.
+static NO_CAPACITY_ACCOUNTING: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var_os("MIRROR_SERVER_NO_CAPACITY_ACCOUNTING").is_some());
+
 /// Requests outside any project folder (404s, assets) are counted under this name.
 pub const NO_PROJECT: &str = "_none";
 
 impl Metrics {
     pub fn record(&self, project: Option<&str>, release: Option<&str>, status: u16, bytes: u64) {
         use std::sync::atomic::Ordering::Relaxed;
-        self.bytes_total.fetch_add(bytes, Relaxed);
-        self.requests_total.fetch_add(1, Relaxed);
+        if !*NO_CAPACITY_ACCOUNTING {
+            self.bytes_total.fetch_add(bytes, Relaxed);
+            self.requests_total.fetch_add(1, Relaxed);
+        }
         let hour = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() / 3600).unwrap_or(0);
         self.record_at(project, status, bytes, hour);
         if let (Some(p), Some(r), true) = (project, release, status < 400) {

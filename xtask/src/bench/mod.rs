@@ -1,7 +1,8 @@
-//! `cargo xtask bench server|image|sync|update|fleet`: speed and memory, always beside a peer run in the
+//! `cargo xtask bench server|image|sync|update|fleet|capacity`: speed and memory, always beside a peer run in the
 //! same session (nginx, a bare rsync, the reference image builder's published figures), as
 //! ratios. Benchmarks are not tests: they print, they do not pass or fail.
 
+pub mod capacity;
 pub mod fleet;
 pub mod image;
 pub mod peers;
@@ -38,6 +39,16 @@ pub enum BenchCommand {
     /// A/B updates: image size against the single-root layout, bytes an update downloads,
     /// publish to serving the new version under QEMU
     Update,
+    /// `mirror-server capacity` on a 10-million-line log against awk reading it; the live
+    /// accounting's cost on the 4 KiB workload
+    Capacity {
+        #[arg(long, default_value_t = 10_000_000)]
+        lines: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// Many sites from one cached base (`image --sites`) against one site built alone, as one
     /// after another would cost
     Fleet {
@@ -69,6 +80,11 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Update => {
             host::ensure(&[host::IMAGE_DEBIAN, host::BOOT, host::BENCH])?;
             ("A/B updates", "single root", update::run()?)
+        }
+        BenchCommand::Capacity { lines, seconds, rounds } => {
+            host::ensure(&[host::BENCH])?;
+            crate::pipeline::binaries::cargo_build_release()?;
+            ("capacity", "awk / off", capacity::run(lines, seconds, rounds)?)
         }
         BenchCommand::Fleet { sites } => {
             host::ensure(&[host::IMAGE_DEBIAN])?;

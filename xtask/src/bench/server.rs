@@ -153,7 +153,7 @@ fn start_nginx(tree: &Path, work: &Path) -> Result<Server> {
     Ok(Server { name: "nginx", child, ports })
 }
 
-fn start_mirror_server(tree: &Path, work: &Path) -> Result<Server> {
+fn start_mirror_server(tree: &Path, work: &Path, env: &[(&str, &str)]) -> Result<Server> {
     let ports = Ports { http: free_port(), https: free_port() };
     let (cert, key) = bench_certificate(work)?;
     let bin = paths::target().join("release/mirror-server");
@@ -173,6 +173,7 @@ fn start_mirror_server(tree: &Path, work: &Path) -> Result<Server> {
         .arg("--access-log")
         .arg(work.join("mirror-server-access.log"))
         .arg("--no-scavenger")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0);
@@ -490,7 +491,8 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
         let mut per = [Vec::new(), Vec::new()];
         for round in 0..opts.rounds {
             for (i, which) in [0usize, 1].iter().enumerate() {
-                let server = if *which == 0 { start_nginx(&tree, &work)? } else { start_mirror_server(&tree, &work)? };
+                let server =
+                    if *which == 0 { start_nginx(&tree, &work)? } else { start_mirror_server(&tree, &work, &[])? };
                 let pids = server.pids();
                 let pinned = w.pinned && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
                 if pinned {
@@ -558,4 +560,33 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
         higher_is_better: false,
     });
     Ok(rows)
+}
+
+/// Requests per second of the 4 KiB workload with mirror-server's live capacity accounting on
+/// and off (`MIRROR_SERVER_NO_CAPACITY_ACCOUNTING`), interleaved round by round: (on, off),
+/// medians.
+pub fn accounting_cost(seconds: u64, rounds: usize) -> Result<(f64, f64)> {
+    let work = paths::target().join("bench/server");
+    let tree = work.join("tree");
+    fs_err::create_dir_all(&work)?;
+    make_tree(&tree)?;
+    let w = workloads()?.into_iter().find(|w| w.name.contains("4 KiB")).context("the 4 KiB workload")?;
+    let mut per = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        for (i, env) in [vec![], vec![("MIRROR_SERVER_NO_CAPACITY_ACCOUNTING", "1")]].iter().enumerate() {
+            let server = start_mirror_server(&tree, &work, env)?;
+            let pinned = w.pinned && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+            if pinned {
+                pin_processes(&server.pids(), 0);
+                set_affinity(0, Some(1));
+            }
+            let measured = (w.run)(server.ports, seconds);
+            set_affinity(0, None);
+            let (rps, _, _) = measured?;
+            eprintln!("[bench] accounting {} round {}: {rps:.0} req/s", if i == 0 { "on" } else { "off" }, round + 1);
+            per[i].push(rps);
+        }
+    }
+    let [on, off] = per;
+    Ok((median(on), median(off)))
 }

@@ -11,7 +11,6 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use schema::profile::Distro;
 
 use crate::pipeline::load;
 use crate::{paths, progress};
@@ -47,7 +46,7 @@ pub fn run(plan: Plan) -> Result<Vec<Row>> {
     let mut by_distro: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
     for site in &plan.sites {
         match load::load(site) {
-            Ok(loaded) => by_distro.entry(distro_name(loaded.profile.base.distro)).or_default().push(site.clone()),
+            Ok(loaded) => by_distro.entry(loaded.profile.base.distro.as_str()).or_default().push(site.clone()),
             Err(e) => {
                 let first =
                     format!("{e:#}").lines().find(|l| l.starts_with("error")).unwrap_or("invalid profile").to_string();
@@ -110,10 +109,6 @@ pub fn run(plan: Plan) -> Result<Vec<Row>> {
         bail!("{failed} of {} site(s) failed (logs: target/build-logs/SITE.log)", rows.len());
     }
     Ok(rows)
-}
-
-fn distro_name(d: Distro) -> &'static str {
-    d.as_str()
 }
 
 fn build_one(site: &str, no_compress: bool) -> Row {

@@ -24,13 +24,53 @@ pub fn look(m: &Machine, status: &UpdateStatus) -> Result<Look> {
     let running = m.running()?;
     let all = slots::read(&m.disk)?;
     let (running_slot, other_slot) = slots::running_and_other(&all, &running)?;
-    let failed: BTreeSet<Version> = status.failed_versions.iter().filter_map(|v| Version::parse(v)).collect();
-    let seen = Seen { running, entries: entries::list(&m.esp)?, other: other_slot.version(), failed };
+    let mut failed: BTreeSet<Version> = status.failed_versions.iter().filter_map(|v| Version::parse(v)).collect();
+    failed.extend(read_failed(m));
+    let entries = entries::list(&m.esp)?;
+    // Another process (the boot report's `status`, the daemon) may have found a failed entry
+    // and removed it between the two reads; it wrote the record first, so this read has it.
+    failed.extend(read_failed(m));
+    let seen = Seen { running, entries, other: other_slot.version(), failed };
     let now = plan::standings(&seen);
+    // The record first, then the entries: a failure is never forgotten by the ESP alone.
+    if now.failed != seen.failed || !now.remove_entries.is_empty() {
+        write_failed(m, &now.failed)?;
+    }
     if !now.remove_entries.is_empty() {
         entries::remove(&m.esp, &now.remove_entries)?;
     }
     Ok(Look { seen, now, running_slot, other_slot })
+}
+
+/// Versions that failed their health check here: one per line in the state folder, only ever
+/// added to (the status file is rewritten by several commands; this is the one record).
+fn failed_file(m: &Machine) -> std::path::PathBuf {
+    m.state.join("failed-versions")
+}
+
+pub fn read_failed(m: &Machine) -> BTreeSet<Version> {
+    std::fs::read_to_string(failed_file(m))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| Version::parse(l.trim()))
+        .collect()
+}
+
+fn write_failed(m: &Machine, failed: &BTreeSet<Version>) -> Result<()> {
+    use anyhow::Context;
+    let mut all = read_failed(m);
+    all.extend(failed.iter().cloned());
+    let text: String = all.iter().map(|v| format!("{v}\n")).collect();
+    std::fs::create_dir_all(&m.state).with_context(|| format!("creating {}", m.state.display()))?;
+    let tmp = failed_file(m).with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, failed_file(m))
+    };
+    write().with_context(|| format!("recording failed versions in {}", failed_file(m).display()))
 }
 
 /// The stored status, or a fresh one for the running version.

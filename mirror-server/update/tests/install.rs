@@ -305,6 +305,15 @@ fn a_failed_version_is_forgotten_from_the_esp_and_never_installed_again() {
     assert_eq!(st["other_slot"].as_str(), Some("failed"));
     let out = w.updater(&["install", "--version", V2]);
     assert!(!out.status.success() && text(&out).contains("failed its health check"), "{}", text(&out));
+    // Another process saves the status it loaded before the failure was found (the boot report
+    // and the daemon look at once after a rollback): the failure is still remembered.
+    let status_file = w.path("state/status.json");
+    let mut stale: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&status_file).unwrap()).unwrap();
+    stale["failed_versions"] = serde_json::json!([]);
+    std::fs::write(&status_file, stale.to_string()).unwrap();
+    let out = w.updater(&["check"]);
+    assert!(out.status.success() && text(&out).contains("failed here before"), "{}", text(&out));
+    assert_eq!(w.disk_hash(), before, "the failed version was not installed again");
 }
 
 #[test]

@@ -39,15 +39,13 @@ pub async fn serve(
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
             let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
-            let (on_disk, update, syncs) = tokio::task::spawn_blocking(move || {
-                (
-                    schema::status::disk_usage(&status_dir),
-                    schema::update_status::read(&update_dir),
-                    schema::status::all(&status_dir),
-                )
+            let (update, syncs) = tokio::task::spawn_blocking(move || {
+                (schema::update_status::read(&update_dir), schema::status::all(&status_dir))
             })
             .await
             .unwrap_or_default();
+            let on_disk: BTreeMap<String, u64> =
+                syncs.iter().map(|st| (st.project_path.clone(), st.size_bytes)).collect();
             let open_files = shared.read().map_or(0, |s| s.files.len());
             let mut body = text(&lasting, &on_disk, open_files, active.load(Ordering::Relaxed));
             body.push_str(&update_families(update.as_ref()));

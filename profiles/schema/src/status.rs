@@ -152,16 +152,7 @@ pub fn all(dir: &Path) -> Vec<Status> {
 }
 
 pub fn disk_usage(dir: &Path) -> std::collections::BTreeMap<String, u64> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Default::default();
-    };
-    entries
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        .filter_map(|text| serde_json::from_str::<Status>(&text).ok())
-        .map(|st| (st.project_path, st.size_bytes))
-        .collect()
+    all(dir).into_iter().map(|st| (st.project_path, st.size_bytes)).collect()
 }
 
 #[cfg(test)]

@@ -24,10 +24,10 @@ pub struct Hosted {
 /// The page, `now` in Unix seconds (for "synced 3h 12m ago").
 pub fn html(site: &Site, projects: &[(Hosted, Option<Status>)], now: i64) -> String {
     let mut s = String::with_capacity(1024 + projects.len() * 300);
+    crate::listing::page_head(&mut s, site, &escape(site.hostname));
     let _ = write!(
         s,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{host}</title>\n<link rel=\"stylesheet\" href=\"/.micromirror/listing.css\">\n</head>\n<body>\n<header><p class=\"host\">{host}</p><p class=\"sponsor\">Hosted by <a href=\"{url}\">{sponsor}</a></p></header>\n<h1>{host}</h1>\n<p>A mirror of free software, provided by <a href=\"{url}\">{sponsor}</a>. Files are served over HTTP, HTTPS and rsync.</p>\n<table>\n<thead><tr><th>Project</th><th>Last synced</th><th class=\"size\">Size</th></tr></thead>\n<tbody>\n",
-        host = escape(site.hostname),
+        "<p>A mirror of free software, provided by <a href=\"{url}\">{sponsor}</a>. Files are served over HTTP, HTTPS and rsync.</p>\n<table>\n<thead><tr><th>Project</th><th>Last synced</th><th class=\"size\">Size</th></tr></thead>\n<tbody>\n",
         url = escape(site.sponsor_url),
         sponsor = escape(site.sponsor_name),
     );

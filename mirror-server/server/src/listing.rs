@@ -16,12 +16,9 @@ pub struct Site<'a> {
 pub fn html(site: &Site, url_path: &str, entries: &[Entry]) -> String {
     let title = format!("Index of {}", escape(url_path));
     let mut s = String::with_capacity(512 + entries.len() * 160);
-    let _ = write!(
-        s,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{title}</title>\n<link rel=\"stylesheet\" href=\"/.micromirror/listing.css\">\n</head>\n<body>\n<header><p class=\"host\">{host}</p><p class=\"sponsor\">Hosted by <a href=\"{url}\">{sponsor}</a></p></header>\n<h1>{title}</h1>\n<table>\n<thead><tr><th>Name</th><th>Last modified</th><th class=\"size\">Size</th></tr></thead>\n<tbody>\n",
-        host = escape(site.hostname),
-        url = escape(site.sponsor_url),
-        sponsor = escape(site.sponsor_name),
+    page_head(&mut s, site, &title);
+    s.push_str(
+        "<table>\n<thead><tr><th>Name</th><th>Last modified</th><th class=\"size\">Size</th></tr></thead>\n<tbody>\n",
     );
     if url_path != "/" {
         s.push_str("<tr><td><a href=\"../\">../</a></td><td></td><td class=\"size\">-</td></tr>\n");
@@ -41,6 +38,18 @@ pub fn html(site: &Site, url_path: &str, entries: &[Entry]) -> String {
     }
     s.push_str("</tbody>\n</table>\n</body>\n</html>\n");
     s
+}
+
+/// The start of every page we render (listings, the front page): doctype, viewport, the
+/// stylesheet, the header with host and sponsor, and the `h1` (`title` already escaped).
+pub fn page_head(s: &mut String, site: &Site, title: &str) {
+    let _ = write!(
+        s,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{title}</title>\n<link rel=\"stylesheet\" href=\"/.micromirror/listing.css\">\n</head>\n<body>\n<header><p class=\"host\">{host}</p><p class=\"sponsor\">Hosted by <a href=\"{url}\">{sponsor}</a></p></header>\n<h1>{title}</h1>\n",
+        host = escape(site.hostname),
+        url = escape(site.sponsor_url),
+        sponsor = escape(site.sponsor_name),
+    );
 }
 
 pub fn json(url_path: &str, entries: &[Entry]) -> String {

@@ -20,9 +20,11 @@ use crate::signing::SigningKey;
 pub const SUMS: &str = "SHA256SUMS";
 pub const SIGNATURE: &str = "SHA256SUMS.gpg";
 
-/// zstd level for the root image: level 6 with a 128 MiB window makes Debian's root about 7 %
-/// smaller than level 3 for a few seconds more; higher levels cost far more time for less.
-const ROOT_LEVEL: i32 = 6;
+/// zstd level for the root image, with a 128 MiB window and no long-distance matching. Measured
+/// on the demo's 2 GiB root (one core): level 3 takes 3.6 s for 182 MB; level 6 with long
+/// matching took 13.2 s for 166 MB. The root is compressed once per site and per build, so a
+/// 44-site fleet build pays the difference 44 times, for 9 % fewer bytes per update.
+const ROOT_LEVEL: i32 = 3;
 
 pub struct Update {
     /// (file name, sha256, size) of each artifact, in SHA256SUMS order.
@@ -98,7 +100,6 @@ fn compress_root(image: &Path, offset: u64, size: u64, dest: &Path) -> Result<()
     let mut enc = zstd::Encoder::new(out, ROOT_LEVEL)?;
     enc.set_pledged_src_size(Some(size))?;
     enc.include_contentsize(true)?;
-    enc.long_distance_matching(true)?;
     enc.window_log(image::version::ROOT_ZSTD_WINDOW_LOG)?;
     enc.multithread(std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1))?;
     std::io::copy(&mut input, &mut enc).with_context(|| format!("compressing the root into {}", dest.display()))?;

@@ -2,6 +2,7 @@
 //! out bytes and knows nothing of sites, profiles or distributions; the caller (xtask) decides
 //! what goes in. No root, no mounts, no external commands: everything is unit-tested.
 
+pub mod digest;
 pub mod disk;
 pub mod esp;
 pub mod uki;

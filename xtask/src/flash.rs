@@ -191,7 +191,7 @@ fn sha256_prefix(f: &mut File, len: u64) -> Result<String> {
         h.update(&buf[..n]);
         left -= n as u64;
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(format!("{:x}", h.finalize()))
 }
 
 fn block_size(dev: &Path) -> Result<u64> {

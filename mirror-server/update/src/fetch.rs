@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
 
 use crate::feed::Artifact;
 
@@ -177,17 +176,8 @@ pub fn parse_content_range(value: &str) -> Option<(u64, u64)> {
 }
 
 pub fn sha256_of(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    image::digest::sha256_hex(f).with_context(|| format!("reading {}", path.display()))
 }
 
 /// Deletes downloads other than `keep` (hash names), finished or partial.

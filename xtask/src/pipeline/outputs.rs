@@ -3,7 +3,7 @@
 //! Everything is made in a staging folder and swapped in with one atomic rename, so a failed or
 //! interrupted build leaves the previous outputs untouched and no partial file.
 
-use std::io::{BufReader, Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
@@ -67,7 +67,7 @@ pub fn finish(
         "hostname": site.profile.site.hostname,
         "distro": site.profile.base.distro.as_str(),
         "base": {"key": base.key, "reused_from_cache": base.reused},
-        "profile_sha256": hex(&Sha256::digest(site.text.as_bytes())),
+        "profile_sha256": format!("{:x}", Sha256::digest(site.text.as_bytes())),
         "build_epoch": epoch,
         "version": version.as_str(),
         "artifacts": artifacts,
@@ -117,20 +117,8 @@ pub fn publish(staging: &Path, final_dir: &Path) -> Result<()> {
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = BufReader::with_capacity(
-        1 << 20,
-        fs_err::File::open(path).with_context(|| format!("opening {}", path.display()))?,
-    );
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
+    let f = fs_err::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    image::digest::sha256_hex(f).with_context(|| format!("reading {}", path.display()))
 }
 
 pub fn allocated(path: &Path) -> Result<u64> {
@@ -185,7 +173,7 @@ fn hash_and_compress(
     if let Some(out) = out {
         out.sync_all()?;
     }
-    Ok(hex(&hasher.finalize()))
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
 /// Calls `sink` with every byte of `[start, end)` of the file in order: data read in 1 MiB
@@ -215,10 +203,6 @@ fn feed(file: &fs_err::File, extents: &[(u64, u64)], start: u64, end: u64, sink:
         }
     }
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// name → version of every package in the tree, from the package database.
@@ -280,7 +264,7 @@ mod tests {
         f.write_all_at(b"hello", 3 << 20).unwrap();
         f.write_all_at(b"end", (5 << 20) - 3).unwrap();
         drop(f);
-        let plain = hex(&Sha256::digest(fs_err::read(&p).unwrap()));
+        let plain = format!("{:x}", Sha256::digest(fs_err::read(&p).unwrap()));
         assert_eq!(sha256_file(&p).unwrap(), plain);
     }
 }

@@ -49,7 +49,7 @@ pub fn fetch_all(site: &LoadedProfile, cache: &Path) -> Result<Vec<Fetched>> {
 }
 
 fn fetch(url: &str, cache: &Path) -> Result<Fetched> {
-    let copy = cache.join(format!("{}.keys", hex(&Sha256::digest(url.as_bytes()))));
+    let copy = cache.join(format!("{}.keys", format_args!("{:x}", Sha256::digest(url.as_bytes()))));
     let sh = cmd::shell()?;
     let fetched =
         cmd::run(cmd!(sh, "curl --fail --silent --show-error --location --max-time 20 --proto =https,http {url}"));
@@ -68,7 +68,12 @@ fn fetch(url: &str, cache: &Path) -> Result<Fetched> {
         },
     };
     let keys = parse(&text)?;
-    Ok(Fetched { url: url.to_string(), sha256: hex(&Sha256::digest(keys.join("\n").as_bytes())), keys, from_cache })
+    Ok(Fetched {
+        url: url.to_string(),
+        sha256: format!("{:x}", Sha256::digest(keys.join("\n").as_bytes())),
+        keys,
+        from_cache,
+    })
 }
 
 /// One OpenSSH public key per non-empty line; anything else (an HTML error page) is refused.
@@ -81,10 +86,6 @@ fn parse(text: &str) -> Result<Vec<String>> {
         bail!("it holds a line that is not an OpenSSH public key: {:.60}", bad);
     }
     Ok(keys)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod disk;
 pub mod esp;
 pub mod uki;
 pub mod version;
+pub mod zeros_frame;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {

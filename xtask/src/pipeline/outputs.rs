@@ -130,8 +130,8 @@ pub fn allocated(path: &Path) -> Result<u64> {
 /// .img.zst as concatenated zstd frames (which any zstd decoder reads as one stream): the bytes
 /// before slot A, slot A's root filesystem, the rest. Where the update already compressed the
 /// root filesystem (`root_frame`: its region and its root.zst), that file is the middle frame as
-/// is, so the biggest region is compressed once per build, not twice. Holes are fed from a
-/// buffer of zeros rather than read.
+/// is, so the biggest region is compressed once per build, not twice. Holes are hashed from a
+/// buffer of zeros rather than read, and become RLE frames rather than compressed zeros.
 fn hash_and_compress(
     image: &Path,
     len: u64,
@@ -149,25 +149,24 @@ fn hash_and_compress(
     for (start, end, frame) in cuts {
         match (&mut out, frame) {
             (Some(out), Some(frame)) => {
-                feed(&file, &extents, start, end, &mut |b| hasher.update(b))?;
+                feed(&file, &extents, start, end, &mut |b, _| hasher.update(b))?;
                 std::io::copy(&mut fs_err::File::open(frame)?, out)?;
             }
             (Some(out), None) => {
-                let mut enc = zstd::Encoder::new(out, 3)?;
-                enc.multithread(std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1))?;
+                let mut region = RegionOut { out: Some(out), frame: None, zeros: 0 };
                 let mut err = None;
-                feed(&file, &extents, start, end, &mut |b| {
+                feed(&file, &extents, start, end, &mut |b, hole| {
                     hasher.update(b);
                     if err.is_none() {
-                        err = enc.write_all(b).err();
+                        err = if hole { region.hole(b.len() as u64) } else { region.data(b) }.err();
                     }
                 })?;
                 if let Some(e) = err {
-                    return Err(e.into());
+                    return Err(e);
                 }
-                enc.finish()?;
+                region.finish()?;
             }
-            (None, _) => feed(&file, &extents, start, end, &mut |b| hasher.update(b))?,
+            (None, _) => feed(&file, &extents, start, end, &mut |b, _| hasher.update(b))?,
         }
     }
     if let Some(out) = out {
@@ -176,9 +175,62 @@ fn hash_and_compress(
     Ok(format!("{:x}", hasher.finalize()))
 }
 
-/// Calls `sink` with every byte of `[start, end)` of the file in order: data read in 1 MiB
-/// pieces, holes as zeros.
-fn feed(file: &fs_err::File, extents: &[(u64, u64)], start: u64, end: u64, sink: &mut dyn FnMut(&[u8])) -> Result<()> {
+/// One region of the .img.zst: data runs as zstd frames, hole runs as one RLE frame each.
+struct RegionOut<'a> {
+    /// The file, while no data frame is open.
+    out: Option<&'a mut fs_err::File>,
+    frame: Option<zstd::Encoder<'static, &'a mut fs_err::File>>,
+    /// Zeros not yet written.
+    zeros: u64,
+}
+
+impl<'a> RegionOut<'a> {
+    fn data(&mut self, bytes: &[u8]) -> Result<()> {
+        if let Some(out) = self.out.take() {
+            if self.zeros > 0 {
+                out.write_all(&image::zeros_frame::zeros_frame(std::mem::take(&mut self.zeros)))?;
+            }
+            let mut enc = zstd::Encoder::new(out, 3)?;
+            enc.multithread(std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1))?;
+            self.frame = Some(enc);
+        }
+        match &mut self.frame {
+            Some(frame) => Ok(frame.write_all(bytes)?),
+            None => anyhow::bail!("internal: no open frame for the image's data"),
+        }
+    }
+
+    fn hole(&mut self, len: u64) -> Result<()> {
+        self.close_frame()?;
+        self.zeros += len;
+        Ok(())
+    }
+
+    fn close_frame(&mut self) -> Result<()> {
+        if let Some(frame) = self.frame.take() {
+            self.out = Some(frame.finish()?);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.close_frame()?;
+        if let (Some(out), true) = (self.out.as_mut(), self.zeros > 0) {
+            out.write_all(&image::zeros_frame::zeros_frame(self.zeros))?;
+        }
+        Ok(())
+    }
+}
+
+/// Calls `sink` with every byte of `[start, end)` of the file in order, and whether it is a
+/// hole: data read in 1 MiB pieces, holes as zeros.
+fn feed(
+    file: &fs_err::File,
+    extents: &[(u64, u64)],
+    start: u64,
+    end: u64,
+    sink: &mut dyn FnMut(&[u8], bool),
+) -> Result<()> {
     use std::os::unix::fs::FileExt;
     const PIECE: usize = 1 << 20;
     let zeros = vec![0u8; PIECE];
@@ -191,13 +243,13 @@ fn feed(file: &fs_err::File, extents: &[(u64, u64)], start: u64, end: u64, sink:
             Some(&(o, l)) if o <= pos => {
                 let n = ((o + l).min(end) - pos).min(PIECE as u64) as usize;
                 file.file().read_exact_at(&mut buf[..n], pos)?;
-                sink(&buf[..n]);
+                sink(&buf[..n], false);
                 pos += n as u64;
             }
             next => {
                 let hole_end = next.map_or(end, |&(o, _)| o).min(end);
                 let n = (hole_end - pos).min(PIECE as u64) as usize;
-                sink(&zeros[..n]);
+                sink(&zeros[..n], true);
                 pos += n as u64;
             }
         }
@@ -266,5 +318,30 @@ mod tests {
         drop(f);
         let plain = format!("{:x}", Sha256::digest(fs_err::read(&p).unwrap()));
         assert_eq!(sha256_file(&p).unwrap(), plain);
+    }
+
+    #[test]
+    fn the_img_zst_decodes_to_the_sparse_image_with_or_without_the_root_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sparse");
+        let len = 9u64 << 20;
+        let f = fs_err::File::create(&p).unwrap();
+        f.set_len(len).unwrap();
+        use fs_err::os::unix::fs::FileExt;
+        f.write_all_at(&[1u8; 3000], 0).unwrap();
+        f.write_all_at(b"root bytes", 4 << 20).unwrap();
+        f.write_all_at(b"backup table", len - 12).unwrap();
+        drop(f);
+        let plain = fs_err::read(&p).unwrap();
+        let want_sha = format!("{:x}", Sha256::digest(&plain));
+        let zst = dir.path().join("sparse.zst");
+        assert_eq!(hash_and_compress(&p, len, None, Some(&zst)).unwrap(), want_sha);
+        assert!(zstd::stream::decode_all(&fs_err::read(&zst).unwrap()[..]).unwrap() == plain, "without a root frame");
+        let (off, size) = (4u64 << 20, 2u64 << 20);
+        let frame = dir.path().join("root.zst");
+        let region = &plain[off as usize..(off + size) as usize];
+        fs_err::write(&frame, zstd::stream::encode_all(region, 3).unwrap()).unwrap();
+        assert_eq!(hash_and_compress(&p, len, Some(((off, size), &frame)), Some(&zst)).unwrap(), want_sha);
+        assert!(zstd::stream::decode_all(&fs_err::read(&zst).unwrap()[..]).unwrap() == plain, "with a root frame");
     }
 }

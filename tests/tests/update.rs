@@ -10,7 +10,8 @@
 //!    resumes; v3 (whose server never starts) fails its health check on the one boot v2 gives
 //!    it, v2 comes back by itself and stays, with v3 named as failed.
 //!
-//! Each step prints the test's elapsed time, so a slow run shows where its minutes went.
+//! Each step prints the elapsed time (also kept in target/e2e-logs/update-steps.log), so a slow
+//! run shows where its minutes went.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -109,9 +110,16 @@ fn update_status(vm: &Vm, key: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_default()
 }
 
-/// Prints a step with the test's elapsed time.
+/// Prints a step with the test's elapsed time, and keeps it in target/e2e-logs/update-steps.log
+/// (a passing test's output is not shown, and the timings matter most then).
 fn step(started: Instant, what: &str) {
-    println!("[{:>4} s] {what}", started.elapsed().as_secs());
+    use std::io::Write;
+    let line = format!("[{:>4} s] {what}", started.elapsed().as_secs());
+    println!("{line}");
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(e2e::console_log("update-steps.log"));
+    if let Ok(mut log) = log {
+        let _ = writeln!(log, "{line}");
+    }
 }
 
 fn lines_with<'a>(console: &'a str, marker: &str) -> Vec<&'a str> {
@@ -137,6 +145,7 @@ fn bytes_sent(log: &Path, from: u64, file: &str) -> u64 {
 #[test]
 fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
     let started = Instant::now();
+    let _ = std::fs::remove_file(e2e::console_log("update-steps.log"));
     let work = tempfile::Builder::new().prefix("update-").tempdir_in(e2e::target()).unwrap();
     let w = work.path();
     let e0 = last_commit_time();

@@ -21,7 +21,7 @@ pub const SUMS: &str = "SHA256SUMS";
 pub const SIGNATURE: &str = "SHA256SUMS.gpg";
 
 /// zstd level for the root image, with a 128 MiB window and no long-distance matching. Measured
-/// on the demo's 2 GiB root (one core): level 3 takes 3.6 s for 182 MB; level 6 with long
+/// on the demo's 2 GiB root (one core): level 3 takes 3.6 s for 180 MB; level 6 with long
 /// matching took 13.2 s for 166 MB. The root is compressed once per site and per build, so a
 /// 44-site fleet build pays the difference 44 times, for 9 % fewer bytes per update.
 const ROOT_LEVEL: i32 = 3;

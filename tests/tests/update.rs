@@ -192,6 +192,7 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
     // two: v3's second failing boot would prove nothing more and cost four minutes of TCG.
     let profiles_v2 = profiles_with(w, "profiles-v2", |t| {
         let t = t.replace("Example Networks", "Example Networks v2").replace("boot_tries = 2", "boot_tries = 1");
+        assert!(t.contains("boot_tries = 1"), "the demo's [update] is expected to say boot_tries = 2");
         match t.rsplit_once("bwlimit_mbit = 200") {
             Some((head, tail)) => format!("{head}bwlimit_mbit = 40{tail}"),
             None => t,

@@ -49,7 +49,7 @@ pub fn fetch_all(site: &LoadedProfile, cache: &Path) -> Result<Vec<Fetched>> {
 }
 
 fn fetch(url: &str, cache: &Path) -> Result<Fetched> {
-    let copy = cache.join(format!("{}.keys", format_args!("{:x}", Sha256::digest(url.as_bytes()))));
+    let copy = cache.join(format!("{:x}.keys", Sha256::digest(url.as_bytes())));
     let sh = cmd::shell()?;
     let fetched =
         cmd::run(cmd!(sh, "curl --fail --silent --show-error --location --max-time 20 --proto =https,http {url}"));

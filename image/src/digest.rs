@@ -9,15 +9,7 @@ use sha2::{Digest, Sha256};
 /// SHA-256 of everything `reader` yields.
 pub fn sha256_hex(mut reader: impl Read) -> std::io::Result<String> {
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => h.update(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    std::io::copy(&mut reader, &mut h)?;
     Ok(format!("{:x}", h.finalize()))
 }
 

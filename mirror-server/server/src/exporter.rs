@@ -44,8 +44,7 @@ pub async fn serve(
             })
             .await
             .unwrap_or_default();
-            let on_disk: BTreeMap<String, u64> =
-                syncs.iter().map(|st| (st.project_path.clone(), st.size_bytes)).collect();
+            let on_disk = schema::status::sizes(&syncs);
             let open_files = shared.read().map_or(0, |s| s.files.len());
             let mut body = text(&lasting, &on_disk, open_files, active.load(Ordering::Relaxed));
             body.push_str(&update_families(update.as_ref()));

@@ -152,7 +152,12 @@ pub fn all(dir: &Path) -> Vec<Status> {
 }
 
 pub fn disk_usage(dir: &Path) -> std::collections::BTreeMap<String, u64> {
-    all(dir).into_iter().map(|st| (st.project_path, st.size_bytes)).collect()
+    sizes(&all(dir))
+}
+
+/// Bytes on disk by project path, from statuses already read.
+pub fn sizes(statuses: &[Status]) -> std::collections::BTreeMap<String, u64> {
+    statuses.iter().map(|st| (st.project_path.clone(), st.size_bytes)).collect()
 }
 
 #[cfg(test)]

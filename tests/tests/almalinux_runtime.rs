@@ -1,6 +1,6 @@
 //! The AlmaLinux image's runtime configuration, loaded by the real programs this machine has
 //! (AlmaLinux's repositories are out of reach, so its image never boots here): the
-//! NetworkManager keyfiles `cargo xtask render` writes are loaded by Debian's NetworkManager
+//! NetworkManager keyfiles `cargo xtask render` writes (`build::overlay::render_site`) are loaded by Debian's NetworkManager
 //! (1.42, as AlmaLinux 9's) in a network namespace of its own, with a private D-Bus, on a veth
 //! named wan0; the rendered chrony.conf is parsed by chronyd. The bond's keyfiles are loaded and
 //! read back (this kernel has no bonding driver to activate them).
@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::Command;
 
 fn render(site: &str, out: &Path) {
-    e2e::xtask(&["render", "--site", site, "--distro", "almalinux-9", "--out", out.to_str().unwrap()]).unwrap();
+    let mut loaded = build::load::load(&e2e::workspace().join("profiles"), site).unwrap();
+    loaded.profile.base.distro = schema::profile::Distro::Almalinux9;
+    build::overlay::render_site(&loaded, out).unwrap();
 }
 
 /// Runs `script` in a new network and mount namespace after starting a D-Bus system bus and

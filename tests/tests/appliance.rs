@@ -1,38 +1,58 @@
-//! The demo appliance end to end: booted under QEMU with an rsync daemon, a mosquitto broker,
+//! The demo appliance end to end, on the image this binary builds once: its partition table
+//! (ESP and two equal root slots, `sgdisk -v` clean); booted under QEMU with an rsync daemon, a mosquitto broker,
 //! an ACME CA (Pebble) and a watchtower (rsyslog over TLS) on the host, reachable from the guest
 //! only through guestfwd rules (user networking with restrict=on). From outside: the first sync,
 //! downloads over HTTP, HTTPS and rsync, an MQTT push that publishes a new version without ever
 //! serving an index naming a missing file, request records at the watchtower, SSH with the
 //! profile's key only, the listening ports and firewall, and a reboot that keeps data, state and
-//! the certificate.
+//! the certificate. Each boot is clean (systemd-boot, no failed unit, no restart loop, no
+//! ordering cycle, health check passed, the shipped version blessed); the first makes the state
+//! partition and grows the data partition to the disk's end, and the second leaves the table as
+//! it was.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::{disk_copy, field, Vm};
-use testkit::fixtures::{bytes, publish_debian};
+use e2e::{field, http_when_ready, partitions, sgdisk_verify, Guest};
+use testkit::fixtures::{bytes, publish_debian, write_file};
 use testkit::peers::{mosquitto, publish, rsync_daemon, Pebble, Rsyslog, TestCa};
 use testkit::{free_port, http};
+use vm::Vm;
 
 const PROJECTS: [&str; 3] = ["fixture-debian", "fixture-rpm", "fixture-arch"];
 
-fn write(path: &Path, data: &[u8]) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, data).unwrap();
+const DISK: u64 = 16 << 30;
+const BOOT_LIMIT: Duration = Duration::from_secs(300);
+
+/// A boot's report line, checked as clean: running, no failed unit, no restart loop, no
+/// ordering cycle, the shipped version blessed with nothing in the other slot, health passed.
+fn assert_clean_boot(vm: &mut Vm) -> String {
+    let line = vm.wait_for_line("MICROMIRROR-BOOT", BOOT_LIMIT).unwrap();
+    println!("{line}");
+    let tail = || vm.console_tail(60);
+    assert_eq!(field(&line, "state"), Some("running"), "{line}\n{}", tail());
+    assert_eq!(field(&line, "failed"), Some("0"), "{line}\n{}", tail());
+    assert_eq!(field(&line, "restarts"), Some("0"), "{line}\n{}", tail());
+    assert_eq!(field(&line, "cycles"), Some("0"), "an ordering cycle dropped a unit: {line}");
+    assert_eq!(field(&line, "blessed"), Some("yes"), "the shipped version boots blessed: {line}");
+    assert_eq!(field(&line, "other"), Some("empty"), "{line}");
+    assert!(field(&line, "data").unwrap_or("").starts_with("/dev/vda5:"), "data not at /srv/mirror: {line}");
+    assert!(vm.console().contains("MICROMIRROR-HEALTH ok"), "{}", tail());
+    line
 }
 
 fn upstream(dir: &Path) -> PathBuf {
     let up = dir.join("upstream");
     publish_debian(&up.join("fixture-debian"), 1, 200_000);
-    write(&up.join("fixture-rpm/repodata/repomd.xml"), b"<?xml version=\"1.0\"?>\n<repomd>v1</repomd>\n");
-    write(&up.join("fixture-rpm/Packages/a/app-1.0.noarch.rpm"), &bytes(1 << 20, 42));
+    write_file(&up.join("fixture-rpm/repodata/repomd.xml"), b"<?xml version=\"1.0\"?>\n<repomd>v1</repomd>\n");
+    write_file(&up.join("fixture-rpm/Packages/a/app-1.0.noarch.rpm"), &bytes(1 << 20, 42));
     // Bigger than every buffer between the guest's server and a slow client: killing the server
     // cuts its download.
-    write(&up.join("fixture-rpm/Packages/b/big-1.0.iso"), &bytes(32 << 20, 43));
-    write(&up.join("fixture-arch/lastsync"), b"1700000000\n");
-    write(&up.join("fixture-arch/lastupdate"), b"1700000000\n");
-    write(&up.join("fixture-arch/core/os/x86_64/core.db"), &bytes(5000, 7));
+    write_file(&up.join("fixture-rpm/Packages/b/big-1.0.iso"), &bytes(32 << 20, 43));
+    write_file(&up.join("fixture-arch/lastsync"), b"1700000000\n");
+    write_file(&up.join("fixture-arch/lastupdate"), b"1700000000\n");
+    write_file(&up.join("fixture-arch/core/os/x86_64/core.db"), &bytes(5000, 7));
     up
 }
 
@@ -45,7 +65,16 @@ fn get(vm: &Vm, path: &str) -> (u16, Vec<u8>) {
 
 #[test]
 fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
-    let image = e2e::build_test_image().unwrap();
+    let image = e2e::demo_image(env!("CARGO_CRATE_NAME"));
+    let report = sgdisk_verify(&image).unwrap();
+    assert!(report.contains("No problems found"), "sgdisk -v on the image:\n{report}");
+    let table = partitions(&image).unwrap();
+    let labels: Vec<&str> = table.iter().map(|(l, _, _)| l.as_str()).collect();
+    assert_eq!(labels.len(), 3, "the image carries the ESP and two root slots: {table:?}");
+    assert!(labels[1].starts_with("micromirror_") && labels[2] == "_empty", "{table:?}");
+    assert_eq!(table[1].2, table[2].2, "both root slots are the same size");
+
+    let _qemu = e2e::qemu_turn();
     let work = tempfile::Builder::new().prefix("appliance-").tempdir_in(e2e::target()).unwrap();
     let up = upstream(work.path());
     let modules: Vec<(&str, PathBuf)> = PROJECTS.iter().map(|p| (*p, up.join(p))).collect();
@@ -53,7 +82,7 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
     let (_broker, mqtt_port) = mosquitto(work.path());
     // Pebble validates HTTP-01 on the guest's port 80 as forwarded on the host; its API and the
     // watchtower present certificates from the CA the demo profile trusts.
-    let port_base = e2e::free_port_base();
+    let port_base = vm::free_port_base();
     let demo_ca = TestCa::demo(&work.path().join("ca"));
     let guest_side = ["IP:192.0.2.2", "IP:127.0.0.1"];
     let pebble = Pebble::start(work.path(), &demo_ca, &guest_side, port_base + 80, 3600);
@@ -67,14 +96,15 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
         format!("tcp:192.0.2.2:6514-cmd:socat - TCP:127.0.0.1:{watchtower_port}"),
     ];
     let disk = work.path().join("disk.img");
-    disk_copy(&image, &disk, 16 << 30).unwrap();
-    let key = work.path().join("id_ed25519");
-    std::fs::copy(e2e::workspace().join("tests/fixtures/demo_ed25519"), &key).unwrap();
-    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    vm::disk_copy(&image, &disk, DISK).unwrap();
+    let key = e2e::admin_key(work.path());
 
-    let mut vm = Vm::boot_on("demo", &disk, &e2e::console_log("appliance-boot-1.log"), &fwd, port_base).unwrap();
-    let line = vm.wait_for_line("MICROMIRROR-BOOT", Duration::from_secs(300)).unwrap();
-    assert_eq!(field(&line, "failed"), Some("0"), "{line}\n{}", e2e::tail(&vm.console(), 60));
+    // First boot: repart makes the state and data partitions, everything starts, HTTP answers.
+    let mut vm = e2e::boot(&disk, &e2e::console_log("appliance-boot-1.log"), &fwd, port_base, false);
+    assert_clean_boot(&mut vm);
+    let (status, head, _) = http_when_ready(vm.port(80), "/", Duration::from_secs(60)).unwrap();
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("Server: mirror-server"), "{head}");
 
     // 5. Only the expected ports listen, behind a default-drop firewall.
     let ports = vm.wait_for_line("MICROMIRROR-PORTS", Duration::from_secs(30)).unwrap();
@@ -102,12 +132,13 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
     vm.wait_for(Duration::from_secs(240), "the first sync", || {
         PROJECTS.iter().all(|p| get(&vm, &format!("/{p}/")).0 == 200)
             && get(&vm, "/fixture-arch/lastsync").1 == b"1700000000\n"
-    });
+    })
+    .unwrap();
 
     // 2. Downloads: byte-identical over HTTP, a range, HEAD 200, and over the public rsync.
     let rpm = "/fixture-rpm/Packages/a/app-1.0.noarch.rpm";
     let original = std::fs::read(up.join("fixture-rpm/Packages/a/app-1.0.noarch.rpm")).unwrap();
-    vm.wait_for(Duration::from_secs(120), "the rpm fixture", || get(&vm, rpm).1 == original);
+    vm.wait_for(Duration::from_secs(120), "the rpm fixture", || get(&vm, rpm).1 == original).unwrap();
     let (status, head, body) = http(vm.port(80), "GET", rpm, &[("Range", "bytes=1000-1999")]).unwrap();
     assert_eq!(status, 206, "{head}");
     assert_eq!(body, &original[1000..2000]);
@@ -129,7 +160,8 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
     let big = std::fs::read(up.join("fixture-rpm/Packages/b/big-1.0.iso")).unwrap();
     vm.wait_for(Duration::from_secs(120), "the big fixture", || {
         http(vm.port(80), "HEAD", iso, &[]).is_ok_and(|r| r.0 == 200)
-    });
+    })
+    .unwrap();
     let url = format!("http://127.0.0.1:{}{iso}", vm.port(80));
     let partials: Vec<PathBuf> = (0..3).map(|i| work.path().join(format!("partial-{i}.rpm"))).collect();
     let mut slow: Vec<_> = partials
@@ -146,11 +178,13 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
         .collect();
     vm.wait_for(Duration::from_secs(60), "the slow downloads under way", || {
         partials.iter().all(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 1 << 20))
-    });
+    })
+    .unwrap();
     let out = vm.ssh(&key, &[], "sudo systemctl kill --signal=KILL mirror-server.service");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let killed = Instant::now();
-    vm.wait_for(Duration::from_secs(60), "mirror-server serving again after SIGKILL", || get(&vm, rpm).0 == 200);
+    vm.wait_for(Duration::from_secs(60), "mirror-server serving again after SIGKILL", || get(&vm, rpm).0 == 200)
+        .unwrap();
     let back_after = killed.elapsed();
     println!("mirror-server answered again {back_after:.1?} after SIGKILL");
     assert!(back_after < Duration::from_secs(30), "systemd brought it back in {back_after:?}");
@@ -173,7 +207,8 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
     let acme_root = pebble.issuing_root();
     vm.wait_for(Duration::from_secs(240), "HTTPS with an ACME certificate", || {
         vm.https_get(&acme_root, "demo.mm.example.net", rpm).is_some_and(|b| b == original)
-    });
+    })
+    .unwrap();
     let got = watchtower.received_with("tls=\"TLSv1.3\"", Duration::from_secs(60));
     let record = got
         .lines()
@@ -186,7 +221,8 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
     // 3. A new version upstream and an MQTT push: served soon, never half-published.
     vm.wait_for(Duration::from_secs(60), "the debian fixture", || {
         get(&vm, "/fixture-debian/dists/stable/Release").0 == 200
-    });
+    })
+    .unwrap();
     publish_debian(&up.join("fixture-debian"), 2, 2 << 20);
     publish(mqtt_port, "rsync/upstream.example.net/fixture-debian");
     let started = Instant::now();
@@ -259,17 +295,29 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
         std::thread::sleep(Duration::from_millis(500));
     }
     vm.stop();
-    let mut vm = Vm::boot("demo", &disk, &e2e::console_log("appliance-boot-2.log"), &fwd).unwrap();
-    let line = vm.wait_for_line("MICROMIRROR-BOOT", Duration::from_secs(300)).unwrap();
-    assert_eq!(field(&line, "failed"), Some("0"), "{line}");
+    let after_first = partitions(&disk).unwrap();
+    assert_eq!(after_first.len(), 5, "{after_first:?}");
+    assert_eq!((after_first[3].0.as_str(), after_first[3].2 * 512), ("mm-state", 4 << 30), "{after_first:?}");
+    let (label, start, size) = &after_first[4];
+    assert_eq!(label, "mirror-data");
+    let end_bytes = (start + size) * 512;
+    assert!(end_bytes > DISK - (2 << 20), "the data partition should reach the end of the disk: {end_bytes} of {DISK}");
+    let report = sgdisk_verify(&disk).unwrap();
+    assert!(report.contains("No problems found"), "sgdisk -v after the first boot:\n{report}");
+
+    // Second boot of the same disk: clean, repart leaves the table alone.
+    let mut vm = e2e::boot(&disk, &e2e::console_log("appliance-boot-2.log"), &fwd, vm::free_port_base(), false);
+    assert_clean_boot(&mut vm);
     vm.wait_for(Duration::from_secs(60), "HTTP after the reboot", || {
         get(&vm, "/fixture-arch/lastsync").1 == b"1700000000\n"
-    });
+    })
+    .unwrap();
     // The stored certificate serves at once (Pebble could not validate a new order: it still
     // knows the first boot's port).
     vm.wait_for(Duration::from_secs(30), "HTTPS after the reboot", || {
         vm.https_get(&acme_root, "demo.mm.example.net", "/fixture-arch/lastsync").is_some_and(|b| b == b"1700000000\n")
-    });
+    })
+    .unwrap();
     let out = vm.ssh(&key, &[], "mirror-sync status");
     let after = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -277,4 +325,5 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
         "the sync state was lost:\n{after}"
     );
     vm.stop();
+    assert_eq!(partitions(&disk).unwrap(), after_first, "the second boot changed the partition table");
 }

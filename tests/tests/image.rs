@@ -1,12 +1,18 @@
-//! The pipeline without booting: the AlmaLinux base against a local signed RPM repository
-//! (AlmaLinux's own repositories are unreachable here), reproducible bytes, and a failed build
-//! that leaves the previous outputs alone.
+//! The pipeline without booting, through the build library: the AlmaLinux base against a local
+//! signed RPM repository (AlmaLinux's own repositories are unreachable here), reproducible bytes,
+//! a failed build that leaves the previous outputs alone, an IPv6-only site's rendered tree, each
+//! hardware class's drivers, and flashing the image onto a disk. The demo image is built once
+//! for this binary (target/e2e/image/) and shared by the tests that need one.
 
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::{target, workspace};
+use build::{Built, Request, Stage};
+use e2e::{own_folder, scratch_profiles, workspace};
+use testkit::images::{demo_profile, request};
+use testkit::sha256_file;
 
 struct HttpServer(Child);
 
@@ -57,47 +63,25 @@ fn alma_mirror(root: &Path, sign: bool) {
     assert!(Command::new("createrepo_c").arg("--quiet").arg(&appstream).status().unwrap().success());
 }
 
-/// A scratch profiles folder with what profiles refer to: the real catalog and the CA files.
-fn scratch_profiles(dir: &Path) -> PathBuf {
-    let p = dir.join("profiles");
-    std::fs::create_dir_all(&p).unwrap();
-    for sub in ["projects", "certs", "keys"] {
-        let status = Command::new("cp").arg("-r").arg(workspace().join("profiles").join(sub)).arg(&p).status().unwrap();
-        assert!(status.success(), "copying profiles/{sub}");
-    }
-    p
-}
-
-/// A scratch profiles folder with one AlmaLinux site.
-fn profiles(dir: &Path, mirror: &str, key: &str) -> PathBuf {
-    let p = scratch_profiles(dir);
-    let demo = std::fs::read_to_string(workspace().join("profiles/demo.toml")).unwrap();
-    let alma = demo.replace("name = \"demo\"", "name = \"alma-lab\"").replace(
+/// A scratch profiles folder with one AlmaLinux site, alma-lab.
+fn alma_profiles(dir: &Path, mirror: &str, key: &str) -> PathBuf {
+    let alma = demo_profile().replace("name = \"demo\"", "name = \"alma-lab\"").replace(
         "distro = \"debian-12\"",
         &format!("distro = \"almalinux-9\"\nmirror = \"{mirror}\"\ngpg_keys = [\"{key}\"]"),
     );
-    std::fs::write(p.join("alma-lab.toml"), alma).unwrap();
-    p
+    scratch_profiles(&dir.join("profiles"), &[("alma-lab", alma)])
 }
 
-fn xtask_with_profiles(profiles: &Path, args: &[&str]) -> (bool, String) {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(workspace())
-        .env("MICROMIRROR_PROFILES", profiles)
-        .args(["run", "--quiet", "--package", "xtask", "--"])
-        .args(args)
-        .output()
-        .unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
-
-fn archive_from(output: &str) -> PathBuf {
-    let line = output
-        .lines()
-        .find_map(|l| l.strip_prefix("base tree: "))
-        .unwrap_or_else(|| panic!("no base tree in:\n{output}"));
-    PathBuf::from(line.trim())
+/// Builds alma-lab's base only; the cached archive, or the build's error as text.
+fn alma_base(dir: &Path, profiles: &Path) -> Result<PathBuf, String> {
+    let mut r = request(dir, profiles, "alma-lab");
+    r.until = Some(Stage::Base);
+    r.refresh_base = true;
+    match build::run(&r) {
+        Ok(Built::Base(archive)) => Ok(archive),
+        Ok(other) => panic!("--until base made {other:?}"),
+        Err(e) => Err(format!("{e:#}")),
+    }
 }
 
 #[test]
@@ -107,10 +91,8 @@ fn almalinux_base_installs_with_dnf_from_a_signed_repository_and_refuses_unsigne
     alma_mirror(&signed, true);
     let (_http, port) = serve(&signed);
     let url = format!("http://127.0.0.1:{port}");
-    let p = profiles(dir.path(), &url, &format!("{url}/9/BaseOS/x86_64/os/RPM-GPG-KEY-test"));
-    let (ok, out) = xtask_with_profiles(&p, &["image", "--site", "alma-lab", "--until", "base", "--refresh-base"]);
-    assert!(ok, "{out}");
-    let archive = archive_from(&out);
+    let p = alma_profiles(dir.path(), &url, &format!("{url}/9/BaseOS/x86_64/os/RPM-GPG-KEY-test"));
+    let archive = alma_base(dir.path(), &p).unwrap_or_else(|e| panic!("{e}"));
     let listing = Command::new("tar").args(["--zstd", "-tf"]).arg(&archive).output().unwrap();
     let files = String::from_utf8_lossy(&listing.stdout).into_owned();
     let _ = std::fs::remove_file(&archive);
@@ -133,9 +115,8 @@ fn almalinux_base_installs_with_dnf_from_a_signed_repository_and_refuses_unsigne
     std::fs::copy(signed.join("9/BaseOS/x86_64/os/RPM-GPG-KEY-test"), unsigned.join("RPM-GPG-KEY-test")).unwrap();
     let (_http2, port2) = serve(&unsigned);
     let url2 = format!("http://127.0.0.1:{port2}");
-    let p2 = profiles(&dir.path().join("u"), &url2, &format!("{url2}/RPM-GPG-KEY-test"));
-    let (ok, out) = xtask_with_profiles(&p2, &["image", "--site", "alma-lab", "--until", "base", "--refresh-base"]);
-    assert!(!ok, "unsigned packages were installed:\n{out}");
+    let p2 = alma_profiles(&dir.path().join("u"), &url2, &format!("{url2}/RPM-GPG-KEY-test"));
+    let out = alma_base(&dir.path().join("u"), &p2).map(|a| a.display().to_string()).unwrap_err();
     assert!(out.contains("dnf could not install the AlmaLinux base"), "{out}");
     assert!(
         out.to_lowercase().contains("gpg") || out.to_lowercase().contains("signature") || out.contains("not signed"),
@@ -146,9 +127,8 @@ fn almalinux_base_installs_with_dnf_from_a_signed_repository_and_refuses_unsigne
 #[test]
 fn an_unreachable_package_mirror_is_named_with_the_fix() {
     let dir = tempfile::tempdir().unwrap();
-    let p = profiles(dir.path(), "http://127.0.0.1:9", "http://127.0.0.1:9/key");
-    let (ok, out) = xtask_with_profiles(&p, &["image", "--site", "alma-lab", "--until", "base"]);
-    assert!(!ok);
+    let p = alma_profiles(dir.path(), "http://127.0.0.1:9", "http://127.0.0.1:9/key");
+    let out = alma_base(dir.path(), &p).map(|a| a.display().to_string()).unwrap_err();
     assert!(
         out.contains("cannot reach the baseos repository: http://127.0.0.1:9/9/BaseOS/x86_64/os/repodata/repomd.xml"),
         "{out}"
@@ -156,59 +136,70 @@ fn an_unreachable_package_mirror_is_named_with_the_fix() {
     assert!(out.contains("base.mirror"), "{out}");
 }
 
-fn sha256(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string()
+/// The demo, built once for this binary.
+fn demo() -> PathBuf {
+    e2e::demo_image(env!("CARGO_CRATE_NAME"))
 }
 
 #[test]
 fn two_builds_of_one_profile_give_identical_images_and_a_failed_build_keeps_the_last() {
-    let image = e2e::build_image("demo").unwrap();
-    let first = sha256(&image);
-    let manifest = std::fs::read_to_string(image.with_file_name("manifest.json")).unwrap();
+    let image = demo();
+    let first = sha256_file(&image);
     let update = image.with_file_name("update");
-    let signed = |name: &str| std::fs::read(update.join(name)).unwrap_or_else(|e| panic!("update/{name}: {e}"));
-    let (sums, signature) = (signed("SHA256SUMS"), signed("SHA256SUMS.gpg"));
-    // The second build also writes the .img.zst (concatenated frames, the update's root.zst
-    // among them): it must restore the image byte for byte.
-    e2e::xtask(&["image", "--site", "demo"]).unwrap();
-    assert_eq!(sha256(&image), first, "the second build differs from the first");
-    let zst = image.with_extension("img.zst");
+    let signed =
+        |dir: &Path, name: &str| std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("update/{name}: {e}"));
+    // The second build, into a folder of its own, also writes the .img.zst (concatenated frames,
+    // the update's root.zst among them): it must restore the image byte for byte.
+    let own = own_folder("image-second-build");
+    let mut second = request(&own, &own_folder(env!("CARGO_CRATE_NAME")).join("profiles"), "demo");
+    second.compress = true;
+    let again = testkit::images::build(&second);
+    assert_eq!(sha256_file(&again), first, "the second build differs from the first");
+    let zst = again.with_extension("img.zst");
     let restored =
         Command::new("sh").arg("-c").arg(format!("zstd -dc {} | sha256sum", zst.display())).output().unwrap();
     let restored = String::from_utf8_lossy(&restored.stdout).split_whitespace().next().unwrap_or("").to_string();
     assert_eq!(restored, first, "the .img.zst does not restore the image");
-    assert_eq!(signed("SHA256SUMS"), sums, "the update's artifacts differ between builds");
-    assert_eq!(signed("SHA256SUMS.gpg"), signature, "the same key and inputs give the same signature");
+    let update2 = again.with_file_name("update");
+    assert_eq!(signed(&update2, "SHA256SUMS"), signed(&update, "SHA256SUMS"), "the update's artifacts differ");
+    assert_eq!(
+        signed(&update2, "SHA256SUMS.gpg"),
+        signed(&update, "SHA256SUMS.gpg"),
+        "the same key and inputs give the same signature"
+    );
+    let manifest = std::fs::read_to_string(again.with_file_name("manifest.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&manifest).unwrap();
     assert_eq!(v["artifacts"][0]["sha256"], first, "the manifest names the image's hash");
     assert!(v["packages"]["systemd"].is_string(), "the manifest lists package versions");
 
-    // A profile that fails half-way (at the overlay) leaves target/images/demo as it was.
-    let dir = tempfile::tempdir().unwrap();
-    let p = scratch_profiles(dir.path());
-    let demo = std::fs::read_to_string(workspace().join("profiles/demo.toml")).unwrap();
-    std::fs::write(p.join("demo.toml"), demo.replace("timezone = \"UTC\"", "timezone = \"Mars/Olympus_Mons\""))
-        .unwrap();
-    let (ok, out) = xtask_with_profiles(&p, &["image", "--site", "demo", "--no-compress"]);
-    assert!(!ok, "{out}");
-    assert!(out.contains("Mars/Olympus_Mons"), "{out}");
-    let outputs = target().join("images/demo");
-    assert_eq!(sha256(&outputs.join("demo.img")), first, "the failed build touched the last image");
-    let names: Vec<String> =
-        std::fs::read_dir(&outputs).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    // A profile that fails half-way (at the overlay) leaves the last outputs as they were.
+    let broken = demo_profile().replace("timezone = \"UTC\"", "timezone = \"Mars/Olympus_Mons\"");
+    let p = scratch_profiles(&own.join("broken-profiles"), &[("demo", broken)]);
+    let failing = Request { profiles: p, ..second.clone() };
+    let err = format!("{:#}", build::run(&failing).unwrap_err());
+    assert!(err.contains("Mars/Olympus_Mons"), "{err}");
+    assert_eq!(sha256_file(&again), first, "the failed build touched the last image");
+    let names: Vec<String> = std::fs::read_dir(&second.out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     assert!(
         names.iter().all(|n| ["demo.img", "demo.img.zst", "manifest.json", "update"].contains(&n.as_str())),
         "partial files left: {names:?}"
     );
+    assert!(!failing.work().exists(), "the failed build left its scratch space: {}", failing.work().display());
 }
 
 #[test]
 fn an_ipv6_only_site_renders_its_network_and_firewall_from_the_profile() {
-    let out = e2e::xtask(&["image", "--site", "lab6", "--until", "overlay"]).unwrap();
-    let root = PathBuf::from(
-        out.lines().find_map(|l| l.strip_prefix("tree with overlay: ")).unwrap_or_else(|| panic!("{out}")).trim(),
-    );
+    let own = own_folder("image-lab6");
+    let mut r = request(&own, &workspace().join("profiles"), "lab6");
+    r.until = Some(Stage::Overlay);
+    let root = match build::run(&r) {
+        Ok(Built::Tree(root)) => root,
+        other => panic!("--until overlay gave {other:?}"),
+    };
     let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
     let link = read("etc/systemd/network/10-wan0.link");
     assert!(link.contains("MACAddress=52:54:00:12:34:56") && link.contains("Name=wan0"), "{link}");
@@ -255,27 +246,22 @@ fn initramfs_modules(uki: &Path, work: &Path) -> Vec<String> {
 #[test]
 fn each_hardware_class_builds_with_its_drivers_in_the_uki_initramfs() {
     let dir = tempfile::tempdir().unwrap();
-    let p = scratch_profiles(dir.path());
-    let demo = std::fs::read_to_string(workspace().join("profiles/demo.toml")).unwrap();
     let classes = ["t620", "t740", "r220"];
-    for class in classes {
-        let text = demo
-            .replace("name = \"demo\"", &format!("name = \"hw-{class}\""))
-            .replace("disk_gb = 64", &format!("disk_gb = 64\nhardware = \"{class}\""));
-        std::fs::write(p.join(format!("hw-{class}.toml")), text).unwrap();
-    }
-    let sites: Vec<String> = classes.iter().map(|c| format!("hw-{c}")).collect();
-    let out =
-        e2e::xtask_with(&["image", "--sites", &sites.join(","), "--no-compress"], &[("MICROMIRROR_PROFILES", &p)])
-            .unwrap_or_else(|e| panic!("{e:#}"));
-    for site in &sites {
-        assert!(
-            out.lines().any(|l| l.starts_with(site.as_str()) && l.ends_with(" ok")),
-            "{site} not in the table as built:\n{out}"
-        );
-    }
+    let sites: Vec<(String, String)> = classes
+        .iter()
+        .map(|class| {
+            let text = demo_profile()
+                .replace("name = \"demo\"", &format!("name = \"hw-{class}\""))
+                .replace("disk_gb = 64", &format!("disk_gb = 64\nhardware = \"{class}\""));
+            (format!("hw-{class}"), text)
+        })
+        .collect();
+    let named: Vec<(&str, String)> = sites.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    let own = own_folder("image-hardware");
+    let p = scratch_profiles(&own.join("profiles"), &named);
     let modules = |site: &str| {
-        let update = target().join("images").join(site).join("update");
+        let image = testkit::images::build(&request(&own, &p, site));
+        let update = image.with_file_name("update");
         let uki = std::fs::read_dir(&update)
             .unwrap()
             .flatten()
@@ -292,7 +278,48 @@ fn each_hardware_class_builds_with_its_drivers_in_the_uki_initramfs() {
     assert!(has(&t740, "mlx4_en") && has(&t740, "nvme") && has(&t740, "r8169"), "{t740:?}");
     let r220 = modules("hw-r220");
     assert!(has(&r220, "ixgbe") && has(&r220, "tg3") && has(&r220, "megaraid_sas"), "{r220:?}");
-    for site in &sites {
-        let _ = std::fs::remove_dir_all(target().join("images").join(site));
+    let _ = std::fs::remove_dir_all(&own);
+}
+
+/// `cargo xtask flash`: writes only what the image holds, zeroes the rest of its span (old data
+/// on the target must not show through), verifies by reading back, and refuses unsafe targets.
+#[test]
+fn flash_writes_and_verifies_and_refuses_unsafe_targets() {
+    let image = demo();
+    let image_len = std::fs::metadata(&image).unwrap().len();
+    let dir = tempfile::tempdir().unwrap();
+
+    // A "disk" full of old data where the image has holes.
+    let disk = dir.path().join("disk.img");
+    let mut f = std::fs::File::create(&disk).unwrap();
+    f.set_len(image_len + (512 << 20)).unwrap();
+    for mib in [0u64, 300, 1000, 2000] {
+        f.seek(SeekFrom::Start(mib << 20)).unwrap();
+        f.write_all(&vec![0xA5u8; 4 << 20]).unwrap();
     }
+    drop(f);
+    build::flash::flash(&image, &disk, true).unwrap();
+    let mut a = std::fs::File::open(&image).unwrap();
+    let mut b = std::fs::File::open(&disk).unwrap();
+    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    for mib in 0..image_len >> 20 {
+        a.read_exact(&mut x).unwrap();
+        b.read_exact(&mut y).unwrap();
+        assert!(x == y, "MiB {mib} differs after flashing");
+    }
+
+    // Refusals: the disk this system runs from, and a disk smaller than the image.
+    let root = Command::new("findmnt").args(["-no", "SOURCE", "/"]).output().unwrap();
+    let root_dev = String::from_utf8_lossy(&root.stdout).trim().to_string();
+    if root_dev.starts_with("/dev/") {
+        let err = format!("{:#}", build::flash::flash(&image, Path::new(&root_dev), true).unwrap_err());
+        assert!(err.contains("refusing") || err.contains("mounted") || err.contains("partition"), "{err}");
+    }
+    let small = dir.path().join("small.img");
+    std::fs::File::create(&small).unwrap().set_len(image_len / 2).unwrap();
+    let err = format!("{:#}", build::flash::flash(&image, &small, true).unwrap_err());
+    assert!(err.contains("the image needs"), "{err}");
+    // Without confirmation and without a terminal nothing is written.
+    let err = format!("{:#}", build::flash::flash(&image, &disk, false).unwrap_err());
+    assert!(err.contains("pass --yes"), "{err}");
 }

@@ -10,59 +10,54 @@
 //!    resumes; v3 (whose server never starts) fails its health check on the one boot v2 gives
 //!    it, v2 comes back by itself and stays, with v3 named as failed.
 //!
-//! Each step prints the elapsed time (also kept in target/e2e-logs/update-steps.log), so a slow
-//! run shows where its minutes went.
+//! The three versions are built through the build library into target/e2e/update/. Each step
+//! prints the elapsed time (also kept in target/e2e-logs/steps/update.log, which `cargo xtask
+//! test` shows at its end), so a slow run shows where its minutes went.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::{disk_copy, field, xtask_with, Vm};
-use testkit::fixtures::{bytes, publish_debian};
+use e2e::{field, own_folder, scratch_profiles, Guest};
+use testkit::fixtures::{bytes, publish_debian, write_file};
 use testkit::peers::{mosquitto, publish, rsync_daemon, Pebble, TestCa};
 use testkit::server::MirrorServer;
 use testkit::{free_port, http};
+use vm::Vm;
 
 const HOST: &str = "demo.mm.example.net";
 const TOPIC: &str = "micromirror/updates/demo";
 
-fn write(path: &Path, data: &[u8]) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, data).unwrap();
-}
-
-fn last_commit_time() -> i64 {
-    let out = Command::new("git").args(["log", "-1", "--format=%ct"]).current_dir(e2e::workspace()).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
-
-/// The version `cargo xtask image` gives a build at `epoch`.
+/// The version a build at `epoch` gets.
 fn version_at(epoch: i64) -> String {
     image::version::Version::from_epoch(epoch).unwrap().to_string()
 }
 
-/// A copy of the workspace's profiles whose demo.toml is edited by `change`.
+/// A profiles folder whose demo.toml is the workspace's, edited by `change`.
 fn profiles_with(dir: &Path, name: &str, change: impl Fn(String) -> String) -> PathBuf {
-    let p = dir.join(name);
-    let status = Command::new("cp").arg("-r").arg(e2e::workspace().join("profiles")).arg(&p).status().unwrap();
-    assert!(status.success());
-    let demo = std::fs::read_to_string(p.join("demo.toml")).unwrap();
-    std::fs::write(p.join("demo.toml"), change(demo)).unwrap();
-    p
+    scratch_profiles(&dir.join(name), &[("demo", change(testkit::images::demo_profile()))])
 }
 
-fn build_at(profiles: &Path, epoch: i64) {
-    let epoch = epoch.to_string();
-    xtask_with(
-        &["image", "--site", "demo", "--no-compress"],
-        &[("MICROMIRROR_PROFILES", profiles), ("SOURCE_DATE_EPOCH", Path::new(&epoch))],
-    )
-    .unwrap();
+/// The demo built from `profiles` at `epoch` into target/e2e/update/NAME.
+fn build_at(name: &str, profiles: &Path, epoch: i64) -> build::Request {
+    let mut request = testkit::images::request(&own_folder("update").join(name), profiles, "demo");
+    request.epoch = epoch;
+    testkit::images::build(&request);
+    request
 }
 
-fn publish_to(profiles: &Path, served: &Path) -> String {
-    xtask_with(&["publish", "--site", "demo", "--to", served.to_str().unwrap()], &[("MICROMIRROR_PROFILES", profiles)])
-        .unwrap()
+/// Publishes a build's update into `served` (DIR/demo/); says what the tree offers.
+fn publish_to(built: &build::Request, served: &Path) -> String {
+    let site = build::load::load(&built.profiles, "demo").unwrap();
+    build::publish::publish(&build::publish::Publication {
+        site: &site,
+        built: &built.out.join("update"),
+        to: served,
+        keep: 2,
+        epoch: built.epoch,
+        signing_home: built.signing_home.as_deref(),
+    })
+    .unwrap_or_else(|e| panic!("publishing: {e:#}"))
 }
 
 /// What must survive every update.
@@ -110,16 +105,8 @@ fn update_status(vm: &Vm, key: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_default()
 }
 
-/// Prints a step with the test's elapsed time, and keeps it in target/e2e-logs/update-steps.log
-/// (a passing test's output is not shown, and the timings matter most then).
 fn step(started: Instant, what: &str) {
-    use std::io::Write;
-    let line = format!("[{:>4} s] {what}", started.elapsed().as_secs());
-    println!("{line}");
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(e2e::console_log("update-steps.log"));
-    if let Ok(mut log) = log {
-        let _ = writeln!(log, "{line}");
-    }
+    e2e::step("update", started, what);
 }
 
 fn lines_with<'a>(console: &'a str, marker: &str) -> Vec<&'a str> {
@@ -128,7 +115,8 @@ fn lines_with<'a>(console: &'a str, marker: &str) -> Vec<&'a str> {
 
 /// Waits until the console has `n` lines with `marker`; returns the last.
 fn wait_for_nth(vm: &Vm, marker: &str, n: usize, limit: Duration) -> String {
-    vm.wait_for(limit, &format!("console line {n} with {marker}"), || lines_with(&vm.console(), marker).len() >= n);
+    vm.wait_for(limit, &format!("console line {n} with {marker}"), || lines_with(&vm.console(), marker).len() >= n)
+        .unwrap();
     lines_with(&vm.console(), marker)[n - 1].to_string()
 }
 
@@ -144,29 +132,29 @@ fn bytes_sent(log: &Path, from: u64, file: &str) -> u64 {
 
 #[test]
 fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
-    let started = Instant::now();
-    let _ = std::fs::remove_file(e2e::console_log("update-steps.log"));
+    let started = e2e::steps_begin("update");
+    let _qemu = e2e::qemu_turn();
     let work = tempfile::Builder::new().prefix("update-").tempdir_in(e2e::target()).unwrap();
     let w = work.path();
-    let e0 = last_commit_time();
+    let e0 = build::last_commit_epoch();
     let (v1, v2, v3) = (version_at(e0), version_at(e0 + 60), version_at(e0 + 120));
 
     // v1 is what the workspace's profile builds; the box is a 64 GiB disk holding it.
-    build_at(&e2e::workspace().join("profiles"), e0);
-    let image = e2e::target().join("images/demo/demo.img");
+    let profiles_v1 = profiles_with(w, "profiles-v1", |t| t);
+    let v1_build = build_at("v1", &profiles_v1, e0);
     let disk = w.join("disk.img");
-    disk_copy(&image, &disk, 64 << 30).unwrap();
+    vm::disk_copy(&v1_build.out.join("demo.img"), &disk, 64 << 30).unwrap();
 
     let up = w.join("upstream");
     publish_debian(&up.join("fixture-debian"), 1, 100_000);
-    write(&up.join("fixture-rpm/repodata/repomd.xml"), b"<repomd>v1</repomd>\n");
-    write(&up.join("fixture-rpm/Packages/a/app-1.0.noarch.rpm"), &bytes(1 << 20, 42));
-    write(&up.join("fixture-arch/lastsync"), b"1700000000\n");
+    write_file(&up.join("fixture-rpm/repodata/repomd.xml"), b"<repomd>v1</repomd>\n");
+    write_file(&up.join("fixture-rpm/Packages/a/app-1.0.noarch.rpm"), &bytes(1 << 20, 42));
+    write_file(&up.join("fixture-arch/lastsync"), b"1700000000\n");
     let modules: Vec<(&str, PathBuf)> =
         ["fixture-debian", "fixture-rpm", "fixture-arch"].iter().map(|p| (*p, up.join(p))).collect();
     let (_rsyncd, rsync_port) = rsync_daemon(w, &modules);
     let (_broker, mqtt_port) = mosquitto(w);
-    let port_base = e2e::free_port_base();
+    let port_base = vm::free_port_base();
     let ca = TestCa::demo(&w.join("ca"));
     let pebble = Pebble::start(w, &ca, &["IP:192.0.2.2", "IP:127.0.0.1"], port_base + 80, 3600);
     let served = w.join("served");
@@ -179,13 +167,11 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
         format!("tcp:192.0.2.2:14000-cmd:socat - TCP:127.0.0.1:{}", pebble.port),
         format!("tcp:192.0.2.2:8080-cmd:socat - TCP:127.0.0.1:{update_port}"),
     ];
-    let key = w.join("id_ed25519");
-    std::fs::copy(e2e::workspace().join("tests/fixtures/demo_ed25519"), &key).unwrap();
-    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let key = e2e::admin_key(w);
 
     // 1. v1 boots (while v2 builds beside it); its identity is recorded once it has synced and
     // holds a certificate.
-    let vm = Vm::boot_rebooting("demo", &disk, &e2e::console_log("update.log"), &fwd, port_base).unwrap();
+    let vm = e2e::boot(&disk, &e2e::console_log("update.log"), &fwd, port_base, true);
     // v2 downloads its updates at 40 Mbit/s (the demo's [update] ends with its limit): v3's root
     // then takes half a minute to arrive, long enough to cut it at a third however slowly the
     // test's status polls answer under TCG. v2 gives a new version one boot, not the demo's
@@ -198,17 +184,17 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
             None => t,
         }
     });
-    build_at(&profiles_v2, e0 + 60);
-    // Published aside now (publish takes the newest build) and moved in place at the push.
+    let v2_build = build_at("v2", &profiles_v2, e0 + 60);
+    // Published aside now and moved in place at the push.
     let staged_v2 = w.join("staged-v2");
-    let out = publish_to(&profiles_v2, &staged_v2);
+    let out = publish_to(&v2_build, &staged_v2);
     assert!(out.contains(&format!("published {v2}")), "{out}");
     // v3 breaks its server; built now, while v1 boots, rather than while the box waits.
     let profiles_v3 = profiles_with(w, "profiles-v3", |t| {
         // [update] is the profile's last section.
         format!("{}test_break_server = true\n", t.replace("Example Networks", "Example Networks v3"))
     });
-    build_at(&profiles_v3, e0 + 120);
+    let v3_build = build_at("v3", &profiles_v3, e0 + 120);
     step(started, "v2 and v3 built");
     let boot = wait_for_nth(&vm, "MICROMIRROR-BOOT", 1, Duration::from_secs(600));
     step(started, &boot);
@@ -217,7 +203,8 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
     vm.wait_for(Duration::from_secs(300), "the first sync and a certificate", || {
         http(vm.port(80), "GET", "/fixture-arch/lastsync", &[]).is_ok_and(|r| r.0 == 200)
             && vm.https_get(&root, HOST, "/fixture-arch/lastsync").is_some()
-    });
+    })
+    .unwrap();
     assert!(vm.ssh(&key, &[], "echo kept | sudo tee /srv/mirror/update-marker").status.success());
     let before = identity(&vm, &key);
     step(started, &format!("v1 synced and certified: {before:?}"));
@@ -232,14 +219,16 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
     step(started, &format!("v2 serving {:.0?} after the push: {boot}", pushed.elapsed()));
     assert_eq!(field(&boot, "image"), Some(v2.as_str()), "{boot}");
     assert_eq!(field(&boot, "other"), Some(format!("previous:{v1}").as_str()), "{boot}");
-    vm.wait_for(Duration::from_secs(120), "v2 blessed", || update_status(&vm, &key)["running_blessed"] == true);
+    vm.wait_for(Duration::from_secs(120), "v2 blessed", || update_status(&vm, &key)["running_blessed"] == true)
+        .unwrap();
     let journal = vm.ssh(&key, &[], "sudo journalctl -b -1 -u mirror-update -o cat");
     assert!(String::from_utf8_lossy(&journal.stdout).contains("push: a new update is announced"), "found by push");
     let (_, _, listing) = http(vm.port(80), "GET", "/", &[]).unwrap();
     assert!(String::from_utf8_lossy(&listing).contains("Example Networks v2"), "the listing shows v2's sponsor");
     vm.wait_for(Duration::from_secs(60), "HTTPS on v2", || {
         vm.https_get(&root, HOST, "/fixture-arch/lastsync").is_some()
-    });
+    })
+    .unwrap();
     assert_eq!(identity(&vm, &key), before, "v2 kept the box's identity and state");
 
     step(started, "v2 blessed, identity kept");
@@ -253,7 +242,7 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
         assert!(ok, "cp {} {}", from.display(), to.display());
     };
     cp(&served.join("demo"), &staged);
-    publish_to(&profiles_v3, &staged);
+    publish_to(&v3_build, &staged);
     let root_file = format!("micromirror_{v3}.root.zst");
     let (good_root, good_sig) = (staged.join("demo").join(&root_file), staged.join("demo/SHA256SUMS.gpg"));
     for name in [root_file.clone(), format!("micromirror_{v3}.efi"), "SHA256SUMS".into()] {
@@ -266,7 +255,8 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
     publish(mqtt_port, TOPIC);
     vm.wait_for(Duration::from_secs(180), "the bad signature refused", || {
         update_status(&vm, &key)["last_error"].as_str().is_some_and(|e| e.contains("not a valid signature"))
-    });
+    })
+    .unwrap();
     std::fs::copy(&good_sig, served.join("demo/SHA256SUMS.gpg")).unwrap();
     let mut bad = std::fs::read(&good_root).unwrap();
     bad[4096] ^= 1;
@@ -274,7 +264,8 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
     publish(mqtt_port, TOPIC);
     vm.wait_for(Duration::from_secs(600), "the bad payload refused", || {
         update_status(&vm, &key)["last_error"].as_str().is_some_and(|e| e.contains("does not match SHA256SUMS"))
-    });
+    })
+    .unwrap();
     let st = update_status(&vm, &key);
     assert_eq!(
         (st["other_version"].as_str(), st["other_slot"].as_str()),
@@ -297,14 +288,16 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
                 .nth(2)
                 .and_then(|m| m.parse::<u64>().ok())
                 .is_some_and(|mib| mib << 20 > size / 3)
-    });
+    })
+    .unwrap();
     drop(updates.take());
     // The refused payload's error is still there: wait for the cut's own.
     vm.wait_for(Duration::from_secs(120), "the cut download noticed", || {
         update_status(&vm, &key)["last_error"]
             .as_str()
             .is_some_and(|e| e.contains(&root_file) && !e.contains("does not match"))
-    });
+    })
+    .unwrap();
     // The new server appends to the same access log (same port): count only its lines.
     let log_path = served.parent().unwrap().join(format!("access-{update_port}.log"));
     let log_offset = std::fs::metadata(&log_path).map_or(0, |m| m.len());
@@ -322,7 +315,8 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
     let since_rollback = |vm: &Vm| vm.console()[failed_at..].to_string();
     vm.wait_for(Duration::from_secs(600), "v2 back after the rollback", || {
         lines_with(&since_rollback(&vm), "MICROMIRROR-BOOT").iter().any(|l| field(l, "image") == Some(v2.as_str()))
-    });
+    })
+    .unwrap();
     let boot = lines_with(&since_rollback(&vm), "MICROMIRROR-BOOT")[0].to_string();
     step(started, &boot);
     assert_eq!(field(&boot, "image"), Some(v2.as_str()), "{boot}");
@@ -333,7 +327,8 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
     publish(mqtt_port, TOPIC);
     vm.wait_for(Duration::from_secs(400), "a check after the rollback", || {
         update_status(&vm, &key)["last_check"].as_i64().unwrap_or(0) > back
-    });
+    })
+    .unwrap();
     let st = update_status(&vm, &key);
     assert_eq!(st["failed_versions"], serde_json::json!([v3]), "{st}");
     assert_eq!((st["newest_available"].as_str(), st["last_error"].as_str()), (Some(v3.as_str()), None), "{st}");

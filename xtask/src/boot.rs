@@ -1,19 +1,14 @@
-//! `cargo xtask boot --site NAME`: boot a copy of the site's image in QEMU with OVMF (TCG here,
-//! KVM where it works), the serial console on this terminal or in a file, and ports 22, 80, 443
-//! and 873 forwarded on 127.0.0.1, and a hardware watchdog (i6300esb) that resets a hung guest.
-//! The boot tests drive this same command.
+//! `cargo xtask boot --site NAME`: boot a copy of the site's image under QEMU with OVMF through
+//! the one VM type (xtask/vm): TCG here, KVM where MICROMIRROR_KVM=1 and it works; the serial
+//! console on this terminal or in a file; ports 22, 80, 443 and 873 forwarded on 127.0.0.1; a
+//! hardware watchdog (i6300esb) that resets a hung guest.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
-use schema::profile::LoadedProfile;
+use anyhow::{bail, Result};
+use vm::{Config, Network, Serial, Vm};
 
-use crate::cmd::{self, cmd};
-use crate::pipeline::load;
 use crate::{host, paths};
-
-const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 #[derive(clap::Args)]
 pub struct BootArgs {
@@ -46,112 +41,68 @@ pub struct BootArgs {
 
 pub fn run(args: BootArgs) -> Result<()> {
     host::ensure(&[host::BOOT])?;
-    let site = load::load(&args.site)?;
+    let site = paths::load(&args.site)?;
     let image = paths::images(&args.site).join(format!("{}.img", args.site));
-    let disk = match &args.disk {
-        Some(d) => d.clone(),
+    let (disk, throwaway) = match &args.disk {
+        Some(d) => (d.clone(), false),
         None => {
             if !image.exists() {
                 bail!("no image at {}; build it with: cargo xtask image --site {}", image.display(), args.site);
             }
             let copy = paths::target().join("boot").join(format!("{}-disk.img", args.site));
-            fresh_disk(&image, &copy, &args.disk_size)?;
-            copy
+            vm::disk_copy(&image, &copy, parse_size(&args.disk_size)?)?;
+            (copy, true)
         }
     };
-    let vars = fresh_vars(&disk, args.disk.is_none())?;
-    let sh = cmd::shell()?;
-    let qemu = qemu_command(&sh, &site, &disk, &vars, &args)?;
-    eprintln!("booting {} under QEMU ({}):", disk.display(), accel());
-    for (guest, host) in forwards(args.port_base) {
+    let serial = args.serial_log.clone().map_or(Serial::Terminal, Serial::File);
+    let mut config = Config::new(&disk, Network::for_site(&site)?, serial);
+    config.port_base = args.port_base;
+    config.guestfwd = args.guestfwd.clone();
+    config.reboot = !args.no_reboot;
+    config.memory_mib = args.memory;
+    config.kvm = std::env::var("MICROMIRROR_KVM").is_ok_and(|v| v == "1");
+    config.fresh_vars = throwaway;
+    eprintln!("booting {} under QEMU ({}):", disk.display(), config.accel());
+    for (guest, host) in vm::forwards(args.port_base) {
         eprintln!("  guest port {guest:>3} -> 127.0.0.1:{host}");
     }
     if let Some(log) = &args.serial_log {
         eprintln!("  serial console -> {}", log.display());
     }
-    cmd::run_visible(qemu)
-}
-
-/// A sparse copy of the image, resized to `size` (the box grows into it on first boot).
-pub fn fresh_disk(image: &Path, copy: &Path, size: &str) -> Result<()> {
-    if let Some(dir) = copy.parent() {
-        fs_err::create_dir_all(dir)?;
+    let status = Vm::start(&config)?.wait()?;
+    if throwaway {
+        // The grown copy is hundreds of MB of a throwaway boot: nothing in it is wanted later.
+        let _ = fs_err::remove_file(&disk);
+        let _ = fs_err::remove_file(config.vars());
     }
-    let sh = cmd::shell()?;
-    cmd::run(cmd!(sh, "cp --sparse=always {image} {copy}"))?;
-    cmd::run(cmd!(sh, "truncate -s {size} {copy}"))?;
+    if !status.success() {
+        bail!("QEMU ended with {status}");
+    }
     Ok(())
 }
 
-/// The firmware's variables for this disk: a writable copy of OVMF's template beside the disk,
-/// kept across that disk's boots (a fresh throwaway disk gets fresh variables). No boot order
-/// is ever passed: OVMF finds \EFI\BOOT\BOOTX64.EFI by itself, as a real box's firmware does.
-fn fresh_vars(disk: &Path, throwaway: bool) -> Result<PathBuf> {
-    let vars = disk.with_extension("OVMF_VARS.fd");
-    if throwaway || !vars.exists() {
-        fs_err::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS}"))?;
-    }
-    Ok(vars)
-}
-
-pub fn forwards(base: u16) -> Vec<(u16, u16)> {
-    [22u16, 80, 443, 873].into_iter().map(|p| (p, base.saturating_add(p))).collect()
-}
-
-fn accel() -> &'static str {
-    // KVM cannot run stock firmware on the development machines (see boot-notes); TCG always works.
-    if std::env::var("MICROMIRROR_KVM").is_ok_and(|v| v == "1") && Path::new("/dev/kvm").exists() {
-        "kvm"
-    } else {
-        "tcg"
-    }
-}
-
-/// The user-mode network matches the profile's prefixes, so the guest's static addresses work.
-pub fn netdev(site: &LoadedProfile, port_base: u16, guestfwd: &[String]) -> Result<String> {
-    let net = &site.profile.network;
-    let v4 = net.ipv4_net().context("QEMU boot needs the profile's network.ipv4 (the guest's static address)")?;
-    let gw = net.ipv4_gateway.clone().context("network.ipv4_gateway is missing")?;
-    let mut s = format!("user,id=wan,restrict=on,net={},host={gw}", v4.trunc());
-    if let (Some(v6), Some(gw6)) = (net.ipv6_net(), &net.ipv6_gateway) {
-        s.push_str(&format!(",ipv6-prefix={},ipv6-prefixlen={},ipv6-host={gw6}", v6.trunc().addr(), v6.prefix_len()));
-    }
-    if let Some(dns) = net.dns.first() {
-        if dns.parse::<std::net::Ipv4Addr>().is_ok_and(|d| v4.contains(&d)) {
-            s.push_str(&format!(",dns={dns}"));
-        }
-    }
-    for (guest, host) in forwards(port_base) {
-        s.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-{}:{guest}", v4.addr()));
-    }
-    for g in guestfwd {
-        s.push_str(&format!(",guestfwd={g}"));
-    }
-    Ok(s)
-}
-
-fn qemu_command<'a>(
-    sh: &'a cmd::Shell,
-    site: &LoadedProfile,
-    disk: &Path,
-    vars: &Path,
-    args: &BootArgs,
-) -> Result<cmd::Cmd<'a>> {
-    let (accel, memory) = (accel(), args.memory.to_string());
-    let code = format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}");
-    let vars = format!("if=pflash,format=raw,unit=1,file={}", vars.display());
-    let disk = format!("file={},if=virtio,format=raw,cache=unsafe,discard=unmap", disk.display());
-    let netdev = netdev(site, args.port_base, &args.guestfwd)?;
-    let serial = match &args.serial_log {
-        Some(log) => format!("file:{}", log.display()),
-        None => "mon:stdio".into(),
+/// "64G", "512M", "1T" or bytes.
+fn parse_size(text: &str) -> Result<u64> {
+    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = digits.parse().map_err(|_| anyhow::anyhow!("--disk-size {text}: give a size such as 64G"))?;
+    let shift = match unit {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => bail!("--disk-size {text}: the unit is K, M, G or T"),
     };
-    let no_reboot = args.no_reboot.then_some("-no-reboot");
-    Ok(cmd!(
-        sh,
-        "qemu-system-x86_64 -machine q35 -accel {accel} -cpu max -smp 2 -m {memory} -nodefaults -display none
-            -drive {code} -drive {vars} -drive {disk} -netdev {netdev}
-            -device virtio-net-pci,netdev=wan,mac=52:54:00:12:34:56 -device virtio-rng-pci
-            -device i6300esb -action watchdog=reset -serial {serial} {no_reboot...}"
-    ))
+    Ok(n << shift)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn disk_sizes_read_as_typed() {
+        assert_eq!(super::parse_size("64G").unwrap(), 64 << 30);
+        assert_eq!(super::parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(super::parse_size("1000").unwrap(), 1000);
+        assert!(super::parse_size("64Q").is_err() && super::parse_size("G").is_err());
+    }
 }

@@ -1,23 +1,22 @@
 //! `cargo xtask`: the developer's and operator's entry point. Each subcommand lives in its own
-//! module; `image` is the pipeline (pipeline/), the rest drive QEMU, disks and tests.
+//! module; `image` is the command line over the build library (xtask/build), `boot` over the
+//! VM library (xtask/vm); the rest drive disks, the fleet's tools, tests and benchmarks.
 
 #[cfg(test)]
 mod architecture_map;
 mod bench;
 mod boot;
-mod cmd;
+mod build_image;
 mod flash;
 mod fleet;
-mod host;
 mod many_sites;
 mod paths;
-mod pipeline;
 mod profiles;
-mod progress;
 mod publish;
 mod render;
-mod signing;
 mod testing;
+
+use build::{cmd, host, progress};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -32,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Bake the disk image of a site (or --sites a,b / --all): target/images/SITE/SITE.img, .img.zst, manifest.json, update/
-    Image(pipeline::ImageArgs),
+    Image(build_image::ImageArgs),
     /// Lay a site's built update out in a served folder (DIR/SITE/), signed, newest versions only
     Publish(publish::PublishArgs),
     /// Write a site's rendered configuration files (network, firewall, units …) into a folder
@@ -63,7 +62,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
-        Command::Image(args) => pipeline::command(args),
+        Command::Image(args) => build_image::command(args),
         Command::Publish(args) => publish::run(args),
         Command::Render(args) => render::run(args),
         Command::Boot(args) => boot::run(args),

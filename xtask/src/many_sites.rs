@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::pipeline::load;
 use crate::{paths, progress};
 
 /// How one site's build went.
@@ -45,7 +44,7 @@ pub fn run(plan: Plan) -> Result<Vec<Row>> {
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
     let mut by_distro: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
     for site in &plan.sites {
-        match load::load(site) {
+        match paths::load(site) {
             Ok(loaded) => by_distro.entry(loaded.profile.base.distro.as_str()).or_default().push(site.clone()),
             Err(e) => {
                 let first =

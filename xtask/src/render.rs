@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use schema::profile::Distro;
 
-use crate::pipeline::{load, overlay};
+use build::overlay;
 
 #[derive(clap::Args)]
 pub struct RenderArgs {
@@ -24,7 +24,7 @@ pub struct RenderArgs {
 }
 
 pub fn run(args: RenderArgs) -> Result<()> {
-    let mut site = load::load(&args.site)?;
+    let mut site = crate::paths::load(&args.site)?;
     if let Some(d) = &args.distro {
         site.profile.base.distro = match d.as_str() {
             "debian-12" => Distro::Debian12,
@@ -32,21 +32,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
             other => anyhow::bail!("--distro {other}: not a base\n  fix: use debian-12 or almalinux-9"),
         };
     }
-    let mut count = 0;
-    for layer in ["common", site.profile.base.distro.as_str()] {
-        for (rel, text) in overlay::render_templates(&site, layer)? {
-            // Templates that render empty are files the image does not get (e.g. bond members).
-            if text.trim().is_empty() {
-                continue;
-            }
-            let dest = args.out.join(&rel);
-            if let Some(parent) = dest.parent() {
-                fs_err::create_dir_all(parent)?;
-            }
-            fs_err::write(&dest, text)?;
-            count += 1;
-        }
-    }
+    let count = overlay::render_site(&site, &args.out)?;
     eprintln!(
         "{count} files rendered for {} ({}) in {}",
         args.site,

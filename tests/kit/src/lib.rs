@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod fixtures;
+pub mod images;
 pub mod peers;
 pub mod server;
 
@@ -45,29 +46,20 @@ pub fn bin(name: &str) -> PathBuf {
     target().join("debug").join(name)
 }
 
-/// A nested `cargo` as a developer would type it. A test process carries the variables cargo
-/// sets for it (CARGO_MANIFEST_DIR, CARGO_PKG_*, …); passed on, they reach build scripts that
-/// watch them and make the nested build and a plain one rebuild each other's artifacts.
+/// A nested `cargo` as a developer would type it, without the variables cargo set for this
+/// process (`build::cmd::set_by_cargo` says which, for every nested cargo of the workspace).
 pub fn cargo() -> Command {
-    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        let set_by_cargo_for_us = name.starts_with("CARGO_PKG_")
-            || name.starts_with("CARGO_BIN_EXE_")
-            || [
-                "CARGO_MANIFEST_DIR",
-                "CARGO_MANIFEST_PATH",
-                "CARGO_CRATE_NAME",
-                "CARGO_BIN_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_TARGET_TMPDIR",
-            ]
-            .contains(&name.as_ref());
-        if set_by_cargo_for_us {
-            c.env_remove(name.as_ref());
-        }
+    let mut c = Command::new(build::cmd::cargo_program());
+    for name in build::cmd::set_by_cargo() {
+        c.env_remove(name);
     }
     c
+}
+
+/// The SHA-256 of a file's bytes, as hex.
+pub fn sha256_file(path: &Path) -> String {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    image::digest::sha256_hex(file).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
 /// Runs a command; panics with its output when it fails.

@@ -1,76 +1,65 @@
-//! `cargo xtask bench image`: a cold build (base included), a warm build of a second site on
-//! the cached base, the image's allocated and compressed sizes, and the time from QEMU's start
+//! `cargo xtask bench image`: through the build library and the one VM type, into
+//! target/bench/image/: a cold build (base included), a warm build of a second site on the
+//! cached base, the image's allocated and compressed sizes, and the time from QEMU's start
 //! to the first HTTP 200 under TCG. The peer is mkosi 14 building a comparable minimal Debian 12
 //! UEFI image on this machine class (figures from ../shared/reference/boot-notes.md: it needs
 //! workarounds to run here at all, so it is not rerun).
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use super::Row;
 use crate::paths;
 
-fn xtask(args: &[&str]) -> Result<f64> {
+/// Builds `site` through the build library into target/bench/image/; seconds taken.
+fn timed_build(request: &build::Request) -> Result<f64> {
     let start = Instant::now();
-    let status = Command::new(std::env::current_exe()?).args(args).stdout(Stdio::null()).status()?;
-    if !status.success() {
-        bail!("cargo xtask {} failed", args.join(" "));
-    }
+    build::run(request)?;
     Ok(start.elapsed().as_secs_f64())
 }
 
-fn boot_to_http(site: &str) -> Result<f64> {
-    let port_base = 23_000u16;
-    let log = paths::target().join("bench/boot-serial.log");
-    fs_err::create_dir_all(paths::target().join("bench"))?;
+/// Seconds from QEMU's start to the first HTTP 200 from the guest.
+fn boot_to_http(image: &std::path::Path, work: &std::path::Path) -> Result<f64> {
+    let disk = work.join("boot-disk.img");
+    vm::disk_copy(image, &disk, 64 << 30)?;
+    let site = paths::load("demo")?;
+    let mut config = vm::Config::new(&disk, vm::Network::for_site(&site)?, vm::Serial::File(work.join("serial.log")));
+    config.fresh_vars = true;
     let start = Instant::now();
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["boot", "--site", site, "--no-reboot", "--port-base", &port_base.to_string(), "--serial-log"])
-        .arg(&log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut result = None;
-    while start.elapsed() < Duration::from_secs(180) {
-        let ok = std::net::TcpStream::connect_timeout(
-            &format!("127.0.0.1:{}", port_base + 80).parse()?,
-            Duration::from_millis(500),
-        )
-        .ok()
-        .and_then(|mut s| {
-            use std::io::{Read, Write};
-            s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
-            s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
-            let mut buf = [0u8; 16];
-            let n = s.read(&mut buf).ok()?;
-            Some(buf[..n].starts_with(b"HTTP/1.0 200"))
-        })
-        .unwrap_or(false);
-        if ok {
-            result = Some(start.elapsed().as_secs_f64());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = Command::new("pkill").args(["-f", &format!("hostfwd=tcp:127.0.0.1:{}", port_base + 80)]).status();
-    result.ok_or_else(|| anyhow::anyhow!("no HTTP 200 within 180 s; see {}", log.display()))
+    let guest = vm::Vm::start(&config)?;
+    let port = guest.port(80);
+    guest.wait_for(Duration::from_secs(180), "an HTTP 200 from the guest", || {
+        testkit::http(port, "GET", "/", &[]).is_ok_and(|(status, _, _)| status == 200)
+    })?;
+    let seconds = start.elapsed().as_secs_f64();
+    drop(guest);
+    let _ = fs_err::remove_file(&disk);
+    Ok(seconds)
 }
 
 pub fn run() -> Result<Vec<Row>> {
+    let work = paths::target().join("bench/image");
+    let _ = fs_err::remove_dir_all(&work);
+    fs_err::create_dir_all(&work)?;
+    let request = |site: &str| {
+        let mut r = paths::request(site);
+        r.out = work.join("images").join(site);
+        r.signing_home = Some(testkit::images::demo_signing_home());
+        r
+    };
     eprintln!("[bench] cold build of demo (base from the network)");
-    let cold = xtask(&["image", "--site", "demo", "--refresh-base"])?;
+    let mut demo = request("demo");
+    demo.refresh_base = true;
+    let cold = timed_build(&demo)?;
     eprintln!("[bench] warm build of lab6 (another site, cached base)");
-    let warm = xtask(&["image", "--site", "lab6"])?;
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&fs_err::read(paths::images("demo").join("manifest.json"))?)?;
+    let warm = timed_build(&request("lab6"))?;
+    let manifest: serde_json::Value = serde_json::from_slice(&fs_err::read(demo.out.join("manifest.json"))?)?;
     let allocated = manifest["artifacts"][0]["allocated"].as_f64().unwrap_or(0.0) / 1048576.0;
     let zst = manifest["artifacts"][1]["size"].as_f64().unwrap_or(0.0) / 1048576.0;
     eprintln!("[bench] booting demo under TCG");
-    let boots: Vec<f64> = (0..3).map(|_| boot_to_http("demo")).collect::<Result<_>>()?;
+    let image = demo.out.join("demo.img");
+    let boots: Vec<f64> = (0..3).map(|_| boot_to_http(&image, &work)).collect::<Result<_>>()?;
     Ok(vec![
         Row {
             workload: "cold build (base included)".into(),

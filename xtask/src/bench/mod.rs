@@ -70,7 +70,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
     let (title, peer, rows) = match command {
         BenchCommand::Server { seconds, rounds, only } => {
             host::ensure(&[host::BENCH])?;
-            crate::pipeline::binaries::cargo_build_release()?;
+            build::binaries::cargo_build_release(&crate::paths::target())?;
             ("mirror-server vs nginx", "nginx", server::run(&server::Options { seconds, rounds, only })?)
         }
         BenchCommand::Image => {
@@ -83,7 +83,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         }
         BenchCommand::Capacity { lines, seconds, rounds } => {
             host::ensure(&[host::BENCH])?;
-            crate::pipeline::binaries::cargo_build_release()?;
+            build::binaries::cargo_build_release(&crate::paths::target())?;
             ("capacity", "awk / off", capacity::run(lines, seconds, rounds)?)
         }
         BenchCommand::Fleet { sites } => {
@@ -92,7 +92,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         }
         BenchCommand::Sync { rounds } => {
             host::ensure(&[host::TESTS])?;
-            crate::pipeline::binaries::cargo_build_release()?;
+            build::binaries::cargo_build_release(&crate::paths::target())?;
             ("mirror-sync vs bare rsync", "rsync", sync::run(rounds)?)
         }
     };

@@ -1,11 +1,12 @@
 //! `cargo xtask bench update`: what an update costs and how fast it lands. The peer is the
 //! single-root layout of the last commit before A/B updates, built from git in a worktree in
 //! the same run (image size), and a reflash (bytes: the whole .img.zst goes to the box). Ours:
-//! the demo built twice on one cached base with only the profile changed, the second build's
-//! update, and the time from `cargo xtask publish` to the box serving the new version under
-//! QEMU (TCG), with the update server (mirror-server) and the MQTT broker on the host.
+//! the demo built twice on one cached base with only the profile changed (through the build
+//! library, into target/bench/update/), the second build's update, and the time from publishing
+//! it to the box serving the new version under QEMU (TCG, the one VM type), with the update
+//! server (mirror-server) and the MQTT broker on the host.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,31 +25,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Runs our own xtask with the demo's test signing key (tests/fixtures: the demo is a test site).
-pub(super) fn xtask(args: &[&str], env: &[(&str, &Path)]) -> Result<()> {
-    let mut c = Command::new(std::env::current_exe()?);
-    c.args(args).stdout(Stdio::null()).env("GNUPGHOME", signing_home()?);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    if !c.status()?.success() {
-        bail!("cargo xtask {} failed", args.join(" "));
-    }
-    Ok(())
-}
-
-pub(super) fn signing_home() -> Result<PathBuf> {
-    let home = paths::target().join("bench/gnupg-demo");
-    if !home.join("pubring.kbx").exists() {
-        fs_err::create_dir_all(&home)?;
-        fs_err::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-        let secret = paths::workspace().join("tests/fixtures/demo-updates.secret.asc");
-        let sh = cmd::shell()?;
-        cmd::run(cmd::cmd!(sh, "gpg --batch --quiet --import {secret}").env("GNUPGHOME", &home))?;
-    }
-    Ok(home)
 }
 
 struct Built {
@@ -81,10 +57,15 @@ fn before_ab() -> Result<Built> {
             .context("checking out the single-root commit")?;
     }
     eprintln!("[bench] building the single-root demo of {BEFORE_AB} (its own target folder)");
-    let status = Command::new("cargo")
+    // That commit's own xtask (the peer's pipeline), built in its worktree and run as a program.
+    let sh = cmd::shell()?;
+    sh.change_dir(&tree);
+    let target = tree.join("target");
+    cmd::run(cmd::cargo(&sh).args(["build", "--release", "-q", "-p", "xtask", "--target-dir"]).arg(&target))?;
+    let status = Command::new(target.join("release/xtask"))
         .current_dir(&tree)
-        .args(["run", "--release", "-q", "-p", "xtask", "--", "image", "--site", "demo"])
-        .env("CARGO_TARGET_DIR", tree.join("target"))
+        .args(["image", "--site", "demo"])
+        .env("CARGO_TARGET_DIR", &target)
         .stdout(Stdio::null())
         .status()?;
     if !status.success() {
@@ -93,21 +74,9 @@ fn before_ab() -> Result<Built> {
     built(&tree.join("target/images/demo"))
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// The listing of the guest's / as text, if it answers.
 fn listing(port: u16) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect_timeout(&format!("127.0.0.1:{port}").parse().ok()?, Duration::from_secs(2))
-            .ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).ok()?;
-    Some(String::from_utf8_lossy(&out).into_owned())
+    testkit::http(port, "GET", "/", &[]).ok().map(|(_, _, body)| String::from_utf8_lossy(&body).into_owned())
 }
 
 fn wait(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Result<f64> {
@@ -122,10 +91,10 @@ fn wait(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Result<f64
 }
 
 /// Boots v1, publishes v2 and pushes; seconds until the guest serves v2's listing.
-fn publish_to_serving(v1_image: &Path, profiles_v2: &Path, work: &Path) -> Result<f64> {
+fn publish_to_serving(v1_image: &Path, v2: &build::Request, work: &Path) -> Result<f64> {
     let served = work.join("served");
     fs_err::create_dir_all(&served)?;
-    let server_port = free_port()?;
+    let server_port = testkit::free_port();
     let server = Killed(
         Command::new(paths::target().join("release/mirror-server"))
             .arg("--root")
@@ -136,43 +105,36 @@ fn publish_to_serving(v1_image: &Path, profiles_v2: &Path, work: &Path) -> Resul
             .spawn()
             .context("starting mirror-server (built by the image builds)")?,
     );
-    let mqtt_port = free_port()?;
-    let conf = work.join("mosquitto.conf");
-    fs_err::write(&conf, format!("listener {mqtt_port} 127.0.0.1\nallow_anonymous true\n"))?;
-    let broker = Killed(Command::new("mosquitto").arg("-c").arg(&conf).stderr(Stdio::null()).spawn()?);
+    let (broker, mqtt_port) = testkit::peers::mosquitto(work);
     let disk = work.join("disk.img");
-    crate::boot::fresh_disk(v1_image, &disk, "64G")?;
-    let port_base = 24_000u16;
-    let log = work.join("serial.log");
-    let vm = Killed(
-        Command::new(std::env::current_exe()?)
-            .args(["boot", "--site", "demo", "--port-base", &port_base.to_string(), "--disk"])
-            .arg(&disk)
-            .arg("--serial-log")
-            .arg(&log)
-            .args(["--guestfwd", &format!("tcp:192.0.2.2:8080-cmd:socat - TCP:127.0.0.1:{server_port}")])
-            .args(["--guestfwd", &format!("tcp:192.0.2.2:1883-cmd:socat - TCP:127.0.0.1:{mqtt_port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let http = port_base + 80;
-    let console = || fs_err::read(&log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-    wait(Duration::from_secs(600), "v1 booted", || console().contains("MICROMIRROR-BOOT"))?;
+    vm::disk_copy(v1_image, &disk, 64 << 30)?;
+    let site = build::load::load(&v2.profiles, "demo")?;
+    let mut config = vm::Config::new(&disk, vm::Network::for_site(&site)?, vm::Serial::File(work.join("serial.log")));
+    config.reboot = true;
+    config.fresh_vars = true;
+    config.guestfwd = vec![
+        format!("tcp:192.0.2.2:8080-cmd:socat - TCP:127.0.0.1:{server_port}"),
+        format!("tcp:192.0.2.2:1883-cmd:socat - TCP:127.0.0.1:{mqtt_port}"),
+    ];
+    let mut guest = vm::Vm::start(&config)?;
+    let http = guest.port(80);
+    guest.wait_for_line("MICROMIRROR-BOOT", Duration::from_secs(600))?;
     wait(Duration::from_secs(60), "v1 serving", || listing(http).is_some_and(|l| l.contains("Example Networks")))?;
     let start = Instant::now();
-    xtask(
-        &["publish", "--site", "demo", "--to", &served.display().to_string()],
-        &[("MICROMIRROR_PROFILES", profiles_v2)],
-    )?;
-    let sh = cmd::shell()?;
-    let port = mqtt_port.to_string();
-    cmd::run(cmd::cmd!(sh, "mosquitto_pub -h 127.0.0.1 -p {port} -t micromirror/updates/demo -m new"))?;
+    build::publish::publish(&build::publish::Publication {
+        site: &site,
+        built: &v2.out.join("update"),
+        to: &served,
+        keep: 2,
+        epoch: v2.epoch,
+        signing_home: v2.signing_home.as_deref(),
+    })?;
+    testkit::peers::publish(mqtt_port, "micromirror/updates/demo");
     wait(Duration::from_secs(900), "v2 serving", || {
         listing(http).is_some_and(|l| l.contains("Example Networks (bench v2)"))
     })?;
     let seconds = start.elapsed().as_secs_f64();
-    drop((vm, broker, server));
+    drop((guest, broker, server));
     Ok(seconds)
 }
 
@@ -181,23 +143,24 @@ pub fn run() -> Result<Vec<Row>> {
     let _ = fs_err::remove_dir_all(&work);
     fs_err::create_dir_all(&work)?;
     let peer = before_ab()?;
-    let epoch = crate::pipeline::outputs::build_epoch();
-    let profiles_v2 = copy_profiles(&work, |t| t.replace("Example Networks", "Example Networks (bench v2)"))?;
+    let epoch = paths::build_epoch();
+    let demo = testkit::images::demo_profile();
+    let v2_text = demo.replace("Example Networks", "Example Networks (bench v2)");
+    let profiles_v1 = testkit::images::scratch_profiles(&work.join("profiles-v1"), &[("demo", demo)]);
+    let profiles_v2 = testkit::images::scratch_profiles(&work.join("profiles-v2"), &[("demo", v2_text)]);
     eprintln!("[bench] building v1 and v2 of demo (only the profile differs)");
-    let at = |e: i64| PathBuf::from(e.to_string());
-    xtask(&["image", "--site", "demo"], &[("SOURCE_DATE_EPOCH", &at(epoch))])?;
-    let v1 = built(&paths::images("demo"))?;
-    let v1_image = work.join("v1.img");
-    let sh = cmd::shell()?;
-    let (src, dest) = (paths::images("demo").join("demo.img"), v1_image.clone());
-    cmd::run(cmd::cmd!(sh, "cp --sparse=always {src} {dest}"))?;
-    xtask(
-        &["image", "--site", "demo"],
-        &[("SOURCE_DATE_EPOCH", &at(epoch + 60)), ("MICROMIRROR_PROFILES", &profiles_v2)],
-    )?;
-    let v2 = built(&paths::images("demo"))?;
+    let mut v1 = testkit::images::request(&work.join("v1"), &profiles_v1, "demo");
+    v1.epoch = epoch;
+    v1.compress = true;
+    let v1_image = testkit::images::build(&v1);
+    let mut v2 = testkit::images::request(&work.join("v2"), &profiles_v2, "demo");
+    v2.epoch = epoch + 60;
+    v2.compress = true;
+    testkit::images::build(&v2);
+    let (v1_sizes, v2_sizes) = (built(&v1.out)?, built(&v2.out)?);
     eprintln!("[bench] booting v1 under TCG, publishing v2");
-    let serving = publish_to_serving(&v1_image, &profiles_v2, &work)?;
+    let serving = publish_to_serving(&v1_image, &v2, &work)?;
+    let (v1, v2) = (v1_sizes, v2_sizes);
     let mb = |b: f64| b / 1e6;
     Ok(vec![
         Row {
@@ -229,15 +192,4 @@ pub fn run() -> Result<Vec<Row>> {
             higher_is_better: false,
         },
     ])
-}
-
-/// A copy of profiles/ with demo.toml changed, for a build that differs only there.
-fn copy_profiles(work: &Path, change: impl Fn(String) -> String) -> Result<PathBuf> {
-    let dest = work.join("profiles-v2");
-    let sh = cmd::shell()?;
-    let src = paths::profiles();
-    cmd::run(cmd::cmd!(sh, "cp -r {src} {dest}"))?;
-    let demo = dest.join("demo.toml");
-    fs_err::write(&demo, change(fs_err::read_to_string(&demo)?))?;
-    Ok(dest)
 }

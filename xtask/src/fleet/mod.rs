@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use schema::profile::LoadedProfile;
 
-use crate::pipeline::load;
+use build::load;
 
 #[derive(Subcommand)]
 pub enum FleetCommand {
@@ -65,9 +65,9 @@ pub struct Target {
 
 /// Every profile that loads (placeholders and all: watching needs no addresses).
 fn sites() -> Result<Vec<LoadedProfile>> {
-    let catalog = load::load_catalog()?;
+    let catalog = load::load_catalog(&crate::paths::profiles())?;
     let mut out = Vec::new();
-    for site in load::known_sites() {
+    for site in crate::paths::known_sites() {
         match schema::profile::check(&crate::paths::profile(&site), &catalog) {
             Ok(p) => out.push(p),
             Err(e) => eprintln!("{site}: skipped, the profile is not usable:\n{e}"),

@@ -12,7 +12,7 @@ use clap::Args;
 
 use super::playbook::{self, HostVars};
 use crate::paths;
-use crate::pipeline::load;
+use build::load;
 
 #[derive(Args)]
 pub struct ImportArgs {
@@ -59,7 +59,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
 pub fn import(ansible: &Path, out: &Path, force: bool) -> Result<Report> {
     let inventory = inventory(ansible)?;
     let vars = host_vars(ansible)?;
-    let catalog = load::load_catalog()?;
+    let catalog = load::load_catalog(&paths::profiles())?;
     fs_err::create_dir_all(out)?;
     let mut report = Report::default();
     for host in inventory.iter().filter(|h| !vars.contains_key(*h)) {
@@ -177,7 +177,7 @@ mod tests {
         assert!(said.contains("novars.mm.example.net: in inventory.yaml but has no host_vars file"), "{said}");
         assert!(said.contains("key `collectd_enabled` has no place"), "{said}");
 
-        let catalog = load::load_catalog().unwrap();
+        let catalog = load::load_catalog(&paths::profiles()).unwrap();
         for path in &report.written {
             let loaded = schema::profile::check(path, &catalog).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let other: Vec<String> = loaded

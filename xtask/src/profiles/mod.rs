@@ -12,7 +12,7 @@ use clap::Subcommand;
 use schema::profile::{self, ProfileError};
 
 use crate::paths;
-use crate::pipeline::load;
+use build::load;
 
 #[derive(Subcommand)]
 pub enum ProfilesCommand {
@@ -36,7 +36,7 @@ pub fn run(command: ProfilesCommand) -> Result<()> {
 }
 
 fn check_all(dir: &std::path::Path) -> Result<()> {
-    let catalog = load::load_catalog()?;
+    let catalog = load::load_catalog(&paths::profiles())?;
     println!("catalog: {} projects ({})", catalog.projects.len(), catalog.names().join(", "));
     let mut failed = Vec::new();
     let mut placeholders = 0;

@@ -8,10 +8,10 @@ use anyhow::{bail, Context, Result};
 use schema::profile::{Distro, LoadedProfile};
 use sha2::{Digest, Sha256};
 
-use super::tarball;
 use crate::cmd::{self, cmd};
 use crate::host::{self, Need};
-use crate::{paths, progress};
+use crate::progress;
+use crate::tarball;
 
 /// Bump when the way a base is made changes, so old caches are not reused.
 const RECIPE_VERSION: u32 = 1;
@@ -23,11 +23,11 @@ pub fn host_needs(distro: Distro) -> &'static [Need] {
     }
 }
 
-/// Packages of a headless micro mirror, in each distro's names: data in xtask/packages/.
+/// Packages of a headless micro mirror, in each distro's names: data in xtask/build/packages/.
 pub fn packages(distro: Distro) -> Vec<&'static str> {
     let list: &'static str = match distro {
-        Distro::Debian12 => include_str!("../../packages/debian-12.txt"),
-        Distro::Almalinux9 => include_str!("../../packages/almalinux-9.txt"),
+        Distro::Debian12 => include_str!("../packages/debian-12.txt"),
+        Distro::Almalinux9 => include_str!("../packages/almalinux-9.txt"),
     };
     let mut v: Vec<&str> =
         list.lines().map(|l| l.split('#').next().unwrap_or("").trim()).filter(|l| !l.is_empty()).collect();
@@ -98,10 +98,11 @@ pub struct Base {
     pub reused: bool,
 }
 
-pub fn prepare(site: &LoadedProfile, refresh: bool) -> Result<Base> {
+/// The base tree of `site` from the cache in `dir`, installed first when there is none (or
+/// `refresh` asks for a new one).
+pub fn prepare(site: &LoadedProfile, dir: &Path, refresh: bool) -> Result<Base> {
     let key = cache_key(site);
-    let dir = paths::base_cache();
-    fs_err::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    fs_err::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let archive = dir.join(format!("{key}.tar.zst"));
     if archive.exists() && !refresh {
         let stage = progress::stage("base", &format!("reusing cached {key}"));
@@ -120,7 +121,7 @@ pub fn prepare(site: &LoadedProfile, refresh: bool) -> Result<Base> {
     );
     match site.profile.base.distro {
         Distro::Debian12 => mmdebstrap(site, &partial)?,
-        Distro::Almalinux9 => dnf_installroot(site, &partial, &dir)?,
+        Distro::Almalinux9 => dnf_installroot(site, &partial, dir)?,
     }
     fs_err::rename(&partial, &archive).with_context(|| format!("storing {}", archive.display()))?;
     let size = fs_err::metadata(&archive).map(|m| m.len()).unwrap_or(0);

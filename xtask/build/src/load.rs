@@ -1,18 +1,24 @@
 //! Stage 1: read the site profile with the catalog and validate everything before any slow step.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{bail, Result};
 use schema::catalog::{Catalog, CatalogError};
 use schema::profile::{self, LoadedProfile, ProfileError};
 
-use crate::paths;
+/// The catalog's folder inside a profiles folder.
+pub fn catalog_dir(profiles: &Path) -> PathBuf {
+    profiles.join("projects")
+}
 
-pub fn load(site: &str) -> Result<LoadedProfile> {
-    let path = paths::profile(site);
+/// `profiles/SITE.toml`, loaded with the catalog beside it; warnings are printed.
+pub fn load(profiles: &Path, site: &str) -> Result<LoadedProfile> {
+    let path = profiles.join(format!("{site}.toml"));
     if !path.exists() {
-        let known = known_sites();
+        let known = sites_in(profiles);
         bail!("no profile {} for site `{site}`; known sites: {}\n  fix: create it (copy profiles/demo.toml) or pick a known site", path.display(), known.join(", "));
     }
-    let catalog = load_catalog()?;
+    let catalog = load_catalog(profiles)?;
     match profile::load(&path, &catalog) {
         Ok(loaded) => {
             for w in &loaded.warnings {
@@ -26,8 +32,8 @@ pub fn load(site: &str) -> Result<LoadedProfile> {
     }
 }
 
-pub fn load_catalog() -> Result<Catalog> {
-    match Catalog::load(&paths::catalog()) {
+pub fn load_catalog(profiles: &Path) -> Result<Catalog> {
+    match Catalog::load(&catalog_dir(profiles)) {
         Ok(c) => Ok(c),
         Err(CatalogError::Invalid(problems)) => {
             bail!("the project catalog is not usable:\n{problems}")
@@ -36,13 +42,8 @@ pub fn load_catalog() -> Result<Catalog> {
     }
 }
 
-/// Site names: every profiles/*.toml.
-pub fn known_sites() -> Vec<String> {
-    sites_in(&paths::profiles())
-}
-
 /// Site names: every DIR/*.toml.
-pub fn sites_in(dir: &std::path::Path) -> Vec<String> {
+pub fn sites_in(dir: &Path) -> Vec<String> {
     let mut sites: Vec<String> = fs_err::read_dir(dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())

@@ -51,6 +51,8 @@ pub const IMAGE_ALMALINUX: &[Need] = &[
 pub const BOOT: &[Need] = &[
     need("qemu-system-x86_64", "qemu-system-x86", "qemu-system-x86"),
     need("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf", "edk2-ovmf"),
+    // Gives QEMU a parent-death signal (xtask/vm): no guest outlives what started it.
+    need("setpriv", "util-linux", "util-linux"),
 ];
 
 /// What the benchmarks add: the peer and the load generator.

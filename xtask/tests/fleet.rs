@@ -2,9 +2,10 @@
 //! two sites whose boxes are two mirror-server instances on loopback; Debian's Prometheus loads
 //! it, scrapes both, and its HTTP API returns their series with the profiles' labels (site,
 //! sponsor, hardware, projects). `cargo xtask fleet status` shows the live box and a dead one,
-//! and the dead box costs its timeout, not the table.
+//! and the dead box costs its timeout, not the table. The commands run as an operator runs them:
+//! the built xtask program, with MICROMIRROR_PROFILES naming a scratch profiles folder.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,23 +21,32 @@ impl Drop for Killed {
 }
 
 /// A scratch profiles folder holding two sites made from the demo (named and sponsored apart).
-fn two_sites(dir: &Path) -> std::path::PathBuf {
-    let p = dir.join("profiles");
-    std::fs::create_dir_all(&p).unwrap();
-    for sub in ["projects", "certs", "keys"] {
-        let ok =
-            Command::new("cp").arg("-r").arg(e2e::workspace().join("profiles").join(sub)).arg(&p).status().unwrap();
-        assert!(ok.success());
-    }
-    let demo = std::fs::read_to_string(e2e::workspace().join("profiles/demo.toml")).unwrap();
-    for (name, sponsor, hw) in [("alpha", "Alpha Networks", "t620"), ("beta", "Beta IX", "r220")] {
-        let text = demo
-            .replace("name = \"demo\"", &format!("name = \"{name}\""))
-            .replace("sponsor_name = \"Example Networks\"", &format!("sponsor_name = \"{sponsor}\""))
-            .replace("disk_gb = 64", &format!("disk_gb = 64\nhardware = \"{hw}\""));
-        std::fs::write(p.join(format!("{name}.toml")), text).unwrap();
-    }
-    p
+fn two_sites(dir: &Path) -> PathBuf {
+    let demo = testkit::images::demo_profile();
+    let sites: Vec<(&str, String)> = [("alpha", "Alpha Networks", "t620"), ("beta", "Beta IX", "r220")]
+        .into_iter()
+        .map(|(name, sponsor, hw)| {
+            let text = demo
+                .replace("name = \"demo\"", &format!("name = \"{name}\""))
+                .replace("sponsor_name = \"Example Networks\"", &format!("sponsor_name = \"{sponsor}\""))
+                .replace("disk_gb = 64", &format!("disk_gb = 64\nhardware = \"{hw}\""));
+            (name, text)
+        })
+        .collect();
+    testkit::images::scratch_profiles(&dir.join("profiles"), &sites)
+}
+
+/// `cargo xtask ARGS` as typed, on the scratch profiles; fails with its output.
+fn xtask(profiles: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .env("MICROMIRROR_PROFILES", profiles)
+        .stdin(Stdio::null())
+        .output()
+        .expect("xtask runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "cargo xtask {} failed:\n{text}", args.join(" "));
+    text
 }
 
 fn box_on(dir: &Path, name: &str) -> (MirrorServer, u16) {
@@ -84,9 +94,9 @@ fn prometheus_scrapes_two_boxes_with_the_profiles_labels_and_status_shows_a_dead
         assert!(ok.success());
     }
     let out = dir.path().join("prom");
-    let env: [(&str, &Path); 1] = [("MICROMIRROR_PROFILES", &profiles)];
     let addr = |site: &str, port: u16| format!("--address={site}=127.0.0.1:{port}");
-    e2e::xtask_with(
+    xtask(
+        &profiles,
         &[
             "fleet",
             "prometheus",
@@ -95,9 +105,7 @@ fn prometheus_scrapes_two_boxes_with_the_profiles_labels_and_status_shows_a_dead
             &addr("alpha", alpha_metrics),
             &addr("beta", beta_metrics),
         ],
-        &env,
-    )
-    .unwrap();
+    );
     // Scrape every second so the test waits seconds, not minutes.
     let yml = std::fs::read_to_string(out.join("prometheus.yml")).unwrap().replace("60s", "1s").replace("10s", "1s");
     std::fs::write(out.join("prometheus.yml"), yml).unwrap();
@@ -134,11 +142,10 @@ fn prometheus_scrapes_two_boxes_with_the_profiles_labels_and_status_shows_a_dead
     // fleet status: alpha answers, beta's address is dead (nothing listens there).
     let dead = testkit::free_port();
     let started = Instant::now();
-    let table = e2e::xtask_with(
+    let table = xtask(
+        &profiles,
         &["fleet", "status", "--timeout-ms", "1500", &addr("alpha", alpha_metrics), &addr("beta", dead)],
-        &env,
-    )
-    .unwrap();
+    );
     println!("{table}");
     let line = |site: &str| {
         table.lines().find(|l| l.starts_with(site)).unwrap_or_else(|| panic!("no {site}:\n{table}")).to_string()
@@ -150,6 +157,6 @@ fn prometheus_scrapes_two_boxes_with_the_profiles_labels_and_status_shows_a_dead
     assert!(today[1] == "KiB" && (12.0..14.0).contains(&kib), "three 4 KiB downloads and their heads today: {table}");
     assert!(line("alpha").contains("room"), "{table}");
     assert!(line("beta").contains(" no "), "{table}");
-    // cargo run and two profile loads take their time; the dead box adds at most its timeout.
+    // Two profile loads take their time; the dead box adds at most its timeout.
     assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
 }

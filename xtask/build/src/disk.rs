@@ -10,10 +10,10 @@ use image::disk::{self, Layout, MIB, SLOT_SIZE};
 use image::version::Version;
 use schema::profile::LoadedProfile;
 
-use super::boot::BootFiles;
-use super::tree;
+use crate::boot::BootFiles;
 use crate::cmd::{self, cmd};
 use crate::progress;
+use crate::tree;
 
 /// Room for systemd-boot and two UKIs (the running version and the one being installed) with
 /// more than half to spare: a UKI is 40–80 MiB depending on the base's kernel and drivers.
@@ -42,7 +42,7 @@ pub fn root_fs_size(tree_bytes: u64) -> Result<u64> {
     if size > SLOT_SIZE {
         bail!(
             "the root tree needs {} with its headroom, but a root slot holds {}: drop packages from \
-             xtask/packages/ (slots cannot grow on boxes already shipped)",
+             xtask/build/packages/ (slots cannot grow on boxes already shipped)",
             progress::human_bytes(size),
             progress::human_bytes(SLOT_SIZE)
         );
@@ -166,6 +166,6 @@ mod tests {
     fn a_tree_too_big_for_a_slot_is_refused_with_the_sizes() {
         assert_eq!(root_fs_size(700 * MIB).unwrap(), 2048 * MIB);
         let err = root_fs_size(3000 * MIB).unwrap_err().to_string();
-        assert!(err.contains("root slot holds 4.0 GiB") && err.contains("xtask/packages"), "{err}");
+        assert!(err.contains("root slot holds 4.0 GiB") && err.contains("xtask/build/packages"), "{err}");
     }
 }

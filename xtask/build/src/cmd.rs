@@ -9,12 +9,10 @@ use std::ffi::OsStr;
 use anyhow::{anyhow, bail, Result};
 pub use xshell::{cmd, Cmd, Shell};
 
-use crate::paths;
-
 /// A shell in the workspace folder.
 pub fn shell() -> Result<Shell> {
     let sh = Shell::new()?;
-    sh.change_dir(paths::workspace());
+    sh.change_dir(crate::workspace());
     Ok(sh)
 }
 
@@ -40,26 +38,36 @@ pub fn run_visible(c: Cmd<'_>) -> Result<()> {
     c.quiet().run().map_err(|e| anyhow!("{e}"))
 }
 
-/// A nested `cargo` as a developer would type it in a shell. `cargo run` gives xtask the
-/// variables it sets for the program it runs (CARGO_MANIFEST_DIR, CARGO_PKG_*, …); passed on,
-/// they reach build scripts that watch them (ring's watches CARGO_MANIFEST_DIR), so the nested
-/// build and a plain `cargo build` would each find the other's artifacts stale and rebuild.
+/// The cargo that runs us (cargo sets CARGO for what it runs), else the one on the PATH.
+pub fn cargo_program() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+/// The variables cargo set for this process (`cargo run` for xtask, `cargo test` for a test):
+/// CARGO_MANIFEST_DIR, CARGO_PKG_*, …. Passed on to a nested cargo, they reach build scripts
+/// that watch them (ring's watches CARGO_MANIFEST_DIR), so the nested build and a plain `cargo
+/// build` would each find the other's artifacts stale and rebuild. Every nested cargo of the
+/// workspace (the build's programs, `cargo xtask test`, the test kit) removes them.
+pub fn set_by_cargo() -> Vec<String> {
+    const NAMES: [&str; 6] = [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+    ];
+    std::env::vars_os()
+        .map(|(name, _)| name.to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("CARGO_PKG_") || n.starts_with("CARGO_BIN_EXE_") || NAMES.contains(&n.as_str()))
+        .collect()
+}
+
+/// A nested `cargo` as a developer would type it in a shell (see `set_by_cargo`).
 pub fn cargo(sh: &Shell) -> Cmd<'_> {
-    let mut c = sh.cmd(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        let set_by_cargo_run = name.starts_with("CARGO_PKG_")
-            || [
-                "CARGO_MANIFEST_DIR",
-                "CARGO_MANIFEST_PATH",
-                "CARGO_CRATE_NAME",
-                "CARGO_BIN_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-            ]
-            .contains(&name.as_ref());
-        if set_by_cargo_run {
-            c = c.env_remove(name.as_ref());
-        }
+    let mut c = sh.cmd(cargo_program());
+    for name in set_by_cargo() {
+        c = c.env_remove(name);
     }
     c
 }

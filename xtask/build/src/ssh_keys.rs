@@ -1,17 +1,16 @@
 //! SSH keys a profile names by URL (`access.ssh_key_urls`, e.g. a GitHub `.keys` address):
 //! fetched once per build with curl, checked line by line, pinned into the image beside the
 //! profile's own keys and listed in the manifest with their digest. Each fetch refreshes a copy
-//! in target/ssh-keys/, which serves an offline rebuild (said so); with neither the URL nor a
+//! in the request's key cache (target/ssh-keys/ for `cargo xtask image`), which serves an offline rebuild (said so); with neither the URL nor a
 //! copy the build stops before any slow stage, naming the site, the key and the URL.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Result};
 use schema::profile::LoadedProfile;
 use sha2::{Digest, Sha256};
 
 use crate::cmd::{self, cmd};
-use crate::paths;
 
 /// The keys one URL gave.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,12 +18,8 @@ pub struct Fetched {
     pub url: String,
     pub keys: Vec<String>,
     pub sha256: String,
-    /// Taken from target/ssh-keys/ because the URL could not be reached.
+    /// Taken from the key cache because the URL could not be reached.
     pub from_cache: bool,
-}
-
-pub fn cache_dir() -> PathBuf {
-    paths::target().join("ssh-keys")
 }
 
 /// Every URL of the profile, in order; an error names the site, the key and the URL.

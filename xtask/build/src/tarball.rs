@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use rustix::fs::{AtFlags, FileType, Gid, Mode, Timespec, Timestamps, Uid, CWD};
 
-use super::tree;
+use crate::tree;
 
 /// PAX records that carry one extended attribute each (GNU tar's and the tar crate's name).
 const XATTR_PREFIX: &str = "SCHILY.xattr.";
@@ -320,7 +320,7 @@ mod tests {
     #[test]
     fn our_tarballs_and_gnu_tars_make_the_same_trees() {
         // Under target/ (a real disk file system: tmpfs may refuse trusted.* attributes).
-        let work = tempfile::tempdir_in(crate::paths::target()).unwrap();
+        let work = tempfile::tempdir_in(crate::workspace().join("target")).unwrap();
         let original = work.path().join("original");
         fixture(&original);
         let want = describe(&original);

@@ -1,4 +1,4 @@
-//! Stage 6: the update a box installs to move to this version, in target/images/SITE/update/:
+//! Stage 6: the update a box installs to move to this version, in the outputs' update/:
 //! the root filesystem (slot A's first bytes) compressed with zstd, the UKI, SHA256SUMS listing
 //! both, and SHA256SUMS.gpg, a detached signature by the profile's signing key when the
 //! operator's keyring holds it (`cargo xtask publish` signs later otherwise). The layout and
@@ -11,11 +11,11 @@ use anyhow::{Context, Result};
 use image::version::Version;
 use schema::profile::LoadedProfile;
 
-use super::boot::BootFiles;
-use super::disk::Disk;
-use super::outputs::sha256_file;
+use crate::boot::BootFiles;
+use crate::disk::Disk;
 use crate::progress;
 use crate::signing::SigningKey;
+use crate::sparse::sha256_file;
 
 pub const SUMS: &str = "SHA256SUMS";
 pub const SIGNATURE: &str = "SHA256SUMS.gpg";
@@ -35,24 +35,26 @@ pub struct Update {
     pub root_frame: PathBuf,
 }
 
-/// The signing key a profile names, resolved beside the profile.
-pub fn signing_key(site: &LoadedProfile) -> Result<Option<SigningKey>> {
+/// The signing key a profile names, resolved beside the profile; its private half is looked
+/// for in `home` (a GnuPG home; gpg's default without one).
+pub fn signing_key(site: &LoadedProfile, home: Option<&Path>) -> Result<Option<SigningKey>> {
     let Some(update) = &site.profile.update else { return Ok(None) };
     let dir = site.path.parent().unwrap_or(Path::new("."));
-    SigningKey::read(&dir.join(&update.signing_key))
+    SigningKey::read(&dir.join(&update.signing_key), home)
         .with_context(|| format!("update.signing_key in {}", site.path.display()))
         .map(Some)
 }
 
 pub fn make(
     site: &LoadedProfile,
+    signing_home: Option<&Path>,
     disk: &Disk,
     boot: &BootFiles,
     version: &Version,
     epoch: i64,
     staging: &Path,
 ) -> Result<Option<Update>> {
-    let Some(key) = signing_key(site)? else { return Ok(None) };
+    let Some(key) = signing_key(site, signing_home)? else { return Ok(None) };
     let stage = progress::stage("update", "compressing the root filesystem");
     let dir = staging.join("update");
     fs_err::create_dir_all(&dir)?;
@@ -72,7 +74,7 @@ pub fn make(
         key.verify(&dir.join(SUMS), &dir.join(SIGNATURE))?;
     } else {
         eprintln!(
-            "warning: no private key {} in this keyring (GNUPGHOME): the update in {} is unsigned, and \
+            "warning: no private key {} in the signing keyring: the update in {} is unsigned, and \
              boxes refuse it until `cargo xtask publish` signs it where the key is",
             key.fingerprint,
             dir.display()

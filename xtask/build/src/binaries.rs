@@ -4,13 +4,13 @@
 //! child process so it can compile while the base tree installs (one waits on the network and
 //! dpkg, the other on the CPU); a build that is not waited for is killed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 use schema::profile::Distro;
 
-use crate::{cmd, paths, progress};
+use crate::{cmd, progress};
 
 pub const PROGRAMS: &[&str] = &["mirror-server", "mirror-sync", "mirror-update"];
 /// The packages that build them.
@@ -26,18 +26,20 @@ pub struct Pending {
     shown: String,
     log: PathBuf,
     distro: Distro,
+    target: PathBuf,
     stage: Option<progress::Stage>,
 }
 
-/// Starts `cargo build --release` of the programs in the background.
-pub fn start(distro: Distro) -> Result<Pending> {
+/// Starts `cargo build --release` of the programs in the background, into `target` (cargo's
+/// target folder).
+pub fn start(distro: Distro, target: &Path) -> Result<Pending> {
     let sh = cmd::shell()?;
-    let build = release_build(&sh);
+    let build = release_build(&sh, target);
     let shown = build.to_string();
     let mut c = Command::from(build);
     let stage = progress::stage("binaries", &format!("{shown} (alongside the base)"));
-    let log = paths::target().join("xtask-binaries.log");
-    fs_err::create_dir_all(paths::target())?;
+    let log = target.join("xtask-binaries.log");
+    fs_err::create_dir_all(target)?;
     let out = fs_err::File::create(&log)?.into_file();
     let child = c
         .stdin(Stdio::null())
@@ -45,7 +47,7 @@ pub fn start(distro: Distro) -> Result<Pending> {
         .stderr(out)
         .spawn()
         .with_context(|| format!("cannot start `{shown}`"))?;
-    Ok(Pending { child: Some(child), shown, log, distro, stage: Some(stage) })
+    Ok(Pending { child: Some(child), shown, log, distro, target: target.to_path_buf(), stage: Some(stage) })
 }
 
 impl Pending {
@@ -56,7 +58,7 @@ impl Pending {
             bail!("`{}` failed:\n{}", self.shown, cmd::tail(&text, 40));
         }
         let stage = self.stage.take().context("a build is finished once")?;
-        let files = check(self.distro)?;
+        let files = check(self.distro, &self.target)?;
         let newest = files.iter().filter_map(|(_, p)| fs_err::read(p).ok()).filter_map(|b| max_glibc(&b)).max();
         let shown = newest.map(|(a, b)| format!("GLIBC_{a}.{b}")).unwrap_or_else(|| "no glibc versions".into());
         stage.done(&format!("{} built, highest symbol version {shown}", PROGRAMS.join(" and ")));
@@ -74,10 +76,10 @@ impl Drop for Pending {
 }
 
 /// The built programs, each checked against the target's glibc.
-fn check(distro: Distro) -> Result<Vec<(String, PathBuf)>> {
+fn check(distro: Distro, target: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut files = Vec::new();
     for name in PROGRAMS {
-        let path = paths::target().join("release").join(name);
+        let path = target.join("release").join(name);
         let bytes = fs_err::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let needed = max_glibc(&bytes);
         let allowed = distro.glibc();
@@ -94,16 +96,17 @@ fn check(distro: Distro) -> Result<Vec<(String, PathBuf)>> {
     Ok(files)
 }
 
-/// `cargo build --release` of the appliance's programs, as a developer would type it.
-fn release_build(sh: &cmd::Shell) -> cmd::Cmd<'_> {
+/// `cargo build --release` of the appliance's programs into `target`, as a developer would type
+/// it.
+fn release_build<'a>(sh: &'a cmd::Shell, target: &Path) -> cmd::Cmd<'a> {
     let packages = PACKAGES.iter().flat_map(|p| ["-p", p]);
-    cmd::cargo(sh).args(["build", "--release", "--locked", "--bins"]).args(packages)
+    cmd::cargo(sh).args(["build", "--release", "--locked", "--bins", "--target-dir"]).arg(target).args(packages)
 }
 
-/// Builds the programs and waits (the benchmarks).
-pub fn cargo_build_release() -> Result<()> {
+/// Builds the programs into `target` and waits (the benchmarks).
+pub fn cargo_build_release(target: &Path) -> Result<()> {
     let sh = cmd::shell()?;
-    cmd::run(release_build(&sh)).map(|_| ())
+    cmd::run(release_build(&sh, target)).map(|_| ())
 }
 
 /// The highest `GLIBC_x.y` symbol version an ELF file references.

@@ -1,4 +1,4 @@
-//! Stage 7: the outputs in target/images/SITE/: the raw image, its zstd copy, manifest.json and
+//! Stage 7: the outputs in the request's output folder (target/images/SITE/ for `cargo xtask image`): the raw image, its zstd copy, manifest.json and
 //! the update folder.
 //! Everything is made in a staging folder and swapped in with one atomic rename, so a failed or
 //! interrupted build leaves the previous outputs untouched and no partial file.
@@ -13,22 +13,12 @@ use schema::profile::{Distro, LoadedProfile};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::base::Base;
-use super::disk::Disk;
-use super::update::Update;
-use super::{tree, Built};
+use crate::base::Base;
 use crate::cmd::{self, cmd};
-use crate::{paths, progress};
-
-/// The build's timestamp: SOURCE_DATE_EPOCH, else the last commit's time, so that the same
-/// sources give the same bytes.
-pub fn build_epoch() -> i64 {
-    if let Some(v) = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.parse().ok()) {
-        return v;
-    }
-    let last_commit = || cmd::shell().ok()?.cmd("git").args(["log", "-1", "--format=%ct"]).quiet().read().ok();
-    last_commit().and_then(|s| s.trim().parse().ok()).unwrap_or(1_700_000_000)
-}
+use crate::disk::Disk;
+use crate::sparse::{allocated, data_extents, feed, sha256_file};
+use crate::update::Update;
+use crate::{progress, tree, Built};
 
 /// What the earlier stages made, for the manifest.
 pub struct Parts<'a> {
@@ -45,6 +35,7 @@ pub fn finish(
     site: &LoadedProfile,
     parts: &Parts<'_>,
     staging: &Path,
+    final_dir: &Path,
     epoch: i64,
     compress: bool,
     started: Instant,
@@ -90,10 +81,9 @@ pub fn finish(
     });
     let manifest_path = staging.join("manifest.json");
     fs_err::write(&manifest_path, serde_json::to_vec_pretty(&manifest)?)?;
-    let final_dir = paths::images(name);
-    publish(staging, &final_dir)?;
+    publish(staging, final_dir)?;
     stage.done(&format!("outputs in {}", final_dir.display()));
-    Ok(Built { image: final_dir.join(format!("{name}.img")), manifest: final_dir.join("manifest.json") })
+    Ok(Built::Image { image: final_dir.join(format!("{name}.img")), manifest: final_dir.join("manifest.json") })
 }
 
 /// Swaps `staging` in as `final_dir` atomically (renameat2 RENAME_EXCHANGE when it exists).
@@ -116,16 +106,6 @@ pub fn publish(staging: &Path, final_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let f = fs_err::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    image::digest::sha256_hex(f).with_context(|| format!("reading {}", path.display()))
-}
-
-pub fn allocated(path: &Path) -> Result<u64> {
-    use std::os::unix::fs::MetadataExt;
-    Ok(fs_err::metadata(path)?.blocks() * 512)
-}
-
 /// One pass over the sparse image: the SHA-256 of all its bytes and, when `zst` is given, the
 /// .img.zst as concatenated zstd frames (which any zstd decoder reads as one stream): the bytes
 /// before slot A, slot A's root filesystem, the rest. Where the update already compressed the
@@ -139,7 +119,7 @@ fn hash_and_compress(
     zst: Option<&Path>,
 ) -> Result<String> {
     let file = fs_err::File::open(image)?;
-    let extents = crate::flash::data_extents(file.file(), len);
+    let extents = data_extents(file.file(), len);
     let mut hasher = Sha256::new();
     let mut out = zst.map(fs_err::File::create).transpose()?;
     let cuts: Vec<(u64, u64, Option<&Path>)> = match root_frame {
@@ -222,41 +202,6 @@ impl<'a> RegionOut<'a> {
     }
 }
 
-/// Calls `sink` with every byte of `[start, end)` of the file in order, and whether it is a
-/// hole: data read in 1 MiB pieces, holes as zeros.
-fn feed(
-    file: &fs_err::File,
-    extents: &[(u64, u64)],
-    start: u64,
-    end: u64,
-    sink: &mut dyn FnMut(&[u8], bool),
-) -> Result<()> {
-    use std::os::unix::fs::FileExt;
-    const PIECE: usize = 1 << 20;
-    let zeros = vec![0u8; PIECE];
-    let mut buf = vec![0u8; PIECE];
-    let mut pos = start;
-    while pos < end {
-        // The first extent that ends after pos (extents are sorted and disjoint).
-        let i = extents.partition_point(|(o, l)| o + l <= pos);
-        match extents.get(i) {
-            Some(&(o, l)) if o <= pos => {
-                let n = ((o + l).min(end) - pos).min(PIECE as u64) as usize;
-                file.file().read_exact_at(&mut buf[..n], pos)?;
-                sink(&buf[..n], false);
-                pos += n as u64;
-            }
-            next => {
-                let hole_end = next.map_or(end, |&(o, _)| o).min(end);
-                let n = (hole_end - pos).min(PIECE as u64) as usize;
-                sink(&zeros[..n], true);
-                pos += n as u64;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// name → version of every package in the tree, from the package database.
 fn package_versions(distro: Distro, root: &Path) -> serde_json::Value {
     let mut map = serde_json::Map::new();
@@ -294,7 +239,7 @@ fn tool_versions() -> serde_json::Value {
             .unwrap_or_else(|| "not found".into())
     };
     json!({
-        "xtask": env!("CARGO_PKG_VERSION"),
+        "build": env!("CARGO_PKG_VERSION"),
         "mkfs.ext4": version("mkfs.ext4", "-V"),
         "mmdebstrap": version("mmdebstrap", "--version"),
         "dnf": version("dnf", "--version"),

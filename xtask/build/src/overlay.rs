@@ -8,10 +8,10 @@ use anyhow::{bail, Context, Result};
 use minijinja::{Environment, UndefinedBehavior};
 use schema::profile::{Distro, LoadedProfile};
 
-use super::binaries::Binaries;
-use super::tree;
+use crate::binaries::Binaries;
 use crate::cmd::{self, cmd};
-use crate::{paths, progress};
+use crate::progress;
+use crate::tree;
 
 /// Units we enable in every image (the updater only where the site has `[update]`), and the
 /// distro's own additions.
@@ -78,19 +78,21 @@ pub const MACHINE_IDENTITY: &[&str] = &[
     "var/lib/dbus/machine-id",
 ];
 
-pub fn apply(site: &LoadedProfile, root: &Path, bins: &Binaries) -> Result<()> {
+/// Lays the overlay over the tree at `root`, with the site's configuration, the catalog entries
+/// of its projects (from `catalog`) and our programs.
+pub fn apply(site: &LoadedProfile, catalog: &Path, root: &Path, bins: &Binaries) -> Result<()> {
     let stage = progress::stage("overlay", "rendering the site's files");
     let distro = site.profile.base.distro;
     let env = environment();
     let ctx = context(site);
     let mut count = 0;
     for layer in ["common", distro.as_str()] {
-        let dir = paths::overlay().join(layer);
+        let dir = overlay_dir().join(layer);
         if dir.is_dir() {
             count += lay(&dir, root, &env, &ctx)?;
         }
     }
-    install_site_config(site, root)?;
+    install_site_config(site, catalog, root)?;
     for (name, path) in &bins.files {
         let data = fs_err::read(path).with_context(|| format!("reading {}", path.display()))?;
         tree::write_file(&root.join("usr/bin").join(name), &data, 0o755)?;
@@ -102,6 +104,11 @@ pub fn apply(site: &LoadedProfile, root: &Path, bins: &Binaries) -> Result<()> {
     systemctl(root, "mask", &units_to_mask(distro))?;
     stage.done(&format!("{count} overlay files, {} units enabled", enable.len()));
     Ok(())
+}
+
+/// The workspace's overlay folder: `common/` and one folder per distro.
+pub fn overlay_dir() -> PathBuf {
+    crate::workspace().join("overlay")
 }
 
 pub fn environment() -> Environment<'static> {
@@ -138,7 +145,7 @@ pub fn context(site: &LoadedProfile) -> minijinja::Value {
 pub fn render_templates(site: &LoadedProfile, layer: &str) -> Result<Vec<(String, String)>> {
     let env = environment();
     let ctx = context(site);
-    let dir = paths::overlay().join(layer);
+    let dir = overlay_dir().join(layer);
     let mut out = Vec::new();
     for p in tree::walk(&dir)?.into_iter().filter(|p| p.extension().is_some_and(|e| e == "j2")) {
         let rel = p.strip_prefix(&dir)?.to_string_lossy().trim_end_matches(".j2").to_string();
@@ -146,6 +153,27 @@ pub fn render_templates(site: &LoadedProfile, layer: &str) -> Result<Vec<(String
         out.push((rel, text));
     }
     Ok(out)
+}
+
+/// Writes the site's rendered configuration files (every `*.j2` of overlay/common and
+/// overlay/<distro>) under `out` as they land in the image; templates that render empty are files
+/// the image does not get (e.g. bond members). Returns how many were written.
+pub fn render_site(site: &LoadedProfile, out: &Path) -> Result<usize> {
+    let mut count = 0;
+    for layer in ["common", site.profile.base.distro.as_str()] {
+        for (rel, text) in render_templates(site, layer)? {
+            if text.trim().is_empty() {
+                continue;
+            }
+            let dest = out.join(&rel);
+            if let Some(parent) = dest.parent() {
+                fs_err::create_dir_all(parent)?;
+            }
+            fs_err::write(&dest, text)?;
+            count += 1;
+        }
+    }
+    Ok(count)
 }
 
 pub fn render(env: &Environment, name: &str, text: &str, ctx: &minijinja::Value) -> Result<String> {
@@ -202,14 +230,14 @@ pub fn mode_for(rel: &Path, source_mode: u32) -> u32 {
 
 /// /etc/micromirror: the profile as written, the files it names beside itself (CA certificates),
 /// and the catalog entries of the hosted projects.
-fn install_site_config(site: &LoadedProfile, root: &Path) -> Result<()> {
+fn install_site_config(site: &LoadedProfile, catalog: &Path, root: &Path) -> Result<()> {
     let etc = root.join("etc/micromirror");
     tree::write_file(&etc.join("site.toml"), site.text.as_bytes(), 0o644)?;
     let access = &site.profile.access;
     let keys: String = access.ssh_keys.iter().map(|k| format!("{}\n", k.trim())).collect();
     tree::write_file(&root.join("etc/ssh/authorized_keys").join(&access.admin_user), keys.as_bytes(), 0o644)?;
     for p in &site.projects {
-        let src = paths::catalog().join(format!("{}.toml", p.name));
+        let src = catalog.join(format!("{}.toml", p.name));
         let data = fs_err::read(&src).with_context(|| format!("reading {}", src.display()))?;
         tree::write_file(&etc.join("projects").join(format!("{}.toml", p.name)), &data, 0o644)?;
     }
@@ -220,7 +248,7 @@ fn install_site_config(site: &LoadedProfile, root: &Path) -> Result<()> {
             .with_context(|| format!("reading {} (named in {})", src.display(), site.path.display()))?;
         tree::write_file(&etc.join(rel), &data, 0o644)?;
     }
-    if let Some(key) = super::update::signing_key(site)? {
+    if let Some(key) = crate::update::signing_key(site, None)? {
         let keyring = schema::paths::Paths::appliance().update_keyring();
         tree::write_file(&root.join(keyring.strip_prefix("/")?), &key.keyring()?, 0o644)?;
     }
@@ -286,7 +314,7 @@ mod tests {
         for distro in [Distro::Debian12, Distro::Almalinux9] {
             let ours = |u: &&str| ["mirror", "micromirror", "srv-", "var-", "efi."].iter().any(|p| u.starts_with(p));
             for unit in units_to_enable(distro, true).into_iter().filter(ours) {
-                let path = paths::overlay().join("common/etc/systemd/system").join(unit);
+                let path = overlay_dir().join("common/etc/systemd/system").join(unit);
                 let template = path.with_file_name(format!("{unit}.j2"));
                 assert!(path.exists() || template.exists(), "{} missing", path.display());
             }
@@ -304,15 +332,16 @@ mod render_tests {
     }
 
     fn site(name: &str, distro: Distro) -> LoadedProfile {
-        let catalog = crate::pipeline::load::load_catalog().unwrap();
-        let mut s = schema::profile::load(&paths::profile(name), &catalog).unwrap();
+        let profiles = crate::workspace().join("profiles");
+        let catalog = crate::load::load_catalog(&profiles).unwrap();
+        let mut s = schema::profile::load(&profiles.join(format!("{name}.toml")), &catalog).unwrap();
         s.profile.base.distro = distro;
         s
     }
 
     #[test]
     fn every_template_renders_for_every_site_on_both_bases() {
-        for name in crate::pipeline::load::known_sites() {
+        for name in crate::load::sites_in(&crate::workspace().join("profiles")) {
             for distro in [Distro::Debian12, Distro::Almalinux9] {
                 let s = site(&name, distro);
                 for layer in ["common", distro.as_str()] {

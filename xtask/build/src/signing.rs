@@ -1,6 +1,6 @@
 //! OpenPGP signing of updates with the build host's gpg: the profile names a public key file
-//! under profiles/; its private half lives only in the operator's keyring (GNUPGHOME) and is
-//! used by fingerprint, never copied, exported or printed. Boxes check with gpgv against the
+//! under profiles/; its private half lives only in the operator's keyring (the request's signing
+//! home, else gpg's default) and is used by fingerprint, never copied, exported or printed. Boxes check with gpgv against the
 //! dearmored public key baked into their image, as systemd-sysupdate checks SHA256SUMS.gpg.
 
 use std::path::{Path, PathBuf};
@@ -16,11 +16,15 @@ pub struct SigningKey {
     pub fingerprint: String,
     /// Unix seconds the key was made: a signature cannot predate it.
     pub created: i64,
+    /// The GnuPG home with the private half; `None`: gpg's default (GNUPGHOME or ~/.gnupg).
+    pub home: Option<PathBuf>,
 }
 
 impl SigningKey {
-    /// Reads the public key file; it must hold exactly one OpenPGP public key.
-    pub fn read(file: &Path) -> Result<SigningKey> {
+    /// Reads the public key file; it must hold exactly one OpenPGP public key. Its private half
+    /// is looked for in `home`.
+    pub fn read(file: &Path, home: Option<&Path>) -> Result<SigningKey> {
+        let signing_home = home.map(Path::to_path_buf);
         let home = tempfile::tempdir()?;
         let homedir = home.path();
         let sh = cmd::shell()?;
@@ -38,13 +42,22 @@ impl SigningKey {
             .lines()
             .find_map(|l| l.strip_prefix("fpr:").map(|rest| rest.trim_matches(':').to_string()))
             .with_context(|| format!("gpg printed no fingerprint for {}", file.display()))?;
-        Ok(SigningKey { file: file.to_path_buf(), fingerprint, created })
+        Ok(SigningKey { file: file.to_path_buf(), fingerprint, created, home: signing_home })
     }
 
-    /// Whether the operator's keyring (GNUPGHOME or ~/.gnupg) holds the private half.
+    /// A shell whose gpg uses the signing home.
+    fn shell(&self) -> Result<cmd::Shell> {
+        let sh = cmd::shell()?;
+        if let Some(home) = &self.home {
+            sh.set_var("GNUPGHOME", home);
+        }
+        Ok(sh)
+    }
+
+    /// Whether the signing keyring holds the private half.
     pub fn can_sign(&self) -> bool {
         let fpr = &self.fingerprint;
-        cmd::shell().is_ok_and(|sh| cmd::run(cmd!(sh, "gpg --batch --with-colons --list-secret-keys {fpr}")).is_ok())
+        self.shell().is_ok_and(|sh| cmd::run(cmd!(sh, "gpg --batch --with-colons --list-secret-keys {fpr}")).is_ok())
     }
 
     /// Signs `file` into `signature` (detached, binary). The signature's time is the build's, or
@@ -53,7 +66,7 @@ impl SigningKey {
     pub fn sign(&self, file: &Path, signature: &Path, epoch: i64) -> Result<()> {
         let fpr = format!("{}!", self.fingerprint);
         let when = format!("{}!", epoch.max(self.created));
-        let sh = cmd::shell()?;
+        let sh = self.shell()?;
         cmd::run(cmd!(
             sh,
             "gpg --batch --yes --quiet --faked-system-time {when} --local-user {fpr} --detach-sign --output {signature} {file}"

@@ -82,7 +82,7 @@ pub fn make_boot_files(site: &LoadedProfile, root: &Path, epoch: i64, version: &
     if !root.join(BLESS_BOOT).exists() {
         bail!(
             "the base has no /{BLESS_BOOT} (Debian 12: package systemd-boot; AlmaLinux 9.2+: systemd-udev), \
-             so no new version could ever be marked good: add the package to xtask/packages/"
+             so no new version could ever be marked good: add the package to xtask/build/packages/"
         );
     }
     let stage = progress::stage("boot", "building the initramfs");

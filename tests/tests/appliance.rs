@@ -65,7 +65,10 @@ fn get(vm: &Vm, path: &str) -> (u16, Vec<u8>) {
 
 #[test]
 fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
+    let started = e2e::steps_begin("appliance");
+    let step = |what: &str| e2e::step("appliance", started, what);
     let image = e2e::demo_image(env!("CARGO_CRATE_NAME"));
+    step("image built");
     let report = sgdisk_verify(&image).unwrap();
     assert!(report.contains("No problems found"), "sgdisk -v on the image:\n{report}");
     let table = partitions(&image).unwrap();
@@ -101,7 +104,8 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
 
     // First boot: repart makes the state and data partitions, everything starts, HTTP answers.
     let mut vm = e2e::boot(&disk, &e2e::console_log("appliance-boot-1.log"), &fwd, port_base, false);
-    assert_clean_boot(&mut vm);
+    let line = assert_clean_boot(&mut vm);
+    step(&format!("first boot: {line}"));
     let (status, head, _) = http_when_ready(vm.port(80), "/", Duration::from_secs(60)).unwrap();
     assert_eq!(status, 200, "{head}");
     assert!(head.contains("Server: mirror-server"), "{head}");
@@ -134,6 +138,8 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
             && get(&vm, "/fixture-arch/lastsync").1 == b"1700000000\n"
     })
     .unwrap();
+
+    step("first sync done");
 
     // 2. Downloads: byte-identical over HTTP, a range, HEAD 200, and over the public rsync.
     let rpm = "/fixture-rpm/Packages/a/app-1.0.noarch.rpm";
@@ -218,6 +224,8 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
     let sent: usize = field(record, "bytes").and_then(|b| b.trim_matches('"').parse().ok()).unwrap_or(0);
     assert!(sent > original.len(), "the whole file and its head were sent: {record}");
 
+    step("HTTPS with an ACME certificate, records at the watchtower");
+
     // 3. A new version upstream and an MQTT push: served soon, never half-published.
     vm.wait_for(Duration::from_secs(60), "the debian fixture", || {
         get(&vm, "/fixture-debian/dists/stable/Release").0 == 200
@@ -260,6 +268,8 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
     assert_eq!(trace.0, 200, "the trace file of a complete run");
     let got = watchtower.received_with("release=\"stable\"", Duration::from_secs(30));
     assert!(got.contains("project=\"fixture-debian\" release=\"stable\""), "the catalog's release rule: {got}");
+
+    step("version 2 served after the push");
 
     // 4. SSH: the profile's key logs in as the admin; passwords are refused.
     let out = vm.ssh(&key, &[], "id -un && sudo -n true && echo sudo-ok");
@@ -307,7 +317,8 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
 
     // Second boot of the same disk: clean, repart leaves the table alone.
     let mut vm = e2e::boot(&disk, &e2e::console_log("appliance-boot-2.log"), &fwd, vm::free_port_base(), false);
-    assert_clean_boot(&mut vm);
+    let line = assert_clean_boot(&mut vm);
+    step(&format!("second boot: {line}"));
     vm.wait_for(Duration::from_secs(60), "HTTP after the reboot", || {
         get(&vm, "/fixture-arch/lastsync").1 == b"1700000000\n"
     })
@@ -326,4 +337,5 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
     );
     vm.stop();
     assert_eq!(partitions(&disk).unwrap(), after_first, "the second boot changed the partition table");
+    step("appliance test done");
 }

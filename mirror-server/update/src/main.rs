@@ -9,13 +9,14 @@ use clap::{Parser, Subcommand};
 use image::version::Version;
 use mirror_update::machine::Machine;
 use mirror_update::{daemon, health, install, report, settings, state};
+use schema::paths::Paths;
 
 #[derive(Parser)]
 #[command(name = "mirror-update", about = "Signed A/B image updates for a micro mirror")]
 struct Cli {
-    /// The installed site profile
-    #[arg(long, default_value = "/etc/micromirror/site.toml")]
-    config: PathBuf,
+    /// The installed site profile (default: the appliance's, /etc/micromirror/site.toml)
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// The disk holding the root slots (default: the disk the box booted from)
     #[arg(long)]
     disk: Option<PathBuf>,
@@ -73,8 +74,9 @@ enum Cmd {
         grace: u64,
         #[arg(long, default_value = "http://127.0.0.1/")]
         url: String,
-        #[arg(long, default_value = "/srv/mirror")]
-        data: String,
+        /// The data partition's mount point (default: the appliance's, /srv/mirror)
+        #[arg(long)]
+        data: Option<PathBuf>,
     },
     /// After a failed health check: reboot into the previous version if this boot is on trial
     Rollback,
@@ -95,7 +97,7 @@ fn main() {
 
 fn machine(cli: &Cli) -> Result<Machine> {
     let mut m = Machine::appliance(cli.disk.clone())?;
-    m.site_config = cli.config.clone();
+    m.site_config = cli.config.clone().unwrap_or_else(|| Paths::appliance().site_profile());
     if let Some(p) = &cli.esp {
         m.esp = p.clone();
     }
@@ -138,10 +140,12 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Health { timeout, grace, url, data } => {
             let m = machine(&cli)?;
             let site = schema::site_config::load(&m.site_config)?;
+            let data = data.clone().unwrap_or_else(|| Paths::appliance().mirror_root);
+            let data = data.to_string_lossy();
             let version = m.running().map(|v| v.to_string()).unwrap_or_else(|_| "unknown".into());
             let (ok, checks) =
                 health::wait_for_verdict(Duration::from_secs(*timeout), Duration::from_secs(*grace), || {
-                    health::checks(&site, data, url)
+                    health::checks(&site, &data, url)
                 });
             health::say(&health::verdict_line(&version, ok, &checks));
             if !ok {

@@ -64,6 +64,9 @@ pub fn demo_signing_home() -> PathBuf {
         .expect("gpg runs");
     assert!(out.status.success(), "importing {}: {}", secret.display(), String::from_utf8_lossy(&out.stderr));
     std::fs::write(fresh.path().join("imported"), b"").expect("marking the home");
+    // The import started an agent that serves this folder by its path: it must go before the
+    // folder moves, or gpg in the moved folder asks it and finds no secret key.
+    let _ = std::process::Command::new("gpgconf").env("GNUPGHOME", fresh.path()).args(["--kill", "gpg-agent"]).status();
     // Another test may have made it meanwhile: theirs stays.
     let made = fresh.keep();
     if std::fs::rename(&made, &home).is_err() {

@@ -59,7 +59,8 @@ pub fn parse(binary: &str, json_lines: &str) -> BinaryRun {
     let mut run = BinaryRun { binary: binary.to_string(), ..Default::default() };
     for event in json_lines.lines().filter_map(|l| serde_json::from_str::<Event>(l).ok()) {
         match (event.kind.as_str(), event.event.as_str()) {
-            ("test", "ok" | "failed" | "timeout") => run.tests.push(TestResult {
+            // ("test", "timeout") only says a test has run for over a minute; it goes on.
+            ("test", "ok" | "failed") => run.tests.push(TestResult {
                 binary: binary.to_string(),
                 name: event.name,
                 passed: event.event == "ok",
@@ -107,6 +108,7 @@ mod tests {
 
     const EVENTS: &str = r#"{ "type": "suite", "event": "started", "test_count": 3 }
 { "type": "test", "event": "started", "name": "a::fast" }
+{ "type": "test", "event": "timeout", "name": "a::slow" }
 { "type": "test", "name": "a::fast", "event": "ok", "exec_time": 0.25 }
 some line a test printed
 { "type": "test", "name": "a::slow", "event": "ok", "exec_time": 12.5 }
@@ -124,7 +126,7 @@ some line a test printed
 
     #[test]
     fn a_binary_that_never_ends_its_suite_counts_as_failed() {
-        let cut = EVENTS.lines().take(3).collect::<Vec<_>>().join("\n");
+        let cut = EVENTS.lines().take(4).collect::<Vec<_>>().join("\n");
         let run = parse("e2e::update", &cut);
         assert!(!run.finished && !run.ok());
         assert_eq!(closing_line(&[run]), "1 passed, 1 failed");

@@ -62,6 +62,7 @@ pub async fn run(m: Machine, s: Settings) -> Result<()> {
 
 /// One check; `Some(time until the reboot)` when a newer version is installed and pending.
 fn check_once(m: &Machine, s: &Settings) -> Result<Option<Duration>> {
+    let _lock = crate::lock::take(&m.state, "daemon check")?;
     let mut status = state::load(m);
     let result = install::check(m, s, &mut status);
     status.activity = None;

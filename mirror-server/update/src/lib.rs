@@ -12,6 +12,7 @@ pub mod feed;
 pub mod fetch;
 pub mod health;
 pub mod install;
+pub mod lock;
 pub mod machine;
 pub mod plan;
 pub mod report;

@@ -155,6 +155,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Rollback => {
             let m = machine(&cli)?;
+            let _lock = mirror_update::lock::take(&m.state, "rollback")?;
             health::rollback(&m).map(|_| ())
         }
         Cmd::Daemon | Cmd::Check | Cmd::Install { .. } => {
@@ -168,6 +169,7 @@ fn run(cli: Cli) -> Result<()> {
                     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(daemon::run(m, s))
                 }
                 Cmd::Check => {
+                    let _lock = mirror_update::lock::take(&m.state, "check")?;
                     let mut status = state::load(&m);
                     let result = install::check(&m, &s, &mut status);
                     status.last_error = result.as_ref().err().map(|e| format!("{e:#}"));
@@ -178,6 +180,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 Cmd::Install { version, allow_downgrade } => {
                     let v = Version::parse(version).with_context(|| format!("`{version}` is not a version"))?;
+                    let _lock = mirror_update::lock::take(&m.state, "install")?;
                     let mut status = state::load(&m);
                     let look = state::look(&m, &status)?;
                     let offers = install::offers(&m, &s)?;

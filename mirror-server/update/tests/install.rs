@@ -353,3 +353,29 @@ fn nothing_is_written_while_the_running_version_is_on_trial_and_downgrades_need_
     assert!(w.entries().contains(&v(older).entry_name(Some(2))), "{:?}", w.entries());
     assert_eq!(w.labels()[2], v(older).slot_label());
 }
+
+#[test]
+fn a_second_updater_waits_for_the_first_instead_of_writing_into_its_download() {
+    // 6 MiB of incompressible payload at 16 Mbit/s: about three seconds for the second to start.
+    let w = World::new(6 << 20, 16);
+    let root = w.served.join(v(V2).root_artifact());
+    let size = std::fs::metadata(&root).unwrap().len();
+    let partial = w.path("state/downloads").join(format!("{}.partial", sha256(&std::fs::read(&root).unwrap())));
+    let first = w.command().arg("check").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    testkit::wait_for(Duration::from_secs(60), "the first download under way", || {
+        (std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) > 0).then_some(())
+    });
+    let first_pid = first.id();
+    let second = w.command().arg("check").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (first, second) = (first.wait_with_output().unwrap(), second.wait_with_output().unwrap());
+    assert!(first.status.success(), "the first check: {}", text(&first));
+    assert!(second.status.success(), "the second check: {}", text(&second));
+    assert!(
+        text(&second).contains(&format!("waiting for pid {first_pid} (check)")),
+        "the second says whom it waits for: {}",
+        text(&second)
+    );
+    assert!(!text(&first).contains("does not match") && !text(&second).contains("does not match"));
+    assert!(size > 0 && w.slot_b()[..1024] == w.root_fs[..1024], "slot B holds V2's root");
+    assert_eq!(w.status()["last_error"], serde_json::Value::Null, "{}", w.status());
+}

@@ -42,7 +42,7 @@ fn serve(dir: &Path) -> (HttpServer, u16) {
 }
 
 fn almalinux_packages() -> Vec<String> {
-    let list = std::fs::read_to_string(workspace().join("xtask/packages/almalinux-9.txt")).unwrap();
+    let list = std::fs::read_to_string(workspace().join("xtask/build/packages/almalinux-9.txt")).unwrap();
     list.lines().map(|l| l.split('#').next().unwrap_or("").trim().to_string()).filter(|l| !l.is_empty()).collect()
 }
 

@@ -136,7 +136,7 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
     let _qemu = e2e::qemu_turn();
     let work = tempfile::Builder::new().prefix("update-").tempdir_in(e2e::target()).unwrap();
     let w = work.path();
-    let e0 = build::last_commit_epoch();
+    let e0 = testkit::images::epoch();
     let (v1, v2, v3) = (version_at(e0), version_at(e0 + 60), version_at(e0 + 120));
 
     // v1 is what the workspace's profile builds; the box is a 64 GiB disk holding it.

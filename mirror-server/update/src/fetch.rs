@@ -3,6 +3,11 @@
 //! stopped (and a republished artifact with another hash never resumes into the wrong bytes);
 //! every chunk has its own deadline, so a stalled link is noticed; a token-bucket limit keeps
 //! the box's own mirroring traffic first. A finished file is hashed before it is kept.
+//!
+//! Nothing the server says can make a download bigger than what it is for (`Bound`: the slot
+//! the root goes into, the ESP's free space for the UKI): a total beyond it is refused before a
+//! byte is written, a reply longer than the range asked for is cut at the range, and a reply
+//! that brings nothing ends the check (the next one resumes).
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -24,6 +29,13 @@ pub struct Fetcher {
 
 /// Progress of one artifact: (bytes on disk, total when known).
 pub type Progress<'a> = &'a mut dyn FnMut(u64, Option<u64>);
+
+/// The most an artifact can legitimately be, and what sets it (for the error).
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub bytes: u64,
+    pub what: String,
+}
 
 impl Fetcher {
     pub fn new(base: &str, bwlimit_mbit: u32) -> Fetcher {
@@ -53,7 +65,7 @@ impl Fetcher {
 
     /// Fetches `artifact` into `dir` (resuming a partial download), checks its SHA-256, and
     /// returns the finished file. A file whose hash does not match is deleted, never kept.
-    pub fn artifact(&self, dir: &Path, artifact: &Artifact, progress: Progress<'_>) -> Result<PathBuf> {
+    pub fn artifact(&self, dir: &Path, artifact: &Artifact, bound: &Bound, progress: Progress<'_>) -> Result<PathBuf> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let done = dir.join(&artifact.sha256);
         if done.exists() {
@@ -68,12 +80,17 @@ impl Fetcher {
             .with_context(|| format!("opening {}", partial.display()))?;
         let url = self.url(&artifact.name);
         let mut have = file.metadata()?.len();
+        if have > bound.bytes {
+            // Left by an updater without bounds: nothing of it can be right.
+            file.set_len(0)?;
+            have = 0;
+        }
         if have > 0 {
             tracing::info!(file = %artifact.name, resume_at = have, "resuming a download");
         }
         loop {
             let end = have + CHUNK - 1;
-            let got = self.chunk(&url, &mut file, have, end)?;
+            let got = self.chunk(&url, &mut file, have, end, bound)?;
             have = file.metadata()?.len();
             progress(have, got.total);
             match got.total {
@@ -96,8 +113,9 @@ impl Fetcher {
         Ok(done)
     }
 
-    /// One ranged request, appended to `file`; says what it learned of the total size.
-    fn chunk(&self, url: &str, file: &mut std::fs::File, start: u64, end: u64) -> Result<Chunk> {
+    /// One ranged request, appended to `file`; says what it learned of the total size. Never
+    /// writes past `end` or past the bound.
+    fn chunk(&self, url: &str, file: &mut std::fs::File, start: u64, end: u64, bound: &Bound) -> Result<Chunk> {
         let range = format!("bytes={start}-{end}");
         let resp = match self.agent.get(url).header("Range", &range).call() {
             Ok(r) => r,
@@ -116,16 +134,27 @@ impl Fetcher {
         let content_range = resp.headers().get("content-range").and_then(|v| v.to_str().ok()).map(str::to_string);
         let mut body = resp.into_body().into_reader();
         match (status, content_range.as_deref().and_then(parse_content_range)) {
-            (206, Some((from, total))) if from == start => {
-                self.copy_limited(&mut body, file).with_context(|| format!("downloading {url} ({range})"))?;
-                Ok(Chunk { total: Some(total), whole: false })
+            (206, Some(r)) if r.from == start && r.to >= r.from && r.to <= end => {
+                refuse_beyond(url, r.total, bound)?;
+                let mut part = (&mut body).take(r.to - r.from + 1);
+                let got = self.copy_limited(&mut part, file).with_context(|| format!("downloading {url} ({range})"))?;
+                if got == 0 {
+                    bail!("{url}: the server sent nothing for {range}; the next check resumes");
+                }
+                Ok(Chunk { total: Some(r.total), whole: false })
             }
             (206, _) => bail!("{url}: the server answered {range} with Content-Range {content_range:?}"),
             _ => {
-                // A server that ignores ranges sends the whole file: take it from the start.
+                // A server that ignores ranges sends the whole file: take it from the start, no
+                // more than the bound.
                 file.set_len(0)?;
                 file.seek(SeekFrom::Start(0))?;
-                self.copy_limited(&mut body, file).with_context(|| format!("downloading {url}"))?;
+                let mut whole = (&mut body).take(bound.bytes + 1);
+                let got = self.copy_limited(&mut whole, file).with_context(|| format!("downloading {url}"))?;
+                if got > bound.bytes {
+                    file.set_len(0)?;
+                    refuse_beyond(url, got, bound)?;
+                }
                 Ok(Chunk { total: None, whole: true })
             }
         }
@@ -167,12 +196,37 @@ struct Chunk {
     whole: bool,
 }
 
-/// "bytes 0-99/1234" → (0, 1234).
-pub fn parse_content_range(value: &str) -> Option<(u64, u64)> {
+/// A Content-Range: which bytes (`from` to `to`, inclusive) of a file of `total` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentRange {
+    pub from: u64,
+    pub to: u64,
+    pub total: u64,
+}
+
+/// "bytes 0-99/1234" → 0, 99, 1234.
+pub fn parse_content_range(value: &str) -> Option<ContentRange> {
     let rest = value.trim().strip_prefix("bytes ")?;
     let (range, total) = rest.split_once('/')?;
-    let (from, _) = range.split_once('-')?;
-    Some((from.trim().parse().ok()?, total.trim().parse().ok()?))
+    let (from, to) = range.split_once('-')?;
+    Some(ContentRange {
+        from: from.trim().parse().ok()?,
+        to: to.trim().parse().ok()?,
+        total: total.trim().parse().ok()?,
+    })
+}
+
+/// An error when a file of `size` bytes cannot be what it claims to be.
+fn refuse_beyond(url: &str, size: u64, bound: &Bound) -> Result<()> {
+    if size > bound.bytes {
+        bail!(
+            "{url}: the server says the file is {size} bytes, more than {} can hold ({} bytes): refused, \
+             nothing more is downloaded",
+            bound.what,
+            bound.bytes
+        );
+    }
+    Ok(())
 }
 
 pub fn sha256_of(path: &Path) -> Result<String> {
@@ -198,8 +252,11 @@ mod tests {
 
     #[test]
     fn content_ranges_parse() {
-        assert_eq!(parse_content_range("bytes 0-99/1234"), Some((0, 1234)));
-        assert_eq!(parse_content_range("bytes 8388608-16777215/163355678"), Some((8_388_608, 163_355_678)));
+        assert_eq!(parse_content_range("bytes 0-99/1234"), Some(ContentRange { from: 0, to: 99, total: 1234 }));
+        assert_eq!(
+            parse_content_range("bytes 8388608-16777215/163355678"),
+            Some(ContentRange { from: 8_388_608, to: 16_777_215, total: 163_355_678 })
+        );
         assert_eq!(parse_content_range("bytes */1234"), None);
         assert_eq!(parse_content_range("items 0-1/2"), None);
     }

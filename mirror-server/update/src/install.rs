@@ -14,7 +14,7 @@ use schema::update_status::UpdateStatus;
 
 use crate::entries;
 use crate::feed::{self, Offer};
-use crate::fetch::{self, Fetcher};
+use crate::fetch::{self, Bound, Fetcher};
 use crate::machine::Machine;
 use crate::plan::{self, Next};
 use crate::settings::Settings;
@@ -73,11 +73,13 @@ pub fn install(
     let fetcher = Fetcher::new(&s.url, s.bwlimit_mbit);
     let dir = m.downloads();
     fetch::prune(&dir, &[&offer.root.sha256, &offer.uki.sha256]);
-    let uki = download(m, &fetcher, &dir, &offer.uki, status)?;
-    let root = download(m, &fetcher, &dir, &offer.root, status)?;
+    let other = &look.other_slot;
+    let uki_bound = Bound { bytes: esp_free(&m.esp)?, what: format!("the ESP's free space ({})", m.esp.display()) };
+    let root_bound = Bound { bytes: other.size, what: format!("root slot {}", other.number) };
+    let uki = download(m, &fetcher, &dir, &offer.uki, &uki_bound, status)?;
+    let root = download(m, &fetcher, &dir, &offer.root, &root_bound, status)?;
     let uki_bytes = std::fs::read(&uki).with_context(|| format!("reading {}", uki.display()))?;
 
-    let other = &look.other_slot;
     tracing::info!(version = %v, slot = other.number, "installing into the other root slot");
     let stale: Vec<String> =
         look.seen.entries.iter().filter(|e| e.version != look.seen.running).map(|e| e.file.clone()).collect();
@@ -113,6 +115,7 @@ fn download(
     fetcher: &Fetcher,
     dir: &std::path::Path,
     a: &feed::Artifact,
+    bound: &Bound,
     status: &mut UpdateStatus,
 ) -> Result<PathBuf> {
     let mut last = Instant::now();
@@ -123,7 +126,13 @@ fn download(
             set_activity(m, status, format!("downloading {} {} MiB{of}", a.name, have >> 20));
         }
     };
-    fetcher.artifact(dir, a, &mut shown)
+    fetcher.artifact(dir, a, bound, &mut shown)
+}
+
+/// Bytes free on the ESP: the most a new boot entry can be.
+fn esp_free(esp: &std::path::Path) -> Result<u64> {
+    let st = rustix::fs::statvfs(esp).with_context(|| format!("reading the free space of {}", esp.display()))?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Marks the running version's entry as out of tries and remembers it failed (a downgrade).

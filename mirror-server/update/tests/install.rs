@@ -379,3 +379,106 @@ fn a_second_updater_waits_for_the_first_instead_of_writing_into_its_download() {
     assert!(size > 0 && w.slot_b()[..1024] == w.root_fs[..1024], "slot B holds V2's root");
     assert_eq!(w.status()["last_error"], serde_json::Value::Null, "{}", w.status());
 }
+
+/// An update server that serves SHA256SUMS, its signature and the UKI from `served` honestly,
+/// but answers every request for the root with `root_reply(start of the range asked)`: a head,
+/// then `body` bytes of zeros (bounded, so a broken updater cannot fill the disk of the test).
+/// Counts the requests for the root.
+fn hostile_server(
+    served: PathBuf,
+    port: u16,
+    root_reply: fn(u64) -> String,
+    body: u64,
+) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let root_requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = root_requests.clone();
+    std::thread::spawn(move || {
+        // Bounded: a few dozen requests are all a check makes before it gives up.
+        for stream in listener.incoming().take(40).flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = Vec::new();
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                head.push(std::mem::take(&mut line));
+            }
+            let path = head.first().and_then(|l| l.split_whitespace().nth(1)).unwrap_or("/").trim_start_matches('/');
+            let start = head
+                .iter()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("range: bytes=").map(str::to_string))
+                .and_then(|r| r.split('-').next().and_then(|s| s.trim().parse().ok()))
+                .unwrap_or(0);
+            let mut out = stream;
+            if path.ends_with(".root.zst") {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = out.write_all(root_reply(start).as_bytes());
+                let zeros = vec![0u8; 1 << 20];
+                let mut sent = 0;
+                while sent < body && out.write_all(&zeros).is_ok() {
+                    sent += zeros.len() as u64;
+                }
+            } else if let Ok(data) = std::fs::read(served.join(path)) {
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", data.len());
+                let _ = out.write_all(head.as_bytes()).and_then(|()| out.write_all(&data));
+            } else {
+                let _ = out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            }
+        }
+    });
+    root_requests
+}
+
+#[test]
+fn a_hostile_update_server_cannot_make_a_download_bigger_than_its_slot() {
+    // The server claims a root of a petabyte and streams zeros: the box refuses at the first
+    // reply, before writing a byte.
+    let mut w = World::new(1 << 20, 1000);
+    let port = w.server.take().map(|s| s.port).unwrap();
+    let petabyte = |start: u64| {
+        format!(
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/1000000000000000\r\nContent-Length: 999999999999999\r\nConnection: close\r\n\r\n",
+            start + (8 << 20) - 1
+        )
+    };
+    hostile_server(w.served.clone(), port, petabyte, 256 << 20);
+    let started = std::time::Instant::now();
+    let out = w.updater(&["check"]);
+    let said = text(&out);
+    println!("the hostile server's check, {:?}:\n{said}", started.elapsed());
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("more than root slot") && said.contains("refused"), "{said}");
+    let written: u64 = std::fs::read_dir(w.path("state/downloads"))
+        .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0);
+    assert!(written <= w.layout.root_size, "{written} bytes written for a {}-byte slot", w.layout.root_size);
+    println!("bytes written by the refused download: {written}");
+    assert!(w.labels().contains(&image::disk::EMPTY_SLOT_LABEL.to_string()), "the free slot stays free");
+}
+
+#[test]
+fn a_reply_longer_than_the_range_asked_is_cut_at_the_range() {
+    // Each 206 claims the range asked and a plausible total, then sends far more than the
+    // range: only the range is kept, and the rest never lands in the file.
+    let mut w = World::new(1 << 20, 1000);
+    let port = w.server.take().map(|s| s.port).unwrap();
+    let honest_head = |start: u64| {
+        format!(
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{}\r\nConnection: close\r\n\r\n",
+            start + (8 << 20) - 1,
+            24u64 << 20
+        )
+    };
+    let root_requests = hostile_server(w.served.clone(), port, honest_head, 64 << 20);
+    let out = w.updater(&["check"]);
+    let said = text(&out);
+    assert!(!out.status.success(), "zeros are not the signed root: {said}");
+    assert!(said.contains("does not match SHA256SUMS"), "{said}");
+    let partials: Vec<u64> = std::fs::read_dir(w.path("state/downloads"))
+        .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).collect())
+        .unwrap_or_default();
+    // The whole 24 MiB was fetched as three ranges of 8 MiB (one reply of 64 MiB would have
+    // seemed to hold it all).
+    assert_eq!(root_requests.load(std::sync::atomic::Ordering::SeqCst), 3, "one request per 8 MiB range");
+    assert!(partials.iter().all(|&n| n <= 24 << 20), "{partials:?}");
+}

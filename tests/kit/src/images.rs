@@ -80,11 +80,18 @@ pub fn own_folder(name: &str) -> PathBuf {
     target().join("e2e").join(name)
 }
 
+/// The build time of every test build in this process: the last commit's when it first asks,
+/// so a commit made while the tests run changes no build half-way through.
+pub fn epoch() -> i64 {
+    static EPOCH: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(build::last_commit_epoch)
+}
+
 /// A request to build `site` from `profiles` into `own/images/SITE`, with the shared caches,
-/// the demo's signing key and the last commit's time (uncompressed: tests that want the
+/// the demo's signing key and the test's build time (uncompressed: tests that want the
 /// .img.zst say so).
 pub fn request(own: &Path, profiles: &Path, site: &str) -> build::Request {
-    let mut r = build::Request::new(site, profiles, &target(), build::last_commit_epoch());
+    let mut r = build::Request::new(site, profiles, &target(), epoch());
     r.out = own.join("images").join(site);
     r.signing_home = Some(demo_signing_home());
     r.compress = false;

@@ -13,13 +13,16 @@ pub fn signed_text(keyring: &Path, data: &[u8], signature: &[u8]) -> Result<Stri
     if !keyring.exists() {
         bail!("no update keyring at {}: the image was built without [update]", keyring.display());
     }
+    // gpgv looks a keyring without a slash up in its own home (~/.gnupg) and then says "No
+    // public key": name the file the operator meant.
+    let keyring = std::path::absolute(keyring).with_context(|| format!("resolving {}", keyring.display()))?;
     let dir = tempfile::Builder::new().prefix("mirror-update-verify").tempdir()?;
     let (data_path, sig_path) = (dir.path().join("SHA256SUMS"), dir.path().join("SHA256SUMS.gpg"));
     std::fs::write(&data_path, data)?;
     std::fs::write(&sig_path, signature)?;
     let out = Command::new("gpgv")
         .arg("--keyring")
-        .arg(keyring)
+        .arg(&keyring)
         .arg(&sig_path)
         .arg(&data_path)
         .output()

@@ -482,3 +482,29 @@ fn a_reply_longer_than_the_range_asked_is_cut_at_the_range() {
     assert_eq!(root_requests.load(std::sync::atomic::Ordering::SeqCst), 3, "one request per 8 MiB range");
     assert!(partials.iter().all(|&n| n <= 24 << 20), "{partials:?}");
 }
+
+#[test]
+fn a_keyring_named_without_a_folder_is_the_file_in_the_current_folder() {
+    let w = World::new(1 << 20, 1000);
+    let p = |n: &str| w.path(n);
+    // As an operator types it in the folder holding the keyring: `--keyring keyring.gpg`.
+    let out = Command::new(env!("CARGO_BIN_EXE_mirror-update"))
+        .current_dir(w.dir.path())
+        .arg("--config")
+        .arg(p("site.toml"))
+        .arg("--disk")
+        .arg(&w.disk)
+        .arg("--esp")
+        .arg(&w.esp)
+        .arg("--state")
+        .arg(p("state"))
+        .arg("--cmdline")
+        .arg(p("cmdline"))
+        .args(["--keyring", "keyring.gpg", "--machine-id"])
+        .arg(p("machine-id"))
+        .args(["--no-reboot", "check"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("No public key"), "{}", text(&out));
+}

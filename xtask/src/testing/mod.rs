@@ -230,28 +230,48 @@ fn print_summary(runs: &[BinaryRun], started: Instant) {
     println!("{}", report::closing_line(runs));
 }
 
-/// A short run of the request-parser fuzz target (cargo fuzz needs nightly features; the
-/// stable toolchain provides them with RUSTC_BOOTSTRAP=1).
+/// The flags cargo-fuzz gives rustc for a libFuzzer build without a sanitizer (`cargo fuzz
+/// build -s none`): coverage counters and comparison tracing for libFuzzer, `cfg(fuzzing)`,
+/// debug assertions and overflow checks. Stable flags: building them directly spares every
+/// fresh machine the install of cargo-fuzz itself.
+const LIBFUZZER_RUSTFLAGS: &str = "-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+    -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+    -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks";
+
+/// A short run of the request-parser fuzz target under libFuzzer, as `cargo fuzz run -s none`
+/// would do it.
 fn fuzz_smoke() -> Result<()> {
+    let started = Instant::now();
+    let fuzz = paths::workspace().join("mirror-server/server/fuzz");
+    let target = fuzz.join("target");
     let sh = cmd::shell()?;
-    let fuzz_installed =
-        cmd::cargo(&sh).args(["fuzz", "--version"]).quiet().ignore_status().output().is_ok_and(|o| o.status.success());
-    if !fuzz_installed {
-        eprintln!("[test] installing cargo-fuzz");
-        cmd::run(cmd::cargo(&sh).args(["install", "cargo-fuzz", "--locked"]))?;
-    }
+    sh.change_dir(&fuzz);
+    eprintln!("[test] building the fuzz target request_head with libFuzzer");
+    let flags: Vec<&str> = LIBFUZZER_RUSTFLAGS.split_whitespace().collect();
+    // --target keeps the flags off build scripts and proc macros, as cargo-fuzz does.
+    let build = cmd::cargo(&sh)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--bin",
+            "request_head",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+            "--target-dir",
+        ])
+        .arg(&target)
+        .env("RUSTFLAGS", flags.join(" "));
+    cmd::run(build)?;
     // The corpus grows during a run; it lives under target/, seeded from the committed seeds.
     let corpus = paths::target().join("fuzz-corpus/request_head");
     fs_err::create_dir_all(&corpus)?;
-    let seeds = paths::workspace().join("mirror-server/server/fuzz/seeds/request_head");
-    for seed in fs_err::read_dir(&seeds)?.flatten() {
+    for seed in fs_err::read_dir(fuzz.join("seeds/request_head"))?.flatten() {
         fs_err::copy(seed.path(), corpus.join(seed.file_name()))?;
     }
     eprintln!("[test] fuzz smoke run: request_head for 20 s");
-    let started = Instant::now();
-    sh.change_dir(paths::workspace().join("mirror-server/server"));
-    let run = cmd::cargo(&sh).args(["fuzz", "run", "request_head"]).arg(&corpus);
-    cmd::run(run.args(["--", "-max_total_time=20", "-seed=1"]).env("RUSTC_BOOTSTRAP", "1"))?;
+    let binary = target.join("x86_64-unknown-linux-gnu/release/request_head");
+    cmd::run(cmd::cmd!(sh, "{binary} {corpus} -max_total_time=20 -seed=1"))?;
     eprintln!("[test] fuzz smoke run passed ({:.0} s with its build)", started.elapsed().as_secs_f64());
     Ok(())
 }

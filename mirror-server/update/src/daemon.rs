@@ -69,12 +69,11 @@ fn check_once(m: &Machine, s: &Settings) -> Result<Option<Duration>> {
     let out = match result {
         Ok(Checked::Stayed(why)) => {
             tracing::info!(%why, "no update to install");
-            status.last_error = None;
             status.reboot_at = None;
             Ok(None)
         }
         Ok(Checked::Pending(v)) => {
-            status.last_error = None;
+            // (last_error may say the server could not be asked: the version boots all the same.)
             let wait = until_window(&s.window, &s.timezone);
             status.reboot_at = Some(jiff::Timestamp::now().as_second() + wait.as_secs() as i64);
             tracing::info!(version = %v, reboot_in = ?wait, "installed; rebooting into it in the maintenance window");

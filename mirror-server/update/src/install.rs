@@ -36,17 +36,45 @@ pub fn check(m: &Machine, s: &Settings, status: &mut UpdateStatus) -> Result<Che
     let look = state::look(m, status)?;
     state::apply(status, &look);
     status.last_check = Some(jiff::Timestamp::now().as_second());
-    let offers = offers(m, s)?;
+    status.last_error = None;
+    let offers = match offers(m, s) {
+        Ok(offers) => offers,
+        Err(e) => {
+            // A version installed and verified before boots in the window all the same: a
+            // server that is down, moved or out of certificate must not hold the box back.
+            let now = plan::standings(&look.seen);
+            return match plan::without_server(&look.seen, &now) {
+                Some(v) => {
+                    tracing::warn!(error = format!("{e:#}"), version = %v, "the update server cannot be asked; booting the installed version in the window");
+                    status.last_error = Some(format!("{e:#}"));
+                    Ok(Checked::Pending(v))
+                }
+                None => Err(e),
+            };
+        }
+    };
     status.newest_available = offers.iter().map(|o| o.version.to_string()).max();
     state::save(m, status);
     match plan::next(&look.seen, &look.now, &offers) {
         Next::Stay(why) => Ok(Checked::Stayed(why)),
         Next::BootPending(v) => Ok(Checked::Pending(v)),
+        Next::Withdraw(v) => {
+            withdraw(m, &look, &v)?;
+            Ok(Checked::Stayed(format!("{v} was withdrawn from the update server before its reboot; it will not boot")))
+        }
         Next::Install(offer) => {
             install(m, s, &look, &offer, false, status)?;
             Ok(Checked::Pending(offer.version))
         }
     }
+}
+
+/// Takes a withdrawn version's boot entry away and frees its slot.
+fn withdraw(m: &Machine, look: &Look, v: &Version) -> Result<()> {
+    tracing::info!(version = %v, "withdrawn from the update server: removing its boot entry");
+    let entries: Vec<String> = look.seen.entries.iter().filter(|e| &e.version == v).map(|e| e.file.clone()).collect();
+    entries::remove(&m.esp, &entries)?;
+    slots::set_label(&m.disk, look.other_slot.number, image::disk::EMPTY_SLOT_LABEL)
 }
 
 /// The signed list of versions on the server.

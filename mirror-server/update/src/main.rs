@@ -172,7 +172,9 @@ fn run(cli: Cli) -> Result<()> {
                     let _lock = mirror_update::lock::take(&m.state, "check")?;
                     let mut status = state::load(&m);
                     let result = install::check(&m, &s, &mut status);
-                    status.last_error = result.as_ref().err().map(|e| format!("{e:#}"));
+                    if let Err(e) = &result {
+                        status.last_error = Some(format!("{e:#}"));
+                    }
                     status.activity = None;
                     state::save(&m, &status);
                     println!("{:?}", result?);

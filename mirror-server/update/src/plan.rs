@@ -74,6 +74,9 @@ pub enum Next {
     Install(Offer),
     /// The other slot holds a newer version, installed: boot it (inside the window).
     BootPending(Version),
+    /// The other slot holds a version the signed list no longer names: the operator withdrew
+    /// it before the box rebooted into it. Its boot entry goes, and the slot is free again.
+    Withdraw(Version),
 }
 
 pub fn next(seen: &Seen, now: &Standings, offers: &[Offer]) -> Next {
@@ -92,9 +95,10 @@ pub fn next(seen: &Seen, now: &Standings, offers: &[Offer]) -> Next {
             Next::BootPending(offer.version.clone())
         }
         Some(offer) => Next::Install(offer.clone()),
-        None if now.other_slot == OtherSlot::Pending => {
-            Next::BootPending(now.other_version.clone().unwrap_or_else(|| seen.running.clone()))
-        }
+        None if now.other_slot == OtherSlot::Pending => match &now.other_version {
+            Some(pending) if !offers.iter().any(|o| &o.version == pending) => Next::Withdraw(pending.clone()),
+            pending => Next::BootPending(pending.clone().unwrap_or_else(|| seen.running.clone())),
+        },
         None => {
             let top = offers.iter().map(|o| &o.version).max();
             Next::Stay(match top {
@@ -109,6 +113,17 @@ pub fn next(seen: &Seen, now: &Standings, offers: &[Offer]) -> Next {
             })
         }
     }
+}
+
+/// What to do when the update server cannot be asked: boot a version installed (and verified
+/// against the signed list) before, in the window; nothing else changes without the server.
+pub fn without_server(seen: &Seen, now: &Standings) -> Option<Version> {
+    let pending = now.other_version.as_ref()?;
+    let bootable = now.running_blessed
+        && now.other_slot == OtherSlot::Pending
+        && pending > &seen.running
+        && !now.failed.contains(pending);
+    bootable.then(|| pending.clone())
 }
 
 /// Whether an explicit `install` of `version` may go ahead.
@@ -164,6 +179,20 @@ mod tests {
         let now = standings(&s);
         assert_eq!(now.other_slot, OtherSlot::Pending);
         assert_eq!(next(&s, &now, &[offer("3")]), Next::BootPending(v("3")));
+    }
+
+    #[test]
+    fn a_pending_version_boots_without_the_server_unless_the_list_withdrew_it() {
+        let s = seen("1", vec![entry("1", ""), entry("3", "+3")], Some("3"));
+        let now = standings(&s);
+        assert_eq!(without_server(&s, &now), Some(v("3")), "installed and verified: boot it in the window");
+        assert_eq!(next(&s, &now, &[offer("1")]), Next::Withdraw(v("3")), "the list no longer names it");
+        assert_eq!(next(&s, &now, &[]), Next::Withdraw(v("3")), "an empty list withdraws everything");
+        assert_eq!(next(&s, &now, &[offer("1"), offer("3")]), Next::BootPending(v("3")));
+        let empty = seen("1", vec![entry("1", "")], None);
+        assert_eq!(without_server(&empty, &standings(&empty)), None, "nothing installed, nothing to boot");
+        let trial = seen("3", vec![entry("3", "+1-1"), entry("1", "")], Some("1"));
+        assert_eq!(without_server(&trial, &standings(&trial)), None, "a box on trial reboots for nothing");
     }
 
     #[test]

@@ -508,3 +508,28 @@ fn a_keyring_named_without_a_folder_is_the_file_in_the_current_folder() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(!text(&out).contains("No public key"), "{}", text(&out));
 }
+
+#[test]
+fn an_installed_version_boots_without_the_server_unless_the_list_withdraws_it() {
+    let mut w = World::new(1 << 20, 1000);
+    let out = w.updater(&["check"]);
+    assert!(out.status.success() && text(&out).contains("Pending"), "{}", text(&out));
+    // The server goes away (down, moved, its certificate expired): V2, installed and verified,
+    // still boots in the window; the status says why the server was not asked.
+    let port = w.server.take().map(|s| s.port).unwrap();
+    let out = w.updater(&["check"]);
+    assert!(out.status.success(), "the pending version waits for no server: {}", text(&out));
+    assert!(text(&out).contains(&format!("Pending(Version(\"{V2}\"))")), "{}", text(&out));
+    let error = w.status()["last_error"].as_str().unwrap_or("").to_string();
+    assert!(error.contains(&format!("127.0.0.1:{port}")), "the status names the server it could not ask: {error}");
+
+    // Back, with a signed list that no longer names V2: withdrawn before its reboot.
+    let _server = MirrorServer::start_on(&w.served, port, &[]);
+    std::fs::remove_file(w.served.join(v(V2).root_artifact())).unwrap();
+    std::fs::write(w.served.join("SHA256SUMS"), b"").unwrap();
+    w.sign();
+    let out = w.updater(&["check"]);
+    assert!(out.status.success() && text(&out).contains("withdrawn"), "{}", text(&out));
+    assert!(!w.entries().iter().any(|e| e.contains(V2)), "V2's entry is gone: {:?}", w.entries());
+    assert!(w.labels().contains(&image::disk::EMPTY_SLOT_LABEL.to_string()), "{:?}", w.labels());
+}

@@ -65,7 +65,17 @@ pub fn import(ansible: &Path, out: &Path, force: bool) -> Result<Report> {
     for host in inventory.iter().filter(|h| !vars.contains_key(*h)) {
         report.notes.push(format!("{host}: in inventory.yaml but has no host_vars file: not imported"));
     }
+    let names = playbook::site_names(vars.keys().map(String::as_str));
+    for (host, name) in &names {
+        if name != &playbook::site_name(host) {
+            report.notes.push(format!(
+                "{host}: another host shares its first label `{}`: imported as site `{name}`",
+                playbook::site_name(host)
+            ));
+        }
+    }
     for (host, parsed) in &vars {
+        let name = &names[host];
         let source = format!("host_vars/{host}.yaml");
         let v = match parsed {
             Ok(v) => v,
@@ -82,13 +92,13 @@ pub fn import(ansible: &Path, out: &Path, force: bool) -> Result<Report> {
             report.notes.push(format!("{source}: key `{key}` has no place in a profile: ignored"));
         }
         let projects = resolve_projects(host, v, &catalog, &mut report.notes);
-        let path = out.join(format!("{}.toml", playbook::site_name(host)));
+        let path = out.join(format!("{name}.toml"));
         if path.exists() && !force {
             report.notes.push(format!("{}: exists, kept (use --force to replace it)", path.display()));
             report.kept += 1;
             continue;
         }
-        write_whole(&path, &playbook::profile_text(host, v, &projects, &source))?;
+        write_whole(&path, &playbook::profile_text(host, name, v, &projects, &source))?;
         report.written.push(path);
     }
     Ok(report)
@@ -214,5 +224,28 @@ mod tests {
         assert_eq!(fs_err::read_to_string(out.path().join("west.toml")).unwrap(), "edited by hand\n");
         let forced = import(&playbook, out.path(), true).unwrap();
         assert_eq!(forced.written.len(), 4);
+    }
+
+    #[test]
+    fn two_hosts_with_one_first_label_become_two_sites_and_the_report_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let vars = "---\nhostedprojects:\n  - ubuntu-releases\ntls_setup: False\n";
+        fs_err::create_dir_all(dir.path().join("host_vars")).unwrap();
+        let hosts = ["mirror.fra.example.net", "mirror.ams.example.net"];
+        for host in hosts {
+            fs_err::write(dir.path().join(format!("host_vars/{host}.yaml")), vars).unwrap();
+        }
+        let inventory = format!("---\nMIRROR:\n  hosts:\n    {}:\n    {}:\n", hosts[0], hosts[1]);
+        fs_err::write(dir.path().join("inventory.yaml"), inventory).unwrap();
+        let out = dir.path().join("profiles");
+        let report = import(dir.path(), &out, false).unwrap();
+        let mut written: Vec<String> =
+            report.written.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
+        written.sort();
+        assert_eq!(written, ["mirror-ams.toml", "mirror-fra.toml"], "{:?}", report.notes);
+        let said = report.notes.join("\n");
+        assert!(said.contains("mirror.fra.example.net: another host shares its first label `mirror`"), "{said}");
+        let text = fs_err::read_to_string(out.join("mirror-ams.toml")).unwrap();
+        assert!(text.contains("name = \"mirror-ams\""), "{text}");
     }
 }

@@ -93,6 +93,29 @@ pub fn site_name(host: &str) -> String {
     first.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect()
 }
 
+/// The site name of every host, unique: its first label where no other host shares it, else
+/// as many leading labels as make it unique (`mirror.fra.example.net` and
+/// `mirror.ams.example.net` → `mirror-fra`, `mirror-ams`), the whole name last.
+pub fn site_names<'a>(hosts: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, String> {
+    let hosts: Vec<&str> = hosts.into_iter().collect();
+    let name = |host: &str, labels: usize| {
+        let first: Vec<&str> = host.split('.').take(labels).collect();
+        site_name(&first.join("-"))
+    };
+    let mut out = BTreeMap::new();
+    for host in &hosts {
+        let most = host.split('.').count();
+        let unique = (1..=most).map(|n| name(host, n)).find(|candidate| {
+            hosts.iter().filter(|other| *other != host).all(|other| {
+                let others = other.split('.').count();
+                (1..=others.max(most)).all(|m| name(other, m) != *candidate)
+            })
+        });
+        out.insert(host.to_string(), unique.unwrap_or_else(|| site_name(&host.replace('.', "-"))));
+    }
+    out
+}
+
 /// A TOML basic string.
 fn quoted(s: &str) -> String {
     toml_edit::Value::from(s).to_string()
@@ -103,8 +126,7 @@ fn todo(what: &str) -> String {
 }
 
 /// The profile text for one host; `projects` are the catalog names its `hostedprojects` resolve to.
-pub fn profile_text(host: &str, vars: &HostVars, projects: &[String], source: &str) -> String {
-    let name = site_name(host);
+pub fn profile_text(host: &str, name: &str, vars: &HostVars, projects: &[String], source: &str) -> String {
     let sponsor = vars.site_sponsor.as_deref().map_or_else(|| todo("the sponsor's name"), quoted);
     let sponsor_url = vars.site_sponsor_url.as_deref().map_or_else(|| todo("the sponsor's web address"), quoted);
     let location = location_text(&vars.location());
@@ -196,6 +218,17 @@ mod tests {
     }
 
     #[test]
+    fn hosts_sharing_a_first_label_get_names_of_their_own() {
+        let names = site_names(["mirror.fra.example.net", "mirror.ams.example.net", "solo.mm.example.net"]);
+        assert_eq!(names["mirror.fra.example.net"], "mirror-fra");
+        assert_eq!(names["mirror.ams.example.net"], "mirror-ams");
+        assert_eq!(names["solo.mm.example.net"], "solo");
+        let mut distinct: Vec<&String> = names.values().collect();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 3);
+    }
+
+    #[test]
     fn host_vars_map_to_keys_and_unknown_ones_are_kept_for_the_report() {
         let v = host_vars(
             "---\nhostedprojects:\n  - epel-amd64\ntls_setup: True\nsite_sponsor: \"Ex\"\nsite_sponsor_url: \"https://ex.net/\"\n\
@@ -207,7 +240,8 @@ mod tests {
         assert_eq!((v.tls_setup, v.disable_dscp, v.ansible_port), (Some(true), Some(true), Some(7777)));
         assert_eq!(v.geolocation.as_ref().and_then(|g| g.city.as_deref()), Some("Portland"));
         assert!(v.other.contains_key("something_else"));
-        let text = profile_text("ex.mm.example.net", &v, &["epel-x86_64".into()], "host_vars/ex.mm.example.net.yaml");
+        let text =
+            profile_text("ex.mm.example.net", "ex", &v, &["epel-x86_64".into()], "host_vars/ex.mm.example.net.yaml");
         for want in [
             "name = \"ex\"",
             "location = { city = \"Portland\", region = \"Oregon\", country = \"US\" }",
@@ -226,10 +260,10 @@ mod tests {
             host_vars("---\nhostedprojects: [centos]\ncontinent: na\ncountry: us\nregion: nm\ncity: albuquerque\n")
                 .unwrap();
         assert!(old.other.is_empty(), "{:?}", old.other);
-        let text = profile_text("abq.mm.example.net", &old, &["centos".into()], "x");
+        let text = profile_text("abq.mm.example.net", "abq", &old, &["centos".into()], "x");
         assert!(text.contains("location = { city = \"Albuquerque\", region = \"NM\", country = \"US\" }"), "{text}");
         let empty = host_vars("---\nhostedprojects: [centos]\ncountry: uk\nregion:\ncity:\n").unwrap();
-        let text = profile_text("x.mm.example.net", &empty, &["centos".into()], "x");
+        let text = profile_text("x.mm.example.net", "x", &empty, &["centos".into()], "x");
         assert!(text.contains("city = \"TODO: the city\"") && text.contains("country = \"UK\""), "{text}");
     }
 }

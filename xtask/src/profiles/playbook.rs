@@ -139,7 +139,7 @@ pub fn profile_text(host: &str, name: &str, vars: &HostVars, projects: &[String]
          location = {location}\nhardware = {hardware}\n\n\
          [network]\nipv4 = {ipv4}\nipv4_gateway = {gw4}\nipv6 = {ipv6}\nipv6_gateway = {gw6}\n\n\
          [access]\nssh_keys = [{key}]\n",
-        name = quoted(&name),
+        name = quoted(name),
         host = quoted(host),
         hardware = todo("t620, t740 or r220"),
         ipv4 = todo("the sponsor's IPv4 address/prefix, e.g. 192.0.2.10/24"),

@@ -1,10 +1,12 @@
-//! `cargo xtask fleet status`: every box's metrics fetched at once (one thread per box, each
-//! bounded by the timeout for connect, write and read), so a dead box costs its timeout and
-//! never stalls the table; then one row per site.
+//! `cargo xtask fleet status`: every box's metrics fetched at once (one thread per box), each box
+//! bounded as a whole by the timeout (name lookup, connect, and a box that trickles its answer
+//! byte by byte alike), so a dead or slow box costs the timeout and never stalls the table; then
+//! one row per site.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use super::exposition::{self, Sample};
 use super::Target;
@@ -17,28 +19,57 @@ pub struct Row {
 }
 
 pub fn collect(targets: &[Target], timeout: Duration) -> Vec<Row> {
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = targets
-            .iter()
-            .map(|t| scope.spawn(move || Row { target: t.clone(), metrics: fetch(&t.address, timeout) }))
-            .collect();
-        handles
-            .into_iter()
-            .zip(targets)
-            .map(|(h, t)| h.join().unwrap_or_else(|_| Row { target: t.clone(), metrics: Err("crashed".into()) }))
-            .collect()
-    })
+    let deadline = Instant::now() + timeout;
+    // Threads of their own, not scoped: one stuck in a name lookup (which has no timeout) is
+    // left behind at the deadline and ends with the program.
+    let answers: Vec<mpsc::Receiver<Result<Vec<Sample>, String>>> = targets
+        .iter()
+        .map(|t| {
+            let (tx, rx) = mpsc::channel();
+            let address = t.address.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(fetch(&address, deadline));
+            });
+            rx
+        })
+        .collect();
+    answers
+        .into_iter()
+        .zip(targets)
+        .map(|(rx, t)| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let metrics = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| Err(format!("no whole answer within {} ms", timeout.as_millis())));
+            Row { target: t.clone(), metrics }
+        })
+        .collect()
 }
 
-/// GET /metrics over plain HTTP/1.0, everything bounded by `timeout`.
-fn fetch(address: &str, timeout: Duration) -> Result<Vec<Sample>, String> {
+/// GET /metrics over plain HTTP/1.0, all of it before `deadline`.
+fn fetch(address: &str, deadline: Instant) -> Result<Vec<Sample>, String> {
+    let left = || {
+        let d = deadline.saturating_duration_since(Instant::now());
+        if d.is_zero() {
+            Err(String::from("out of time"))
+        } else {
+            Ok(d)
+        }
+    };
     let addr = address.to_socket_addrs().map_err(|e| e.to_string())?.next().ok_or("no address")?;
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let mut s = TcpStream::connect_timeout(&addr, left()?).map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(left()?)).map_err(|e| e.to_string())?;
     s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes()).map_err(|e| e.to_string())?;
     let mut body = Vec::new();
-    s.take(64 << 20).read_to_end(&mut body).map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 64 << 10];
+    loop {
+        s.set_read_timeout(Some(left()?)).map_err(|e| e.to_string())?;
+        match s.read(&mut buf).map_err(|e| e.to_string())? {
+            0 => break,
+            n if body.len() + n > 64 << 20 => return Err("an answer over 64 MiB".into()),
+            n => body.extend_from_slice(&buf[..n]),
+        }
+    }
     let text = String::from_utf8_lossy(&body);
     let (head, rest) = text.split_once("\r\n\r\n").ok_or("not HTTP")?;
     if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
@@ -111,4 +142,37 @@ pub fn table(rows: &[Row], now: i64) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(site: &str, address: String) -> Target {
+        Target { site: site.into(), address, sponsor: String::new(), hardware: String::new(), projects: vec![] }
+    }
+
+    #[test]
+    fn a_box_that_trickles_its_answer_costs_the_timeout_not_the_table() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        // One byte every 100 ms, for at most 20 s: each read succeeds well inside a per-read
+        // timeout, so only a bound on the whole answer ends it.
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                for _ in 0..200 {
+                    if s.write_all(b"H").is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        });
+        let started = Instant::now();
+        let rows = collect(&[target("slow", address)], Duration::from_millis(1500));
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(4), "the table waited {took:?}");
+        let err = rows[0].metrics.as_ref().unwrap_err();
+        assert!(err.contains("1500 ms") || err.contains("out of time") || err.contains("timed out"), "{err}");
+    }
 }

@@ -323,3 +323,52 @@ fn flash_writes_and_verifies_and_refuses_unsafe_targets() {
     let err = format!("{:#}", build::flash::flash(&image, &disk, false).unwrap_err());
     assert!(err.contains("pass --yes"), "{err}");
 }
+
+/// `cargo xtask publish`: a publish cut between the list and its signature (here: a signature
+/// that no longer matches) is repaired by running it again, and boxes' gpgv accepts the pair.
+#[test]
+fn a_second_publish_repairs_a_list_whose_signature_does_not_match() {
+    let image = demo();
+    let profiles = own_folder(env!("CARGO_CRATE_NAME")).join("profiles");
+    let site = build::load::load(&profiles, "demo").unwrap();
+    let served = tempfile::tempdir().unwrap();
+    let publication = build::publish::Publication {
+        site: &site,
+        built: &image.with_file_name("update"),
+        to: served.path(),
+        keep: 2,
+        epoch: testkit::images::epoch(),
+        signing_home: Some(&testkit::images::demo_signing_home()),
+    };
+    let said = build::publish::publish(&publication).unwrap();
+    assert!(said.starts_with("published "), "{said}");
+    let dir = served.path().join("demo");
+    let gpgv = || {
+        let keyring = served.path().join("keyring.gpg");
+        let out = Command::new("gpg")
+            .args(["--batch", "--dearmor", "--yes", "--output"])
+            .arg(&keyring)
+            .arg(workspace().join("profiles/keys/demo-updates.asc"))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        Command::new("gpgv")
+            .arg("--keyring")
+            .arg(&keyring)
+            .arg(dir.join("SHA256SUMS.gpg"))
+            .arg(dir.join("SHA256SUMS"))
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(gpgv(), "the published pair verifies");
+    // The list changed under its signature (a publish that died between its two renames).
+    let mut sums = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
+    sums.push_str(&format!("{}  micromirror_20200101.000000.efi\n", "0".repeat(64)));
+    std::fs::write(dir.join("SHA256SUMS"), sums).unwrap();
+    assert!(!gpgv(), "the broken pair is refused");
+    let said = build::publish::publish(&publication).unwrap();
+    assert!(said.contains("repaired"), "{said}");
+    assert!(gpgv(), "after the second publish the pair verifies again");
+}

@@ -50,7 +50,13 @@ pub fn publish(p: &Publication<'_>) -> Result<String> {
     let mut listed = listed(&dest)?;
     match listed.iter().map(|(v, _)| v).max() {
         Some(newest) if *newest == version && listed.iter().any(|(v, a)| *v == version && *a == artifacts) => {
-            return Ok(format!("{version} is already published in {}", dest.display()));
+            // A publish cut between writing the list and its signature left a pair no box
+            // accepts: a re-run signs the list again.
+            if key.verify(&dest.join(SUMS), &dest.join(SIGNATURE)).is_ok() {
+                return Ok(format!("{version} is already published in {}", dest.display()));
+            }
+            sign_list(&key, &dest, &listed, p.epoch)?;
+            return Ok(format!("{version} is published in {}; its list's signature was repaired", dest.display()));
         }
         Some(newest) if *newest >= version => bail!(
             "{} already offers {newest}, not older than this build's {version}: boxes would never take it. \

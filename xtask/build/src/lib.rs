@@ -149,12 +149,27 @@ pub fn run(request: &Request) -> Result<Built> {
     for f in &fetched_keys {
         site.profile.access.ssh_keys.extend(f.keys.iter().cloned());
     }
-    let epoch = request.epoch;
-    let version = image::version::Version::from_epoch(epoch)?;
-
     let work = request.work();
     tree::remove_dir_all_if_exists(&work)?;
     fs_err::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let built = stages(request, &site, &fetched_keys, &work, started);
+    if built.is_err() {
+        // A failed build leaves nothing behind: the last outputs as they were, no scratch tree.
+        let _ = tree::remove_dir_all_if_exists(&work);
+    }
+    built
+}
+
+/// The stages after loading: base → overlay → boot → disk → update → outputs, in `work`.
+fn stages(
+    request: &Request,
+    site: &schema::profile::LoadedProfile,
+    fetched_keys: &[ssh_keys::Fetched],
+    work: &Path,
+    started: Instant,
+) -> Result<Built> {
+    let epoch = request.epoch;
+    let version = image::version::Version::from_epoch(epoch)?;
     let root = work.join("root");
 
     // Our programs compile while the base installs; an early return or error stops the build.
@@ -162,33 +177,33 @@ pub fn run(request: &Request) -> Result<Built> {
         Some(Stage::Base) => None,
         _ => Some(binaries::start(site.profile.base.distro, &request.cargo_target)?),
     };
-    let base = base::prepare(&site, &request.base_cache, request.refresh_base)?;
+    let base = base::prepare(site, &request.base_cache, request.refresh_base)?;
     let Some(bins) = bins else {
         eprintln!("base tree: {}", base.archive.display());
-        tree::remove_dir_all_if_exists(&work)?;
+        tree::remove_dir_all_if_exists(work)?;
         return Ok(Built::Base(base.archive));
     };
     let bins = bins.finish()?;
     base::extract(&base.archive, &root)?;
-    overlay::apply(&site, &load::catalog_dir(&request.profiles), &root, &bins)?;
+    overlay::apply(site, &load::catalog_dir(&request.profiles), &root, &bins)?;
     if request.until == Some(Stage::Overlay) {
         eprintln!("tree with overlay: {}", root.display());
         return Ok(Built::Tree(root));
     }
-    let boot = boot::make_boot_files(&site, &root, epoch, &version)?;
+    let boot = boot::make_boot_files(site, &root, epoch, &version)?;
     let staging = work.join("out");
-    let disk = disk::assemble(&site, &root, &boot, &version, epoch, &staging)?;
-    let update = update::make(&site, request.signing_home.as_deref(), &disk, &boot, &version, epoch, &staging)?;
+    let disk = disk::assemble(site, &root, &boot, &version, epoch, &staging)?;
+    let update = update::make(site, request.signing_home.as_deref(), &disk, &boot, &version, epoch, &staging)?;
     let parts = outputs::Parts {
         base: &base,
         disk: &disk,
         update: update.as_ref(),
         root: &root,
         version: &version,
-        ssh_keys: &fetched_keys,
+        ssh_keys: fetched_keys,
     };
-    let built = outputs::finish(&site, &parts, &staging, &request.out, epoch, request.compress, started)?;
-    tree::remove_dir_all_if_exists(&work)?;
+    let built = outputs::finish(site, &parts, &staging, &request.out, epoch, request.compress, started)?;
+    tree::remove_dir_all_if_exists(work)?;
     let Built::Image { image, manifest } = &built else { bail!("internal: the outputs stage made no image") };
     eprintln!(
         "image ready: {} ({:.0} s); manifest {}",

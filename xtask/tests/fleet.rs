@@ -36,17 +36,19 @@ fn two_sites(dir: &Path) -> PathBuf {
     testkit::images::scratch_profiles(&dir.join("profiles"), &sites)
 }
 
-/// `cargo xtask ARGS` as typed, on the scratch profiles; fails with its output.
-fn xtask(profiles: &Path, args: &[&str]) -> String {
+/// `cargo xtask ARGS --dir PROFILES --include-test` as typed (the sites are copies of the demo,
+/// a test site); whether it succeeded, and what it printed.
+fn xtask(profiles: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(args)
-        .env("MICROMIRROR_PROFILES", profiles)
+        .arg("--dir")
+        .arg(profiles)
+        .arg("--include-test")
         .stdin(Stdio::null())
         .output()
         .expect("xtask runs");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "cargo xtask {} failed:\n{text}", args.join(" "));
-    text
+    (out.status.success(), text)
 }
 
 fn box_on(dir: &Path, name: &str) -> (MirrorServer, u16) {
@@ -95,7 +97,7 @@ fn prometheus_scrapes_two_boxes_with_the_profiles_labels_and_status_shows_a_dead
     }
     let out = dir.path().join("prom");
     let addr = |site: &str, port: u16| format!("--address={site}=127.0.0.1:{port}");
-    xtask(
+    let (ok, said) = xtask(
         &profiles,
         &[
             "fleet",
@@ -106,6 +108,7 @@ fn prometheus_scrapes_two_boxes_with_the_profiles_labels_and_status_shows_a_dead
             &addr("beta", beta_metrics),
         ],
     );
+    assert!(ok, "{said}");
     // Scrape every second so the test waits seconds, not minutes.
     let yml = std::fs::read_to_string(out.join("prometheus.yml")).unwrap().replace("60s", "1s").replace("10s", "1s");
     std::fs::write(out.join("prometheus.yml"), yml).unwrap();
@@ -142,10 +145,12 @@ fn prometheus_scrapes_two_boxes_with_the_profiles_labels_and_status_shows_a_dead
     // fleet status: alpha answers, beta's address is dead (nothing listens there).
     let dead = testkit::free_port();
     let started = Instant::now();
-    let table = xtask(
+    let (ok, table) = xtask(
         &profiles,
         &["fleet", "status", "--timeout-ms", "1500", &addr("alpha", alpha_metrics), &addr("beta", dead)],
     );
+    assert!(!ok, "a box that did not answer fails the status, for scripts and timers:\n{table}");
+    assert!(table.contains("1 of 2 boxes did not answer"), "{table}");
     println!("{table}");
     let line = |site: &str| {
         table.lines().find(|l| l.starts_with(site)).unwrap_or_else(|| panic!("no {site}:\n{table}")).to_string()
@@ -156,7 +161,7 @@ fn prometheus_scrapes_two_boxes_with_the_profiles_labels_and_status_shows_a_dead
     let kib: f64 = today[0].parse().unwrap_or(0.0);
     assert!(today[1] == "KiB" && (12.0..14.0).contains(&kib), "three 4 KiB downloads and their heads today: {table}");
     assert!(line("alpha").contains("room"), "{table}");
-    assert!(line("beta").contains(" no "), "{table}");
+    assert!(line("beta").contains(" no ") && line("beta").contains(&format!("127.0.0.1:{dead}")), "{table}");
     // Two profile loads take their time; the dead box adds at most its timeout.
     assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
 }

@@ -40,7 +40,7 @@ pub fn collect(targets: &[Target], timeout: Duration) -> Vec<Row> {
             let left = deadline.saturating_duration_since(Instant::now());
             let metrics = rx
                 .recv_timeout(left)
-                .unwrap_or_else(|_| Err(format!("no whole answer within {} ms", timeout.as_millis())));
+                .unwrap_or_else(|_| Err(format!("no whole answer in time ({} ms)", timeout.as_millis())));
             Row { target: t.clone(), metrics }
         })
         .collect()
@@ -51,7 +51,7 @@ fn fetch(address: &str, deadline: Instant) -> Result<Vec<Sample>, String> {
     let left = || {
         let d = deadline.saturating_duration_since(Instant::now());
         if d.is_zero() {
-            Err(String::from("out of time"))
+            Err(String::from("no whole answer in time"))
         } else {
             Ok(d)
         }
@@ -64,7 +64,12 @@ fn fetch(address: &str, deadline: Instant) -> Result<Vec<Sample>, String> {
     let mut buf = [0u8; 64 << 10];
     loop {
         s.set_read_timeout(Some(left()?)).map_err(|e| e.to_string())?;
-        match s.read(&mut buf).map_err(|e| e.to_string())? {
+        let read = s.read(&mut buf).map_err(|e| match e.kind() {
+            // What a socket's read timeout says on Linux.
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => "no whole answer in time".to_string(),
+            _ => e.to_string(),
+        });
+        match read? {
             0 => break,
             n if body.len() + n > 64 << 20 => return Err("an answer over 64 MiB".into()),
             n => body.extend_from_slice(&buf[..n]),
@@ -97,7 +102,7 @@ pub fn table(rows: &[Row], now: i64) -> String {
         let m = match &r.metrics {
             Ok(m) => m,
             Err(e) => {
-                out.push_str(&format!("{site:<width$}  {:<11} ({e})\n", "no"));
+                out.push_str(&format!("{site:<width$}  {:<11} ({}: {e})\n", "no", r.target.address));
                 continue;
             }
         };
@@ -173,6 +178,6 @@ mod tests {
         let took = started.elapsed();
         assert!(took < Duration::from_secs(4), "the table waited {took:?}");
         let err = rows[0].metrics.as_ref().unwrap_err();
-        assert!(err.contains("1500 ms") || err.contains("out of time") || err.contains("timed out"), "{err}");
+        assert!(err.contains("no whole answer in time"), "{err}");
     }
 }

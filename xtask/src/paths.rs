@@ -18,10 +18,6 @@ pub fn catalog() -> PathBuf {
     build::load::catalog_dir(&profiles())
 }
 
-pub fn profile(site: &str) -> PathBuf {
-    profiles().join(format!("{site}.toml"))
-}
-
 pub fn target() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"))
 }

@@ -34,7 +34,8 @@ enum Command {
     Image(build_image::ImageArgs),
     /// Lay a site's built update out in a served folder (DIR/SITE/), signed, newest versions only
     Publish(publish::PublishArgs),
-    /// Write a site's rendered configuration files (network, firewall, units …) into a folder
+    /// Write a site's rendered templates (the overlay's *.j2: network, firewall, rsyncd, chrony,
+    /// hosts, initramfs modules …) into a folder, as they land in the image
     Render(render::RenderArgs),
     /// Boot a throwaway copy of a site's image in QEMU, serial console on this terminal
     Boot(boot::BootArgs),

@@ -33,6 +33,7 @@ pub enum BenchCommand {
     Image,
     /// mirror-sync against a bare rsync with the same options, and the daemon's idle RSS
     Sync {
+        /// Interleaved rounds of each side (medians are reported)
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
@@ -42,10 +43,13 @@ pub enum BenchCommand {
     /// `mirror-server capacity` on a 10-million-line log against awk reading it; the live
     /// accounting's cost on the 4 KiB workload
     Capacity {
+        /// Lines of the generated fleet log
         #[arg(long, default_value_t = 10_000_000)]
         lines: u64,
+        /// Seconds per run of the 4 KiB workload (accounting on, then off)
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Interleaved rounds of the 4 KiB workload (medians are reported)
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },

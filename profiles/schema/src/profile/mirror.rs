@@ -99,6 +99,8 @@ pub(super) fn validate(m: &Mirror, disk_gb: u64, disk_known: bool, catalog: &Cat
         );
     }
     let mut seen = std::collections::BTreeSet::new();
+    // Catalog entry → the name the profile used for it (an entry's name or one of its aliases).
+    let mut entries: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
     let mut folders: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
     let mut total_gb = 0;
     for (i, name) in m.projects.iter().enumerate() {
@@ -107,7 +109,16 @@ pub(super) fn validate(m: &Mirror, disk_gb: u64, disk_known: bool, catalog: &Cat
             continue;
         }
         match catalog.get(name) {
+            Some(p) if entries.contains_key(p.name.as_str()) => {
+                let first = entries[p.name.as_str()];
+                r.error(
+                    &format!("mirror.projects[{i}]"),
+                    format!("`{name}` and `{first}` are the same project twice (`{}` in the catalog)", p.name),
+                    "list it once",
+                );
+            }
             Some(p) => {
+                entries.insert(&p.name, name);
                 total_gb += p.size_gb;
                 if let Some(other) = folders.insert(&p.path, name) {
                     r.error(

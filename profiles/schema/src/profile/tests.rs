@@ -30,7 +30,7 @@ fn catalog() -> (tempfile::TempDir, Catalog) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("alpha.toml"),
-        "title = \"Alpha\"\nmodule = \"alpha\"\npath = \"alpha\"\nsize_gb = 900\n",
+        "title = \"Alpha\"\nmodule = \"alpha\"\npath = \"alpha\"\nsize_gb = 900\naliases = [\"alpha-old\"]\n",
     )
     .unwrap();
     std::fs::write(
@@ -254,4 +254,13 @@ fn location_ssh_port_and_daily_time_are_checked() {
     assert_eq!(loaded.profile.access.ssh_port, 7777);
     assert_eq!(loaded.profile.mirror.daily_time(), Some((1, 59)));
     assert_eq!(loaded.profile.site.location.to_string(), "Lab, ZZ");
+}
+
+#[test]
+fn a_project_named_once_by_its_name_and_once_by_an_alias_is_the_same_project_twice() {
+    let text = GOOD.replace("projects = [\"alpha\"]", "projects = [\"alpha\", \"alpha-old\"]");
+    let problems = load_text("lab", &text).unwrap_err();
+    let said: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert!(said.iter().any(|p| p.contains("mirror.projects[1]") && p.contains("the same project twice")), "{said:?}");
+    assert!(!said.iter().any(|p| p.contains("both live in")), "one problem, said once: {said:?}");
 }

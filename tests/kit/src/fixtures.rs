@@ -139,8 +139,8 @@ impl LabProfile {
         format!(
             "[site]\nname = \"lab\"\nhostname = \"{LAB_HOSTNAME}\"\nsponsor_name = \"{sponsor}\"\n\
              sponsor_url = \"https://example.net/\"\nlocation = {{ city = \"L\", country = \"ZZ\" }}\ntest = true\n\n\
-             [network]\nipv4 = \"192.0.2.10/24\"\nipv4_gateway = \"192.0.2.1\"\n\n\
-             [access]\nssh_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOpsKeyForTestsOnly t\"]\n\n\
+             [network]\nipv4 = \"192.0.2.10/24\"\nipv4_gateway = \"192.0.2.1\"\ndns = [\"192.0.2.53\"]\n\n\
+             [access]\nssh_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC80L6QDRa2mJeHL1xHe0+ceXYxEHErnHrD0VXCoUWdt t\"]\n\n\
              [mirror]\nupstream = \"{upstream}\"\nprojects = [{projects}]\n{mirror_extra}\n{extra}",
             sponsor = self.sponsor,
             upstream = self.upstream,

@@ -88,7 +88,7 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
 
-    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOpsKeyForTestsOnlyFromAUrl ops@example";
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC80L6QDRa2mJeHL1xHe0+ceXYxEHErnHrD0VXCoUWdt ops@example";
 
     /// Serves `body` with `status` to each connection until dropped.
     fn serve(status: &'static str, body: &'static str) -> (u16, std::thread::JoinHandle<()>) {
@@ -110,8 +110,10 @@ mod tests {
     #[test]
     fn keys_by_url_are_fetched_kept_and_served_offline_from_the_copy() {
         let cache = tempfile::tempdir().unwrap();
-        let (port, h) =
-            serve("200 OK", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOpsKeyForTestsOnlyFromAUrl ops@example\n\n");
+        let (port, h) = serve(
+            "200 OK",
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC80L6QDRa2mJeHL1xHe0+ceXYxEHErnHrD0VXCoUWdt ops@example\n\n",
+        );
         let url = format!("http://127.0.0.1:{port}/ops.keys");
         let first = fetch(&url, cache.path()).unwrap();
         h.join().unwrap();

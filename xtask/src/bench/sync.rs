@@ -45,7 +45,7 @@ pub fn run(rounds: usize) -> Result<Vec<Row>> {
     let etc = work.join("etc");
     fs_err::create_dir_all(etc.join("projects"))?;
     fs_err::copy(paths::catalog().join("fixture-rpm.toml"), etc.join("projects/fixture-rpm.toml"))?;
-    fs_err::write(etc.join("site.toml"), format!("[site]\nname = \"bench\"\nhostname = \"bench.example.net\"\nsponsor_name = \"B\"\nsponsor_url = \"https://example.net/\"\nlocation = {{ city = \"here\", country = \"ZZ\" }}\ntest = true\n\n[network]\nipv4 = \"192.0.2.10/24\"\nipv4_gateway = \"192.0.2.1\"\n\n[access]\nssh_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOpsKeyForBenchOnly b\"]\n\n[mirror]\nupstream = \"127.0.0.1:{port}\"\nbwlimit_mbit = 100000\nprojects = [\"fixture-rpm\"]\nmin_free_mb = 0\n"))?;
+    fs_err::write(etc.join("site.toml"), format!("[site]\nname = \"bench\"\nhostname = \"bench.example.net\"\nsponsor_name = \"B\"\nsponsor_url = \"https://example.net/\"\nlocation = {{ city = \"here\", country = \"ZZ\" }}\ntest = true\n\n[network]\nipv4 = \"192.0.2.10/24\"\nipv4_gateway = \"192.0.2.1\"\ndns = [\"192.0.2.53\"]\n\n[access]\nssh_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC80L6QDRa2mJeHL1xHe0+ceXYxEHErnHrD0VXCoUWdt b\"]\n\n[mirror]\nupstream = \"127.0.0.1:{port}\"\nbwlimit_mbit = 100000\nprojects = [\"fixture-rpm\"]\nmin_free_mb = 0\n"))?;
     let bin = paths::target().join("release/mirror-sync");
     let (mut first_rsync, mut first_ours, mut again_rsync, mut again_ours) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());

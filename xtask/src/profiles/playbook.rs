@@ -137,8 +137,8 @@ pub fn profile_text(host: &str, name: &str, vars: &HostVars, projects: &[String]
          # lists each one, and the image will not build until it is written.\n\n\
          [site]\nname = {name}\nhostname = {host}\nsponsor_name = {sponsor}\nsponsor_url = {sponsor_url}\n\
          location = {location}\nhardware = {hardware}\n\n\
-         [network]\nipv4 = {ipv4}\nipv4_gateway = {gw4}\nipv6 = {ipv6}\nipv6_gateway = {gw6}\n\n\
-         [access]\nssh_keys = [{key}]\n",
+         [network]\nipv4 = {ipv4}\nipv4_gateway = {gw4}\nipv6 = {ipv6}\nipv6_gateway = {gw6}\ndns = [{dns}]\n\n\
+         [access]\nssh_keys = [{key}]\nadmin_prefixes = [{admin}]\n",
         name = quoted(name),
         host = quoted(host),
         hardware = todo("t620, t740 or r220"),
@@ -147,6 +147,8 @@ pub fn profile_text(host: &str, name: &str, vars: &HostVars, projects: &[String]
         ipv6 = todo("the sponsor's IPv6 address/prefix"),
         gw6 = todo("the IPv6 gateway"),
         key = todo("an admin's public key, or ssh_key_urls = [\"https://github.com/NAME.keys\"]"),
+        dns = todo("the resolvers the sponsor gave"),
+        admin = todo("the operators' and the fleet Prometheus' prefixes"),
     );
     if let Some(port) = vars.ansible_port.filter(|p| *p != 22) {
         t.push_str(&format!("ssh_port = {port}\n"));

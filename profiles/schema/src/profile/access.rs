@@ -37,19 +37,9 @@ const TAKEN_PORTS: &[u16] = &[80, 443, 873, 9100];
 
 /// One line of an OpenSSH `.pub` file (or of a GitHub `.keys` list): a known key type and a body.
 pub fn is_public_key(key: &str) -> bool {
-    let mut parts = key.split_whitespace();
-    let kind = parts.next().unwrap_or("");
-    let body = parts.next().unwrap_or("");
-    let known = [
-        "ssh-ed25519",
-        "ssh-rsa",
-        "ecdsa-sha2-nistp256",
-        "ecdsa-sha2-nistp384",
-        "ecdsa-sha2-nistp521",
-        "sk-ssh-ed25519@openssh.com",
-        "sk-ecdsa-sha2-nistp256@openssh.com",
-    ];
-    known.contains(&kind) && body.len() >= 16 && !key.contains('\n')
+    // As OpenSSH reads an authorized_keys line: a known type, a base64 blob that decodes, and the
+    // blob's own type field equal to the one written before it.
+    !key.contains('\n') && ssh_key::PublicKey::from_openssh(key.trim()).is_ok()
 }
 
 pub(super) fn validate(a: &Access, test_site: bool, r: &mut Reporter) {
@@ -93,6 +83,13 @@ pub(super) fn validate(a: &Access, test_site: bool, r: &mut Reporter) {
                 "paste one line of a .pub file: \"ssh-ed25519 AAAA… comment\"",
             );
         }
+    }
+    if a.admin_prefixes.is_empty() && !test_site {
+        r.warn(
+            "access.admin_prefixes",
+            "no admin prefix: the metrics port (9100) answers nobody, so the fleet's Prometheus cannot watch this box",
+            "list the operators' and the Prometheus server's prefixes, e.g. [\"198.51.100.0/24\"]",
+        );
     }
     for (i, p) in a.admin_prefixes.iter().enumerate() {
         if p.parse::<IpNet>().is_err() {

@@ -127,6 +127,43 @@ pub(super) fn validate(n: &Network, test_site: bool, r: &mut Reporter) {
             "set ipv4 and/or ipv6 with their gateways (or dhcp = true on a lab site)",
         );
     }
+    if let Some(net) = v4 {
+        // In a /31 (RFC 3021) both addresses are hosts; in a /32 the one address is.
+        let (first, last) = (net.network(), net.broadcast());
+        if net.prefix_len() < 31 && (net.addr() == first || net.addr() == last) {
+            let which = if net.addr() == first { "the network address" } else { "the broadcast address" };
+            r.error(
+                "network.ipv4",
+                format!("{} is {which} of {}: no host can use it", net.addr(), net.trunc()),
+                format!("use a host address between {first} and {last}, as the sponsor assigned"),
+            );
+        }
+    }
+    if let (Some(net), Some(gw)) = (v4, gw4) {
+        if net.addr() == gw {
+            r.error(
+                "network.ipv4_gateway",
+                format!("the gateway {gw} is the box's own address"),
+                "use the sponsor's router address",
+            );
+        }
+    }
+    if let (Some(net), Some(gw)) = (v6, gw6) {
+        if net.addr() == gw {
+            r.error(
+                "network.ipv6_gateway",
+                format!("the gateway {gw} is the box's own address"),
+                "use the sponsor's router address (or its fe80:: link-local address)",
+            );
+        }
+    }
+    if !n.dhcp && (v4.is_some() || v6.is_some()) && n.dns.is_empty() {
+        r.error(
+            "network.dns",
+            "static addresses without a resolver: the box could not look up a name (its upstream, ACME)",
+            "list the resolvers the sponsor gave, e.g. dns = [\"192.0.2.53\"]",
+        );
+    }
     if let (Some(net), Some(gw)) = (v4, gw4) {
         // A /31 or /32 gateway may sit outside the on-link prefix only by explicit route; refuse.
         if !net.contains(&gw) {

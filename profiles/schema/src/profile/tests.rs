@@ -19,7 +19,7 @@ ipv6_gateway = "2001:db8::1"
 dns = ["192.0.2.53"]
 
 [access]
-ssh_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOpsKeyForTestsOnly ops@example"]
+ssh_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC80L6QDRa2mJeHL1xHe0+ceXYxEHErnHrD0VXCoUWdt ops@example"]
 
 [mirror]
 upstream = "mirror.example.net"
@@ -74,7 +74,7 @@ fn every_problem_is_reported_at_once_with_lines() {
         .replace("ipv6 = \"2001:db8::10/64\"", "ipv6 = \"2001:db8::zz/64\"")
         .replace("projects = [\"alpha\"]", "projects = [\"alpha\", \"gamma\", \"alpha\"]\ncolour = \"blue\"")
         .replace(
-            "ssh_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOpsKeyForTestsOnly ops@example\"]",
+            "ssh_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC80L6QDRa2mJeHL1xHe0+ceXYxEHErnHrD0VXCoUWdt ops@example\"]",
             "ssh_keys = []",
         );
     let problems = load_text("lab", &bad).unwrap_err();
@@ -109,7 +109,7 @@ fn documentation_addresses_warn_on_real_sites_only() {
     let real = GOOD.replace("test = true", "test = false");
     let loaded = load_text("lab", &real).unwrap();
     let warned: Vec<_> = loaded.warnings.iter().map(|p| p.key.as_str()).collect();
-    assert_eq!(warned, vec!["network.ipv4", "network.ipv6", "update"]);
+    assert_eq!(warned, vec!["network.ipv4", "network.ipv6", "access.admin_prefixes", "update"]);
     let lab: Vec<_> = load_text("lab", GOOD).unwrap().warnings.into_iter().map(|p| p.key).collect();
     assert_eq!(lab, vec!["update"]);
 }
@@ -203,7 +203,7 @@ fn placeholders_warn_in_a_check_and_refuse_a_build_naming_site_and_key() {
         .replace("ipv4_gateway = \"192.0.2.1\"", "ipv4_gateway = \"TODO: its gateway\"")
         .replace("test = true", "test = true\nhardware = \"TODO: t620, t740 or r220\"")
         .replace(
-            "[\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOpsKeyForTestsOnly ops@example\"]",
+            "[\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC80L6QDRa2mJeHL1xHe0+ceXYxEHErnHrD0VXCoUWdt ops@example\"]",
             "[\"TODO: an admin's public key\"]",
         );
     let checked = check_text("lab", &text).unwrap_or_else(|p| panic!("{p:?}"));
@@ -263,4 +263,56 @@ fn a_project_named_once_by_its_name_and_once_by_an_alias_is_the_same_project_twi
     let said: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
     assert!(said.iter().any(|p| p.contains("mirror.projects[1]") && p.contains("the same project twice")), "{said:?}");
     assert!(!said.iter().any(|p| p.contains("both live in")), "one problem, said once: {said:?}");
+}
+
+#[test]
+fn addresses_that_cannot_work_are_refused() {
+    let cases = [
+        ("ipv4 = \"192.0.2.10/24\"", "ipv4 = \"192.0.2.0/24\"", "network.ipv4", "the network address"),
+        ("ipv4 = \"192.0.2.10/24\"", "ipv4 = \"192.0.2.255/24\"", "network.ipv4", "the broadcast address"),
+        ("ipv4_gateway = \"192.0.2.1\"", "ipv4_gateway = \"192.0.2.10\"", "network.ipv4_gateway", "own address"),
+        ("ipv6_gateway = \"2001:db8::1\"", "ipv6_gateway = \"2001:db8::10\"", "network.ipv6_gateway", "own address"),
+        ("dns = [\"192.0.2.53\"]", "", "network.dns", "without a resolver"),
+    ];
+    for (good, bad, key, says) in cases {
+        let problems = load_text("lab", &GOOD.replace(good, bad)).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.key == key && p.message.contains(says)),
+            "{bad}: {key} should say `{says}`: {problems:?}"
+        );
+    }
+    // A /31 has no network or broadcast address: both ends are hosts (RFC 3021).
+    let p2p = GOOD
+        .replace("ipv4 = \"192.0.2.10/24\"", "ipv4 = \"192.0.2.0/31\"")
+        .replace("ipv4_gateway = \"192.0.2.1\"", "ipv4_gateway = \"192.0.2.1\"");
+    assert!(load_text("lab", &p2p).is_ok(), "{:?}", load_text("lab", &p2p).err());
+}
+
+#[test]
+fn public_keys_are_read_as_openssh_reads_them() {
+    let demo = "AAAAC3NzaC1lZDI1NTE5AAAAIC80L6QDRa2mJeHL1xHe0+ceXYxEHErnHrD0VXCoUWdt";
+    for bad in [
+        // Not base64 of a key blob (the shape of fmt2's old key).
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtZ8m0xFcixOpsTeamKeyReplaceMeBeforeShip ops".to_string(),
+        // An ed25519 blob under another type.
+        format!("ssh-rsa {demo} ops"),
+        // Cut short.
+        format!("ssh-ed25519 {} ops", &demo[..40]),
+    ] {
+        let text = GOOD.replace(&format!("ssh-ed25519 {demo}"), bad.trim_end_matches(" ops"));
+        let problems = load_text("lab", &text).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.key == "access.ssh_keys[0]" && p.message.contains("not an OpenSSH public key")),
+            "{bad}: {problems:?}"
+        );
+    }
+}
+
+#[test]
+fn a_production_site_without_admin_prefixes_is_warned() {
+    let real = GOOD.replace("test = true", "test = false");
+    let loaded = check_text("lab", &real).unwrap();
+    assert!(loaded.warnings.iter().any(|w| w.key == "access.admin_prefixes"), "{:?}", loaded.warnings);
+    let lab = check_text("lab", GOOD).unwrap();
+    assert!(!lab.warnings.iter().any(|w| w.key == "access.admin_prefixes"), "a test site needs none");
 }

@@ -172,12 +172,14 @@ fn two_builds_of_one_profile_give_identical_images_and_a_failed_build_keeps_the_
     assert_eq!(v["artifacts"][0]["sha256"], first, "the manifest names the image's hash");
     assert!(v["packages"]["systemd"].is_string(), "the manifest lists package versions");
 
-    // A profile that fails half-way (at the overlay) leaves the last outputs as they were.
-    let broken = demo_profile().replace("timezone = \"UTC\"", "timezone = \"Mars/Olympus_Mons\"");
+    // A build that fails half-way (its base cannot be installed: the package mirror does not
+    // answer) leaves the last outputs as they were.
+    let broken = demo_profile()
+        .replace("distro = \"debian-12\"", "distro = \"debian-12\"\nmirror = \"http://127.0.0.1:9/debian\"");
     let p = scratch_profiles(&own.join("broken-profiles"), &[("demo", broken)]);
-    let failing = Request { profiles: p, ..second.clone() };
+    let failing = Request { profiles: p, refresh_base: true, ..second.clone() };
     let err = format!("{:#}", build::run(&failing).unwrap_err());
-    assert!(err.contains("Mars/Olympus_Mons"), "{err}");
+    assert!(err.contains("127.0.0.1:9"), "{err}");
     assert_eq!(sha256_file(&again), first, "the failed build touched the last image");
     let names: Vec<String> = std::fs::read_dir(&second.out)
         .unwrap()

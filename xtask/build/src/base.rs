@@ -102,31 +102,51 @@ pub struct Base {
 /// `refresh` asks for a new one).
 pub fn prepare(site: &LoadedProfile, dir: &Path, refresh: bool) -> Result<Base> {
     let key = cache_key(site);
+    let distro = site.profile.base.distro;
+    let mut installing = None;
+    let (archive, reused) = cached(dir, &key, refresh, |partial| {
+        installing = Some(progress::stage(
+            "base",
+            &format!("installing {} packages ({})", packages(distro).len(), distro.as_str()),
+        ));
+        match distro {
+            Distro::Debian12 => mmdebstrap(site, partial),
+            Distro::Almalinux9 => dnf_installroot(site, partial, dir),
+        }
+    })?;
+    match installing {
+        Some(stage) => {
+            let size = fs_err::metadata(&archive).map(|m| m.len()).unwrap_or(0);
+            stage.done(&format!("base {key} ({})", progress::human_bytes(size)))
+        }
+        None => progress::stage("base", &format!("reusing cached {key}"))
+            .done(&format!("cached base {}", archive.display())),
+    };
+    Ok(Base { archive, key, reused })
+}
+
+/// `dir/KEY.tar.zst`, made by `make` (into a partial file it is given) unless it is there
+/// already. Builds running side by side (parallel tests, two sites) take a kernel lock on the
+/// key first, so one installs and the others wait and reuse its archive: two installs would
+/// race for the one partial file and cost twice the time.
+fn cached(dir: &Path, key: &str, refresh: bool, make: impl FnOnce(&Path) -> Result<()>) -> Result<(PathBuf, bool)> {
+    use rustix::fs::{flock, FlockOperation};
     fs_err::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let lock_path = dir.join(format!(".{key}.lock"));
+    let lock = fs_err::File::create(&lock_path)?;
+    flock(lock.file(), FlockOperation::LockExclusive).with_context(|| format!("locking {}", lock_path.display()))?;
     let archive = dir.join(format!("{key}.tar.zst"));
     if archive.exists() && !refresh {
-        let stage = progress::stage("base", &format!("reusing cached {key}"));
-        stage.done(&format!("cached base {}", archive.display()));
-        return Ok(Base { archive, key, reused: true });
+        return Ok((archive, true));
     }
     let partial = dir.join(format!(".{key}.partial.tar.zst"));
     let _ = fs_err::remove_file(&partial);
-    let stage = progress::stage(
-        "base",
-        &format!(
-            "installing {} packages ({})",
-            packages(site.profile.base.distro).len(),
-            site.profile.base.distro.as_str()
-        ),
-    );
-    match site.profile.base.distro {
-        Distro::Debian12 => mmdebstrap(site, &partial)?,
-        Distro::Almalinux9 => dnf_installroot(site, &partial, dir)?,
+    if let Err(e) = make(&partial) {
+        let _ = fs_err::remove_file(&partial);
+        return Err(e);
     }
     fs_err::rename(&partial, &archive).with_context(|| format!("storing {}", archive.display()))?;
-    let size = fs_err::metadata(&archive).map(|m| m.len()).unwrap_or(0);
-    stage.done(&format!("base {key} ({})", progress::human_bytes(size)));
-    Ok(Base { archive, key, reused: false })
+    Ok((archive, false))
 }
 
 fn mmdebstrap(site: &LoadedProfile, out: &Path) -> Result<()> {
@@ -245,5 +265,45 @@ mod tests {
         }
         assert!(packages(Distro::Almalinux9).contains(&"rsync-daemon"));
         assert!(packages(Distro::Debian12).windows(2).all(|w| w[0] < w[1]), "sorted, no duplicates");
+    }
+
+    #[test]
+    fn builds_side_by_side_install_a_base_once_and_share_it() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let installs = AtomicUsize::new(0);
+        let results: Vec<(PathBuf, bool)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        cached(dir.path(), "k", false, |partial| {
+                            installs.fetch_add(1, Ordering::SeqCst);
+                            // Slow enough that the other threads arrive while it runs.
+                            std::thread::sleep(std::time::Duration::from_millis(200));
+                            fs_err::write(partial, b"base")?;
+                            Ok(())
+                        })
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap().unwrap()).collect()
+        });
+        assert_eq!(installs.load(Ordering::SeqCst), 1, "one install, the rest reuse it");
+        assert_eq!(results.iter().filter(|(_, reused)| !reused).count(), 1);
+        assert!(results.iter().all(|(archive, _)| fs_err::read(archive).unwrap() == b"base"));
+    }
+
+    #[test]
+    fn a_failed_install_leaves_no_archive_and_the_next_one_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let failed = cached(dir.path(), "k", false, |partial| {
+            fs_err::write(partial, b"half")?;
+            bail!("mirror unreachable")
+        });
+        assert!(failed.is_err());
+        assert!(!dir.path().join("k.tar.zst").exists());
+        assert!(!dir.path().join(".k.partial.tar.zst").exists());
+        let (_, reused) = cached(dir.path(), "k", false, |partial| Ok(fs_err::write(partial, b"base")?)).unwrap();
+        assert!(!reused);
     }
 }

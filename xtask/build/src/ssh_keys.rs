@@ -52,9 +52,10 @@ fn fetch(url: &str, cache: &Path) -> Result<Fetched> {
         Ok(text) => {
             let keys = parse(&text)?;
             fs_err::create_dir_all(cache)?;
-            let tmp = copy.with_extension("tmp");
-            fs_err::write(&tmp, keys.join("\n") + "\n")?;
-            fs_err::rename(&tmp, &copy)?;
+            // A temporary file of its own: builds side by side may refresh the same copy.
+            let mut tmp = tempfile::NamedTempFile::new_in(cache)?;
+            std::io::Write::write_all(&mut tmp, (keys.join("\n") + "\n").as_bytes())?;
+            tmp.persist(&copy)?;
             (text, false)
         }
         Err(e) => match fs_err::read_to_string(&copy) {

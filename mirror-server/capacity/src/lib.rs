@@ -21,8 +21,9 @@ pub use report::{analyse, Inputs, Report, Tally};
 pub struct Record {
     /// Unix seconds when the response ended (the log line's time).
     pub end: f64,
-    /// Seconds the response took; its bytes are spread over that time.
-    pub duration: f64,
+    /// Seconds the response took; its bytes are spread over that time. None when the log
+    /// does not say (nginx's plain combined format): the tally then assumes the link's rate.
+    pub duration: Option<f64>,
     /// Bytes that went out (the log's bytes sent, else its body bytes).
     pub bytes: u64,
     /// The first path segment: the project's folder.

@@ -25,11 +25,11 @@ pub fn parse_line(line: &str) -> Result<Record, BadLine> {
     let after_numbers = rest.trim_start().splitn(3, ' ').nth(2).unwrap_or("");
     let (_, rest) = quoted(after_numbers).unwrap_or(("", after_numbers));
     let (_, extras) = quoted(rest).unwrap_or(("", rest));
-    let mut duration = 0.0;
+    let mut duration = None;
     let mut sent = None;
     for token in extras.split_whitespace() {
         if token.contains('.') && !token.starts_with("TLS") {
-            duration = token.parse().unwrap_or(0.0);
+            duration = token.parse().ok();
         } else if let Ok(n) = token.parse::<u64>() {
             sent = Some(n);
         }
@@ -79,15 +79,15 @@ mod tests {
         let combined =
             r#"203.0.113.9 - - [10/Oct/2026:13:55:36 -0700] "GET /fedora/x.rpm HTTP/1.1" 200 2326 "-" "dnf/4.14""#;
         let r = parse_line(combined).unwrap();
-        assert_eq!((r.bytes, r.project.as_str(), r.duration), (2326, "fedora", 0.0));
+        assert_eq!((r.bytes, r.project.as_str(), r.duration), (2326, "fedora", None), "the plain format has no time");
         assert_eq!(r.end, 1_791_665_736.0);
         let fleet = r#"203.0.113.9 - - [10/Oct/2026:13:55:36 +0000] "GET /ubuntu-releases/x.iso HTTP/2.0" 200 5000000 "-" "curl \"q\"" 12.500 TLSv1.3"#;
         let r = parse_line(fleet).unwrap();
-        assert_eq!((r.bytes, r.project.as_str(), r.duration), (5_000_000, "ubuntu-releases", 12.5));
+        assert_eq!((r.bytes, r.project.as_str(), r.duration), (5_000_000, "ubuntu-releases", Some(12.5)));
         let ours =
             r#"::1 - - [10/Oct/2026:13:55:36 +0000] "GET /arch/big HTTP/1.1" 200 1048576 "-" "curl/8" 0.250 1048900 -"#;
         let r = parse_line(ours).unwrap();
-        assert_eq!((r.bytes, r.duration), (1_048_900, 0.25), "bytes sent win over body bytes");
+        assert_eq!((r.bytes, r.duration), (1_048_900, Some(0.25)), "bytes sent win over body bytes");
         assert_eq!(
             parse_line(r#"x - - [junk] "GET / HTTP/1.1" 200 1 "-" "-""#).unwrap_err(),
             BadLine("the time is not dd/Mon/yyyy:hh:mm:ss +zzzz")

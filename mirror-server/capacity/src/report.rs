@@ -24,11 +24,38 @@ pub struct Inputs<'a> {
 pub struct Tally {
     pub series: Series,
     pub projects: BTreeMap<String, (u64, u64)>,
+    /// Responses whose record gave no duration (a plain combined log).
+    pub untimed: u64,
+    /// The link's rate in bytes a second: an untimed response is spread over the time it
+    /// takes at this rate, the least it can have taken.
+    link_bytes_per_s: f64,
 }
 
 impl Tally {
+    /// An empty tally for a link of `link_mbit`.
+    pub fn new(link_mbit: f64) -> Tally {
+        Tally { link_bytes_per_s: link_mbit * 1e6 / 8.0, ..Tally::default() }
+    }
+
+    /// A tally of a series measured second by second (the server's own history), with no
+    /// per-project figures.
+    pub fn from_series(series: Series) -> Tally {
+        Tally { series, ..Tally::default() }
+    }
+
     pub fn add(&mut self, r: &Record) {
-        self.series.add(r);
+        let duration = match r.duration {
+            Some(d) => d,
+            None => {
+                self.untimed += 1;
+                if self.link_bytes_per_s > 0.0 {
+                    r.bytes as f64 / self.link_bytes_per_s
+                } else {
+                    0.0
+                }
+            }
+        };
+        self.series.add(r.end, duration, r.bytes);
         match self.projects.get_mut(&r.project) {
             Some(e) => {
                 e.0 += 1;
@@ -40,8 +67,8 @@ impl Tally {
         }
     }
 
-    pub fn from_records(records: &[Record]) -> Tally {
-        let mut t = Tally::default();
+    pub fn from_records(records: &[Record], link_mbit: f64) -> Tally {
+        let mut t = Tally::new(link_mbit);
         for r in records {
             t.add(r);
         }
@@ -64,6 +91,10 @@ pub struct Report {
     pub projects: Vec<ProjectShare>,
     /// When overshot: the projects whose move brings the baseline under the line.
     pub move_off: Vec<String>,
+    /// Responses whose record gave no duration.
+    pub untimed_requests: u64,
+    /// What the figures assume or leave out, and why (printed under the table).
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -79,9 +110,26 @@ pub struct ProjectShare {
 
 pub fn analyse(inputs: &Inputs) -> Report {
     let series = &inputs.tally.series;
+    let untimed = inputs.tally.untimed;
+    let mut notes = Vec::new();
+    // Without durations, a second holds whatever the log's clock put in it: a 1 s figure would
+    // measure the timestamps, not the link.
+    let resolutions: &[u64] = if untimed > 0 { &[60, 300] } else { &[1, 60, 300] };
+    if untimed > 0 {
+        notes.push(format!(
+            "{untimed} of {} responses carry no request time (nginx's plain combined format): each is spread over the time it takes at the link's full {} Mbit/s before it ended, the least it can have taken, so the figures are upper bounds; the 1 s figures are left out (add $request_time to the log format for them)",
+            inputs.tally.projects.values().map(|(r, _)| r).sum::<u64>(),
+            inputs.link_mbit
+        ));
+    }
     let mut util = BTreeMap::new();
-    for res in [1u64, 60, 300] {
+    for &res in resolutions {
         util.insert(res.to_string(), utilisation(&series.bytes, res, inputs.link_mbit, LINE));
+    }
+    if util.values().any(|u| u.max > 1.0) {
+        notes.push(
+            "a share shown as \"over 100 %\" is more than the link can carry: the records' times are coarser than that window (it is not a measurement)".into(),
+        );
     }
     let baseline = util.get("300").map_or(0.0, |u| u.p50);
     let days = (series.seconds() as f64 / 86_400.0).max(1.0 / 24.0);
@@ -116,6 +164,8 @@ pub fn analyse(inputs: &Inputs) -> Report {
         dispersion: dispersion(&series.requests, &series.bytes),
         projects,
         move_off: if verdict == Verdict::Overshot { move_off(baseline, &shares) } else { Vec::new() },
+        untimed_requests: untimed,
+        notes,
     }
 }
 
@@ -127,6 +177,8 @@ impl Report {
     /// For people.
     pub fn table(&self) -> String {
         let pct = |v: f64| format!("{:.1} %", v * 100.0);
+        // More than the link carries is an artefact of the records' times (said in the notes).
+        let util_pct = |v: f64| if v > 1.0 { "over 100 %".to_string() } else { pct(v) };
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -147,18 +199,18 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "\nutilisation  {:>8} {:>8} {:>8} {:>8} {:>10} {:>10}",
+            "\nutilisation  {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
             "p50", "p95", "p99", "max", ">20 %", "peak/mean"
         );
         for (res, label) in [("1", "1 s"), ("60", "1 min"), ("300", "5 min")] {
             if let Some(u) = self.utilisation.get(res) {
                 let _ = writeln!(
                     s,
-                    "{label:<12} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10.1}",
-                    pct(u.p50),
-                    pct(u.p95),
-                    pct(u.p99),
-                    pct(u.max),
+                    "{label:<12} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10.1}",
+                    util_pct(u.p50),
+                    util_pct(u.p95),
+                    util_pct(u.p99),
+                    util_pct(u.max),
                     pct(u.above_line),
                     u.peak_to_mean
                 );
@@ -185,6 +237,9 @@ impl Report {
                 p.bytes_per_day / 1e9,
                 eff
             );
+        }
+        for note in &self.notes {
+            let _ = writeln!(s, "\nnote: {note}");
         }
         s
     }

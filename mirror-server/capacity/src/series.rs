@@ -24,15 +24,16 @@ impl Series {
     pub fn from_records(records: &[Record]) -> Series {
         let mut s = Series::default();
         for r in records {
-            s.add(r);
+            s.add(r.end, r.duration.unwrap_or(0.0), r.bytes);
         }
         s
     }
 
-    /// Adds one response, growing the span as needed (records arrive roughly in time order).
-    pub fn add(&mut self, r: &Record) {
-        let begin = r.end - r.duration.max(0.0);
-        let (a, b) = (begin.floor() as i64, r.end.floor() as i64);
+    /// Adds one response of `bytes` that ended at `end` after `duration` seconds, growing the
+    /// span as needed (records arrive roughly in time order).
+    pub fn add(&mut self, end: f64, duration: f64, bytes: u64) {
+        let begin = end - duration.max(0.0);
+        let (a, b) = (begin.floor() as i64, end.floor() as i64);
         if self.bytes.is_empty() {
             self.start = a;
         }
@@ -50,7 +51,7 @@ impl Series {
         let slot = |t: i64| (t - self.start).clamp(0, self.bytes.len() as i64 - 1) as usize;
         let (a, b) = (slot(a), slot(b));
         self.requests[a] += 1.0;
-        let share = r.bytes as f64 / (b - a + 1) as f64;
+        let share = bytes as f64 / (b - a + 1) as f64;
         for v in &mut self.bytes[a..=b] {
             *v += share;
         }
@@ -125,7 +126,7 @@ mod tests {
     use super::*;
 
     fn rec(end: f64, duration: f64, bytes: u64) -> Record {
-        Record { end, duration, bytes, project: "p".into() }
+        Record { end, duration: Some(duration), bytes, project: "p".into() }
     }
 
     #[test]

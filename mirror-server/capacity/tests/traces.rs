@@ -26,7 +26,7 @@ fn poisson(rate: f64, seconds: f64, bytes: u64, seed: u64) -> Vec<Record> {
     let mut out = Vec::new();
     while t < START + seconds {
         t += exp(&mut rng, rate);
-        out.push(Record { end: t, duration: 0.0, bytes, project: "p".into() });
+        out.push(Record { end: t, duration: Some(0.0), bytes, project: "p".into() });
     }
     out
 }
@@ -45,7 +45,7 @@ fn on_off(seconds: f64, on_rate: f64, seed: u64) -> Vec<Record> {
                 let mut a = t;
                 while a < end {
                     a += exp(&mut rng, on_rate);
-                    out.push(Record { end: a, duration: 0.0, bytes: 10_000, project: "p".into() });
+                    out.push(Record { end: a, duration: Some(0.0), bytes: 10_000, project: "p".into() });
                 }
             }
             t += period;
@@ -56,7 +56,7 @@ fn on_off(seconds: f64, on_rate: f64, seed: u64) -> Vec<Record> {
 }
 
 fn report(records: &[Record]) -> mirror_capacity::Report {
-    analyse(&Inputs { tally: &Tally::from_records(records), link_mbit: 1000.0, disk_bytes: &BTreeMap::new() })
+    analyse(&Inputs { tally: &Tally::from_records(records, 1000.0), link_mbit: 1000.0, disk_bytes: &BTreeMap::new() })
 }
 
 #[test]
@@ -90,7 +90,7 @@ fn sustained(share: f64) -> (Vec<Record>, String) {
     for s in 0..7200u64 {
         let end = START + s as f64 + 0.5;
         let project = if s % 4 == 0 { "ubuntu-releases" } else { "fedora" };
-        records.push(Record { end, duration: 0.0, bytes: per_second, project: project.into() });
+        records.push(Record { end, duration: Some(0.0), bytes: per_second, project: project.into() });
         let when = jiff::Timestamp::from_second(end as i64).unwrap().strftime("%d/%b/%Y:%H:%M:%S +0000");
         text.push_str(&format!(
             "192.0.2.7 - - [{when}] \"GET /{project}/f HTTP/1.1\" 200 {per_second} \"-\" \"curl/8\" 0.000 TLSv1.3\n"
@@ -120,7 +120,7 @@ fn thirty_percent_sustained_is_overshot_and_three_percent_is_room_through_either
 fn cdn_efficiency_is_bytes_per_day_over_bytes_on_disk_and_json_has_every_figure() {
     let (records, _) = sustained(0.03);
     let disk: BTreeMap<String, u64> = [("fedora".to_string(), 1_000_000_000_000u64)].into();
-    let r = analyse(&Inputs { tally: &Tally::from_records(&records), link_mbit: 1000.0, disk_bytes: &disk });
+    let r = analyse(&Inputs { tally: &Tally::from_records(&records, 1000.0), link_mbit: 1000.0, disk_bytes: &disk });
     let fedora = r.projects.iter().find(|p| p.project == "fedora").unwrap();
     // Two hours count as a twelfth of a day.
     let expected = fedora.bytes_per_day / 1e12;

@@ -32,7 +32,7 @@ pub fn run(args: &CapacityArgs, config: Option<&Path>, status_dir: Option<&Path>
     let link =
         args.link_mbit.unwrap_or_else(|| site.as_ref().map_or(1000.0, |s| f64::from(s.profile.site.link_mbit())));
     let from = args.from.clone().unwrap_or_else(|| paths.access_log());
-    let (tally, bad) = read_log(&from)?;
+    let (tally, bad) = read_log(&from, link)?;
     if tally.projects.is_empty() {
         bail!(
             "{}: no request lines ({bad} lines not in the combined format)\n  fix: point --from at an access log in nginx's combined format (or the fleet's)",
@@ -58,15 +58,16 @@ pub fn run(args: &CapacityArgs, config: Option<&Path>, status_dir: Option<&Path>
     Ok(())
 }
 
-/// Folds every line of the log into a tally; returns it and how many lines were not readable.
-pub fn read_log(path: &Path) -> Result<(Tally, u64)> {
+/// Folds every line of the log into a tally for a link of `link_mbit`; returns it and how many
+/// lines were not readable.
+pub fn read_log(path: &Path, link_mbit: f64) -> Result<(Tally, u64)> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
         Box::new(flate2::read::MultiGzDecoder::new(file))
     } else {
         Box::new(file)
     };
-    let mut tally = Tally::default();
+    let mut tally = Tally::new(link_mbit);
     let mut bad = 0u64;
     let mut lines = BufReader::with_capacity(1 << 20, reader);
     let mut line = String::new();

@@ -2,6 +2,7 @@
 //! telemetry, from the site profile (the appliance) or from command-line flags (by hand). Pure
 //! data: nothing here opens a file or a socket.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -57,8 +58,9 @@ pub struct Config {
     pub telemetry: Option<TelemetryConfig>,
     /// Per-project release rules from the catalog.
     pub releases: ReleaseRules,
-    /// The hosted projects' folders: their counters exist (at zero) from the start.
-    pub projects: Vec<String>,
+    /// The hosted projects, folder → catalog name: their counters exist (at zero) from the
+    /// start and are labelled by name.
+    pub projects: BTreeMap<String, String>,
     /// The hosted projects as the front page lists them (empty: `/` is a plain listing).
     pub front: Vec<crate::front::Hosted>,
     /// ACME account and certificate, telemetry spill file, today's counters.
@@ -130,7 +132,7 @@ impl Config {
                 tracing::error!(error = %e, "release rules ignored");
                 ReleaseRules::default()
             }),
-            projects: projects.iter().map(|p| p.path.clone()).collect(),
+            projects: projects.iter().map(|p| (p.path.clone(), p.name.clone())).collect(),
             front: projects
                 .iter()
                 .map(|p| crate::front::Hosted {

@@ -75,7 +75,7 @@ fn sync_families(statuses: &[schema::status::Status], every_s: u64) -> String {
     e.family(LAST, Kind::Gauge, "When each project last synced completely (Unix time).");
     for st in statuses {
         if let Some(t) = st.last_success {
-            e.sample(LAST, &[("project", st.project_path.as_str())], t as f64);
+            e.sample(LAST, &[("project", st.project.as_str())], t as f64);
         }
     }
     const EVERY: &str = "micromirror_sync_schedule_seconds";
@@ -83,7 +83,7 @@ fn sync_families(statuses: &[schema::status::Status], every_s: u64) -> String {
     const FAILING: &str = "micromirror_sync_failures";
     e.family(FAILING, Kind::Gauge, "Failed runs in a row per project (0 after a success).");
     for st in statuses {
-        e.sample(FAILING, &[("project", st.project_path.as_str())], f64::from(st.failures));
+        e.sample(FAILING, &[("project", st.project.as_str())], f64::from(st.failures));
     }
     e.finish()
 }
@@ -129,8 +129,8 @@ fn text(lasting: &Lasting, on_disk: &BTreeMap<String, u64>, open_files: usize, c
     lasting.metrics.expose(&mut e, on_disk);
     const TODAY: &str = "micromirror_http_sent_today_bytes";
     e.family(TODAY, Kind::Gauge, "Bytes sent since 00:00 UTC today, by project.");
-    for (project, t) in &lasting.metrics.today().projects {
-        e.sample(TODAY, &[("project", project.as_str())], t.bytes as f64);
+    for (folder, t) in &lasting.metrics.today().projects {
+        e.sample(TODAY, &[("project", &lasting.metrics.label(folder))], t.bytes as f64);
     }
     e.family("micromirror_http_connections", Kind::Gauge, "Client connections open now (HTTP and HTTPS).").sample(
         "micromirror_http_connections",
@@ -225,5 +225,18 @@ mod tests {
         assert!(text.contains("micromirror_update_last_check_timestamp_seconds 1796000000"), "{text}");
         assert!(text.contains("micromirror_update_failed_versions 1"), "{text}");
         assert!(text.contains("micromirror_update_last_check_failed 0"), "{text}");
+    }
+
+    #[test]
+    fn sync_families_label_each_project_by_its_catalog_name() {
+        let status = schema::status::Status {
+            last_success: Some(1_796_000_000),
+            failures: 2,
+            ..schema::status::Status::running("kde", "kdeftp", 1)
+        };
+        let text = sync_families(&[status], 21_600);
+        assert!(text.contains("micromirror_sync_last_success_timestamp_seconds{project=\"kde\"} 1796000000"), "{text}");
+        assert!(text.contains("micromirror_sync_failures{project=\"kde\"} 2"), "{text}");
+        assert!(!text.contains("kdeftp"), "{text}");
     }
 }

@@ -101,7 +101,7 @@ impl LiveCapacity {
                 e.sample(UTIL, &[("window", window), ("stat", stat)], v);
             }
         }
-        let day = Tally { series: history.series(now, 86_400), projects: Default::default() };
+        let day = Tally::from_series(history.series(now, 86_400));
         let report = analyse(&Inputs { tally: &day, link_mbit: self.link_mbit, disk_bytes: &Default::default() });
         for (w, v) in &report.dispersion.requests {
             e.sample(DISP, &[("window_seconds", w.as_str())], *v);
@@ -116,7 +116,7 @@ impl LiveCapacity {
     /// The verdict over the last day, for tests.
     pub fn verdict(&self, now: i64) -> mirror_capacity::verdict::Verdict {
         let history = self.inner.lock().map(|s| s.history.clone()).unwrap_or_default();
-        let day = Tally { series: history.series(now, 86_400), projects: Default::default() };
+        let day = Tally::from_series(history.series(now, 86_400));
         analyse(&Inputs { tally: &day, link_mbit: self.link_mbit, disk_bytes: &Default::default() }).verdict
     }
 }

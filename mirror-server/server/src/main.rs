@@ -224,7 +224,7 @@ fn dev_profile(hostname: &str) -> schema::profile::Profile {
             bwlimit_mbit: 200,
             sync_interval_hours: 24,
             sync_at: None,
-            projects: vec![],
+            projects: Default::default(),
             push: None,
             max_delete_percent: 10,
             min_free_mb: 2048,

@@ -2,6 +2,9 @@
 //! with hourly buckets for "bytes served in the last 24 h", per release (by the catalog's rule),
 //! bytes on disk from mirror-sync's status files, and the CDN efficiency (served per day ÷ on
 //! disk). Prometheus text output, and today's totals kept in a file for `mirror-server report`.
+//! Counting is by folder (what a request names); the exported `project` label is the catalog's
+//! project name (`fedora-x86_64`, not its folder `fedora`), so the fleet's dashboards and the
+//! profiles speak of the same thing and two projects sharing a folder name never merge.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -44,6 +47,8 @@ pub struct Metrics {
     /// (project, release) → totals since start; only answered requests (below 400) count, so
     /// a client cannot invent releases.
     releases: Mutex<BTreeMap<(String, String), DayTotals>>,
+    /// Folder → catalog project name, for the `project` label.
+    names: Mutex<BTreeMap<String, String>>,
 }
 
 /// `cargo xtask bench capacity` measures what the live capacity accounting costs by running
@@ -138,22 +143,32 @@ impl Metrics {
             .map_or(0, |c| c.hourly.iter().filter(|(h, _)| *h + 24 > hour && *h <= hour).map(|(_, b)| b).sum())
     }
 
-    /// Counts from zero for these project folders, before any request (Prometheus counters
-    /// exist from the start; a project's series do not appear only once it is first asked for).
-    pub fn host(&self, projects: &[String]) {
+    /// Counts from zero for these projects (folder → catalog name), before any request
+    /// (Prometheus counters exist from the start; a project's series do not appear only once it
+    /// is first asked for), and labels them by name.
+    pub fn host(&self, projects: &BTreeMap<String, String>) {
         if let Ok(mut map) = self.projects.lock() {
-            for p in projects {
-                map.entry(p.clone()).or_default();
+            for folder in projects.keys() {
+                map.entry(folder.clone()).or_default();
             }
             map.entry(NO_PROJECT.to_string()).or_default();
         }
+        if let Ok(mut names) = self.names.lock() {
+            names.clone_from(projects);
+        }
+    }
+
+    /// The `project` label of a folder: its catalog name, or the folder when no hosted project
+    /// lives there (a project dropped from the profile whose files are still served).
+    pub fn label(&self, folder: &str) -> String {
+        self.names.lock().ok().and_then(|n| n.get(folder).cloned()).unwrap_or_else(|| folder.to_string())
     }
 
     /// The per-project and per-release families, and bytes on disk with the CDN efficiency.
     pub fn expose(&self, e: &mut Exposition, on_disk: &BTreeMap<String, u64>) {
         let hour = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() / 3600).unwrap_or(0);
         let snapshot: Vec<(String, Counters)> = match self.projects.lock() {
-            Ok(map) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Ok(map) => map.iter().map(|(k, v)| (self.label(k), v.clone())).collect(),
             Err(_) => Vec::new(),
         };
         const REQUESTS: &str = "micromirror_http_requests_total";
@@ -170,7 +185,7 @@ impl Metrics {
             e.sample(SENT, &[("project", name)], c.bytes as f64);
         }
         let releases: Vec<((String, String), DayTotals)> = match self.releases.lock() {
-            Ok(map) => map.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            Ok(map) => map.iter().map(|((p, r), v)| ((self.label(p), r.clone()), *v)).collect(),
             Err(_) => Vec::new(),
         };
         const RELEASE_REQUESTS: &str = "micromirror_release_requests_total";
@@ -185,14 +200,14 @@ impl Metrics {
         }
         const DISK: &str = "micromirror_project_disk_bytes";
         e.family(DISK, Kind::Gauge, "Bytes on disk, by project (from mirror-sync's status files).");
-        for (name, bytes) in on_disk {
-            e.sample(DISK, &[("project", name)], *bytes as f64);
+        for (folder, bytes) in on_disk {
+            e.sample(DISK, &[("project", &self.label(folder))], *bytes as f64);
         }
         const EFFICIENCY: &str = "micromirror_cdn_efficiency_ratio";
         e.family(EFFICIENCY, Kind::Gauge, "Bytes served in the last 24 h divided by bytes on disk, by project.");
-        for (name, bytes) in on_disk.iter().filter(|(_, b)| **b > 0) {
-            let served = self.last_day(name, hour);
-            e.sample(EFFICIENCY, &[("project", name)], served as f64 / *bytes as f64);
+        for (folder, bytes) in on_disk.iter().filter(|(_, b)| **b > 0) {
+            let served = self.last_day(folder, hour);
+            e.sample(EFFICIENCY, &[("project", &self.label(folder))], served as f64 / *bytes as f64);
         }
     }
 }
@@ -241,7 +256,7 @@ mod tests {
     #[test]
     fn hosted_projects_count_from_zero_before_any_request() {
         let m = Metrics::default();
-        m.host(&["fedora".to_string()]);
+        m.host(&BTreeMap::from([("fedora".to_string(), "fedora".to_string())]));
         let text = expose(&m, &BTreeMap::new());
         assert!(text.contains("micromirror_http_requests_total{project=\"fedora\",class=\"2xx\"} 0"), "{text}");
         assert!(text.contains("micromirror_http_sent_bytes_total{project=\"_none\"} 0"), "{text}");
@@ -264,6 +279,30 @@ mod tests {
         assert!(text.contains("micromirror_http_requests_total{project=\"_none\",class=\"4xx\"} 2"), "{text}");
         assert!(!text.contains("invented-by-a-scanner"));
         assert!(text.contains("micromirror_project_disk_bytes{project=\"fedora\"} 1000"));
+    }
+
+    #[test]
+    fn labels_are_the_catalog_names_not_the_folders() {
+        let m = Metrics::default();
+        m.host(&BTreeMap::from([
+            ("fedora".to_string(), "fedora-x86_64".to_string()),
+            ("epel".to_string(), "epel-x86_64".to_string()),
+        ]));
+        m.record(Some("fedora"), Some("41"), 200, 100);
+        m.record(Some("retired"), None, 200, 7);
+        let text = expose(&m, &BTreeMap::from([("fedora".to_string(), 1000)]));
+        for series in [
+            "micromirror_http_requests_total{project=\"fedora-x86_64\",class=\"2xx\"} 1",
+            "micromirror_http_sent_bytes_total{project=\"epel-x86_64\"} 0",
+            "micromirror_release_requests_total{project=\"fedora-x86_64\",release=\"41\"} 1",
+            "micromirror_project_disk_bytes{project=\"fedora-x86_64\"} 1000",
+            "micromirror_cdn_efficiency_ratio{project=\"fedora-x86_64\"} 0.1",
+            // Files of a project no longer hosted are still counted, under their folder.
+            "micromirror_http_sent_bytes_total{project=\"retired\"} 7",
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
+        }
+        assert!(!text.contains("project=\"fedora\""), "{text}");
     }
 
     #[test]

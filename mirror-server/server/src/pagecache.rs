@@ -181,7 +181,7 @@ mod tests {
         // it for a bounded while.
         for _ in 0..100 {
             let _ = rustix::fs::fadvise(&*f, 0, None, rustix::fs::Advice::DontNeed);
-            if !resident_by_mincore(&f, 0, 1) {
+            if !resident_by_mincore(&f, 0, data.len()) {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));

@@ -1,6 +1,7 @@
 //! `mirror-server capacity` as an operator runs it on today's fleet: on a gzip-rotated nginx
 //! log in the fleet's format (combined, request time, TLS), with disk sizes given by hand, as
-//! JSON and as a table; a bad path or a log with no request line is a clear error.
+//! JSON and as a table; a plain combined log (no request times) is read at a stated assumption
+//! with no figure above the link; a bad path or a log with no request line is a clear error.
 
 use std::io::Write;
 use std::process::Command;
@@ -59,4 +60,33 @@ fn a_quiet_log_is_room_and_a_log_that_is_not_one_is_refused_by_name() {
     assert!(!ok && out.contains("junk.log") && out.contains("combined format"), "{out}");
     let (ok, out) = capacity(&["--from", "/nonexistent/access.log"]);
     assert!(!ok && out.contains("/nonexistent/access.log"), "{out}");
+}
+
+/// 400 responses of 6 MB in a plain combined log (no request time), ten ending in each second:
+/// read as if each took no time, one second would carry 4,800 % of a gigabit.
+#[test]
+fn a_plain_combined_log_is_spread_at_the_link_rate_and_never_shows_more_than_the_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    for i in 0..400i64 {
+        let when = jiff::Timestamp::from_second(1_790_000_000 + i / 10).unwrap().strftime("%d/%b/%Y:%H:%M:%S +0000");
+        text.push_str(&format!("198.51.100.7 - - [{when}] \"GET /fedora/x HTTP/1.1\" 200 6000000 \"-\" \"dnf/4\"\n"));
+    }
+    let log = dir.path().join("combined.log");
+    std::fs::write(&log, text).unwrap();
+    let (ok, out) = capacity(&["--from", log.to_str().unwrap(), "--link-mbit", "1000", "--json"]);
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["untimed_requests"], 400, "{out}");
+    assert!(v["utilisation"].get("1").is_none(), "no 1 s figures without request times: {out}");
+    assert!(v["notes"][0].as_str().unwrap().contains("1000 Mbit/s"), "the assumption is stated: {out}");
+    let (ok, table) = capacity(&["--from", log.to_str().unwrap(), "--link-mbit", "1000"]);
+    assert!(ok, "{table}");
+    assert!(table.contains("no request time") && !table.contains("\n1 s "), "{table}");
+    let over_100 = table.lines().filter(|l| l.starts_with("1 min") || l.starts_with("5 min")).any(|l| {
+        l.split_whitespace()
+            .zip(l.split_whitespace().skip(1))
+            .any(|(n, unit)| unit == "%" && n.parse::<f64>().is_ok_and(|v| v > 100.0))
+    });
+    assert!(!over_100, "no share above the link printed as a figure: {table}");
 }

@@ -88,8 +88,12 @@ pub fn import(ansible: &Path, out: &Path, force: bool) -> Result<Report> {
         if !inventory.contains(host) {
             report.notes.push(format!("{host}: has {source} but is not in inventory.yaml: imported anyway"));
         }
-        for key in v.other.keys() {
-            report.notes.push(format!("{source}: key `{key}` has no place in a profile: ignored"));
+        for key in v.ignored_keys() {
+            let why = match key.as_str() {
+                "country" | "region" | "city" => "geolocation: is there too and wins",
+                _ => "it has no place in a profile",
+            };
+            report.notes.push(format!("{source}: key `{key}` ignored: {why}"));
         }
         let projects = resolve_projects(host, v, &catalog, &mut report.notes);
         let path = out.join(format!("{name}.toml"));
@@ -185,7 +189,11 @@ mod tests {
             "{said}"
         );
         assert!(said.contains("novars.mm.example.net: in inventory.yaml but has no host_vars file"), "{said}");
-        assert!(said.contains("key `collectd_enabled` has no place"), "{said}");
+        assert!(said.contains("key `collectd_enabled` ignored: it has no place in a profile"), "{said}");
+        for key in ["country", "city"] {
+            let note = format!("host_vars/west.mm.example.net.yaml: key `{key}` ignored: geolocation: is there too");
+            assert!(said.contains(&note), "{note} in {said}");
+        }
 
         let catalog = load::load_catalog(&paths::profiles()).unwrap();
         for path in &report.written {

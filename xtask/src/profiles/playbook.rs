@@ -176,6 +176,25 @@ pub fn profile_text(host: &str, name: &str, vars: &HostVars, projects: &[String]
 }
 
 impl HostVars {
+    /// Keys the host_vars file sets that no profile key takes: the continent (a profile has the
+    /// country), and the older top-level location keys when `geolocation:` is there too (it
+    /// wins). Empty values are not counted.
+    pub fn ignored_keys(&self) -> Vec<String> {
+        let set = |v: &Option<String>| v.as_ref().is_some_and(|s| !s.trim().is_empty());
+        let mut out: Vec<String> = Vec::new();
+        let top = [("continent", &self.continent), ("country", &self.country), ("region", &self.region), ("city", &self.city)];
+        for (key, value) in top {
+            if set(value) && (key == "continent" || self.geolocation.is_some()) {
+                out.push(key.to_string());
+            }
+        }
+        if self.geolocation.as_ref().is_some_and(|g| set(&g.continent)) {
+            out.push("geolocation.continent".into());
+        }
+        out.extend(self.other.keys().cloned());
+        out
+    }
+
     /// The location in either of the playbook's forms: `geolocation:` or the older top-level
     /// keys (lowercase codes such as `us`, `nm`, kept as written, upper-cased when two letters).
     pub fn location(&self) -> Geolocation {
@@ -232,6 +251,17 @@ mod tests {
     }
 
     #[test]
+    fn top_level_location_keys_beside_geolocation_are_reported_as_ignored() {
+        let both = host_vars(
+            "---\nhostedprojects: [centos]\ncountry: us\nregion: \ncity: fremont\ngeolocation:\n  continent: North America\n  country: US\n  city: Fremont\nfoo: 1\n",
+        )
+        .unwrap();
+        assert_eq!(both.ignored_keys(), vec!["country", "city", "geolocation.continent", "foo"]);
+        let geo_only = host_vars("---\ngeolocation:\n  country: US\n  city: Fremont\n").unwrap();
+        assert!(geo_only.ignored_keys().is_empty());
+    }
+
+    #[test]
     fn host_vars_map_to_keys_and_unknown_ones_are_kept_for_the_report() {
         let v = host_vars(
             "---\nhostedprojects:\n  - epel-amd64\ntls_setup: True\nsite_sponsor: \"Ex\"\nsite_sponsor_url: \"https://ex.net/\"\n\
@@ -263,6 +293,7 @@ mod tests {
             host_vars("---\nhostedprojects: [centos]\ncontinent: na\ncountry: us\nregion: nm\ncity: albuquerque\n")
                 .unwrap();
         assert!(old.other.is_empty(), "{:?}", old.other);
+        assert_eq!(old.ignored_keys(), vec!["continent"], "a profile has no continent");
         let text = profile_text("abq.mm.example.net", "abq", &old, &["centos".into()], "x");
         assert!(text.contains("location = { city = \"Albuquerque\", region = \"NM\", country = \"US\" }"), "{text}");
         let empty = host_vars("---\nhostedprojects: [centos]\ncountry: uk\nregion:\ncity:\n").unwrap();

@@ -326,8 +326,9 @@ fn flash_writes_and_verifies_and_refuses_unsafe_targets() {
     assert!(err.contains("pass --yes"), "{err}");
 }
 
-/// `cargo xtask publish`: a publish cut between the list and its signature (here: a signature
-/// that no longer matches) is repaired by running it again, and boxes' gpgv accepts the pair.
+/// `cargo xtask publish`: the served pair switches whole (a publish that died leaves what boxes
+/// see untouched), a pair that no longer verifies is repaired by running it again, and boxes'
+/// gpgv accepts the pair.
 #[test]
 fn a_second_publish_repairs_a_list_whose_signature_does_not_match() {
     let image = demo();
@@ -365,12 +366,19 @@ fn a_second_publish_repairs_a_list_whose_signature_does_not_match() {
             .success()
     };
     assert!(gpgv(), "the published pair verifies");
-    // The list changed under its signature (a publish that died between its two renames).
+    assert!(dir.symlink_metadata().unwrap().file_type().is_symlink(), "DIR/demo is the link to a generation");
+    // A publish that died before its switch left a half-made generation: boxes do not see it.
+    let half_made = served.path().join("demo.generations/000009");
+    std::fs::create_dir_all(&half_made).unwrap();
+    std::fs::write(half_made.join("SHA256SUMS"), "half a list\n").unwrap();
+    assert!(gpgv(), "the pair boxes see is untouched by a publish that died");
+    // The list changed under its signature (by hand, or a copy of the tree cut short).
     let mut sums = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
     sums.push_str(&format!("{}  micromirror_20200101.000000.efi\n", "0".repeat(64)));
     std::fs::write(dir.join("SHA256SUMS"), sums).unwrap();
     assert!(!gpgv(), "the broken pair is refused");
     let said = build::publish::publish(&publication).unwrap();
-    assert!(said.contains("repaired"), "{said}");
+    assert!(said.contains("repaired") && said.contains("left out 20200101.000000"), "{said}");
     assert!(gpgv(), "after the second publish the pair verifies again");
+    assert!(!half_made.exists(), "the half-made generation is removed");
 }

@@ -212,7 +212,10 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
     assert!(before.last_syncs.iter().all(|(_, t)| t.is_some()), "{before:?}");
 
     // 2. v2 is published and pushed: installed, booted, blessed, and nothing recorded changed.
-    std::fs::rename(staged_v2.join("demo"), served.join("demo")).unwrap();
+    // The published tree is a link and its generations: both move.
+    for entry in std::fs::read_dir(&staged_v2).unwrap().flatten() {
+        std::fs::rename(entry.path(), served.join(entry.file_name())).unwrap();
+    }
     let pushed = Instant::now();
     publish(mqtt_port, TOPIC);
     let boot = wait_for_nth(&vm, "MICROMIRROR-BOOT", 2, Duration::from_secs(900));
@@ -238,8 +241,9 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
     let staged = w.join("staged");
     std::fs::create_dir_all(&staged).unwrap();
     let cp = |from: &Path, to: &Path| {
-        let ok = Command::new("cp").arg("-r").arg(from).arg(to).status().unwrap().success();
-        assert!(ok, "cp {} {}", from.display(), to.display());
+        // -L: the served folder is a link to its current generation; the copy is its files.
+        let ok = Command::new("cp").arg("-rL").arg(from).arg(to).status().unwrap().success();
+        assert!(ok, "cp -rL {} {}", from.display(), to.display());
     };
     cp(&served.join("demo"), &staged);
     publish_to(&v3_build, &staged);

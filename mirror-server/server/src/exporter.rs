@@ -103,6 +103,12 @@ fn update_families(status: Option<&schema::update_status::UpdateStatus>) -> Stri
     e.family(ERROR, Kind::Gauge, "1 when the last check or install failed (mirror-update status says why).");
     const FAILED: &str = "micromirror_update_failed_versions";
     e.family(FAILED, Kind::Gauge, "Versions that failed their health check here and are never booted again.");
+    const DEFERRED: &str = "micromirror_update_deferred_versions";
+    e.family(
+        DEFERRED,
+        Kind::Gauge,
+        "Versions that failed a trial while the box's surroundings failed too; retried later.",
+    );
     if let Some(s) = status {
         let other = s.other_version.as_deref().unwrap_or("");
         let newest = s.newest_available.as_deref().unwrap_or("");
@@ -119,6 +125,7 @@ fn update_families(status: Option<&schema::update_status::UpdateStatus>) -> Stri
         }
         e.sample(ERROR, &[], f64::from(u8::from(s.last_error.is_some())));
         e.sample(FAILED, &[], s.failed_versions.len() as f64);
+        e.sample(DEFERRED, &[], s.deferred_versions.len() as f64);
     }
     e.finish()
 }
@@ -224,6 +231,7 @@ mod tests {
         assert!(text.contains("micromirror_update_running_blessed 1"), "{text}");
         assert!(text.contains("micromirror_update_last_check_timestamp_seconds 1796000000"), "{text}");
         assert!(text.contains("micromirror_update_failed_versions 1"), "{text}");
+        assert!(text.contains("micromirror_update_deferred_versions 0"), "{text}");
         assert!(text.contains("micromirror_update_last_check_failed 0"), "{text}");
     }
 

@@ -2,8 +2,12 @@
 //! systemd-bless-boot marks a new version good only when it passes. Checks: the data partition
 //! is mounted, wan0 has the profile's addresses, mirror-server answers locally, no unit failed.
 //! It waits (bounded) for the checks to pass, since a boot settles over a minute or two, and
-//! gives up early on a unit that stays failed. Its verdict goes to the console as
-//! MICROMIRROR-HEALTH, which remote hands and the update tests read.
+//! gives up early on a unit that stays failed. While wan0 has no link (a cable pulled, the
+//! switch rebooting at 3 am) the wait is held rather than failed: no version can pass without
+//! a link, so it says nothing about this one (bounded by `--link-wait`). Its verdict goes to the
+//! console as MICROMIRROR-HEALTH, which remote hands and the update tests read, and to the state
+//! partition, where the updater compares a failed trial with the previous version's verdict
+//! (`plan::judge`).
 //!
 //! `mirror-update rollback` runs when the health unit fails: on a boot that is still on trial
 //! it reboots, and systemd-boot's counters bring the previous version back; on a blessed boot
@@ -23,19 +27,40 @@ pub struct Check {
     pub name: &'static str,
     pub ok: bool,
     pub detail: String,
+    /// A failure of the surroundings that holds the verdict instead of failing it (no link).
+    pub hold: bool,
+}
+
+impl Check {
+    fn new(name: &'static str, ok: bool, detail: String) -> Check {
+        Check { name, ok, detail, hold: false }
+    }
 }
 
 /// Our own units: the health check cannot count itself (or its failure handler) as failed.
 const OWN_UNITS: [&str; 2] = ["micromirror-health.service", "micromirror-rollback.service"];
 
 pub fn checks(site: &LoadedProfile, data_mount: &str, http: &str) -> Vec<Check> {
-    vec![data_mounted(data_mount), addresses(site), server_answers(http), failed_units()]
+    vec![data_mounted(data_mount), link(), addresses(site), server_answers(http), failed_units()]
+}
+
+/// wan0's carrier. No link holds the verdict; no wan0 at all is this version's fault (its
+/// network configuration names the wrong device).
+fn link() -> Check {
+    let carrier = std::fs::read_to_string("/sys/class/net/wan0/carrier");
+    match carrier.as_deref().map(str::trim) {
+        Ok("1") => Check::new("link", true, "wan0 has a link".into()),
+        _ if std::path::Path::new("/sys/class/net/wan0").exists() => {
+            Check { hold: true, ..Check::new("link", false, "wan0 has no link (carrier down)".into()) }
+        }
+        _ => Check::new("link", false, "there is no wan0".into()),
+    }
 }
 
 fn data_mounted(mount: &str) -> Check {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let ok = mounts.lines().any(|l| l.split(' ').nth(4) == Some(mount));
-    Check { name: "data", ok, detail: if ok { format!("{mount} mounted") } else { format!("{mount} not mounted") } }
+    Check::new("data", ok, if ok { format!("{mount} mounted") } else { format!("{mount} not mounted") })
 }
 
 /// The profile's static addresses on wan0 (a DHCP lab site: any global address).
@@ -60,7 +85,7 @@ fn addresses(site: &LoadedProfile) -> Check {
     } else {
         format!("wan0 lacks {}", missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "))
     };
-    Check { name: "addresses", ok, detail }
+    Check::new("addresses", ok, detail)
 }
 
 /// "2001:db8::10/64" and "2001:db8:0::10/64" are one address.
@@ -76,10 +101,10 @@ fn server_answers(url: &str) -> Check {
         .into();
     match agent.get(url).call() {
         Ok(r) if r.status().as_u16() < 500 => {
-            Check { name: "server", ok: true, detail: format!("{url} answered {}", r.status().as_u16()) }
+            Check::new("server", true, format!("{url} answered {}", r.status().as_u16()))
         }
-        Ok(r) => Check { name: "server", ok: false, detail: format!("{url} answered {}", r.status().as_u16()) },
-        Err(e) => Check { name: "server", ok: false, detail: format!("{url}: {e}") },
+        Ok(r) => Check::new("server", false, format!("{url} answered {}", r.status().as_u16())),
+        Err(e) => Check::new("server", false, format!("{url}: {e}")),
     }
 }
 
@@ -94,13 +119,9 @@ fn failed_units() -> Check {
                 .collect();
             failed.extend(crash_looping());
             let ok = failed.is_empty();
-            Check {
-                name: "units",
-                ok,
-                detail: if ok { "no failed unit".into() } else { format!("failed: {}", failed.join(" ")) },
-            }
+            Check::new("units", ok, if ok { "no failed unit".into() } else { format!("failed: {}", failed.join(" ")) })
         }
-        Err(e) => Check { name: "units", ok: false, detail: format!("systemctl: {e}") },
+        Err(e) => Check::new("units", false, format!("systemctl: {e}")),
     }
 }
 
@@ -128,26 +149,54 @@ fn is_crash_looping(show: &str) -> bool {
     restarts >= RESTARTS_THAT_FAIL && value("ActiveState").is_some_and(|s| s.trim() != "active")
 }
 
-/// Polls the checks until all pass, `limit` passes, or a unit has stayed failed for `grace`.
-pub fn wait_for_verdict(limit: Duration, grace: Duration, mut run: impl FnMut() -> Vec<Check>) -> (bool, Vec<Check>) {
-    let start = Instant::now();
-    let mut failed_since: Option<Instant> = None;
+/// How long a verdict may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Give up after this long (time held for a missing link not counted).
+    pub limit: Duration,
+    /// A unit failed for this long ends the wait at once.
+    pub grace: Duration,
+    /// The longest the verdict is held while the link is down.
+    pub link_wait: Duration,
+}
+
+const POLL: Duration = Duration::from_secs(2);
+
+/// Polls the checks until all pass, `limit` passes, or a unit has stayed failed for `grace`;
+/// while a check holds (no link), neither clock runs, up to `link_wait`.
+pub fn wait_for_verdict(bounds: Bounds, run: impl FnMut() -> Vec<Check>) -> (bool, Vec<Check>) {
+    wait_polling(bounds, POLL, run)
+}
+
+fn wait_polling(bounds: Bounds, poll: Duration, mut run: impl FnMut() -> Vec<Check>) -> (bool, Vec<Check>) {
+    let mut judged = Duration::ZERO;
+    let mut held = Duration::ZERO;
+    let mut failed_for = Duration::ZERO;
+    let mut last = Instant::now();
     loop {
         let results = run();
         if results.iter().all(|c| c.ok) {
             return (true, results);
         }
-        let unit_failed = results.iter().any(|c| c.name == "units" && !c.ok);
-        let since = if unit_failed {
-            *failed_since.get_or_insert_with(Instant::now)
+        let tick = last.elapsed();
+        last = Instant::now();
+        let holding = results.iter().any(|c| !c.ok && c.hold);
+        if holding {
+            // No link: units that need the network fail too; that is the surroundings' doing.
+            held += tick;
+            failed_for = Duration::ZERO;
+            if held >= bounds.link_wait {
+                return (false, results);
+            }
         } else {
-            failed_since = None;
-            Instant::now()
-        };
-        if start.elapsed() >= limit || (unit_failed && since.elapsed() >= grace) {
-            return (false, results);
+            judged += tick;
+            let unit_failed = results.iter().any(|c| c.name == "units" && !c.ok);
+            failed_for = if unit_failed { failed_for + tick } else { Duration::ZERO };
+            if judged >= bounds.limit || (unit_failed && failed_for >= bounds.grace) {
+                return (false, results);
+            }
         }
-        std::thread::sleep(Duration::from_secs(2));
+        std::thread::sleep(poll);
     }
 }
 
@@ -198,23 +247,52 @@ mod tests {
     use super::*;
 
     fn check(name: &'static str, ok: bool) -> Check {
-        Check { name, ok, detail: String::new() }
+        Check::new(name, ok, String::new())
     }
+
+    fn bounds(limit_ms: u64, grace_ms: u64, link_wait_ms: u64) -> Bounds {
+        Bounds {
+            limit: Duration::from_millis(limit_ms),
+            grace: Duration::from_millis(grace_ms),
+            link_wait: Duration::from_millis(link_wait_ms),
+        }
+    }
+    const FAST: Duration = Duration::from_millis(20);
 
     #[test]
     fn a_verdict_waits_for_a_settling_boot_and_gives_up_on_a_unit_that_stays_failed() {
         let mut n = 0;
-        let (ok, _) = wait_for_verdict(Duration::from_secs(60), Duration::from_secs(60), || {
+        let (ok, _) = wait_polling(bounds(60_000, 60_000, 0), FAST, || {
             n += 1;
             vec![check("server", n > 2), check("units", true)]
         });
         assert!(ok && n == 3);
-        let start = Instant::now();
-        let (ok, results) = wait_for_verdict(Duration::from_secs(600), Duration::from_secs(3), || {
+        let mut polls = 0;
+        let (ok, results) = wait_polling(bounds(600_000, 100, 0), FAST, || {
+            polls += 1;
             vec![check("server", false), check("units", false)]
         });
         assert!(!ok && results.len() == 2);
-        assert!(start.elapsed() < Duration::from_secs(30), "a failed unit ends the wait early");
+        assert!(polls < 100, "a failed unit ends the wait early ({polls} polls)");
+    }
+
+    #[test]
+    fn no_link_holds_the_verdict_instead_of_failing_it_but_not_for_ever() {
+        let down = || Check { hold: true, ..check("link", false) };
+        // The link is down for longer than the whole limit, then comes back: the boot passes.
+        let mut n = 0;
+        let (ok, _) = wait_polling(bounds(100, 100, 60_000), FAST, || {
+            n += 1;
+            if n < 20 {
+                vec![down(), check("addresses", false), check("units", false)]
+            } else {
+                vec![check("link", true), check("addresses", true), check("units", true)]
+            }
+        });
+        assert!(ok, "held through {n} polls without a link, then judged on its own");
+        // A link that never comes back ends the hold at link_wait, failed with the link named.
+        let (ok, results) = wait_polling(bounds(100, 100, 300), FAST, || vec![down(), check("addresses", false)]);
+        assert!(!ok && results[0].name == "link" && results[0].hold);
     }
 
     #[test]
@@ -232,8 +310,7 @@ mod tests {
 
     #[test]
     fn the_verdict_line_names_what_failed() {
-        let line =
-            verdict_line("20261201.000000", false, &[Check { name: "server", ok: false, detail: "refused".into() }]);
+        let line = verdict_line("20261201.000000", false, &[Check::new("server", false, "refused".into())]);
         assert_eq!(line, "MICROMIRROR-HEALTH failed version=20261201.000000 (server: refused)");
         assert_eq!(verdict_line("v", true, &[check("data", true)]), "MICROMIRROR-HEALTH ok version=v");
     }

@@ -72,6 +72,10 @@ enum Cmd {
         /// A unit failed for this long ends the wait at once
         #[arg(long, default_value_t = 20)]
         grace: u64,
+        /// While wan0 has no link the wait is held (the surroundings, not this version), up to
+        /// this many seconds
+        #[arg(long, default_value_t = 6 * 3600)]
+        link_wait: u64,
         #[arg(long, default_value = "http://127.0.0.1/")]
         url: String,
         /// The data partition's mount point (default: the appliance's, /srv/mirror)
@@ -145,17 +149,28 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Health { timeout, grace, url, data } => {
+        Cmd::Health { timeout, grace, link_wait, url, data } => {
             let m = machine(&cli)?;
             let site = schema::site_config::load(&m.site_config)?;
             let data = data.clone().unwrap_or_else(|| Paths::appliance().mirror_root);
             let data = data.to_string_lossy();
             let version = m.running().map(|v| v.to_string()).unwrap_or_else(|_| "unknown".into());
-            let (ok, checks) =
-                health::wait_for_verdict(Duration::from_secs(*timeout), Duration::from_secs(*grace), || {
-                    health::checks(&site, &data, url)
-                });
+            let (ok, checks) = health::wait_for_verdict(
+                health::Bounds {
+                    limit: Duration::from_secs(*timeout),
+                    grace: Duration::from_secs(*grace),
+                    link_wait: Duration::from_secs(*link_wait),
+                },
+                || health::checks(&site, &data, url),
+            );
             health::say(&health::verdict_line(&version, ok, &checks));
+            // Kept for the updater's judgement of a failed trial (`plan::judge`).
+            if let Ok(running) = m.running() {
+                let failed = checks.iter().filter(|c| !c.ok).map(|c| c.name.to_string()).collect();
+                if let Err(e) = mirror_update::state::record_trial(&m.state, &running, failed) {
+                    tracing::warn!(error = %e, "cannot record this boot's health verdict");
+                }
+            }
             if !ok {
                 bail!("this boot is not a working mirror");
             }

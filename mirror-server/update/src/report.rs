@@ -29,6 +29,12 @@ pub fn table(s: &UpdateStatus, now: i64, enabled: bool) -> String {
     if !s.failed_versions.is_empty() {
         row("failed", s.failed_versions.join(", "));
     }
+    if !s.deferred_versions.is_empty() {
+        row(
+            "deferred",
+            format!("{} (failed while the surroundings did; tried again later)", s.deferred_versions.join(", ")),
+        );
+    }
     if let Some(a) = &s.activity {
         row("now", a.clone());
     }

@@ -317,6 +317,62 @@ fn a_failed_version_is_forgotten_from_the_esp_and_never_installed_again() {
 }
 
 #[test]
+fn a_trial_failed_while_the_surroundings_failed_too_is_retried_later_instead_of_failed() {
+    let w = World::new(1 << 20, 1000);
+    assert!(w.updater(&["check"]).status.success());
+    // V2 booted and found no link; back on V1, V1's own health check found none either (the
+    // verdicts `mirror-update health` records on the state partition).
+    let d = w.esp.join("EFI/Linux");
+    std::fs::rename(d.join(v(V2).entry_name(Some(2))), d.join(format!("micromirror_{V2}+0-2.efi"))).unwrap();
+    let now = jiff::Timestamp::now().as_second();
+    let trial = |version: &str, at: i64, failed: &[&str]| {
+        let json = serde_json::json!({ "at": at, "failed": failed });
+        write_file(&w.path(&format!("state/trials/{version}.json")), json.to_string().as_bytes());
+    };
+    trial(V2, now - 600, &["link", "addresses"]);
+    trial(V1, now - 60, &["link", "addresses", "units"]);
+    let out = w.updater(&["check"]);
+    let said = text(&out);
+    assert!(out.status.success() && said.contains("surroundings") && said.contains("tried again after"), "{said}");
+    assert_eq!(w.entries(), [v(V1).entry_name(None)], "its entry is gone until the retry");
+    let st = w.status();
+    assert_eq!(
+        (st["failed_versions"].clone(), st["deferred_versions"].clone()),
+        (serde_json::json!([]), serde_json::json!([V2])),
+        "{st}"
+    );
+    assert_eq!(st["other_slot"].as_str(), Some("empty"), "{st}");
+    // A day later the deferral is over: installed again by itself.
+    let deferred = w.path("state/deferred-versions.json");
+    let mut record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&deferred).unwrap()).unwrap();
+    record[V2]["until"] = serde_json::json!(now - 1);
+    std::fs::write(&deferred, record.to_string()).unwrap();
+    let out = w.updater(&["check"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(w.entries().contains(&v(V2).entry_name(Some(2))), "{:?}", w.entries());
+}
+
+#[test]
+fn a_trial_the_previous_version_passes_is_failed_for_good() {
+    let w = World::new(1 << 20, 1000);
+    assert!(w.updater(&["check"]).status.success());
+    let d = w.esp.join("EFI/Linux");
+    std::fs::rename(d.join(v(V2).entry_name(Some(2))), d.join(format!("micromirror_{V2}+0-2.efi"))).unwrap();
+    let now = jiff::Timestamp::now().as_second();
+    write_file(
+        &w.path(&format!("state/trials/{V2}.json")),
+        serde_json::json!({ "at": now - 600, "failed": ["server"] }).to_string().as_bytes(),
+    );
+    write_file(
+        &w.path(&format!("state/trials/{V1}.json")),
+        serde_json::json!({ "at": now - 60, "failed": [] }).to_string().as_bytes(),
+    );
+    let out = w.updater(&["check"]);
+    assert!(out.status.success() && text(&out).contains("failed here before"), "{}", text(&out));
+    assert_eq!(w.status()["failed_versions"], serde_json::json!([V2]));
+}
+
+#[test]
 fn nothing_is_written_while_the_running_version_is_on_trial_and_downgrades_need_asking() {
     let w = World::new(1 << 20, 1000);
     let d = w.esp.join("EFI/Linux");

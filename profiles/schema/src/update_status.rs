@@ -36,6 +36,10 @@ pub struct UpdateStatus {
     pub last_error: Option<String>,
     /// Versions that were booted and failed; they are never installed or booted again.
     pub failed_versions: Vec<String>,
+    /// Versions whose trial failed while the box's surroundings failed too (the previous
+    /// version failed the same checks): installed again later by themselves.
+    #[serde(default)]
+    pub deferred_versions: Vec<String>,
     /// Unix seconds at which the box reboots into the pending version.
     pub reboot_at: Option<i64>,
     /// What the updater is doing now ("downloading … 40 %", "waiting for the window").
@@ -55,6 +59,7 @@ impl UpdateStatus {
             last_check: None,
             last_error: None,
             failed_versions: Vec::new(),
+            deferred_versions: Vec::new(),
             reboot_at: None,
             activity: None,
         }
@@ -102,6 +107,7 @@ mod tests {
             last_check: Some(1),
             last_error: None,
             failed_versions: vec!["20261203.080000".into()],
+            deferred_versions: vec!["20261202.000000".into()],
             reboot_at: None,
             activity: Some("waiting for the maintenance window".into()),
         };

@@ -182,7 +182,12 @@ impl HostVars {
     pub fn ignored_keys(&self) -> Vec<String> {
         let set = |v: &Option<String>| v.as_ref().is_some_and(|s| !s.trim().is_empty());
         let mut out: Vec<String> = Vec::new();
-        let top = [("continent", &self.continent), ("country", &self.country), ("region", &self.region), ("city", &self.city)];
+        let top = [
+            ("continent", &self.continent),
+            ("country", &self.country),
+            ("region", &self.region),
+            ("city", &self.city),
+        ];
         for (key, value) in top {
             if set(value) && (key == "continent" || self.geolocation.is_some()) {
                 out.push(key.to_string());

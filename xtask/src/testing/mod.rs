@@ -1,7 +1,8 @@
 //! `cargo xtask test`: install the host tools the tests drive (real QEMU, rsync, mosquitto, …),
 //! check formatting and lints, build every test binary once, then run them in two lanes at
 //! once: the QEMU tests one after another (a TCG guest wants both cores), every other binary
-//! one after another beside them (each with cargo's default threads), then a short fuzz run.
+//! one after another beside them (each with cargo's default threads, at the lowest priority so the
+//! guests keep the CPU they need), then a short fuzz run.
 //! It ends with the slowest tests, the QEMU tests' steps and one "N passed, N failed" line.
 //! CI runs exactly this.
 
@@ -81,6 +82,7 @@ pub fn run(args: TestArgs) -> Result<()> {
     std::thread::scope(|scope| {
         scope.spawn(|| run_lane(&qemu, args.filter.as_deref(), &env, &runs));
         scope.spawn(|| {
+            yield_to_the_guests();
             run_lane(&other, args.filter.as_deref(), &env, &runs);
             if args.filter.is_none() && args.site.is_none() {
                 *fuzz.lock().unwrap_or_else(|p| p.into_inner()) = Some(fuzz_smoke());
@@ -100,6 +102,17 @@ pub fn run(args: TestArgs) -> Result<()> {
         bail!("no test ran: does the filter match any test name?");
     }
     Ok(())
+}
+
+/// Lowers this thread's priority to the least (nice 19), so the test binaries, builds and the
+/// fuzz run it starts (which inherit it) take only the CPU the QEMU lane leaves: a TCG guest
+/// uses both cores, and every second it waits is a second on the critical path, while the
+/// other lane finishes long before it either way.
+fn yield_to_the_guests() {
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), 19) {
+        eprintln!("[test] cannot lower the priority of the lane beside QEMU ({e}); it runs at the usual one");
+    }
 }
 
 /// Builds every test binary of the workspace (`cargo test --no-run`) and lists them.

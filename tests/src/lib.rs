@@ -44,13 +44,31 @@ fn test_profile() -> Result<String> {
     Ok(demo.to_string())
 }
 
-/// The demo image this test binary boots, built once (whichever test asks first) into
-/// target/e2e/BINARY/images/demo; every test of the binary shares it.
+/// The folder of the demo image this test binary boots: target/e2e/BINARY, or, within one
+/// `cargo xtask test` run (MICROMIRROR_TEST_RUN), one folder the run's binaries share, so the
+/// demo (the same profile, the same build time: the same bytes) is built once per run, not
+/// once per binary. It holds `profiles/` and `images/demo/`.
+pub fn demo_folder(binary: &str) -> PathBuf {
+    match std::env::var("MICROMIRROR_TEST_RUN") {
+        Ok(run) => target().join("e2e").join(format!("run-{run}")),
+        Err(_) => own_folder(binary),
+    }
+}
+
+/// The demo image this test binary boots, built once (whichever test, or within a run whichever
+/// binary, asks first; the others wait on a lock and take it) into `demo_folder`/images/demo.
 pub fn demo_image(binary: &str) -> PathBuf {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
     IMAGE
         .get_or_init(|| {
-            let own = own_folder(binary);
+            let own = demo_folder(binary);
+            std::fs::create_dir_all(&own).expect("the demo's folder");
+            let lock = std::fs::File::create(own.join(".building")).expect("the demo's lock file");
+            rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("locking the demo's build");
+            let image = own.join("images/demo/demo.img");
+            if image.exists() {
+                return image;
+            }
             let profiles = scratch_profiles(&own.join("profiles"), &[("demo", test_profile().unwrap())]);
             testkit::images::build(&testkit::images::request(&own, &profiles, "demo"))
         })

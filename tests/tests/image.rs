@@ -151,7 +151,7 @@ fn two_builds_of_one_profile_give_identical_images_and_a_failed_build_keeps_the_
     // The second build, into a folder of its own, also writes the .img.zst (concatenated frames,
     // the update's root.zst among them): it must restore the image byte for byte.
     let own = own_folder("image-second-build");
-    let mut second = request(&own, &own_folder(env!("CARGO_CRATE_NAME")).join("profiles"), "demo");
+    let mut second = request(&own, &e2e::demo_folder(env!("CARGO_CRATE_NAME")).join("profiles"), "demo");
     second.compress = true;
     let again = testkit::images::build(&second);
     assert_eq!(sha256_file(&again), first, "the second build differs from the first");
@@ -332,7 +332,7 @@ fn flash_writes_and_verifies_and_refuses_unsafe_targets() {
 #[test]
 fn a_second_publish_repairs_a_list_whose_signature_does_not_match() {
     let image = demo();
-    let profiles = own_folder(env!("CARGO_CRATE_NAME")).join("profiles");
+    let profiles = e2e::demo_folder(env!("CARGO_CRATE_NAME")).join("profiles");
     let site = build::load::load(&profiles, "demo").unwrap();
     let served = tempfile::tempdir().unwrap();
     let publication = build::publish::Publication {

@@ -139,11 +139,9 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
     let e0 = testkit::images::epoch();
     let (v1, v2, v3) = (version_at(e0), version_at(e0 + 60), version_at(e0 + 120));
 
-    // v1 is what the workspace's profile builds; the box is a 64 GiB disk holding it.
-    let profiles_v1 = profiles_with(w, "profiles-v1", |t| t);
-    let v1_build = build_at("v1", &profiles_v1, e0);
+    // v1 is the demo image (the run's shared build); the box is a 64 GiB disk holding it.
     let disk = w.join("disk.img");
-    vm::disk_copy(&v1_build.out.join("demo.img"), &disk, 64 << 30).unwrap();
+    vm::disk_copy(&e2e::demo_image(env!("CARGO_CRATE_NAME")), &disk, 64 << 30).unwrap();
 
     let up = w.join("upstream");
     publish_debian(&up.join("fixture-debian"), 1, 100_000);

@@ -80,11 +80,17 @@ pub fn own_folder(name: &str) -> PathBuf {
     target().join("e2e").join(name)
 }
 
-/// The build time of every test build in this process: the last commit's when it first asks,
-/// so a commit made while the tests run changes no build half-way through.
+/// The build time of every test build in this process: the run's (MICROMIRROR_TEST_EPOCH, which
+/// `cargo xtask test` sets once for all its binaries), else the last commit's when it first
+/// asks, so a commit made while the tests run changes no build half-way through.
 pub fn epoch() -> i64 {
     static EPOCH: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    *EPOCH.get_or_init(build::last_commit_epoch)
+    *EPOCH.get_or_init(|| {
+        std::env::var("MICROMIRROR_TEST_EPOCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(build::last_commit_epoch)
+    })
 }
 
 /// A request to build `site` from `profiles` into `own/images/SITE`, with the shared caches,

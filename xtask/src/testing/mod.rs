@@ -76,7 +76,12 @@ pub fn run(args: TestArgs) -> Result<()> {
     } else {
         binaries.into_iter().partition(|b| b.qemu)
     };
-    let env: Vec<(&str, String)> = args.site.iter().map(|s| ("MICROMIRROR_TEST_SITE", s.clone())).collect();
+    let mut env: Vec<(&str, String)> = args.site.iter().map(|s| ("MICROMIRROR_TEST_SITE", s.clone())).collect();
+    // One run: its test binaries share one build time and one demo image build (e2e::demo_image),
+    // in target/e2e/run-ID, removed at the end (and any a killed run left, at the start).
+    remove_run_folders();
+    env.push(("MICROMIRROR_TEST_RUN", format!("{}-{}", std::process::id(), jiff::Timestamp::now().as_second())));
+    env.push(("MICROMIRROR_TEST_EPOCH", build::last_commit_epoch().to_string()));
     let runs = Mutex::new(Vec::new());
     let fuzz = Mutex::new(None);
     std::thread::scope(|scope| {
@@ -90,6 +95,7 @@ pub fn run(args: TestArgs) -> Result<()> {
         });
     });
     let runs = runs.into_inner().unwrap_or_else(|p| p.into_inner());
+    remove_run_folders();
     print_summary(&runs, started);
     let fuzz = fuzz.into_inner().unwrap_or_else(|p| p.into_inner());
     if let Some(Err(e)) = &fuzz {
@@ -102,6 +108,16 @@ pub fn run(args: TestArgs) -> Result<()> {
         bail!("no test ran: does the filter match any test name?");
     }
     Ok(())
+}
+
+/// The shared demo builds of runs (target/e2e/run-*): a gigabyte each.
+fn remove_run_folders() {
+    let Ok(read) = fs_err::read_dir(paths::target().join("e2e")) else { return };
+    for entry in read.flatten() {
+        if entry.file_name().to_string_lossy().starts_with("run-") {
+            let _ = fs_err::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Lowers this thread's priority to the least (nice 19), so the test binaries, builds and the

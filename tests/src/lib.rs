@@ -57,6 +57,8 @@ pub fn demo_folder(binary: &str) -> PathBuf {
 
 /// The demo image this test binary boots, built once (whichever test, or within a run whichever
 /// binary, asks first; the others wait on a lock and take it) into `demo_folder`/images/demo.
+/// Only a run's own folder is ever reused: a binary's folder holds the last run's image, built
+/// from sources that may have changed since.
 pub fn demo_image(binary: &str) -> PathBuf {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
     IMAGE
@@ -66,7 +68,7 @@ pub fn demo_image(binary: &str) -> PathBuf {
             let lock = std::fs::File::create(own.join(".building")).expect("the demo's lock file");
             rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("locking the demo's build");
             let image = own.join("images/demo/demo.img");
-            if image.exists() {
+            if std::env::var_os("MICROMIRROR_TEST_RUN").is_some() && image.exists() {
                 return image;
             }
             let profiles = scratch_profiles(&own.join("profiles"), &[("demo", test_profile().unwrap())]);

@@ -316,21 +316,26 @@ fn a_failed_version_is_forgotten_from_the_esp_and_never_installed_again() {
     assert_eq!(w.disk_hash(), before, "the failed version was not installed again");
 }
 
-#[test]
-fn a_trial_failed_while_the_surroundings_failed_too_is_retried_later_instead_of_failed() {
+/// V2 installed, booted, and out of tries (the box is back on V1), with the health verdicts
+/// `mirror-update health` recorded on the state partition: V2's 10 minutes ago, then V1's a
+/// minute ago. Returns the world and now.
+fn after_a_failed_trial(v2_failed: &[&str], v1_failed: &[&str]) -> (World, i64) {
     let w = World::new(1 << 20, 1000);
     assert!(w.updater(&["check"]).status.success());
-    // V2 booted and found no link; back on V1, V1's own health check found none either (the
-    // verdicts `mirror-update health` records on the state partition).
     let d = w.esp.join("EFI/Linux");
     std::fs::rename(d.join(v(V2).entry_name(Some(2))), d.join(format!("micromirror_{V2}+0-2.efi"))).unwrap();
     let now = jiff::Timestamp::now().as_second();
-    let trial = |version: &str, at: i64, failed: &[&str]| {
+    for (version, at, failed) in [(V2, now - 600, v2_failed), (V1, now - 60, v1_failed)] {
         let json = serde_json::json!({ "at": at, "failed": failed });
         write_file(&w.path(&format!("state/trials/{version}.json")), json.to_string().as_bytes());
-    };
-    trial(V2, now - 600, &["link", "addresses"]);
-    trial(V1, now - 60, &["link", "addresses", "units"]);
+    }
+    (w, now)
+}
+
+#[test]
+fn a_trial_failed_while_the_surroundings_failed_too_is_retried_later_instead_of_failed() {
+    // V2 found no link; back on V1, V1's own health check found none either.
+    let (w, now) = after_a_failed_trial(&["link", "addresses"], &["link", "addresses", "units"]);
     let out = w.updater(&["check"]);
     let said = text(&out);
     assert!(out.status.success() && said.contains("surroundings") && said.contains("tried again after"), "{said}");
@@ -354,19 +359,7 @@ fn a_trial_failed_while_the_surroundings_failed_too_is_retried_later_instead_of_
 
 #[test]
 fn a_trial_the_previous_version_passes_is_failed_for_good() {
-    let w = World::new(1 << 20, 1000);
-    assert!(w.updater(&["check"]).status.success());
-    let d = w.esp.join("EFI/Linux");
-    std::fs::rename(d.join(v(V2).entry_name(Some(2))), d.join(format!("micromirror_{V2}+0-2.efi"))).unwrap();
-    let now = jiff::Timestamp::now().as_second();
-    write_file(
-        &w.path(&format!("state/trials/{V2}.json")),
-        serde_json::json!({ "at": now - 600, "failed": ["server"] }).to_string().as_bytes(),
-    );
-    write_file(
-        &w.path(&format!("state/trials/{V1}.json")),
-        serde_json::json!({ "at": now - 60, "failed": [] }).to_string().as_bytes(),
-    );
+    let (w, _) = after_a_failed_trial(&["server"], &[]);
     let out = w.updater(&["check"]);
     assert!(out.status.success() && text(&out).contains("failed here before"), "{}", text(&out));
     assert_eq!(w.status()["failed_versions"], serde_json::json!([V2]));

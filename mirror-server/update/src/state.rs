@@ -73,20 +73,10 @@ pub fn read_failed(m: &Machine) -> BTreeSet<Version> {
 }
 
 fn write_failed(m: &Machine, failed: &BTreeSet<Version>) -> Result<()> {
-    use anyhow::Context;
     let mut all = read_failed(m);
     all.extend(failed.iter().cloned());
     let text: String = all.iter().map(|v| format!("{v}\n")).collect();
-    std::fs::create_dir_all(&m.state).with_context(|| format!("creating {}", m.state.display()))?;
-    let tmp = failed_file(m).with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, failed_file(m))
-    };
-    write().with_context(|| format!("recording failed versions in {}", failed_file(m).display()))
+    write_whole(&failed_file(m), text.as_bytes())
 }
 
 /// Versions whose failed trial was charged to the box's surroundings (`plan::judge`).
@@ -138,14 +128,18 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
-/// Written whole or not at all (a temporary file, flushed, renamed).
 fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    write_whole(path, &serde_json::to_vec_pretty(value)?)
+}
+
+/// Written whole or not at all (a temporary file of its own, flushed, renamed).
+fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
     use anyhow::Context;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let write = || -> std::io::Result<()> {
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        serde_json::to_writer_pretty(&mut tmp, value)?;
+        std::io::Write::write_all(&mut tmp, bytes)?;
         tmp.as_file().sync_all()?;
         tmp.persist(path).map(|_| ()).map_err(|e| e.error)
     };

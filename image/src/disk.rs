@@ -32,9 +32,11 @@ pub struct Layout {
 }
 
 /// The size of each root slot. Fixed for the life of a box (an installed disk's partitions never
-/// move), so it holds any future root filesystem: today's Debian root is about 2 GiB with its
-/// headroom, twice that leaves room for the bases to grow. Two slots cost 8 GiB of a 2 TB disk.
-pub const SLOT_SIZE: u64 = 4 << 30;
+/// move), so it holds any future root image: the read-only, compressed root with its hash tree
+/// (a few hundred MiB; a build refuses one over 85 % of a slot). 1 GiB is also what the running
+/// fleet's boxes have to give: their old /boot partition (1 GiB) and swap (2 GiB) become the two
+/// slots when a box is adopted.
+pub const SLOT_SIZE: u64 = 1 << 30;
 
 /// Plans a disk holding an ESP and two root slots of the given sizes (rounded up to MiB).
 pub fn plan(esp_size: u64, slot_size: u64) -> Layout {

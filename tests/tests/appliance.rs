@@ -290,6 +290,18 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // 5. The root is read-only and verified: even root cannot write to it; the root is the
+    // dm-verity device of this version's slot; /var takes writes (in memory).
+    let out = vm.ssh(
+        &key,
+        &[],
+        "sudo touch /probe 2>&1; echo rc=$?; findmnt -no SOURCE,FSTYPE,OPTIONS /; sudo veritysetup status root | grep -E '^ *status:'; sudo touch /var/tmp/probe && echo var-ok",
+    );
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("Read-only file system") && !said.contains("rc=0"), "a write to / fails: {said}");
+    assert!(said.contains("/dev/mapper/root erofs ro"), "the root is the verified slot, read-only: {said}");
+    assert!(said.contains("status:") && said.contains("verified"), "dm-verity checks it: {said}");
+    assert!(said.contains("var-ok"), "/var takes writes: {said}");
     let out = vm.ssh(&key, &[], "mirror-sync status");
     let status_table = String::from_utf8_lossy(&out.stdout).into_owned();
     println!("{status_table}");

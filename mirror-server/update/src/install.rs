@@ -121,9 +121,6 @@ pub fn install(
             set_activity(m, status, format!("writing {v} into slot {}: {} MiB", other.number, at >> 20));
         }
     })?;
-    if let Ok(id) = std::fs::read_to_string(&m.machine_id) {
-        write::machine_id(&m.disk, other, &id)?;
-    }
     slots::set_label(&m.disk, other.number, &v.slot_label())?;
     if downgrade {
         demote_running(m, look)?;

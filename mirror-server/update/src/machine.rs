@@ -20,8 +20,6 @@ pub struct Machine {
     pub cmdline: PathBuf,
     pub keyring: PathBuf,
     pub site_config: PathBuf,
-    /// The box's machine id as kept on the state partition, copied into each new root.
-    pub machine_id: PathBuf,
     /// What reboots the box.
     pub reboot: Vec<String>,
 }
@@ -43,7 +41,6 @@ impl Machine {
             cmdline: PathBuf::from("/proc/cmdline"),
             keyring: paths.update_keyring(),
             site_config: paths.site_profile(),
-            machine_id: paths.state.join("identity/machine-id"),
             reboot: vec!["systemctl".into(), "reboot".into()],
         })
     }

@@ -32,9 +32,6 @@ struct Cli {
     /// The OpenPGP keyring update signatures must verify against
     #[arg(long)]
     keyring: Option<PathBuf>,
-    /// The machine id file copied into each new root
-    #[arg(long)]
-    machine_id: Option<PathBuf>,
     /// Never reboot (print what would reboot instead)
     #[arg(long)]
     no_reboot: bool,
@@ -113,9 +110,6 @@ fn machine(cli: &Cli) -> Result<Machine> {
     }
     if let Some(p) = &cli.keyring {
         m.keyring = p.clone();
-    }
-    if let Some(p) = &cli.machine_id {
-        m.machine_id = p.clone();
     }
     if cli.no_reboot {
         m.reboot = vec!["echo".into(), "mirror-update: would reboot now (--no-reboot)".into()];

@@ -2,13 +2,13 @@
 //! disk at the slot's offset; runs of zeros are zeroed by the device (fallocate ZERO_RANGE,
 //! which SSDs and virtio do without moving the bytes) instead of written; then the page cache
 //! is dropped and every chunk is read back and compared, so what the next boot reads is what
-//! was signed. Last, the box's machine id goes into the new root (debugfs, on the unmounted
-//! filesystem), because systemd reads it before any other partition is mounted.
+//! was signed. Nothing of the box's own goes into the slot: the root is read-only and verified
+//! block by block against the version's root hash (the initramfs shows the box's machine id,
+//! kept on the state partition, over /etc/machine-id).
 
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use rustix::fs::{Advice, FallocateFlags};
@@ -124,27 +124,3 @@ fn read_back(dev: &std::fs::File, slot: &Slot, chunks: &[Written], size: u64) ->
     Ok(())
 }
 
-/// Writes `machine_id` as /etc/machine-id of the (unmounted) ext4 root in `slot`.
-pub fn machine_id(disk: &Path, slot: &Slot, machine_id: &str) -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let id_file = dir.path().join("machine-id");
-    std::fs::write(&id_file, format!("{}\n", machine_id.trim()))?;
-    let script = dir.path().join("commands");
-    std::fs::write(
-        &script,
-        format!("rm /etc/machine-id\nwrite {} /etc/machine-id\nsif /etc/machine-id mode 0100444\n", id_file.display()),
-    )?;
-    let target = format!("{}?offset={}", disk.display(), slot.offset);
-    let out = Command::new("debugfs")
-        .arg("-w")
-        .arg("-f")
-        .arg(&script)
-        .arg(&target)
-        .output()
-        .context("running debugfs (package e2fsprogs)")?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if !out.status.success() || text.contains("Couldn't") || text.contains("error") {
-        bail!("writing the machine id into the new root failed: {}", text.trim());
-    }
-    Ok(())
-}

@@ -1,7 +1,8 @@
 //! mirror-update on the host, with real parts: a GPT disk image made by the image crate, an ESP
 //! folder, updates signed by gpg with the demo's test key and served over HTTP by the real
-//! mirror-server, a root filesystem made by mkfs.ext4 and read back with debugfs. What a box
-//! would do to its disk and ESP is checked byte for byte, and so is what it must refuse to do.
+//! mirror-server, a read-only root like the image's (mkfs.erofs and its dm-verity hash tree,
+//! checked again with veritysetup after the write). What a box would do to its disk and ESP is
+//! checked byte for byte, and so is what it must refuse to do.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -15,7 +16,6 @@ use testkit::server::MirrorServer;
 
 const V1: &str = "20261201.100000";
 const V2: &str = "20261202.100000";
-const MACHINE_ID: &str = "0123456789abcdef0123456789abcdef";
 
 fn v(s: &str) -> Version {
     Version::parse(s).unwrap()
@@ -34,8 +34,11 @@ struct World {
     served: PathBuf,
     server: Option<MirrorServer>,
     gnupg: PathBuf,
-    /// The root filesystem of V2, uncompressed.
+    /// The root image of V2 (file system and hash tree), uncompressed.
     root_fs: Vec<u8>,
+    /// Its verity root hash and where the hash tree starts.
+    root_hash: String,
+    hash_offset: u64,
 }
 
 impl World {
@@ -68,14 +71,24 @@ impl World {
             &d.join("cmdline"),
             format!("root=PARTLABEL={} rw micromirror.version={V1}\n", v(V1).slot_label()).as_bytes(),
         );
-        write_file(&d.join("machine-id"), format!("{MACHINE_ID}\n").as_bytes());
 
-        let root_fs = root_filesystem(d, payload);
+        let (root_fs, root_hash, hash_offset) = root_image(d, payload);
         let served = d.join("served");
         std::fs::create_dir_all(&served).unwrap();
         let server = MirrorServer::start(&served, &[]);
         let port = server.port;
-        let w = World { dir, disk: disk_path, layout, esp, served, server: Some(server), gnupg, root_fs };
+        let w = World {
+            dir,
+            disk: disk_path,
+            layout,
+            esp,
+            served,
+            server: Some(server),
+            gnupg,
+            root_fs,
+            root_hash,
+            hash_offset,
+        };
         w.publish(&[V2]);
         let profile = LabProfile::with_catalog_projects(&["fixture-rpm"]).extra(&format!(
             "[update]\nurl = \"http://127.0.0.1:{port}/\"\nsigning_key = \"update-key.asc\"\nboot_tries = 2\nbwlimit_mbit = {bwlimit_mbit}\n"
@@ -133,7 +146,7 @@ impl World {
         let mut c = Command::new(env!("CARGO_BIN_EXE_mirror-update"));
         c.arg("--config").arg(p("site.toml")).arg("--disk").arg(&self.disk).arg("--esp").arg(&self.esp);
         c.arg("--state").arg(p("state")).arg("--cmdline").arg(p("cmdline")).arg("--keyring").arg(p("keyring.gpg"));
-        c.arg("--machine-id").arg(p("machine-id")).arg("--no-reboot");
+        c.arg("--no-reboot");
         c
     }
 
@@ -169,14 +182,27 @@ impl World {
     }
 }
 
-/// A small ext4 root like the image's: an empty /etc/machine-id and `payload` random bytes.
-fn root_filesystem(dir: &Path, payload: usize) -> Vec<u8> {
+/// A small read-only root like the image's: an EROFS holding an empty /etc/machine-id and
+/// `payload` random bytes, its dm-verity hash tree after it; with its root hash and hash offset.
+fn root_image(dir: &Path, payload: usize) -> (Vec<u8>, String, u64) {
     let tree = dir.join("tree");
     write_file(&tree.join("etc/machine-id"), b"");
     write_file(&tree.join("usr/lib/payload"), &bytes(payload, 9));
-    let fs = dir.join("root.ext4");
-    run(Command::new("mkfs.ext4").args(["-q", "-F", "-b", "4096", "-d"]).arg(&tree).arg(&fs).arg("24M"));
-    std::fs::read(&fs).unwrap()
+    let image = dir.join("root.slot");
+    run(Command::new("mkfs.erofs").args(["--quiet", "-zlz4hc"]).arg(&image).arg(&tree));
+    let offset = std::fs::metadata(&image).unwrap().len();
+    let out = run(Command::new("veritysetup")
+        .arg("format")
+        .arg(format!("--hash-offset={offset}"))
+        .arg(&image)
+        .arg(&image));
+    let said = text(&out);
+    let hash = said
+        .lines()
+        .find_map(|l| l.strip_prefix("Root hash:"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|| panic!("no root hash in {said}"));
+    (std::fs::read(&image).unwrap(), hash, offset)
 }
 
 fn run(c: &mut Command) -> Output {
@@ -189,13 +215,9 @@ fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
-fn debugfs_cat(disk: &Path, offset: u64, file: &str) -> Vec<u8> {
-    let target = format!("{}?offset={offset}", disk.display());
-    run(Command::new("debugfs").arg("-R").arg(format!("cat {file}")).arg(target)).stdout
-}
 
 #[test]
-fn a_signed_update_goes_into_the_free_slot_with_the_machine_id_and_its_entry_comes_last() {
+fn a_signed_update_goes_into_the_free_slot_byte_for_byte_and_its_entry_comes_last() {
     let w = World::new(2 << 20, 1000);
     let out = w.updater(&["check"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -203,17 +225,21 @@ fn a_signed_update_goes_into_the_free_slot_with_the_machine_id_and_its_entry_com
     assert_eq!(w.entries(), [v(V1).entry_name(None), v(V2).entry_name(Some(2))]);
     let uki = std::fs::read(w.esp.join("EFI/Linux").join(v(V2).entry_name(Some(2)))).unwrap();
     assert_eq!(uki, format!("uki of {V2}").as_bytes());
-    // The slot holds the signed filesystem, except the machine id written into it.
-    let id = debugfs_cat(&w.disk, w.layout.spare_offset, "/etc/machine-id");
-    assert_eq!(String::from_utf8_lossy(&id).trim(), MACHINE_ID);
-    let fsck = Command::new("e2fsck")
-        .args(["-fn"])
-        .arg(format!("{}?offset={}", w.disk.display(), w.layout.spare_offset))
-        .output();
-    let fsck = fsck.unwrap();
-    assert!(fsck.status.success(), "e2fsck on the written slot:\n{}", text(&fsck));
-    let payload = debugfs_cat(&w.disk, w.layout.spare_offset, "/usr/lib/payload");
-    assert!(payload == bytes(2 << 20, 9), "the payload file is whole");
+    // The slot holds exactly the signed image (nothing of the box's own is written into a
+    // verified root), and its hash tree still verifies every block against the root hash.
+    let written = w.slot_b();
+    assert!(written == w.root_fs, "the slot holds the signed root image byte for byte");
+    let copy = w.path("slot-b.copy");
+    std::fs::write(&copy, &written).unwrap();
+    let verify = Command::new("veritysetup")
+        .arg("verify")
+        .arg(format!("--hash-offset={}", w.hash_offset))
+        .arg(&copy)
+        .arg(&copy)
+        .arg(&w.root_hash)
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "veritysetup verify on the written slot:\n{}", text(&verify));
     let st = w.status();
     assert_eq!((st["other_slot"].as_str(), st["other_version"].as_str()), (Some("pending"), Some(V2)));
     assert_eq!(st["newest_available"].as_str(), Some(V2));
@@ -549,8 +575,7 @@ fn a_keyring_named_without_a_folder_is_the_file_in_the_current_folder() {
         .arg(p("state"))
         .arg("--cmdline")
         .arg(p("cmdline"))
-        .args(["--keyring", "keyring.gpg", "--machine-id"])
-        .arg(p("machine-id"))
+        .args(["--keyring", "keyring.gpg"])
         .args(["--no-reboot", "check"])
         .output()
         .unwrap();

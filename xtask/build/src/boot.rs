@@ -1,8 +1,11 @@
 //! Stage 4: the boot files. The initramfs is made by the distro's own tool inside the tree
-//! (initramfs-tools on Debian, dracut on AlmaLinux) with the hardware class's and QEMU's drivers; the
-//! kernel, initramfs, command line and os-release (with the image's IMAGE_ID and IMAGE_VERSION)
-//! are appended to systemd's EFI stub as one Unified Kernel Image, and systemd-boot, which
-//! counts each new version's boots, is taken from the base or the build host.
+//! (initramfs-tools on Debian, dracut on AlmaLinux) with the hardware class's and QEMU's drivers,
+//! and the read-only root's: dm-verity, EROFS and overlayfs (`prepare`, before the root image
+//! is made, since the initramfs is built in the tree and then taken out of it). Once the root
+//! image's hash is known (`slot_image`), the kernel, initramfs, command line and os-release (with
+//! the image's IMAGE_ID and IMAGE_VERSION) are appended to systemd's EFI stub as one Unified
+//! Kernel Image (`BootParts::uki`); systemd-boot, which counts each new version's boots, is
+//! taken from the base or the build host.
 
 use std::path::{Path, PathBuf};
 
@@ -12,10 +15,23 @@ use schema::profile::{Distro, LoadedProfile};
 
 use crate::cmd::{self, cmd};
 use crate::progress;
+use crate::slot_image::Verity;
 
 /// Drivers every image carries besides its hardware class's: QEMU's (the boot tests run any
-/// site's image), the file systems and efivarfs.
-const COMMON_DRIVERS: &[&str] = &["virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net", "ext4", "xfs", "efivarfs"];
+/// site's image), the file systems, efivarfs, and what opens the read-only root (dm-verity,
+/// EROFS) and lays the writable /var over it (overlay).
+const COMMON_DRIVERS: &[&str] = &[
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_scsi",
+    "virtio_net",
+    "ext4",
+    "xfs",
+    "efivarfs",
+    "dm_verity",
+    "erofs",
+    "overlay",
+];
 
 /// Hardware watchdogs (QEMU's i6300esb, the T620's and T740's sp5100_tco, Intel's iTCO_wdt),
 /// loaded before systemd takes over so its RuntimeWatchdogSec finds /dev/watchdog0.
@@ -46,17 +62,22 @@ pub struct BootFiles {
     pub uki: Vec<u8>,
 }
 
-/// The kernel command line: the root slot labelled with this version (so each UKI boots its own
-/// root, whichever slot the updater wrote), the version for the updater, consoles on screen and
-/// serial port, and a reboot ten seconds after a panic (nobody is there to press a key).
-pub fn cmdline(site: &LoadedProfile, version: &Version) -> String {
+/// The kernel command line: the root is this version's slot opened as a dm-verity device (the
+/// initramfs does it: `micromirror.slot` names the slot by label, so each UKI boots its own
+/// root whichever slot the updater wrote; `micromirror.roothash` and `micromirror.hashoffset`
+/// pin its bytes), read-only EROFS; the version for the updater; consoles on screen and serial
+/// port; and a reboot ten seconds after a panic (nobody is there to press a key).
+pub fn cmdline(site: &LoadedProfile, version: &Version, verity: &Verity) -> String {
     let mut c = format!(
-        "root=PARTLABEL={} rw rootwait micromirror.version={version} console=tty0 console=ttyS0,115200n8 panic=10 net.ifnames=1",
-        version.slot_label()
+        "root=/dev/mapper/root rootfstype=erofs ro micromirror.slot={} micromirror.roothash={} micromirror.hashoffset={} \
+         micromirror.version={version} console=tty0 console=ttyS0,115200n8 panic=10 net.ifnames=1",
+        version.slot_label(),
+        verity.root_hash,
+        verity.hash_offset
     );
     if site.profile.base.distro == Distro::Almalinux9 {
-        // SELinux: the tree is not labelled at build time (no policy tools on the build host
-        // run in it); /.autorelabel labels it on first boot, then /etc/selinux/config enforces.
+        // SELinux: the tree is labelled at build time (mkfs.erofs --file-contexts), and
+        // /etc/selinux/config enforces.
         c.push_str(" selinux=1");
     }
     c
@@ -78,7 +99,19 @@ pub fn os_release(base: &str, version: &Version) -> String {
 /// roll back.
 const BLESS_BOOT: &str = "usr/lib/systemd/systemd-bless-boot";
 
-pub fn make_boot_files(site: &LoadedProfile, root: &Path, epoch: i64, version: &Version) -> Result<BootFiles> {
+/// What the UKI is made of, gathered from the tree before the root image is made.
+pub struct BootParts {
+    loader: Vec<u8>,
+    stub: Vec<u8>,
+    linux: Vec<u8>,
+    initrd: Vec<u8>,
+    base_release: String,
+    kver: String,
+}
+
+/// Builds the initramfs in the tree (and takes it out again: it lives in the UKI only) and
+/// reads the kernel, the EFI stub and systemd-boot.
+pub fn prepare(site: &LoadedProfile, root: &Path, epoch: i64) -> Result<BootParts> {
     if !root.join(BLESS_BOOT).exists() {
         bail!(
             "the base has no /{BLESS_BOOT} (Debian 12: package systemd-boot; AlmaLinux 9.2+: systemd-udev), \
@@ -90,35 +123,43 @@ pub fn make_boot_files(site: &LoadedProfile, root: &Path, epoch: i64, version: &
     let initrd_path = root.join("boot/initrd.micromirror");
     make_initramfs(site, root, &kver, epoch)?;
     let initrd = fs_err::read(&initrd_path).with_context(|| format!("reading {}", initrd_path.display()))?;
-    // The initramfs lives in the UKI only; a copy in the root filesystem would be dead weight.
     fs_err::remove_file(&initrd_path)?;
     let kernel_path = kernel_image(root, &kver)?;
     let linux = fs_err::read(&kernel_path).with_context(|| format!("reading {}", kernel_path.display()))?;
     let base_release =
         fs_err::read_to_string(root.join("usr/lib/os-release")).context("reading the base's os-release")?;
-    let os_release = os_release(&base_release, version);
     let stub_path = from_base_or_host(root, HOST_STUB);
     let stub = fs_err::read(&stub_path).with_context(|| format!("reading the EFI stub {}", stub_path.display()))?;
     let loader_path = from_base_or_host(root, HOST_LOADER);
     let loader =
         fs_err::read(&loader_path).with_context(|| format!("reading systemd-boot {}", loader_path.display()))?;
-    let line = cmdline(site, version);
-    stage.message("assembling the UKI");
-    let uki = image::uki::build_uki(
-        &stub,
-        &image::uki::UkiParts {
-            os_release: os_release.as_bytes(),
-            cmdline: line.as_bytes(),
-            initrd: &initrd,
-            linux: &linux,
-        },
-    )?;
-    stage.done(&format!(
-        "UKI {} (kernel {kver}, initramfs {}), version {version}",
-        progress::human_bytes(uki.len() as u64),
-        progress::human_bytes(initrd.len() as u64)
-    ));
-    Ok(BootFiles { loader, uki })
+    stage.done(&format!("initramfs {} (kernel {kver})", progress::human_bytes(initrd.len() as u64)));
+    Ok(BootParts { loader, stub, linux, initrd, base_release, kver })
+}
+
+impl BootParts {
+    /// The version's UKI, its command line pinning the root image by `verity`.
+    pub fn uki(self, site: &LoadedProfile, version: &Version, verity: &Verity) -> Result<BootFiles> {
+        let stage = progress::stage("boot", "assembling the UKI");
+        let os_release = os_release(&self.base_release, version);
+        let line = cmdline(site, version, verity);
+        let uki = image::uki::build_uki(
+            &self.stub,
+            &image::uki::UkiParts {
+                os_release: os_release.as_bytes(),
+                cmdline: line.as_bytes(),
+                initrd: &self.initrd,
+                linux: &self.linux,
+            },
+        )?;
+        stage.done(&format!(
+            "UKI {} (kernel {}, initramfs {}), version {version}",
+            progress::human_bytes(uki.len() as u64),
+            self.kver,
+            progress::human_bytes(self.initrd.len() as u64)
+        ));
+        Ok(BootFiles { loader: self.loader, uki })
+    }
 }
 
 fn kernel_version(root: &Path) -> Result<String> {

@@ -21,7 +21,9 @@ const fn need(probe: &'static str, debian: &'static str, fedora: &'static str) -
 /// What `cargo xtask image` needs for a Debian 12 base.
 pub const IMAGE_DEBIAN: &[Need] = &[
     need("mmdebstrap", "mmdebstrap", "mmdebstrap"),
-    need("mkfs.ext4", "e2fsprogs", "e2fsprogs"),
+    // The read-only root and its hash tree.
+    need("mkfs.erofs", "erofs-utils", "erofs-utils"),
+    need("veritysetup", "cryptsetup-bin", "cryptsetup"),
     need("zstd", "zstd", "zstd"),
     need("/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "systemd-boot-efi", "systemd-boot-unsigned"),
     need("/usr/lib/systemd/boot/efi/systemd-bootx64.efi", "systemd-boot-efi", "systemd-boot-unsigned"),
@@ -38,7 +40,8 @@ pub const IMAGE_ALMALINUX: &[Need] = &[
     need("dnf", "dnf", "dnf"),
     need("rpm", "rpm", "rpm"),
     need("curl", "curl", "curl"),
-    need("mkfs.ext4", "e2fsprogs", "e2fsprogs"),
+    need("mkfs.erofs", "erofs-utils", "erofs-utils"),
+    need("veritysetup", "cryptsetup-bin", "cryptsetup"),
     need("zstd", "zstd", "zstd"),
     need("/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "systemd-boot-efi", "systemd-boot-unsigned"),
     need("/usr/lib/systemd/boot/efi/systemd-bootx64.efi", "systemd-boot-efi", "systemd-boot-unsigned"),

@@ -1,8 +1,8 @@
 //! The image build as a library: one `Request` in (the site, its profiles folder, the output
 //! folder, the build time, the signing home, the caches), one site's disk image and update out.
-//! `run` reads as the pipeline's own description: load → base → overlay → boot → disk → update →
-//! outputs, each stage one module with named inputs and outputs, so a newcomer can stop between
-//! any two stages.
+//! `run` reads as the pipeline's own description: load → base → overlay → boot → root slot
+//! image → UKI → disk → update → outputs, each stage one module with named inputs and outputs,
+//! so a newcomer can stop between any two stages.
 //!
 //! Nothing here reads an environment variable or assumes a folder: `cargo xtask image` (the
 //! command line), the tests and the benchmarks say everything in the request. It depends on
@@ -21,6 +21,7 @@ pub mod overlay;
 pub mod progress;
 pub mod publish;
 pub mod signing;
+pub mod slot_image;
 pub mod sparse;
 pub mod ssh_keys;
 pub mod tarball;
@@ -160,7 +161,8 @@ pub fn run(request: &Request) -> Result<Built> {
     built
 }
 
-/// The stages after loading: base → overlay → boot → disk → update → outputs, in `work`.
+/// The stages after loading: base → overlay → boot → root slot image → UKI → disk → update →
+/// outputs, in `work`.
 fn stages(
     request: &Request,
     site: &schema::profile::LoadedProfile,
@@ -190,9 +192,13 @@ fn stages(
         eprintln!("tree with overlay: {}", root.display());
         return Ok(Built::Tree(root));
     }
-    let boot = boot::make_boot_files(site, &root, epoch, &version)?;
+    let boot = boot::prepare(site, &root, epoch)?;
+    overlay::seal_read_only(&root, epoch)?;
+    tree::pin_timestamps(&root, epoch)?;
+    let slot = slot_image::make(site, &root, epoch, &work.join("slot"))?;
+    let boot = boot.uki(site, &version, &slot.verity)?;
     let staging = work.join("out");
-    let disk = disk::assemble(site, &root, &boot, &version, epoch, &staging)?;
+    let disk = disk::assemble(site, &slot, &boot, &version, &staging)?;
     let update = update::make(site, request.signing_home.as_deref(), &disk, &boot, &version, epoch, &staging)?;
     let parts = outputs::Parts {
         base: &base,

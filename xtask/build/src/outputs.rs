@@ -70,7 +70,7 @@ pub fn finish(
         })),
         "layout": {
             "esp": {"offset": disk.layout.esp_offset, "size": disk.layout.esp_size},
-            "root_a": {"offset": disk.layout.root_offset, "size": disk.layout.root_size, "filesystem": disk.root_fs_size, "label": version.slot_label()},
+            "root_a": {"offset": disk.layout.root_offset, "size": disk.layout.root_size, "image": disk.root_fs_size, "filesystem": "erofs+dm-verity", "label": version.slot_label()},
             "root_b": {"offset": disk.layout.spare_offset, "size": disk.layout.root_size, "label": image::disk::EMPTY_SLOT_LABEL},
             "state": "created on first boot (label mm-state, ext4, 4 GiB)",
             "data": "created on first boot to fill the rest of the disk (label mirror-data, XFS)",
@@ -240,7 +240,8 @@ fn tool_versions() -> serde_json::Value {
     };
     json!({
         "build": env!("CARGO_PKG_VERSION"),
-        "mkfs.ext4": version("mkfs.ext4", "-V"),
+        "mkfs.erofs": version("mkfs.erofs", "--version"),
+        "veritysetup": version("veritysetup", "--version"),
         "mmdebstrap": version("mmdebstrap", "--version"),
         "dnf": version("dnf", "--version"),
         "rustc": version("rustc", "--version"),

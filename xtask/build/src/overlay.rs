@@ -38,9 +38,6 @@ pub fn units_to_enable(distro: Distro, updates: bool) -> Vec<&'static str> {
             "ssh.service",
             "nftables.service",
             "rsync.service",
-            "unattended-upgrades.service",
-            "apt-daily.timer",
-            "apt-daily-upgrade.timer",
         ]),
         Distro::Almalinux9 => v.extend([
             "NetworkManager.service",
@@ -48,7 +45,6 @@ pub fn units_to_enable(distro: Distro, updates: bool) -> Vec<&'static str> {
             "sshd.service",
             "nftables.service",
             "rsyncd.service",
-            "dnf-automatic.timer",
         ]),
     }
     v
@@ -98,6 +94,7 @@ pub fn apply(site: &LoadedProfile, catalog: &Path, root: &Path, bins: &Binaries)
         tree::write_file(&root.join("usr/bin").join(name), &data, 0o755)?;
     }
     set_timezone(site, root)?;
+    make_users(site, root)?;
     forget_machine_identity(root)?;
     let enable = units_to_enable(distro, site.profile.update.is_some());
     systemctl(root, "enable", &enable)?;
@@ -279,6 +276,34 @@ fn forget_machine_identity(root: &Path) -> Result<()> {
     }
     // Empty (not missing): systemd makes a fresh id on first boot and treats it as first boot.
     tree::write_file(&root.join("etc/machine-id"), b"", 0o444)
+}
+
+/// The appliance's users (sysusers.d/micromirror.conf), made now: a read-only /etc cannot take
+/// them at boot. The admin's home is made with them, as tmpfiles.d would at boot.
+fn make_users(site: &LoadedProfile, root: &Path) -> Result<()> {
+    let (sh, root_arg) = (cmd::shell()?, format!("--root={}", root.display()));
+    cmd::run(cmd!(sh, "systemd-sysusers {root_arg}")).context("making the appliance's users (systemd-sysusers)")?;
+    let admin = &site.profile.access.admin_user;
+    let home = root.join("home").join(admin);
+    fs_err::create_dir_all(&home)?;
+    // The ids sysusers.d fixes for the admin.
+    std::os::unix::fs::chown(&home, Some(1000), Some(1000)).with_context(|| format!("chown {}", home.display()))?;
+    fs_err::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    Ok(())
+}
+
+/// What a read-only root must have settled at build time: systemd's "this tree is up to date"
+/// stamps (with none, or an old one, ldconfig, sysusers, the hwdb and the journal catalog would
+/// try to write into /etc and /var at boot and fail). Their time is the build time, which is
+/// every file's time (`tree::pin_timestamps`), so /usr is never newer.
+pub fn seal_read_only(root: &Path, epoch: i64) -> Result<()> {
+    let stamp = format!(
+        "# The build's time: nothing under /usr is newer, so no boot tries to update /etc or /var.\nTIMESTAMP_NSEC={epoch}000000000\n"
+    );
+    for dir in ["etc", "var"] {
+        tree::write_file(&root.join(dir).join(".updated"), stamp.as_bytes(), 0o644)?;
+    }
+    Ok(())
 }
 
 fn systemctl(root: &Path, verb: &str, units: &[&str]) -> Result<()> {

@@ -1,0 +1,157 @@
+//! Stage 5: the root slot's image. The finished tree becomes a read-only, compressed EROFS
+//! (mkfs.erofs, lz4hc: both bases' kernels read it), and its dm-verity hash tree is appended
+//! after it (veritysetup format, salt and UUID seeded by the site, so two builds give the same
+//! bytes). The root hash goes onto the UKI's command line: the signed update pins every byte of
+//! the root, and the kernel refuses a block that does not match it at read time.
+//!
+//! This module only makes the file; where it goes (slot A, the update's root artifact) is the
+//! disk's and the update's business.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use image::disk::{self, SLOT_SIZE};
+use schema::profile::{Distro, LoadedProfile};
+
+use crate::cmd::{self, cmd};
+use crate::progress;
+
+/// What the kernel command line needs to open the slot as a verified device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verity {
+    /// The hash tree's root, hex.
+    pub root_hash: String,
+    /// Where the hash tree starts in the slot: the file system's size.
+    pub hash_offset: u64,
+}
+
+pub struct SlotImage {
+    /// The file system followed by its hash tree.
+    pub file: PathBuf,
+    /// The file's size: what slot A holds and what an update writes.
+    pub size: u64,
+    pub verity: Verity,
+    /// The file system alone, and the tree's own size before compression (for the report).
+    pub fs_size: u64,
+}
+
+/// The share of a slot the image may fill: the rest is headroom for the bases to grow over a
+/// box's life, since the slots never move on a shipped disk.
+pub const FILL_LIMIT: f64 = 0.85;
+
+pub fn make(site: &LoadedProfile, root: &Path, epoch: i64, staging: &Path) -> Result<SlotImage> {
+    let stage = progress::stage("root", "mkfs.erofs (read-only root) and its dm-verity hash tree");
+    fs_err::create_dir_all(staging)?;
+    let file = staging.join("root.slot");
+    let name = &site.profile.site.name;
+    let uuid = disk::seeded_uuid(name, "rootfs").to_string();
+    let time = epoch.to_string();
+    // SELinux (AlmaLinux): the labels are written at build time from the base's own policy,
+    // since a read-only root cannot be relabelled on the box.
+    let contexts = root.join("etc/selinux/targeted/contexts/files/file_contexts");
+    let labels: Vec<String> = if site.profile.base.distro == Distro::Almalinux9 && contexts.exists() {
+        vec![format!("--file-contexts={}", contexts.display())]
+    } else {
+        Vec::new()
+    };
+    let sh = cmd::shell()?;
+    let mkfs = cmd!(sh, "mkfs.erofs --quiet -zlz4hc,12 -T{time} -U{uuid} {labels...} {file} {root}");
+    cmd::run(mkfs).context("making the read-only root file system (mkfs.erofs)")?;
+    let fs_size = fs_err::metadata(&file)?.len();
+    if !fs_size.is_multiple_of(4096) {
+        bail!("mkfs.erofs made {fs_size} bytes, not whole 4 KiB blocks: dm-verity needs them");
+    }
+    let salt = hex(disk::seeded_uuid(name, "verity-salt").as_bytes());
+    let verity_uuid = disk::seeded_uuid(name, "verity").to_string();
+    let offset = fs_size.to_string();
+    let format = cmd!(
+        sh,
+        "veritysetup format --hash-offset={offset} --salt={salt} --uuid={verity_uuid} --data-block-size=4096 --hash-block-size=4096 {file} {file}"
+    );
+    let said = cmd::run(format).context("making the dm-verity hash tree (veritysetup format)")?;
+    let root_hash = parse_root_hash(&said).with_context(|| format!("veritysetup format said no root hash:\n{said}"))?;
+    let size = fs_err::metadata(&file)?.len();
+    check_fits(size, fs_size, root)?;
+    stage.done(&format!(
+        "root {} ({} file system + {} hash tree) in a {} slot, {:.0} % full",
+        progress::human_bytes(size),
+        progress::human_bytes(fs_size),
+        progress::human_bytes(size - fs_size),
+        progress::human_bytes(SLOT_SIZE),
+        size as f64 * 100.0 / SLOT_SIZE as f64
+    ));
+    Ok(SlotImage { file, size, verity: Verity { root_hash, hash_offset: fs_size }, fs_size })
+}
+
+/// `Root hash:      	4392…` from veritysetup's report.
+pub fn parse_root_hash(said: &str) -> Option<String> {
+    let line = said.lines().find(|l| l.trim_start().starts_with("Root hash:"))?;
+    let hash = line.split_once(':')?.1.trim();
+    (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then(|| hash.to_ascii_lowercase())
+}
+
+/// A root that leaves too little headroom in its slot is a build error naming the sizes and
+/// the biggest packages' folders, since a shipped box's slots never grow.
+fn check_fits(size: u64, fs_size: u64, root: &Path) -> Result<()> {
+    let limit = (SLOT_SIZE as f64 * FILL_LIMIT) as u64;
+    if size <= limit {
+        return Ok(());
+    }
+    let biggest = biggest_folders(root, 8).unwrap_or_default();
+    bail!(
+        "the root image is {} ({} file system + hash tree), more than {:.0} % of its {} slot ({}): \
+         drop packages from xtask/build/packages/ or the profile's base.packages. The biggest folders: {}",
+        progress::human_bytes(size),
+        progress::human_bytes(fs_size),
+        FILL_LIMIT * 100.0,
+        progress::human_bytes(SLOT_SIZE),
+        progress::human_bytes(limit),
+        biggest.iter().map(|(p, b)| format!("{p} {}", progress::human_bytes(*b))).collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// The `n` biggest folders two levels under the tree's /usr (where packages put their bytes).
+fn biggest_folders(root: &Path, n: usize) -> Result<Vec<(String, u64)>> {
+    let mut sizes = Vec::new();
+    for level1 in fs_err::read_dir(root.join("usr"))?.flatten() {
+        let Ok(entries) = fs_err::read_dir(level1.path()) else { continue };
+        for entry in entries.flatten() {
+            let bytes = crate::tree::allocated_size(&entry.path()).unwrap_or(0);
+            let shown = entry.path().strip_prefix(root).map(|p| format!("/{}", p.display())).unwrap_or_default();
+            sizes.push((shown, bytes));
+        }
+    }
+    sizes.sort_by(|a, b| b.1.cmp(&a.1));
+    sizes.truncate(n);
+    Ok(sizes)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_root_hash_is_read_from_veritysetup_s_report() {
+        let said = "VERITY header information for root.slot\nUUID:            \t6c5d…\nHash type:       \t1\n\
+                    Salt:            \t00ff\nRoot hash:      \t4392A1B2c3d4e5f60718293a4b5c6d7e8f9011223344556677889900aabbccdd\n";
+        assert_eq!(
+            parse_root_hash(said).as_deref(),
+            Some("4392a1b2c3d4e5f60718293a4b5c6d7e8f9011223344556677889900aabbccdd")
+        );
+        assert_eq!(parse_root_hash("Root hash: short"), None);
+    }
+
+    #[test]
+    fn a_root_over_its_share_of_the_slot_is_refused_with_the_sizes() {
+        let tree = tempfile::tempdir().unwrap();
+        fs_err::create_dir_all(tree.path().join("usr/lib/big")).unwrap();
+        fs_err::write(tree.path().join("usr/lib/big/blob"), vec![1u8; 1 << 20]).unwrap();
+        assert!(check_fits(SLOT_SIZE / 2, SLOT_SIZE / 2, tree.path()).is_ok());
+        let err = check_fits(SLOT_SIZE - 1, SLOT_SIZE - 4096, tree.path()).unwrap_err().to_string();
+        assert!(err.contains("xtask/build/packages") && err.contains("/usr/lib/big 1.0 MiB"), "{err}");
+    }
+}

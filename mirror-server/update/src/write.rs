@@ -123,4 +123,3 @@ fn read_back(dev: &std::fs::File, slot: &Slot, chunks: &[Written], size: u64) ->
     }
     Ok(())
 }
-

@@ -191,11 +191,8 @@ fn root_image(dir: &Path, payload: usize) -> (Vec<u8>, String, u64) {
     let image = dir.join("root.slot");
     run(Command::new("mkfs.erofs").args(["--quiet", "-zlz4hc"]).arg(&image).arg(&tree));
     let offset = std::fs::metadata(&image).unwrap().len();
-    let out = run(Command::new("veritysetup")
-        .arg("format")
-        .arg(format!("--hash-offset={offset}"))
-        .arg(&image)
-        .arg(&image));
+    let out =
+        run(Command::new("veritysetup").arg("format").arg(format!("--hash-offset={offset}")).arg(&image).arg(&image));
     let said = text(&out);
     let hash = said
         .lines()
@@ -214,7 +211,6 @@ fn run(c: &mut Command) -> Output {
 fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
-
 
 #[test]
 fn a_signed_update_goes_into_the_free_slot_byte_for_byte_and_its_entry_comes_last() {

@@ -83,7 +83,7 @@ pub fn make(site: &LoadedProfile, root: &Path, epoch: i64, staging: &Path) -> Re
     Ok(SlotImage { file, size, verity: Verity { root_hash, hash_offset: fs_size }, fs_size })
 }
 
-/// `Root hash:      	4392…` from veritysetup's report.
+/// The `Root hash:` line of veritysetup's report.
 pub fn parse_root_hash(said: &str) -> Option<String> {
     let line = said.lines().find(|l| l.trim_start().starts_with("Root hash:"))?;
     let hash = line.split_once(':')?.1.trim();
@@ -121,7 +121,7 @@ fn biggest_folders(root: &Path, n: usize) -> Result<Vec<(String, u64)>> {
             sizes.push((shown, bytes));
         }
     }
-    sizes.sort_by(|a, b| b.1.cmp(&a.1));
+    sizes.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
     sizes.truncate(n);
     Ok(sizes)
 }

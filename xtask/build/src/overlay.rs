@@ -303,7 +303,26 @@ pub fn seal_read_only(root: &Path, epoch: i64) -> Result<()> {
     for dir in ["etc", "var"] {
         tree::write_file(&root.join(dir).join(".updated"), stamp.as_bytes(), 0o644)?;
     }
+    // systemd makes a missing mount point at boot, which a read-only root cannot take: every
+    // mount unit's `Where=` is made now.
+    for point in mount_points(&root.join("etc/systemd/system"))? {
+        fs_err::create_dir_all(root.join(point.trim_start_matches('/')))?;
+    }
     Ok(())
+}
+
+/// The `Where=` of every mount unit in `dir` (rendered, or a template: `Where=` is never templated).
+fn mount_points(dir: &Path) -> Result<Vec<String>> {
+    let mut points = Vec::new();
+    for entry in fs_err::read_dir(dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".mount") || name.ends_with(".mount.j2") {
+            let text = fs_err::read_to_string(entry.path())?;
+            points.extend(text.lines().filter_map(|l| l.trim().strip_prefix("Where=")).map(str::to_string));
+        }
+    }
+    points.sort();
+    Ok(points)
 }
 
 fn systemctl(root: &Path, verb: &str, units: &[&str]) -> Result<()> {
@@ -315,6 +334,15 @@ fn systemctl(root: &Path, verb: &str, units: &[&str]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_mount_unit_s_point_is_made_at_build_time_for_the_read_only_root() {
+        let units = super::overlay_dir().join("common/etc/systemd/system");
+        let points = super::mount_points(&units).unwrap();
+        for wanted in ["/efi", "/srv/mirror", "/var/lib/micromirror", "/var/log/journal"] {
+            assert!(points.iter().any(|p| p == wanted), "{wanted} in {points:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -4,7 +4,7 @@
 type getarg >/dev/null 2>&1 || . /lib/dracut-lib.sh
 work=/run/micromirror
 mkdir -p "$work/var/upper" "$work/var/work" "$work/state"
-mount -t overlay overlay -o "lowerdir=$NEWROOT/var,upperdir=$work/var/upper,workdir=$work/var/work" "$NEWROOT/var" ||
+mount -t overlay -o "lowerdir=$NEWROOT/var,upperdir=$work/var/upper,workdir=$work/var/work" overlay "$NEWROOT/var" ||
 	echo "MICROMIRROR-ROOT cannot lay a writable /var over the image's" >/dev/kmsg
 state=/dev/disk/by-partlabel/mm-state
 id=""
@@ -17,5 +17,5 @@ case "$id" in
 esac
 if [ "${#id}" -eq 32 ]; then
 	printf '%s\n' "$id" >"$work/machine-id"
-	mount --bind "$work/machine-id" "$NEWROOT/etc/machine-id"
+	mount -o bind "$work/machine-id" "$NEWROOT/etc/machine-id"
 fi

@@ -8,8 +8,8 @@ offset="$(getarg micromirror.hashoffset=)"
 [ -n "$slot" ] || return 0
 dev="/dev/disk/by-partlabel/$slot"
 n=0
-while [ ! -b "$dev" ] && [ "$n" -lt 300 ]; do
-	sleep 0.2
+while [ ! -b "$dev" ] && [ "$n" -lt 60 ]; do
+	sleep 1
 	n=$((n + 1))
 done
 if ! veritysetup open --hash-offset="$offset" "$dev" root "$dev" "$hash"; then

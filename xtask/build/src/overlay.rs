@@ -27,6 +27,7 @@ pub fn units_to_enable(distro: Distro, updates: bool) -> Vec<&'static str> {
         "var-lib-micromirror.mount",
         "var-log-journal.mount",
         "efi.mount",
+        "tmp.mount",
     ];
     if updates {
         v.push("mirror-update.service");

@@ -79,13 +79,24 @@ fn disk_of_root() -> Result<PathBuf> {
         .context("no root mount in /proc/self/mountinfo")?;
     let dev = std::fs::canonicalize(&source).with_context(|| format!("resolving {source}"))?;
     let name = dev.file_name().and_then(|n| n.to_str()).context("odd root device name")?;
-    let sys = std::fs::canonicalize(Path::new("/sys/class/block").join(name))
+    let mut sys = std::fs::canonicalize(Path::new("/sys/class/block").join(name))
         .with_context(|| format!("finding {name} in /sys/class/block"))?;
+    // The root is the slot opened through dm-verity: the partition is the device under it.
+    if let Some(under) = only_slave(&sys) {
+        sys = std::fs::canonicalize(&under).with_context(|| format!("resolving {}", under.display()))?;
+    }
     if !sys.join("partition").exists() {
         bail!("the root {} is not a partition", dev.display());
     }
     let parent = sys.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()).context("no parent disk")?;
     Ok(PathBuf::from("/dev").join(parent))
+}
+
+/// The one device a device-mapper device is made of (/sys/block/dm-0/slaves/vda2), if it is one.
+fn only_slave(sys: &Path) -> Option<PathBuf> {
+    let mut slaves = std::fs::read_dir(sys.join("slaves")).ok()?.flatten().map(|e| e.path());
+    let first = slaves.next()?;
+    slaves.next().is_none().then_some(first)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Stage 5: the root slot's image. The finished tree becomes a read-only, compressed EROFS
-//! (mkfs.erofs, lz4hc: both bases' kernels read it), and its dm-verity hash tree is appended
+//! (mkfs.erofs, lz4hc: Debian 12's kernel reads it, which has no LZMA for EROFS), and its dm-verity hash tree is appended
 //! after it (veritysetup format, salt and UUID seeded by the site, so two builds give the same
 //! bytes). The root hash goes onto the UKI's command line: the signed update pins every byte of
 //! the root, and the kernel refuses a block that does not match it at read time.
@@ -55,7 +55,10 @@ pub fn make(site: &LoadedProfile, root: &Path, epoch: i64, staging: &Path) -> Re
         Vec::new()
     };
     let sh = cmd::shell()?;
-    let mkfs = cmd!(sh, "mkfs.erofs --quiet -zlz4hc,12 -T{time} -U{uuid} {labels...} {file} {root}");
+    // lz4hc at its default level in 64 KiB physical clusters: measured on the demo's tree
+    // (2026-12-06), 273 MB and 193 MB as the update's zstd; level 12 took four times as long for
+    // 304 MB, plain lz4 made 342 MB.
+    let mkfs = cmd!(sh, "mkfs.erofs --quiet -zlz4hc -C65536 -T{time} -U{uuid} {labels...} {file} {root}");
     cmd::run(mkfs).context("making the read-only root file system (mkfs.erofs)")?;
     let fs_size = fs_err::metadata(&file)?.len();
     if !fs_size.is_multiple_of(4096) {

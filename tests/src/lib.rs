@@ -145,6 +145,13 @@ pub fn admin_key(dir: &Path) -> PathBuf {
     key
 }
 
+/// What the guest's sync service says about itself, for a test whose wait for a sync ran out:
+/// `mirror-sync status` and the service's last journal lines, read over SSH.
+pub fn sync_report(vm: &Vm, key: &Path) -> String {
+    let out = vm.ssh(key, &[], "sudo mirror-sync status; sudo journalctl -u mirror-sync --no-pager -n 40");
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
 /// Retries `http` until it answers or `limit` passes.
 pub fn http_when_ready(port: u16, path: &str, limit: Duration) -> Result<(u16, String, Vec<u8>)> {
     let start = Instant::now();

@@ -137,7 +137,7 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
         PROJECTS.iter().all(|p| get(&vm, &format!("/{p}/")).0 == 200)
             && get(&vm, "/fixture-arch/lastsync").1 == b"1700000000\n"
     })
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{e:#}\nthe guest's sync service:\n{}", e2e::sync_report(&vm, &key)));
 
     step("first sync done");
 

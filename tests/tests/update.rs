@@ -202,7 +202,7 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
         http(vm.port(80), "GET", "/fixture-arch/lastsync", &[]).is_ok_and(|r| r.0 == 200)
             && vm.https_get(&root, HOST, "/fixture-arch/lastsync").is_some()
     })
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{e:#}\nthe guest's sync service:\n{}", e2e::sync_report(&vm, &key)));
     assert!(vm.ssh(&key, &[], "echo kept | sudo tee /srv/mirror/update-marker").status.success());
     let before = identity(&vm, &key);
     step(started, &format!("v1 synced and certified: {before:?}"));

@@ -56,18 +56,19 @@ fn alma_mirror(root: &Path, sign: bool) {
     if sign {
         c.arg("--sign");
     }
-    let out = c.args(almalinux_packages()).output().unwrap();
+    // htop: an operator's tool the profile adds (base.packages).
+    let out = c.args(almalinux_packages()).arg("htop").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let appstream = root.join("9/AppStream/x86_64/os");
     std::fs::create_dir_all(&appstream).unwrap();
     assert!(Command::new("createrepo_c").arg("--quiet").arg(&appstream).status().unwrap().success());
 }
 
-/// A scratch profiles folder with one AlmaLinux site, alma-lab.
+/// A scratch profiles folder with one AlmaLinux site, alma-lab, which adds htop to its base.
 fn alma_profiles(dir: &Path, mirror: &str, key: &str) -> PathBuf {
     let alma = demo_profile().replace("name = \"demo\"", "name = \"alma-lab\"").replace(
         "distro = \"debian-12\"",
-        &format!("distro = \"almalinux-9\"\nmirror = \"{mirror}\"\ngpg_keys = [\"{key}\"]"),
+        &format!("distro = \"almalinux-9\"\nmirror = \"{mirror}\"\ngpg_keys = [\"{key}\"]\npackages = [\"htop\"]"),
     );
     scratch_profiles(&dir.join("profiles"), &[("alma-lab", alma)])
 }
@@ -96,7 +97,7 @@ fn almalinux_base_installs_with_dnf_from_a_signed_repository_and_refuses_unsigne
     let listing = Command::new("tar").args(["--zstd", "-tf"]).arg(&archive).output().unwrap();
     let files = String::from_utf8_lossy(&listing.stdout).into_owned();
     let _ = std::fs::remove_file(&archive);
-    for pkg in ["kernel-core", "rsync-daemon", "NetworkManager", "cryptsetup"] {
+    for pkg in ["kernel-core", "rsync-daemon", "NetworkManager", "cryptsetup", "htop"] {
         assert!(
             files.contains(&format!("usr/share/mm-test/{pkg}")),
             "{pkg} not installed; archive has:\n{}",

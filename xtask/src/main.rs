@@ -13,6 +13,7 @@ mod many_sites;
 mod paths;
 mod profiles;
 mod publish;
+mod release;
 mod render;
 mod testing;
 
@@ -34,6 +35,9 @@ enum Command {
     Image(build_image::ImageArgs),
     /// Lay a site's built update out in a served folder (DIR/SITE/), signed, newest versions only
     Publish(publish::PublishArgs),
+    /// Refresh the bases, rebuild the sites whose inputs changed, publish to the canaries, then,
+    /// once every canary runs the new version blessed, to the rest
+    Release(release::ReleaseArgs),
     /// Write a site's rendered templates (the overlay's *.j2: network, firewall, rsyncd, chrony,
     /// hosts, initramfs modules …) into a folder, as they land in the image
     Render(render::RenderArgs),
@@ -65,6 +69,7 @@ fn main() {
     let result: Result<()> = match cli.command {
         Command::Image(args) => build_image::command(args),
         Command::Publish(args) => publish::run(args),
+        Command::Release(args) => release::run(args),
         Command::Render(args) => render::run(args),
         Command::Boot(args) => boot::run(args),
         Command::Flash(args) => flash::run(args),

@@ -23,8 +23,19 @@ pub fn host_needs(distro: Distro) -> &'static [Need] {
     }
 }
 
+/// What a site's base installs: a headless micro mirror's packages and the profile's own
+/// (`base.packages`), sorted, each once.
+pub fn packages(site: &LoadedProfile) -> Vec<String> {
+    let base = &site.profile.base;
+    let mut v: Vec<String> = builtin_packages(base.distro).into_iter().map(String::from).collect();
+    v.extend(base.packages.iter().cloned());
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
 /// Packages of a headless micro mirror, in each distro's names: data in xtask/build/packages/.
-pub fn packages(distro: Distro) -> Vec<&'static str> {
+pub fn builtin_packages(distro: Distro) -> Vec<&'static str> {
     let list: &'static str = match distro {
         Distro::Debian12 => include_str!("../packages/debian-12.txt"),
         Distro::Almalinux9 => include_str!("../packages/almalinux-9.txt"),
@@ -78,7 +89,7 @@ pub fn gpg_keys(site: &LoadedProfile) -> Vec<String> {
 pub fn cache_key(site: &LoadedProfile) -> String {
     let mut h = Sha256::new();
     h.update(format!("recipe={RECIPE_VERSION}\ndistro={}\n", site.profile.base.distro.as_str()));
-    for p in packages(site.profile.base.distro) {
+    for p in packages(site) {
         h.update(format!("package={p}\n"));
     }
     for (name, url) in sources(site) {
@@ -107,7 +118,7 @@ pub fn prepare(site: &LoadedProfile, dir: &Path, refresh: bool) -> Result<Base> 
     let (archive, reused) = cached(dir, &key, refresh, |partial| {
         installing = Some(progress::stage(
             "base",
-            &format!("installing {} packages ({})", packages(distro).len(), distro.as_str()),
+            &format!("installing {} packages ({})", packages(site).len(), distro.as_str()),
         ));
         match distro {
             Distro::Debian12 => mmdebstrap(site, partial),
@@ -150,7 +161,7 @@ fn cached(dir: &Path, key: &str, refresh: bool, make: impl FnOnce(&Path) -> Resu
 }
 
 fn mmdebstrap(site: &LoadedProfile, out: &Path) -> Result<()> {
-    let include = format!("--include={}", packages(Distro::Debian12).join(","));
+    let include = format!("--include={}", packages(site).join(","));
     let sources: Vec<String> = sources(site).into_iter().map(|(_, line)| line).collect();
     // An apt.conf line, written into the tree as it is (so the quotes stay).
     let retries = r#"--aptopt=Acquire::Retries "3""#;
@@ -180,7 +191,7 @@ fn dnf_installroot(site: &LoadedProfile, out: &Path, cache: &Path) -> Result<()>
     fs_err::write(tmp.path().join("repos/micromirror.repo"), conf.repos)?;
     // Debian's rpm keeps its database in ~/.rpmdb; AlmaLinux's lives in /var/lib/rpm.
     fs_err::write(tmp.path().join(".rpmmacros"), "%_dbpath /var/lib/rpm\n")?;
-    let (args, packages) = (dnf_args(tmp.path(), &root), packages(Distro::Almalinux9));
+    let (args, packages) = (dnf_args(tmp.path(), &root), packages(site));
     let sh = cmd::shell()?;
     cmd::run(cmd!(sh, "dnf {args...} {packages...}").env("HOME", tmp.path())).with_context(|| {
         format!("dnf could not install the AlmaLinux base; check base.mirror in {}", site.path.display())
@@ -258,13 +269,26 @@ mod tests {
     #[test]
     fn package_sets_cover_the_same_roles() {
         for distro in [Distro::Debian12, Distro::Almalinux9] {
-            let p = packages(distro);
+            let p = builtin_packages(distro);
             for role in ["rsync", "xfsprogs", "openssh-server", "sudo", "nftables", "zstd", "tzdata"] {
                 assert!(p.contains(&role), "{} lacks {role}", distro.as_str());
             }
         }
-        assert!(packages(Distro::Almalinux9).contains(&"rsync-daemon"));
-        assert!(packages(Distro::Debian12).windows(2).all(|w| w[0] < w[1]), "sorted, no duplicates");
+        assert!(builtin_packages(Distro::Almalinux9).contains(&"rsync-daemon"));
+        assert!(builtin_packages(Distro::Debian12).windows(2).all(|w| w[0] < w[1]), "sorted, no duplicates");
+    }
+
+    #[test]
+    fn the_profile_s_packages_join_the_base_and_its_cache_key() {
+        let profiles = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../profiles");
+        let mut site = crate::load::load(&profiles, "demo").unwrap();
+        let plain = (packages(&site), cache_key(&site));
+        site.profile.base.packages = vec!["htop".into(), "rsync".into()];
+        let with_tools = packages(&site);
+        assert!(with_tools.contains(&"htop".to_string()));
+        assert_eq!(with_tools.len(), plain.0.len() + 1, "rsync is in the base already: listed once");
+        assert!(with_tools.windows(2).all(|w| w[0] < w[1]), "sorted, each once");
+        assert_ne!(cache_key(&site), plain.1, "another package set is another base");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod cmd;
 pub mod disk;
 pub mod flash;
 pub mod host;
+pub mod installed;
 pub mod load;
 pub mod outputs;
 pub mod overlay;
@@ -22,6 +23,7 @@ pub mod progress;
 pub mod publish;
 pub mod signing;
 pub mod slot_image;
+pub mod source;
 pub mod sparse;
 pub mod ssh_keys;
 pub mod tarball;
@@ -200,6 +202,7 @@ fn stages(
     let staging = work.join("out");
     let disk = disk::assemble(site, &slot, &boot, &version, &staging)?;
     let update = update::make(site, request.signing_home.as_deref(), &disk, &boot, &version, epoch, &staging)?;
+    let (source_id, catalog) = (source::source(&workspace()), source::catalog(&request.profiles));
     let parts = outputs::Parts {
         base: &base,
         disk: &disk,
@@ -207,6 +210,8 @@ fn stages(
         root: &root,
         version: &version,
         ssh_keys: fetched_keys,
+        source: source_id.as_deref(),
+        catalog: &catalog,
     };
     let built = outputs::finish(site, &parts, &staging, &request.out, epoch, request.compress, started)?;
     tree::remove_dir_all_if_exists(work)?;

@@ -14,7 +14,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::base::Base;
-use crate::cmd::{self, cmd};
+use crate::cmd;
 use crate::disk::Disk;
 use crate::sparse::{allocated, data_extents, feed, sha256_file};
 use crate::update::Update;
@@ -29,6 +29,9 @@ pub struct Parts<'a> {
     pub version: &'a image::version::Version,
     /// Keys fetched from the profile's ssh_key_urls, pinned into the image.
     pub ssh_keys: &'a [super::ssh_keys::Fetched],
+    /// The workspace's and the catalog's fingerprints (`source`), for `cargo xtask release`.
+    pub source: Option<&'a str>,
+    pub catalog: &'a str,
 }
 
 pub fn finish(
@@ -40,7 +43,7 @@ pub fn finish(
     compress: bool,
     started: Instant,
 ) -> Result<Built> {
-    let Parts { base, disk, update, root, version, ssh_keys } = *parts;
+    let Parts { base, disk, update, root, version, ssh_keys, source, catalog } = *parts;
     let name = &site.profile.site.name;
     let stage = progress::stage("outputs", "hashing and compressing");
     let zst = compress.then(|| staging.join(format!("{name}.img.zst")));
@@ -59,6 +62,7 @@ pub fn finish(
         "distro": site.profile.base.distro.as_str(),
         "base": {"key": base.key, "reused_from_cache": base.reused},
         "profile_sha256": format!("{:x}", Sha256::digest(site.text.as_bytes())),
+        "inputs": {"source": source, "catalog": catalog},
         "build_epoch": epoch,
         "version": version.as_str(),
         "artifacts": artifacts,
@@ -204,29 +208,7 @@ impl<'a> RegionOut<'a> {
 
 /// name → version of every package in the tree, from the package database.
 fn package_versions(distro: Distro, root: &Path) -> serde_json::Value {
-    let mut map = serde_json::Map::new();
-    match distro {
-        Distro::Debian12 => {
-            let status = fs_err::read_to_string(root.join("var/lib/dpkg/status")).unwrap_or_default();
-            for para in status.split("\n\n") {
-                let field = |k: &str| para.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
-                if let (Some(p), Some(v)) = (field("Package:"), field("Version:")) {
-                    map.insert(p.to_string(), json!(v));
-                }
-            }
-        }
-        Distro::Almalinux9 => {
-            let query = "%{NAME} %{VERSION}-%{RELEASE}\n";
-            let out = cmd::shell().and_then(|sh| Ok(cmd!(sh, "rpm --root {root} -qa --qf {query}").quiet().read()?));
-            if let Ok(text) = out {
-                for line in text.lines() {
-                    if let Some((n, v)) = line.split_once(' ') {
-                        map.insert(n.to_string(), json!(v));
-                    }
-                }
-            }
-        }
-    }
+    let map = crate::installed::packages(distro, root).into_iter().map(|p| (p.name, json!(p.version))).collect();
     serde_json::Value::Object(map)
 }
 

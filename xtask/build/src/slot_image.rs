@@ -14,7 +14,7 @@ use image::disk::{self, SLOT_SIZE};
 use schema::profile::{Distro, LoadedProfile};
 
 use crate::cmd::{self, cmd};
-use crate::progress;
+use crate::{installed, progress};
 
 /// What the kernel command line needs to open the slot as a verified device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +74,7 @@ pub fn make(site: &LoadedProfile, root: &Path, epoch: i64, staging: &Path) -> Re
     let said = cmd::run(format).context("making the dm-verity hash tree (veritysetup format)")?;
     let root_hash = parse_root_hash(&said).with_context(|| format!("veritysetup format said no root hash:\n{said}"))?;
     let size = fs_err::metadata(&file)?.len();
-    check_fits(size, fs_size, root)?;
+    check_fits(size, fs_size, site.profile.base.distro, root)?;
     stage.done(&format!(
         "root {} ({} file system + {} hash tree) in a {} slot, {:.0} % full",
         progress::human_bytes(size),
@@ -94,39 +94,24 @@ pub fn parse_root_hash(said: &str) -> Option<String> {
 }
 
 /// A root that leaves too little headroom in its slot is a build error naming the sizes and
-/// the biggest packages' folders, since a shipped box's slots never grow.
-fn check_fits(size: u64, fs_size: u64, root: &Path) -> Result<()> {
+/// the largest packages, since a shipped box's slots never grow.
+fn check_fits(size: u64, fs_size: u64, distro: Distro, root: &Path) -> Result<()> {
     let limit = (SLOT_SIZE as f64 * FILL_LIMIT) as u64;
     if size <= limit {
         return Ok(());
     }
-    let biggest = biggest_folders(root, 8).unwrap_or_default();
+    let installed = installed::packages(distro, root);
+    let largest = installed::largest(&installed, 10);
     bail!(
         "the root image is {} ({} file system + hash tree), more than {:.0} % of its {} slot ({}): \
-         drop packages from xtask/build/packages/ or the profile's base.packages. The biggest folders: {}",
+         drop packages from xtask/build/packages/ or the profile's base.packages. The largest installed packages: {}",
         progress::human_bytes(size),
         progress::human_bytes(fs_size),
         FILL_LIMIT * 100.0,
         progress::human_bytes(SLOT_SIZE),
         progress::human_bytes(limit),
-        biggest.iter().map(|(p, b)| format!("{p} {}", progress::human_bytes(*b))).collect::<Vec<_>>().join(", ")
+        largest.iter().map(|p| format!("{} {}", p.name, progress::human_bytes(p.size))).collect::<Vec<_>>().join(", ")
     )
-}
-
-/// The `n` biggest folders two levels under the tree's /usr (where packages put their bytes).
-fn biggest_folders(root: &Path, n: usize) -> Result<Vec<(String, u64)>> {
-    let mut sizes = Vec::new();
-    for level1 in fs_err::read_dir(root.join("usr"))?.flatten() {
-        let Ok(entries) = fs_err::read_dir(level1.path()) else { continue };
-        for entry in entries.flatten() {
-            let bytes = crate::tree::allocated_size(&entry.path()).unwrap_or(0);
-            let shown = entry.path().strip_prefix(root).map(|p| format!("/{}", p.display())).unwrap_or_default();
-            sizes.push((shown, bytes));
-        }
-    }
-    sizes.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
-    sizes.truncate(n);
-    Ok(sizes)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -149,12 +134,18 @@ mod tests {
     }
 
     #[test]
-    fn a_root_over_its_share_of_the_slot_is_refused_with_the_sizes() {
+    fn a_root_over_its_share_of_the_slot_is_refused_with_the_sizes_and_the_largest_packages() {
         let tree = tempfile::tempdir().unwrap();
-        fs_err::create_dir_all(tree.path().join("usr/lib/big")).unwrap();
-        fs_err::write(tree.path().join("usr/lib/big/blob"), vec![1u8; 1 << 20]).unwrap();
-        assert!(check_fits(SLOT_SIZE / 2, SLOT_SIZE / 2, tree.path()).is_ok());
-        let err = check_fits(SLOT_SIZE - 1, SLOT_SIZE - 4096, tree.path()).unwrap_err().to_string();
-        assert!(err.contains("xtask/build/packages") && err.contains("/usr/lib/big 1.0 MiB"), "{err}");
+        fs_err::create_dir_all(tree.path().join("var/lib/dpkg")).unwrap();
+        fs_err::write(
+            tree.path().join("var/lib/dpkg/status"),
+            "Package: firmware-big\nVersion: 1\nInstalled-Size: 300000\n\nPackage: rsync\nVersion: 3\nInstalled-Size: 700\n",
+        )
+        .unwrap();
+        assert!(check_fits(SLOT_SIZE / 2, SLOT_SIZE / 2, Distro::Debian12, tree.path()).is_ok());
+        let err = check_fits(SLOT_SIZE - 1, SLOT_SIZE - 4096, Distro::Debian12, tree.path()).unwrap_err().to_string();
+        assert!(err.contains("xtask/build/packages") && err.contains("base.packages"), "{err}");
+        assert!(err.contains("firmware-big 293.0 MiB, rsync 700.0 KiB"), "{err}");
+        assert!(err.contains("1.0 GiB slot"), "{err}");
     }
 }

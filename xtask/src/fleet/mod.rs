@@ -2,9 +2,9 @@
 //! the profiles) and `cargo xtask fleet status` (one table of every box, read from each box's
 //! metrics with a short timeout). `targets` says where each site's metrics are.
 
-mod exposition;
+pub(crate) mod exposition;
 mod prometheus;
-mod status;
+pub(crate) mod status;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -87,9 +87,15 @@ pub struct Target {
 
 /// Every profile of the folder that loads (placeholders and all: watching needs no addresses),
 /// test sites only when asked for.
-fn sites(which: &Which) -> Result<Vec<LoadedProfile>> {
-    let dir = which.dir.clone().unwrap_or_else(crate::paths::profiles);
-    sites_in(&dir, which.include_test)
+pub(crate) fn sites(which: &Which) -> Result<Vec<LoadedProfile>> {
+    sites_in(&which.folder(), which.include_test)
+}
+
+impl Which {
+    /// The profiles folder it names.
+    pub fn folder(&self) -> PathBuf {
+        self.dir.clone().unwrap_or_else(crate::paths::profiles)
+    }
 }
 
 fn sites_in(dir: &Path, include_test: bool) -> Result<Vec<LoadedProfile>> {

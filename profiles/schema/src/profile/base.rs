@@ -52,6 +52,10 @@ pub struct Base {
     /// the distro's key under the mirror when absent.
     #[serde(default)]
     pub gpg_keys: Vec<String>,
+    /// Packages for the operator's own tools, in the distro's names, installed with the base:
+    /// the root is read-only, so nothing can be installed on the box afterwards.
+    #[serde(default)]
+    pub packages: Vec<String>,
 }
 
 impl Base {
@@ -83,6 +87,15 @@ pub(super) fn validate(b: &Base, r: &mut Reporter) {
             "remove them or set distro = \"almalinux-9\"",
         );
     }
+    for (i, name) in b.packages.iter().enumerate() {
+        if !is_package_name(name) {
+            r.error(
+                &format!("base.packages[{i}]"),
+                format!("`{name}` is not a package name"),
+                "write the package's name as the distro's package manager knows it (letters, digits, + . _ -), without a version",
+            );
+        }
+    }
     for (i, key) in b.gpg_keys.iter().enumerate() {
         if !is_url(key) {
             r.error(
@@ -90,6 +103,29 @@ pub(super) fn validate(b: &Base, r: &mut Reporter) {
                 format!("`{key}` is not a URL"),
                 "write an https:// or file:// URL of the key",
             );
+        }
+    }
+}
+
+/// A package name as dpkg and rpm accept it; a version or an option is not one.
+fn is_package_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+._-".contains(c))
+        && s.len() <= 128
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_names_are_names_not_versions_or_options() {
+        for good in ["htop", "tcpdump", "python3.11", "g++", "iperf3", "bind-utils", "lib_x"] {
+            assert!(is_package_name(good), "{good}");
+        }
+        for bad in ["", "-y", "htop=3.2", "htop>=3", "a b", "../x", "--nogpgcheck"] {
+            assert!(!is_package_name(bad), "{bad}");
         }
     }
 }

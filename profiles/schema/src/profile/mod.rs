@@ -27,7 +27,7 @@ pub use server::{Bucket, RateLimit, Server};
 pub use site::{Location, Site};
 pub use telemetry::Telemetry;
 pub use tls::Tls;
-pub use update::{Update, Window};
+pub use update::{Ring, Update, Window};
 
 use crate::catalog::{Catalog, Project};
 use crate::diagnostics::{Problem, Problems, Reporter};

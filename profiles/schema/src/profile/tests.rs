@@ -337,3 +337,13 @@ fn an_unknown_time_zone_or_country_is_refused_when_checked() {
     assert!(check_text("lab", &berlin).is_ok(), "{:?}", check_text("lab", &berlin).err());
     assert!(check_text("lab", GOOD).is_ok(), "ZZ (unknown) is fine on a test site");
 }
+
+#[test]
+fn base_packages_are_taken_and_a_bad_name_is_named_by_its_index() {
+    let text = GOOD.replace("[network]", "[base]\npackages = [\"htop\", \"tcpdump=4.99\"]\n\n[network]");
+    let problems = load_text("lab", &text).unwrap_err();
+    assert_eq!(keys(&problems), vec!["base.packages[1]"], "{problems:?}");
+    let text = GOOD.replace("[network]", "[base]\npackages = [\"htop\", \"tcpdump\"]\n\n[network]");
+    let loaded = load_text("lab", &text).unwrap();
+    assert_eq!(loaded.profile.base.packages, vec!["htop", "tcpdump"]);
+}

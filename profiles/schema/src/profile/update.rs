@@ -32,6 +32,27 @@ pub struct Update {
     /// (the update tests prove a failed version rolls back by itself).
     #[serde(default)]
     pub test_break_server: bool,
+    /// Which wave of `cargo xtask release` this site is in: "canary" sites get a new version
+    /// first, and the rest ("main", the default) only once every canary runs it blessed.
+    #[serde(default)]
+    pub ring: Ring,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Ring {
+    Canary,
+    #[default]
+    Main,
+}
+
+impl Ring {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ring::Canary => "canary",
+            Ring::Main => "main",
+        }
+    }
 }
 
 fn default_check_minutes() -> u32 {

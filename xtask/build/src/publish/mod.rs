@@ -85,6 +85,17 @@ pub fn publish(p: &Publication<'_>) -> Result<String> {
     Ok(format!("published {version} in {} (offers {}){}", dest.display(), offered.join(", "), left_out_note(&left_out)))
 }
 
+/// The newest version the published tree `to/SITE/` offers, if any.
+pub fn offered(to: &Path, site: &str) -> Result<Option<Version>> {
+    let Some(current) = generations::current(to, site)? else { return Ok(None) };
+    Ok(listed(&current)?.into_iter().map(|(v, _)| v).max())
+}
+
+/// The version a build's update folder (the outputs' `update/`) holds, its files checked.
+pub fn built_version(built: &Path) -> Result<Version> {
+    built_update(built).map(|(v, _)| v)
+}
+
 /// A new generation holding `listed`'s artifacts (linked from the current generation, or
 /// copied from the build's folder for the new version) and its signed list; then the switch,
 /// then every generation but this one and the one before is removed. A kept version whose

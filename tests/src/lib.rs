@@ -4,6 +4,8 @@
 //! (SSH, HTTPS, the serial console's report lines, the disk's partition table). Every wait is
 //! bounded; a failure prints the console.
 
+pub mod release;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};

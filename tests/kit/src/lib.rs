@@ -33,13 +33,13 @@ pub fn free_port() -> u16 {
 }
 
 /// A program of the workspace (debug build), built once per test process if needed:
-/// `mirror-server`, `mirror-sync`, `mirror-update`.
+/// `mirror-server`, `mirror-sync`, `mirror-update`, `xtask` (`cargo xtask` itself).
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
     BUILT.call_once(|| {
         let status = cargo()
             .current_dir(workspace())
-            .args(["build", "--quiet", "-p", "mirror-server", "-p", "mirror-sync", "-p", "mirror-update", "--bins"])
+            .args(["build", "--quiet", "-p", "mirror-server", "-p", "mirror-sync", "-p", "mirror-update", "-p", "xtask", "--bins"])
             .status();
         assert!(status.is_ok_and(|s| s.success()), "building the workspace's programs failed");
     });

@@ -3,12 +3,15 @@
 //! broker, rsync upstream and ACME CA reached through guestfwd, and checked from outside:
 //! 1. v1 boots; its SSH host key, machine id, a marker under /srv/mirror, its certificate's
 //!    serial and its sync state are recorded;
-//! 2. v2 (another sponsor name) is published and pushed: the box installs it, reboots into it,
-//!    blesses it, and everything recorded is unchanged;
+//! 2. v2 (another sponsor name) is released (`cargo xtask release`, the box and a canned canary
+//!    in the canary ring, a third site in the rest) and pushed: the box installs it, reboots
+//!    into it, blesses it, and everything recorded is unchanged; the third site gets v2 only
+//!    once the box blessed it;
 //! 3. a v3 with a bad signature, then one whose root does not match SHA256SUMS, are refused
 //!    with nothing written; the real v3 is found by the timer, its download is cut half-way and
 //!    resumes; v3 (whose server never starts) fails its health check on the one boot v2 gives
-//!    it, v2 comes back by itself and stays, with v3 named as failed.
+//!    it, v2 comes back by itself and stays, with v3 named as failed; v3's release stops,
+//!    naming the box, and the third site stays on v2.
 //!
 //! The three versions are built through the build library into target/e2e/update/. Each step
 //! prints the elapsed time (also kept in target/e2e-logs/steps/update.log, which `cargo xtask
@@ -18,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use e2e::release::{offered, CannedCanary, ReleaseRun};
 use e2e::{field, own_folder, scratch_profiles, Guest};
 use testkit::fixtures::{bytes, publish_debian, write_file};
 use testkit::peers::{mosquitto, publish, rsync_daemon, Pebble, TestCa};
@@ -33,9 +37,63 @@ fn version_at(epoch: i64) -> String {
     image::version::Version::from_epoch(epoch).unwrap().to_string()
 }
 
-/// A profiles folder whose demo.toml is the workspace's, edited by `change`.
+/// A profiles folder whose demo.toml is the workspace's, edited by `change`, in the canary
+/// ring, beside two more sites for `cargo xtask release`: `canned`, a canary whose metrics are
+/// canned, and `rest`, in the main ring ([update] is the profile's last section).
 fn profiles_with(dir: &Path, name: &str, change: impl Fn(String) -> String) -> PathBuf {
-    scratch_profiles(&dir.join(name), &[("demo", change(testkit::images::demo_profile()))])
+    let demo = change(testkit::images::demo_profile());
+    let renamed = |site: &str| demo.replace("name = \"demo\"", &format!("name = \"{site}\""));
+    scratch_profiles(
+        &dir.join(name),
+        &[
+            ("demo", format!("{demo}ring = \"canary\"\n")),
+            ("canned", format!("{}ring = \"canary\"\n", renamed("canned"))),
+            ("rest", renamed("rest")),
+        ],
+    )
+}
+
+/// An images folder for `cargo xtask release --no-build` holding `build` as the demo's, and
+/// its update as `canned`'s and `rest`'s (the same files: what a box is offered is all the
+/// release handles).
+fn images_of(dir: &Path, build: &build::Request) -> PathBuf {
+    let images = dir.join(format!("images-{}", build.epoch));
+    std::fs::create_dir_all(&images).unwrap();
+    std::os::unix::fs::symlink(&build.out, images.join("demo")).unwrap();
+    for site in ["canned", "rest"] {
+        std::fs::create_dir_all(images.join(site)).unwrap();
+        let ok = Command::new("cp").arg("-rl").arg(build.out.join("update")).arg(images.join(site)).status();
+        assert!(ok.unwrap().success(), "linking the update for {site}");
+    }
+    images
+}
+
+/// `cargo xtask release --no-build` of `build` into `served`, the demo's metrics at its
+/// forwarded 9100, `canned`'s at the canned canary.
+fn release(dir: &Path, build: &build::Request, served: &Path, vm: &Vm, canned: &CannedCanary) -> ReleaseRun {
+    let images = images_of(dir, build);
+    let args: Vec<String> = [
+        "--no-build",
+        "--to",
+        &served.display().to_string(),
+        "--dir",
+        &build.profiles.display().to_string(),
+        "--include-test",
+        "--images",
+        &images.display().to_string(),
+        "--address",
+        &format!("demo=127.0.0.1:{}", vm.port(9100)),
+        "--address",
+        &format!("canned={}", canned.metrics),
+        "--poll-seconds",
+        "3",
+        "--canary-wait-minutes",
+        "40",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    ReleaseRun::start(&args, &dir.join(format!("release-{}.log", build.epoch)))
 }
 
 /// The demo built from `profiles` at `epoch` into target/e2e/update/NAME.
@@ -183,10 +241,6 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
         }
     });
     let v2_build = build_at("v2", &profiles_v2, e0 + 60);
-    // Published aside now and moved in place at the push.
-    let staged_v2 = w.join("staged-v2");
-    let out = publish_to(&v2_build, &staged_v2);
-    assert!(out.contains(&format!("published {v2}")), "{out}");
     // v3 breaks its server; built now, while v1 boots, rather than while the box waits.
     let profiles_v3 = profiles_with(w, "profiles-v3", |t| {
         // [update] is the profile's last section.
@@ -209,19 +263,33 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
     assert!(!before.host_key.is_empty() && before.machine_id.len() == 32 && !before.certificate_serial.is_empty());
     assert!(before.last_syncs.iter().all(|(_, t)| t.is_some()), "{before:?}");
 
-    // 2. v2 is published and pushed: installed, booted, blessed, and nothing recorded changed.
-    // The published tree is a link and its generations: both move.
-    for entry in std::fs::read_dir(&staged_v2).unwrap().flatten() {
-        std::fs::rename(entry.path(), served.join(entry.file_name())).unwrap();
-    }
+    // 2. v2 is released (the demo and `canned` are its canaries, `rest` the rest) and pushed:
+    // installed, booted, blessed, and nothing recorded changed; `rest` gets v2 only then.
+    let canned = CannedCanary::start(w, &v1);
+    let mut v2_release = release(w, &v2_build, &served, &vm, &canned);
+    v2_release.wait_until(Duration::from_secs(300), "v2 published to the canaries", |_| {
+        offered(&served, "demo") == Some(v2.clone()) && offered(&served, "canned") == Some(v2.clone())
+    });
+    assert_eq!(offered(&served, "rest"), None, "the rest waits for the canaries");
+    canned.report(&v2, true, None);
     let pushed = Instant::now();
     publish(mqtt_port, TOPIC);
     let boot = wait_for_nth(&vm, "MICROMIRROR-BOOT", 2, Duration::from_secs(900));
     step(started, &format!("v2 serving {:.0?} after the push: {boot}", pushed.elapsed()));
     assert_eq!(field(&boot, "image"), Some(v2.as_str()), "{boot}");
     assert_eq!(field(&boot, "other"), Some(format!("previous:{v1}").as_str()), "{boot}");
-    vm.wait_for(Duration::from_secs(120), "v2 blessed", || update_status(&vm, &key)["running_blessed"] == true)
-        .unwrap();
+    vm.wait_for(Duration::from_secs(120), "v2 blessed", || {
+        let blessed = update_status(&vm, &key)["running_blessed"] == true;
+        // Read after the box's own word: `rest` may have v2 only once the box blessed it.
+        assert!(blessed || offered(&served, "rest").is_none(), "v2 went to the rest before the canary blessed it");
+        blessed
+    })
+    .unwrap();
+    let (ok, said) = v2_release.finish(Duration::from_secs(120));
+    assert!(ok && said.contains("every canary runs its new version, blessed: publishing to the rest"), "{said}");
+    assert!(said.contains("canary demo: runs the new version, blessed"), "{said}");
+    assert_eq!(offered(&served, "rest"), Some(v2.clone()));
+    step(started, "v2 released: the canaries blessed it, then the rest got it");
     let journal = vm.ssh(&key, &[], "sudo journalctl -b -1 -u mirror-update -o cat");
     assert!(String::from_utf8_lossy(&journal.stdout).contains("push: a new update is announced"), "found by push");
     let (_, _, listing) = http(vm.port(80), "GET", "/", &[]).unwrap();
@@ -278,8 +346,11 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
     assert!(!esp.contains(&v3), "no v3 entry was written: {esp}");
     step(started, "bad signature and bad payload refused");
 
-    // The real v3, found by the timer; its download is cut half-way and resumes.
+    // The real v3, found by the timer; its download is cut half-way and resumes. A release of
+    // v3 watches: the tree already offers it to the demo; `canned` takes it well.
     std::fs::copy(&good_root, served.join("demo").join(&root_file)).unwrap();
+    let v3_release = release(w, &v3_build, &served, &vm, &canned);
+    canned.report(&v3, true, None);
     let size = std::fs::metadata(&good_root).unwrap().len();
     vm.wait_for(Duration::from_secs(400), "a third of v3's root downloaded", || {
         let st = update_status(&vm, &key);
@@ -321,6 +392,13 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
     .unwrap();
     let boot = lines_with(&since_rollback(&vm), "MICROMIRROR-BOOT")[0].to_string();
     step(started, &boot);
+    // The release saw its canary roll back: it stopped, naming it, and `rest` stays on v2.
+    let (ok, said) = v3_release.finish(Duration::from_secs(300));
+    assert!(!ok, "a release whose canary rolled back fails:\n{said}");
+    assert!(said.contains(&format!("release stopped: canary demo rolled back: {v3} failed its health check")), "{said}");
+    assert!(said.contains("already published"), "the demo's tree was left as it was: {said}");
+    assert_eq!(offered(&served, "rest"), Some(v2.clone()), "nothing more was published");
+    assert_eq!(offered(&served, "canned"), Some(v3.clone()));
     assert_eq!(field(&boot, "image"), Some(v2.as_str()), "{boot}");
     assert_eq!(field(&boot, "other"), Some(format!("failed:{v3}").as_str()), "{boot}");
     assert_eq!(field(&boot, "failed"), Some("0"), "{boot}");

@@ -1,6 +1,6 @@
 //! The one VM type: a disk booted under QEMU (q35, OVMF with a writable copy of its variables,
 //! TCG, or KVM where asked for and it works), user-mode networking with `restrict=on` that
-//! matches the site's own prefixes, ports 22, 80, 443 and 873 forwarded on 127.0.0.1, guestfwd
+//! matches the site's own prefixes, ports 22, 80, 443, 873 and 9100 forwarded on 127.0.0.1, guestfwd
 //! rules to host services, a serial log, an i6300esb watchdog, and guest reboots when asked.
 //! `cargo xtask boot`, the end-to-end tests and every benchmark boot through it.
 //!
@@ -20,8 +20,9 @@ use schema::profile::LoadedProfile;
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
-/// The guest ports forwarded to 127.0.0.1:`port_base` + port.
-pub const FORWARDED: [u16; 4] = [22, 80, 443, 873];
+/// The guest ports forwarded to 127.0.0.1:`port_base` + port (9100: the metrics, which the
+/// guest's firewall lets in from its admin prefixes, where QEMU's host address lies).
+pub const FORWARDED: [u16; 5] = [22, 80, 443, 873, 9100];
 
 /// Where the serial console goes.
 #[derive(Debug, Clone)]
@@ -92,7 +93,7 @@ pub struct Config {
     /// The disk, booted as it is and kept (make a copy to boot a throwaway one).
     pub disk: PathBuf,
     pub network: Network,
-    /// Host ports are `port_base` + 22, 80, 443, 873 on 127.0.0.1.
+    /// Host ports are `port_base` + 22, 80, 443, 873, 9100 on 127.0.0.1.
     pub port_base: u16,
     /// Extra guestfwd rules, e.g. "tcp:192.0.2.2:873-cmd:socat - TCP:127.0.0.1:8873".
     pub guestfwd: Vec<String>,
@@ -304,14 +305,14 @@ pub fn disk_copy(image: &Path, dest: &Path, size: u64) -> Result<()> {
     Ok(())
 }
 
-/// A base port such that base+22, +80, +443 and +873 are free on 127.0.0.1 right now (two
-/// calls in one process try different bases first).
+/// A base port such that base + each forwarded port is free on 127.0.0.1 right now (two calls
+/// in one process try different bases first); the highest, base + 9100, stays under 65536.
 pub fn free_port_base() -> u16 {
     static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
     let calls = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let seed = (std::process::id() as u16).wrapping_add(calls.wrapping_mul(101));
     for i in 0..200u16 {
-        let base = 20_000 + (seed.wrapping_add(i * 37) % 400) * 100;
+        let base = 20_000 + (seed.wrapping_add(i * 37) % 360) * 100;
         if FORWARDED.iter().all(|p| std::net::TcpListener::bind(("127.0.0.1", base + p)).is_ok()) {
             return base;
         }

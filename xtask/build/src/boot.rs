@@ -162,7 +162,7 @@ impl BootParts {
     }
 }
 
-fn kernel_version(root: &Path) -> Result<String> {
+pub(crate) fn kernel_version(root: &Path) -> Result<String> {
     let dir = root.join("usr/lib/modules");
     let mut versions: Vec<String> = fs_err::read_dir(&dir)
         .with_context(|| format!("reading {}", dir.display()))?

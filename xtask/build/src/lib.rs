@@ -17,6 +17,7 @@ pub mod flash;
 pub mod host;
 pub mod installed;
 pub mod load;
+pub mod modules;
 pub mod outputs;
 pub mod overlay;
 pub mod progress;
@@ -194,6 +195,7 @@ fn stages(
         eprintln!("tree with overlay: {}", root.display());
         return Ok(Built::Tree(root));
     }
+    modules::trim(site, &root)?;
     let boot = boot::prepare(site, &root, epoch)?;
     overlay::seal_read_only(&root, epoch)?;
     tree::pin_timestamps(&root, epoch)?;

@@ -356,3 +356,60 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
     assert_eq!(partitions(&disk).unwrap(), after_first, "the second boot changed the partition table");
     step("appliance test done");
 }
+
+/// The physical offset, inside the root file system, of the first compressed extent of `path`,
+/// as dump.erofs reports it.
+fn first_extent(fs: &Path, path: &str) -> u64 {
+    let out = Command::new("dump.erofs").args(["-e", &format!("--path={path}")]).arg(fs).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // "   0:        0..  113279 |  113279 :   23412736..  23478272 |   65536"
+    text.lines()
+        .find(|l| l.trim_start().starts_with("0:"))
+        .and_then(|l| l.split(':').nth(2))
+        .and_then(|phys| phys.split("..").next())
+        .and_then(|start| start.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no extent of {path} in dump.erofs's report:\n{text}"))
+}
+
+#[test]
+fn a_flipped_bit_in_the_root_slot_is_refused_at_read_time_and_the_box_says_why() {
+    let started = e2e::steps_begin("appliance-corrupt");
+    let image = e2e::demo_image(env!("CARGO_CRATE_NAME"));
+    let _qemu = e2e::qemu_turn();
+    let work = tempfile::Builder::new().prefix("corrupt-").tempdir_in(e2e::target()).unwrap();
+    let disk = work.path().join("disk.img");
+    vm::disk_copy(&image, &disk, DISK).unwrap();
+    // Slot A's file system, read out of the disk for dump.erofs, which finds where
+    // mirror-server's first bytes lie; one bit of them is flipped on the disk.
+    let table = partitions(&disk).unwrap();
+    let (_, start, sectors) = table[1].clone();
+    let slot = work.path().join("slot.img");
+    let mut from = std::fs::File::open(&disk).unwrap();
+    std::io::Seek::seek(&mut from, std::io::SeekFrom::Start(start * 512)).unwrap();
+    let mut to = std::fs::File::create(&slot).unwrap();
+    std::io::copy(&mut std::io::Read::take(&mut from, sectors * 512), &mut to).unwrap();
+    let at = start * 512 + first_extent(&slot, "/usr/bin/mirror-server") + 100;
+    let mut bytes = std::fs::OpenOptions::new().read(true).write(true).open(&disk).unwrap();
+    let mut byte = [0u8; 1];
+    std::io::Seek::seek(&mut bytes, std::io::SeekFrom::Start(at)).unwrap();
+    std::io::Read::read_exact(&mut bytes, &mut byte).unwrap();
+    byte[0] ^= 0x10;
+    std::io::Seek::seek(&mut bytes, std::io::SeekFrom::Start(at)).unwrap();
+    std::io::Write::write_all(&mut bytes, &byte).unwrap();
+    drop(bytes);
+    e2e::step("appliance-corrupt", started, &format!("one bit flipped at byte {at} (mirror-server's first extent)"));
+
+    let port_base = vm::free_port_base();
+    let mut vm = e2e::boot(&disk, &e2e::console_log("appliance-corrupt.log"), &[], port_base, false);
+    let health = vm.wait_for_line("MICROMIRROR-HEALTH", BOOT_LIMIT).unwrap();
+    e2e::step("appliance-corrupt", started, &health);
+    assert!(health.contains("MICROMIRROR-HEALTH failed"), "{health}");
+    assert!(health.contains("root: dm-verity refused corrupted blocks"), "the verdict says why: {health}");
+    let console = vm.console();
+    assert!(
+        console.contains("device-mapper: verity") && console.contains("is corrupted"),
+        "the kernel names the block:\n{}",
+        vm.console_tail(80)
+    );
+    assert_ne!(http(vm.port(80), "GET", "/", &[]).map(|r| r.0).unwrap_or(0), 200, "nothing serves from it");
+}

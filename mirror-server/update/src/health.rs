@@ -1,6 +1,6 @@
 //! `mirror-update health`: is this boot a working mirror? boot-complete.target requires it, so
-//! systemd-bless-boot marks a new version good only when it passes. Checks: the data partition
-//! is mounted, wan0 has the profile's addresses, mirror-server answers locally, no unit failed.
+//! systemd-bless-boot marks a new version good only when it passes. Checks: the verified root
+//! has refused no block, the data partition is mounted, wan0 has the profile's addresses, mirror-server answers locally, no unit failed.
 //! It waits (bounded) for the checks to pass, since a boot settles over a minute or two, and
 //! gives up early on a unit that stays failed. While wan0 has no link (a cable pulled, the
 //! switch rebooting at 3 am) the wait is held rather than failed: no version can pass without
@@ -41,7 +41,35 @@ impl Check {
 const OWN_UNITS: [&str; 2] = ["micromirror-health.service", "micromirror-rollback.service"];
 
 pub fn checks(site: &LoadedProfile, data_mount: &str, http: &str) -> Vec<Check> {
-    vec![data_mounted(data_mount), link(), addresses(site), server_answers(http), failed_units()]
+    vec![root_intact(), data_mounted(data_mount), link(), addresses(site), server_answers(http), failed_units()]
+}
+
+/// The dm-verity root's own word: the kernel flags it corrupted ("C") once it refused a block
+/// whose hash did not match, whatever the read was for. A damaged slot fails its version here,
+/// and the verdict says why, rather than only through what the refused read broke.
+fn root_intact() -> Check {
+    let out = Command::new("dmsetup").args(["status", "root"]).output();
+    match out {
+        Ok(o) if o.status.success() => verity_check(&String::from_utf8_lossy(&o.stdout)),
+        Ok(o) => Check::new("root", false, format!("dmsetup status root: {}", String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) => Check::new("root", false, format!("dmsetup: {e}")),
+    }
+}
+
+/// Reads `dmsetup status` of a verity target: "0 SECTORS verity V" (verified) or "… C".
+fn verity_check(status: &str) -> Check {
+    let mut fields = status.split_whitespace().skip_while(|f| *f != "verity").skip(1);
+    match fields.next() {
+        Some("V") => Check::new("root", true, "dm-verity: every block read so far matched".into()),
+        Some("C") => Check::new(
+            "root",
+            false,
+            "dm-verity refused corrupted blocks of this root slot (the kernel log names them): the slot's bytes are \
+             damaged; the other version comes back, or, for the only one, reflash the box"
+                .into(),
+        ),
+        _ => Check::new("root", false, format!("the root is no dm-verity device: `{}`", status.trim())),
+    }
 }
 
 /// wan0's carrier. No link holds the verdict; no wan0 at all is this version's fault (its
@@ -300,6 +328,14 @@ mod tests {
         assert!(is_crash_looping("NRestarts=4\nActiveState=activating\n"));
         assert!(!is_crash_looping("NRestarts=4\nActiveState=active\n"), "up again after restarts: fine");
         assert!(!is_crash_looping("NRestarts=1\nActiveState=activating\n"), "one restart is not a loop");
+    }
+
+    #[test]
+    fn the_root_check_reads_dm_verity_s_status() {
+        assert!(verity_check("0 532480 verity V\n").ok);
+        let bad = verity_check("0 532480 verity C\n");
+        assert!(!bad.ok && bad.detail.contains("corrupted blocks"), "{bad:?}");
+        assert!(!verity_check("0 532480 linear\n").ok);
     }
 
     #[test]

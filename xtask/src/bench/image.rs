@@ -1,15 +1,17 @@
 //! `cargo xtask bench image`: through the build library and the one VM type, into
 //! target/bench/image/: a cold build (base included), a warm build of a second site on the
 //! cached base, the image's allocated and compressed sizes, and the time from QEMU's start
-//! to the first HTTP 200 under TCG. The peer is mkosi 14 building a comparable minimal Debian 12
-//! UEFI image on this machine class (figures from ../shared/reference/boot-notes.md: it needs
-//! workarounds to run here at all, so it is not rerun).
+//! to the first HTTP 200 under TCG. Two peers: the layout before the read-only root
+//! (`parent::PARENT`, ext4 root slots), built and booted in the same run; and mkosi 14 building a
+//! comparable minimal Debian 12 UEFI image on this machine class (figures from
+//! ../shared/reference/boot-notes.md: it needs workarounds to run here at all, so it is not
+//! rerun).
 
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::Row;
+use super::{parent, Row};
 use crate::paths;
 
 /// Builds `site` through the build library into target/bench/image/; seconds taken.
@@ -60,7 +62,27 @@ pub fn run() -> Result<Vec<Row>> {
     eprintln!("[bench] booting demo under TCG");
     let image = demo.out.join("demo.img");
     let boots: Vec<f64> = (0..3).map(|_| boot_to_http(&image, &work)).collect::<Result<_>>()?;
+    let epoch = paths::build_epoch();
+    parent::build("demo", None, epoch, &work.join("parent/demo"))?;
+    let parent_warm = parent::build("lab6", None, epoch, &work.join("parent/lab6"))?;
+    eprintln!("[bench] booting the parent's demo under TCG");
+    let parent_image = work.join("parent/demo/demo.img");
+    let parent_boots: Vec<f64> = (0..3).map(|_| boot_to_http(&parent_image, &work)).collect::<Result<_>>()?;
     Ok(vec![
+        Row {
+            workload: "parent (ext4 slots): warm build, another site".into(),
+            peer: parent_warm,
+            ours: warm,
+            unit: "s".into(),
+            higher_is_better: false,
+        },
+        Row {
+            workload: "parent (ext4 slots): QEMU start to first HTTP 200".into(),
+            peer: super::median(parent_boots),
+            ours: super::median(boots.clone()),
+            unit: "s".into(),
+            higher_is_better: false,
+        },
         Row {
             workload: "cold build (base included)".into(),
             peer: 111.0,

@@ -5,6 +5,7 @@
 pub mod capacity;
 pub mod fleet;
 pub mod image;
+pub mod parent;
 pub mod peers;
 pub mod server;
 pub mod sync;
@@ -37,8 +38,8 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
-    /// A/B updates: image size against the single-root layout, bytes an update downloads,
-    /// publish to serving the new version under QEMU
+    /// Updates against the read-write ext4 layout of the parent commit: root slot and image
+    /// sizes, bytes a profile-only update downloads, publish to serving it under QEMU
     Update,
     /// `mirror-server capacity` on a 10-million-line log against awk reading it; the live
     /// accounting's cost on the 4 KiB workload
@@ -83,7 +84,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         }
         BenchCommand::Update => {
             host::ensure(&[host::IMAGE_DEBIAN, host::BOOT, host::BENCH])?;
-            ("A/B updates", "single root", update::run()?)
+            ("updates", "ext4 slots (parent)", update::run()?)
         }
         BenchCommand::Capacity { lines, seconds, rounds } => {
             host::ensure(&[host::BENCH])?;

@@ -61,7 +61,10 @@ fn a_release_builds_what_changed_and_publishes_to_the_rest_only_once_the_canary_
     let write_profiles = |rest_sponsor: &str| {
         scratch_profiles(
             &w.join("profiles"),
-            &[("canary-lab", lab("canary-lab", true, "Canary Networks")), ("rest-lab", lab("rest-lab", false, rest_sponsor))],
+            &[
+                ("canary-lab", lab("canary-lab", true, "Canary Networks")),
+                ("rest-lab", lab("rest-lab", false, rest_sponsor)),
+            ],
         )
     };
     write_profiles("Rest Networks");

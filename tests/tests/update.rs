@@ -395,7 +395,10 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
     // The release saw its canary roll back: it stopped, naming it, and `rest` stays on v2.
     let (ok, said) = v3_release.finish(Duration::from_secs(300));
     assert!(!ok, "a release whose canary rolled back fails:\n{said}");
-    assert!(said.contains(&format!("release stopped: canary demo rolled back: {v3} failed its health check")), "{said}");
+    assert!(
+        said.contains(&format!("release stopped: canary demo rolled back: {v3} failed its health check")),
+        "{said}"
+    );
     assert!(said.contains("already published"), "the demo's tree was left as it was: {said}");
     assert_eq!(offered(&served, "rest"), Some(v2.clone()), "nothing more was published");
     assert_eq!(offered(&served, "canned"), Some(v3.clone()));

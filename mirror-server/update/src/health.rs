@@ -51,7 +51,9 @@ fn root_intact() -> Check {
     let out = Command::new("dmsetup").args(["status", "root"]).output();
     match out {
         Ok(o) if o.status.success() => verity_check(&String::from_utf8_lossy(&o.stdout)),
-        Ok(o) => Check::new("root", false, format!("dmsetup status root: {}", String::from_utf8_lossy(&o.stderr).trim())),
+        Ok(o) => {
+            Check::new("root", false, format!("dmsetup status root: {}", String::from_utf8_lossy(&o.stderr).trim()))
+        }
         Err(e) => Check::new("root", false, format!("dmsetup: {e}")),
     }
 }

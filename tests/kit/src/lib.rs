@@ -39,7 +39,19 @@ pub fn bin(name: &str) -> PathBuf {
     BUILT.call_once(|| {
         let status = cargo()
             .current_dir(workspace())
-            .args(["build", "--quiet", "-p", "mirror-server", "-p", "mirror-sync", "-p", "mirror-update", "-p", "xtask", "--bins"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "mirror-server",
+                "-p",
+                "mirror-sync",
+                "-p",
+                "mirror-update",
+                "-p",
+                "xtask",
+                "--bins",
+            ])
             .status();
         assert!(status.is_ok_and(|s| s.success()), "building the workspace's programs failed");
     });

@@ -113,7 +113,8 @@ mod tests {
         let tree = dir.path().join("tree");
         fs_err::create_dir_all(tree.join("var/lib/dpkg")).unwrap();
         fs_err::create_dir_all(tree.join("usr/bin")).unwrap();
-        fs_err::write(tree.join("var/lib/dpkg/status"), "Package: rsync\nVersion: 3.2.7-1\nInstalled-Size: 10\n").unwrap();
+        fs_err::write(tree.join("var/lib/dpkg/status"), "Package: rsync\nVersion: 3.2.7-1\nInstalled-Size: 10\n")
+            .unwrap();
         fs_err::write(tree.join("usr/bin/rsync"), "not read").unwrap();
         let archive = dir.path().join("base.tar.zst");
         crate::tarball::pack(&tree, &archive).unwrap();

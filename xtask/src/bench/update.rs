@@ -154,8 +154,12 @@ pub fn run() -> Result<Vec<Row>> {
     testkit::images::build(&v2);
 
     eprintln!("[bench] the parent: booting v1 under TCG, publishing v2");
-    let parent_serving =
-        publish_to_serving(&parent_v1.join("demo.img"), &parent_v2_profiles, &parent_v2.join("update"), &work.join("parent-run"))?;
+    let parent_serving = publish_to_serving(
+        &parent_v1.join("demo.img"),
+        &parent_v2_profiles,
+        &parent_v2.join("update"),
+        &work.join("parent-run"),
+    )?;
     eprintln!("[bench] ours: booting v1 under TCG, publishing v2");
     let serving = publish_to_serving(&v1_image, &profiles_v2, &v2.out.join("update"), &work.join("our-run"))?;
     let (peer_v1, peer_v2) = (built(&parent_v1)?, built(&parent_v2)?);

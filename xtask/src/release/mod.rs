@@ -123,7 +123,9 @@ fn releasable(args: &ReleaseArgs) -> Result<Vec<LoadedProfile>> {
         })
         .collect();
     if sites.is_empty() {
-        bail!("no site to release: none has an [update] section\n  fix: add [update] to the profiles that take updates");
+        bail!(
+            "no site to release: none has an [update] section\n  fix: add [update] to the profiles that take updates"
+        );
     }
     Ok(sites)
 }

@@ -48,7 +48,11 @@ pub enum Change {
     /// Our programs, overlay or build code; `None` on either side: outside git, unknown.
     Source,
     Catalog,
-    Package { name: String, from: Option<String>, to: Option<String> },
+    Package {
+        name: String,
+        from: Option<String>,
+        to: Option<String>,
+    },
 }
 
 impl fmt::Display for Change {
@@ -320,7 +324,9 @@ mod tests {
         let pending = judge(&new, &metrics("20261201.000000", "20261206.110000", "pending", 1));
         assert_eq!(
             pending,
-            Report::Waiting("runs 20261201.000000, newest seen 20261206.110000, other slot pending:20261206.110000".into())
+            Report::Waiting(
+                "runs 20261201.000000, newest seen 20261206.110000, other slot pending:20261206.110000".into()
+            )
         );
         assert!(matches!(judge(&new, &[]), Report::Waiting(_)));
     }

@@ -19,7 +19,8 @@ use crate::slot_image::Verity;
 
 /// Drivers every image carries besides its hardware class's: QEMU's (the boot tests run any
 /// site's image), the file systems, efivarfs, and what opens the read-only root (dm-verity,
-/// EROFS) and lays the writable /var over it (overlay).
+/// EROFS; sha256_ssse3, so verity hashes with the CPU's SSSE3/AVX/SHA instructions rather than
+/// generic C) and lays the writable /var over it (overlay).
 const COMMON_DRIVERS: &[&str] = &[
     "virtio_pci",
     "virtio_blk",
@@ -28,6 +29,7 @@ const COMMON_DRIVERS: &[&str] = &[
     "ext4",
     "xfs",
     "efivarfs",
+    "sha256_ssse3",
     "dm_verity",
     "erofs",
     "overlay",

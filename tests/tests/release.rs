@@ -6,8 +6,8 @@
 //! 1. The first release builds both, publishes to canary-lab only, waits while the canary has
 //!    not taken the version, and publishes to rest-lab once it runs it blessed;
 //! 2. a second release with nothing changed builds nothing and publishes nothing;
-//! 3. a change to rest-lab's profile rebuilds rest-lab alone, and (no canary having anything
-//!    new to try) publishes it at once.
+//! 3. a change to rest-lab's profile rebuilds rest-lab alone, and publishes it once the canary
+//!    is seen running its own (unchanged) latest build blessed.
 
 use std::path::Path;
 use std::time::Duration;
@@ -88,7 +88,7 @@ fn a_release_builds_what_changed_and_publishes_to_the_rest_only_once_the_canary_
     for said in [
         "canary-lab: building, changed: no earlier build",
         "rest-lab: building, changed: no earlier build",
-        "every canary runs its new version, blessed: publishing to the rest",
+        "every canary runs its latest build, blessed: publishing to the rest",
     ] {
         assert!(out.contains(said), "`{said}` missing from:\n{out}");
     }
@@ -111,7 +111,8 @@ fn a_release_builds_what_changed_and_publishes_to_the_rest_only_once_the_canary_
     assert!(ok, "{out}");
     assert!(out.contains("rest-lab: building, changed: the profile\n"), "{out}");
     assert!(out.contains("canary-lab: inputs unchanged since its last build: nothing built"), "{out}");
-    assert!(out.contains("no canary has a new version"), "{out}");
+    assert!(out.contains("canary-lab: nothing newer to publish"), "{out}");
+    assert!(out.contains("every canary runs its latest build, blessed: publishing to the rest"), "{out}");
     let rest_v2 = built(&images, "rest-lab");
     assert!(rest_v2 > rest_v1, "{rest_v2} after {rest_v1}");
     assert_eq!(offered(&served, "rest-lab"), Some(rest_v2));

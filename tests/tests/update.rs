@@ -286,7 +286,7 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
     })
     .unwrap();
     let (ok, said) = v2_release.finish(Duration::from_secs(120));
-    assert!(ok && said.contains("every canary runs its new version, blessed: publishing to the rest"), "{said}");
+    assert!(ok && said.contains("every canary runs its latest build, blessed: publishing to the rest"), "{said}");
     assert!(said.contains("canary demo: runs the new version, blessed"), "{said}");
     assert_eq!(offered(&served, "rest"), Some(v2.clone()));
     step(started, "v2 released: the canaries blessed it, then the rest got it");
@@ -347,7 +347,8 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
     step(started, "bad signature and bad payload refused");
 
     // The real v3, found by the timer; its download is cut half-way and resumes. A release of
-    // v3 watches: the tree already offers it to the demo; `canned` takes it well.
+    // v3 watches the demo (its tree offers v3 already: the release publishes nothing there but
+    // still waits for it) and publishes v3 to `canned`, which takes it well.
     std::fs::copy(&good_root, served.join("demo").join(&root_file)).unwrap();
     let v3_release = release(w, &v3_build, &served, &vm, &canned);
     canned.report(&v3, true, None);
@@ -399,7 +400,7 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
         said.contains(&format!("release stopped: canary demo rolled back: {v3} failed its health check")),
         "{said}"
     );
-    assert!(said.contains("already published"), "the demo's tree was left as it was: {said}");
+    assert!(said.contains("demo: nothing newer to publish"), "the demo's tree was left as it was: {said}");
     assert_eq!(offered(&served, "rest"), Some(v2.clone()), "nothing more was published");
     assert_eq!(offered(&served, "canned"), Some(v3.clone()));
     assert_eq!(field(&boot, "image"), Some(v2.as_str()), "{boot}");

@@ -59,13 +59,21 @@ pub struct ReleaseArgs {
 }
 
 pub fn run(args: ReleaseArgs) -> Result<()> {
-    let sites = releasable(&args)?;
+    let all = fleet::sites(&args.which)?;
+    let sites = releasable(&args, &all)?;
     let images = args.images.clone().unwrap_or_else(|| paths::target().join("images"));
     if !args.no_build {
         build_changed(&args, &sites, &images)?;
     }
     let states: Vec<SiteState> = sites.iter().map(|s| state(s, &images, &args.to)).collect::<Result<_>>()?;
-    let waves = plan::waves(&states);
+    let mut waves = plan::waves(&states);
+    // The canaries the rest waits for are the fleet's, also when --site chose fewer sites.
+    let every_canary: Vec<SiteState> = all
+        .iter()
+        .filter(|s| s.profile.update.as_ref().is_some_and(|u| u.ring == Ring::Canary))
+        .map(|s| state(s, &images, &args.to))
+        .collect::<Result<_>>()?;
+    waves.watched = plan::waves(&every_canary).watched;
     for name in &waves.nothing_new {
         eprintln!("{name}: nothing newer to publish");
     }
@@ -76,24 +84,28 @@ pub fn run(args: ReleaseArgs) -> Result<()> {
         }
         Ok(())
     };
-    if waves.canaries.is_empty() {
-        if !waves.rest.is_empty() {
-            eprintln!("no canary has a new version (nothing for one to try first): publishing to the rest");
-        }
-        return publish_wave(&waves.rest);
+    if waves.is_idle() {
+        eprintln!("nothing to publish");
+        return Ok(());
     }
     publish_wave(&waves.canaries)?;
-    let version_of = |name: &str| states.iter().find(|s| s.name == name).and_then(|s| s.built.clone());
-    let canaries: Vec<(fleet::Target, image::version::Version)> = fleet::targets(
-        &sites.iter().filter(|s| waves.canaries.contains(&s.profile.site.name)).cloned().collect::<Vec<_>>(),
-        &args.address,
-    )?
-    .into_iter()
-    .filter_map(|t| version_of(&t.site).map(|v| (t, v)))
-    .collect();
+    let targets = fleet::targets(&all, &args.address)?;
+    let canaries: Vec<(fleet::Target, image::version::Version)> = waves
+        .watched
+        .iter()
+        .filter_map(|(name, version)| targets.iter().find(|t| &t.site == name).map(|t| (t.clone(), version.clone())))
+        .collect();
+    if canaries.is_empty() {
+        bail!(
+            "no canary to try the release first: no site with update.ring = \"canary\" has a build\n  \
+             fix: set ring = \"canary\" in the [update] of one or two sites (one per hardware class) and release again"
+        );
+    }
     match watch_canaries(&canaries, &args) {
         Ok(()) => {
-            eprintln!("every canary runs its new version, blessed: publishing to the rest");
+            if !waves.rest.is_empty() {
+                eprintln!("every canary runs its latest build, blessed: publishing to the rest");
+            }
             publish_wave(&waves.rest)
         }
         Err(why) => bail!(
@@ -104,15 +116,14 @@ pub fn run(args: ReleaseArgs) -> Result<()> {
 }
 
 /// The sites a release takes: every profile with an [update] section, or the ones named.
-fn releasable(args: &ReleaseArgs) -> Result<Vec<LoadedProfile>> {
-    let all = fleet::sites(&args.which)?;
+fn releasable(args: &ReleaseArgs, all: &[LoadedProfile]) -> Result<Vec<LoadedProfile>> {
     for wanted in &args.site {
         if !all.iter().any(|s| &s.profile.site.name == wanted) {
             bail!("--site {wanted}: no such site in the profiles folder (test sites need --include-test)");
         }
     }
     let sites: Vec<LoadedProfile> = all
-        .into_iter()
+        .iter()
         .filter(|s| args.site.is_empty() || args.site.contains(&s.profile.site.name))
         .filter(|s| {
             let has = s.profile.update.is_some();
@@ -121,11 +132,10 @@ fn releasable(args: &ReleaseArgs) -> Result<Vec<LoadedProfile>> {
             }
             has
         })
+        .cloned()
         .collect();
     if sites.is_empty() {
-        bail!(
-            "no site to release: none has an [update] section\n  fix: add [update] to the profiles that take updates"
-        );
+        bail!("no site to release: none has an [update] section\n  fix: add [update] to the profiles that take updates");
     }
     Ok(sites)
 }
@@ -232,7 +242,11 @@ fn watch_canaries(canaries: &[(fleet::Target, image::version::Version)], args: &
             .map(|(row, (t, version))| (t.site.clone(), row.metrics.map(|m| plan::judge(version, &m))))
             .collect();
         for (site, look) in &looks {
-            let now = format!("{look:?}");
+            // A box that does not answer (rebooting) is said once, whatever its socket said.
+            let now = match look {
+                Ok(report) => format!("{report:?}"),
+                Err(_) => "no answer".to_string(),
+            };
             if said.get(site) != Some(&now) {
                 eprintln!("canary {site}: {}", describe(look));
                 said.insert(site.clone(), now);

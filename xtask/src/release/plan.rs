@@ -119,18 +119,33 @@ impl SiteState {
     }
 }
 
-/// Who gets a new version when: the canaries first, the rest once every canary runs its new
-/// version blessed; the others have nothing new.
+/// Who gets a new version when: the canaries first; the rest once every canary runs its
+/// latest build blessed, whether this release published it or an earlier one did (a release
+/// stopped or cut short, then run again, never lets the rest through unwatched); the others
+/// have nothing new.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Waves {
+    /// Canaries with a build newer than what they are offered: published first.
     pub canaries: Vec<String>,
+    /// Every canary with a build, and that build's version: what the rest waits for.
+    pub watched: Vec<(String, Version)>,
     pub rest: Vec<String>,
     pub nothing_new: Vec<String>,
+}
+
+impl Waves {
+    /// Nothing to publish and nothing to watch for.
+    pub fn is_idle(&self) -> bool {
+        self.canaries.is_empty() && self.rest.is_empty()
+    }
 }
 
 pub fn waves(sites: &[SiteState]) -> Waves {
     let mut w = Waves::default();
     for s in sites {
+        if let (Ring::Canary, Some(built)) = (s.ring, &s.built) {
+            w.watched.push((s.name.clone(), built.clone()));
+        }
         let list = match (s.due(), s.ring) {
             (false, _) => &mut w.nothing_new,
             (true, Ring::Canary) => &mut w.canaries,
@@ -287,7 +302,7 @@ mod tests {
     }
 
     #[test]
-    fn canaries_go_first_the_rest_after_and_sites_with_nothing_newer_not_at_all() {
+    fn canaries_go_first_the_rest_after_every_canary_and_sites_with_nothing_newer_not_at_all() {
         let site = |name: &str, ring, built: Option<&str>, offered: Option<&str>| SiteState {
             name: name.into(),
             ring,
@@ -304,6 +319,11 @@ mod tests {
         assert_eq!(w.canaries, ["c1"]);
         assert_eq!(w.rest, ["m1"]);
         assert_eq!(w.nothing_new, ["c2", "m2", "m3"]);
+        // c2 was published before (a release cut short, run again): the rest still waits for it.
+        assert_eq!(w.watched, [("c1".to_string(), v("20261206.110000")), ("c2".to_string(), v("20261201.000000"))]);
+        assert!(!w.is_idle());
+        let idle = waves(&[site("c2", Ring::Canary, Some("20261201.000000"), Some("20261201.000000"))]);
+        assert!(idle.is_idle() && idle.watched.len() == 1);
     }
 
     fn metrics(running: &str, other: &str, slot: &str, blessed: u8) -> Vec<Sample> {

@@ -135,7 +135,9 @@ fn releasable(args: &ReleaseArgs, all: &[LoadedProfile]) -> Result<Vec<LoadedPro
         .cloned()
         .collect();
     if sites.is_empty() {
-        bail!("no site to release: none has an [update] section\n  fix: add [update] to the profiles that take updates");
+        bail!(
+            "no site to release: none has an [update] section\n  fix: add [update] to the profiles that take updates"
+        );
     }
     Ok(sites)
 }

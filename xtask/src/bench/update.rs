@@ -148,9 +148,11 @@ pub fn run() -> Result<Vec<Row>> {
     eprintln!("[bench] building v1 and v2 of demo (only the profile differs)");
     let mut v1 = testkit::images::request(&work.join("v1"), &profiles_v1, "demo");
     v1.epoch = epoch;
+    v1.compress = true;
     let v1_image = testkit::images::build(&v1);
     let mut v2 = testkit::images::request(&work.join("v2"), &profiles_v2, "demo");
     v2.epoch = epoch + 60;
+    v2.compress = true;
     testkit::images::build(&v2);
 
     eprintln!("[bench] the parent: booting v1 under TCG, publishing v2");

@@ -65,15 +65,16 @@ pub fn run(args: ReleaseArgs) -> Result<()> {
     if !args.no_build {
         build_changed(&args, &sites, &images)?;
     }
-    let states: Vec<SiteState> = sites.iter().map(|s| state(s, &images, &args.to)).collect::<Result<_>>()?;
-    let mut waves = plan::waves(&states);
-    // The canaries the rest waits for are the fleet's, also when --site chose fewer sites.
-    let every_canary: Vec<SiteState> = all
+    // The chosen sites and every canary (which the rest waits for, also under --site).
+    let states: Vec<SiteState> = all
         .iter()
-        .filter(|s| s.profile.update.as_ref().is_some_and(|u| u.ring == Ring::Canary))
+        .filter(|s| {
+            sites.iter().any(|c| c.profile.site.name == s.profile.site.name)
+                || s.profile.update.as_ref().is_some_and(|u| u.ring == Ring::Canary)
+        })
         .map(|s| state(s, &images, &args.to))
         .collect::<Result<_>>()?;
-    waves.watched = plan::waves(&every_canary).watched;
+    let waves = plan::waves(&states, |name| sites.iter().any(|c| c.profile.site.name == name));
     for name in &waves.nothing_new {
         eprintln!("{name}: nothing newer to publish");
     }

@@ -140,11 +140,16 @@ impl Waves {
     }
 }
 
-pub fn waves(sites: &[SiteState]) -> Waves {
+/// The waves of the sites `chosen` among the fleet's `sites`; every canary of the fleet is
+/// watched, also when fewer sites were chosen (`--site`).
+pub fn waves(sites: &[SiteState], chosen: impl Fn(&str) -> bool) -> Waves {
     let mut w = Waves::default();
     for s in sites {
         if let (Ring::Canary, Some(built)) = (s.ring, &s.built) {
             w.watched.push((s.name.clone(), built.clone()));
+        }
+        if !chosen(&s.name) {
+            continue;
         }
         let list = match (s.due(), s.ring) {
             (false, _) => &mut w.nothing_new,
@@ -309,21 +314,25 @@ mod tests {
             built: built.map(v),
             offered: offered.map(v),
         };
-        let w = waves(&[
+        let fleet = [
             site("c1", Ring::Canary, Some("20261206.110000"), Some("20261201.000000")),
             site("c2", Ring::Canary, Some("20261201.000000"), Some("20261201.000000")),
             site("m1", Ring::Main, Some("20261206.110000"), None),
             site("m2", Ring::Main, None, None),
             site("m3", Ring::Main, Some("20261130.000000"), Some("20261201.000000")),
-        ]);
+        ];
+        let w = waves(&fleet, |_| true);
         assert_eq!(w.canaries, ["c1"]);
         assert_eq!(w.rest, ["m1"]);
         assert_eq!(w.nothing_new, ["c2", "m2", "m3"]);
         // c2 was published before (a release cut short, run again): the rest still waits for it.
         assert_eq!(w.watched, [("c1".to_string(), v("20261206.110000")), ("c2".to_string(), v("20261201.000000"))]);
         assert!(!w.is_idle());
-        let idle = waves(&[site("c2", Ring::Canary, Some("20261201.000000"), Some("20261201.000000"))]);
+        let idle = waves(&[site("c2", Ring::Canary, Some("20261201.000000"), Some("20261201.000000"))], |_| true);
         assert!(idle.is_idle() && idle.watched.len() == 1);
+        // `--site m1`: only m1 is published, after both canaries.
+        let one = waves(&fleet, |name| name == "m1");
+        assert_eq!((one.canaries.len(), one.rest.as_slice(), one.watched.len()), (0, &["m1".to_string()][..], 2));
     }
 
     fn metrics(running: &str, other: &str, slot: &str, blessed: u8) -> Vec<Sample> {

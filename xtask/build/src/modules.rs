@@ -1,6 +1,7 @@
 //! Stage 3b: the kernel modules a headless, wired micro mirror never loads (audio, graphics,
-//! radio, cameras, lab hardware: the folders in packages/modules-left-out.txt) are taken out of
-//! the tree, and the module index is rebuilt with the base's own depmod. A module the boot, a
+//! radio, cameras, lab hardware: the folders in packages/modules-left-out.txt, and the modules
+//! that could not load without them) are taken out of the tree, and the module index is rebuilt
+//! with the base's own depmod. A module the boot, a
 //! hardware class or the network setup needs is never taken: the build stops and names it.
 //! Runs before the initramfs is made, so the initramfs and the root agree.
 
@@ -60,6 +61,14 @@ pub fn trim(site: &LoadedProfile, root: &Path) -> Result<()> {
     for folder in &folders {
         taken.extend(tree::walk(folder)?.into_iter().filter(|f| module_of(f).is_some()));
     }
+    let modules_dir = kernel.parent().unwrap_or(&kernel).to_path_buf();
+    let dep = fs_err::read_to_string(modules_dir.join("modules.dep")).unwrap_or_default();
+    let gone: BTreeSet<String> = taken
+        .iter()
+        .filter_map(|f| f.strip_prefix(&modules_dir).ok().map(|p| p.to_string_lossy().into_owned()))
+        .collect();
+    let stranded: Vec<PathBuf> = stranded(&dep, &gone).into_iter().map(|m| modules_dir.join(m)).collect();
+    taken.extend(stranded.iter().cloned());
     let clash = needed_among(taken.iter(), &needed);
     if let Some((module, file)) = clash.first() {
         bail!(
@@ -72,14 +81,41 @@ pub fn trim(site: &LoadedProfile, root: &Path) -> Result<()> {
     for folder in &folders {
         tree::remove_dir_all_if_exists(folder)?;
     }
+    for file in &stranded {
+        fs_err::remove_file(file)?;
+    }
     boot::in_chroot(root, &["depmod".into(), "-a".into(), kver.clone()], &[])?;
     stage.done(&format!("{} modules left out ({}), index rebuilt", taken.len(), progress::human_bytes(bytes)));
     Ok(())
 }
 
+/// The modules outside `gone` that need one inside it (modules.dep lists each module's whole
+/// chain of dependencies, paths relative to the version's folder): they could never load.
+fn stranded(modules_dep: &str, gone: &BTreeSet<String>) -> Vec<String> {
+    modules_dep
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(module, deps)| !gone.contains(*module) && deps.split_whitespace().any(|d| gone.contains(d)))
+        .map(|(module, _)| module.to_string())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_module_that_needs_a_left_out_one_is_left_out_with_it() {
+        let dep = "kernel/drivers/platform/x86/thinkpad_acpi.ko: kernel/sound/core/snd.ko kernel/drivers/gpu/x.ko\n\
+                   kernel/sound/core/snd.ko: kernel/sound/soundcore.ko\n\
+                   kernel/drivers/net/ethernet/sfc/sfc.ko: kernel/drivers/mtd/mtd.ko\n\
+                   kernel/net/ipv4/tcp_bbr.ko:\n";
+        let gone: BTreeSet<String> =
+            ["kernel/sound/core/snd.ko", "kernel/sound/soundcore.ko", "kernel/drivers/gpu/x.ko"]
+                .map(String::from)
+                .into();
+        assert_eq!(stranded(dep, &gone), ["kernel/drivers/platform/x86/thinkpad_acpi.ko"]);
+    }
 
     #[test]
     fn module_names_come_from_plain_and_compressed_files() {

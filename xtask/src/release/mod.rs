@@ -149,7 +149,7 @@ fn build_changed(args: &ReleaseArgs, sites: &[LoadedProfile], images: &Path) -> 
     let cache = paths::target().join("base-cache");
     let mut bases: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let source = build::source::source(&paths::workspace());
-    let catalog = build::source::catalog(&profiles_dir(&args.which));
+    let catalog = build::source::catalog(&args.which.folder());
     let now = now_epoch();
     for site in sites {
         let name = &site.profile.site.name;
@@ -179,15 +179,11 @@ fn build_changed(args: &ReleaseArgs, sites: &[LoadedProfile], images: &Path) -> 
         }
         let shown: Vec<String> = changes.iter().map(ToString::to_string).collect();
         eprintln!("{name}: building, changed: {}", shown.join(", "));
-        let mut request = build::Request::new(name, &profiles_dir(&args.which), &paths::target(), now);
+        let mut request = build::Request::new(name, &args.which.folder(), &paths::target(), now);
         request.out = out;
         build::run(&request).with_context(|| format!("{name}: the build failed; nothing of it is published"))?;
     }
     Ok(())
-}
-
-fn profiles_dir(which: &Which) -> PathBuf {
-    which.folder()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

@@ -61,7 +61,7 @@ pub fn finish(
         "hostname": site.profile.site.hostname,
         "distro": site.profile.base.distro.as_str(),
         "base": {"key": base.key, "reused_from_cache": base.reused},
-        "profile_sha256": format!("{:x}", Sha256::digest(site.text.as_bytes())),
+        "profile_sha256": crate::source::profile(site),
         "inputs": {"source": source, "catalog": catalog},
         "build_epoch": epoch,
         "version": version.as_str(),

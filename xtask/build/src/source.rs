@@ -1,12 +1,14 @@
-//! What of the workspace an image is built from, as two short fingerprints the manifest
-//! records: `source`, our programs, overlay, package lists and build code (git's tree ids of
-//! those folders, plus a hash of uncommitted changes to them), and `catalog`, the profiles
-//! folder's project catalog and hardware classes (their files' bytes). `cargo xtask release`
+//! What an image is built from besides its base, as fingerprints the manifest records:
+//! `profile`, the SHA-256 of the profile's text; `source`, our programs, overlay, package lists
+//! and build code (git's tree ids of those folders, plus a hash of uncommitted changes to them);
+//! and `catalog`, the profiles folder's project catalog and hardware classes (their files'
+//! bytes). `cargo xtask release`
 //! compares them with the last build's to rebuild only the sites whose inputs changed. Reads
 //! only; a workspace outside git has no `source` fingerprint, and every release rebuilds it.
 
 use std::path::Path;
 
+use schema::profile::LoadedProfile;
 use sha2::{Digest, Sha256};
 
 use crate::cmd;
@@ -14,6 +16,11 @@ use crate::cmd;
 /// The workspace paths an image's bytes come from besides the profile and the base.
 const SOURCE_PATHS: &[&str] =
     &["Cargo.toml", "Cargo.lock", "xtask", "image", "overlay", "mirror-server", "profiles/schema"];
+
+/// The profile's fingerprint: the SHA-256 of its text, as hex.
+pub fn profile(site: &LoadedProfile) -> String {
+    format!("{:x}", Sha256::digest(site.text.as_bytes()))
+}
 
 /// The source fingerprint of `workspace`, or `None` outside a git work tree.
 pub fn source(workspace: &Path) -> Option<String> {

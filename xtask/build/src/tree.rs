@@ -1,7 +1,7 @@
 //! File-tree helpers shared by the stages: removing, copying with modes, sizing, and pinning
 //! every timestamp to the build epoch so filesystem images come out byte-identical.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -36,20 +36,6 @@ pub fn walk(root: &Path) -> Result<Vec<std::path::PathBuf>> {
     }
     out.sort();
     Ok(out)
-}
-
-/// Bytes allocated by the tree (hard links counted once).
-pub fn allocated_size(root: &Path) -> Result<u64> {
-    let mut seen = std::collections::HashSet::new();
-    let mut total = 0;
-    for p in walk(root)? {
-        let m = fs_err::symlink_metadata(&p)?;
-        if m.nlink() > 1 && !m.is_dir() && !seen.insert((m.dev(), m.ino())) {
-            continue;
-        }
-        total += m.blocks() * 512;
-    }
-    Ok(total)
 }
 
 /// Sets atime and mtime of everything under `root` (and `root`) to `epoch`, not following links.

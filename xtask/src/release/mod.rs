@@ -162,7 +162,7 @@ fn build_changed(args: &ReleaseArgs, sites: &[LoadedProfile], images: &Path) -> 
             bases.insert(key.clone(), installed.into_iter().map(|p| (p.name, p.version)).collect());
         }
         let now_inputs = Inputs {
-            profile_sha256: sha256_hex(site.text.as_bytes()),
+            profile_sha256: build::source::profile(site),
             source: source.clone(),
             catalog: catalog.clone(),
             packages: bases[&key].clone(),
@@ -184,11 +184,6 @@ fn build_changed(args: &ReleaseArgs, sites: &[LoadedProfile], images: &Path) -> 
         build::run(&request).with_context(|| format!("{name}: the build failed; nothing of it is published"))?;
     }
     Ok(())
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    format!("{:x}", sha2::Sha256::digest(bytes))
 }
 
 /// The site's ring, its last build's version and what its published tree offers.

@@ -29,11 +29,14 @@ pub struct Check {
     pub detail: String,
     /// A failure of the surroundings that holds the verdict instead of failing it (no link).
     pub hold: bool,
+    /// A failure no waiting mends (the kernel flagged the root corrupted): the verdict is given
+    /// at once.
+    pub lasting: bool,
 }
 
 impl Check {
     fn new(name: &'static str, ok: bool, detail: String) -> Check {
-        Check { name, ok, detail, hold: false }
+        Check { name, ok, detail, hold: false, lasting: false }
     }
 }
 
@@ -63,13 +66,16 @@ fn verity_check(status: &str) -> Check {
     let mut fields = status.split_whitespace().skip_while(|f| *f != "verity").skip(1);
     match fields.next() {
         Some("V") => Check::new("root", true, "dm-verity: every block read so far matched".into()),
-        Some("C") => Check::new(
-            "root",
-            false,
-            "dm-verity refused corrupted blocks of this root slot (the kernel log names them): the slot's bytes are \
-             damaged; the other version comes back, or, for the only one, reflash the box"
-                .into(),
-        ),
+        Some("C") => Check {
+            lasting: true,
+            ..Check::new(
+                "root",
+                false,
+                "dm-verity refused corrupted blocks of this root slot (the kernel log names them): the slot's bytes \
+                 are damaged; the other version comes back, or, for the only one, reflash the box"
+                    .into(),
+            )
+        },
         _ => Check::new("root", false, format!("the root is no dm-verity device: `{}`", status.trim())),
     }
 }
@@ -160,23 +166,38 @@ fn failed_units() -> Check {
 /// restarts without staying up it counts as failed here.
 const WATCHED: [&str; 2] = ["mirror-server.service", "mirror-sync.service"];
 const RESTARTS_THAT_FAIL: u32 = 3;
+/// Up for less than this since its last start is not up yet: a service that dies a second
+/// after each start is `active` for that second, and a poll landing in it must not clear it.
+const STAYS_UP: Duration = Duration::from_secs(15);
 
 fn crash_looping() -> Vec<String> {
     WATCHED
         .iter()
         .filter(|unit| {
-            let out = Command::new("systemctl").args(["show", "--property=NRestarts,ActiveState", unit]).output();
-            out.ok().is_some_and(|o| is_crash_looping(&String::from_utf8_lossy(&o.stdout)))
+            let out = Command::new("systemctl")
+                .args(["show", "--property=NRestarts,ActiveState,ActiveEnterTimestampMonotonic", unit])
+                .output();
+            out.ok().is_some_and(|o| is_crash_looping(&String::from_utf8_lossy(&o.stdout), monotonic_now()))
         })
         .map(|u| format!("{u} (restarting)"))
         .collect()
 }
 
-/// From `systemctl show --property=NRestarts,ActiveState`: restarted a few times and not up.
-fn is_crash_looping(show: &str) -> bool {
-    let value = |key: &str| show.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('='));
-    let restarts: u32 = value("NRestarts").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-    restarts >= RESTARTS_THAT_FAIL && value("ActiveState").is_some_and(|s| s.trim() != "active")
+/// CLOCK_MONOTONIC, the clock of systemd's `…TimestampMonotonic` properties.
+fn monotonic_now() -> Duration {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    Duration::new(now.tv_sec.try_into().unwrap_or(0), now.tv_nsec.try_into().unwrap_or(0))
+}
+
+/// From `systemctl show --property=NRestarts,ActiveState,ActiveEnterTimestampMonotonic`:
+/// restarted a few times and not up, or up for less than [`STAYS_UP`].
+fn is_crash_looping(show: &str, now: Duration) -> bool {
+    let value = |key: &str| show.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=')).map(str::trim);
+    let restarts: u32 = value("NRestarts").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let up_since = value("ActiveEnterTimestampMonotonic").and_then(|v| v.parse().ok()).map(Duration::from_micros);
+    let stayed_up =
+        value("ActiveState") == Some("active") && up_since.is_some_and(|t| now.saturating_sub(t) >= STAYS_UP);
+    restarts >= RESTARTS_THAT_FAIL && !stayed_up
 }
 
 /// How long a verdict may take.
@@ -192,8 +213,8 @@ pub struct Bounds {
 
 const POLL: Duration = Duration::from_secs(2);
 
-/// Polls the checks until all pass, `limit` passes, or a unit has stayed failed for `grace`;
-/// while a check holds (no link), neither clock runs, up to `link_wait`.
+/// Polls the checks until all pass, `limit` passes, a unit has stayed failed for `grace`, or a
+/// failure is lasting; while a check holds (no link), neither clock runs, up to `link_wait`.
 pub fn wait_for_verdict(bounds: Bounds, run: impl FnMut() -> Vec<Check>) -> (bool, Vec<Check>) {
     wait_polling(bounds, POLL, run)
 }
@@ -207,6 +228,9 @@ fn wait_polling(bounds: Bounds, poll: Duration, mut run: impl FnMut() -> Vec<Che
         let results = run();
         if results.iter().all(|c| c.ok) {
             return (true, results);
+        }
+        if results.iter().any(|c| !c.ok && c.lasting) {
+            return (false, results);
         }
         let tick = last.elapsed();
         last = Instant::now();
@@ -307,6 +331,16 @@ mod tests {
     }
 
     #[test]
+    fn a_lasting_failure_ends_the_wait_at_once() {
+        let mut polls = 0;
+        let (ok, results) = wait_polling(bounds(600_000, 600_000, 0), FAST, || {
+            polls += 1;
+            vec![Check { lasting: true, ..check("root", false) }, check("units", true)]
+        });
+        assert!(!ok && results[0].name == "root" && polls == 1, "{polls} polls");
+    }
+
+    #[test]
     fn no_link_holds_the_verdict_instead_of_failing_it_but_not_for_ever() {
         let down = || Check { hold: true, ..check("link", false) };
         // The link is down for longer than the whole limit, then comes back: the boot passes.
@@ -327,16 +361,25 @@ mod tests {
 
     #[test]
     fn a_service_that_keeps_restarting_counts_as_failed() {
-        assert!(is_crash_looping("NRestarts=4\nActiveState=activating\n"));
-        assert!(!is_crash_looping("NRestarts=4\nActiveState=active\n"), "up again after restarts: fine");
-        assert!(!is_crash_looping("NRestarts=1\nActiveState=activating\n"), "one restart is not a loop");
+        let now = Duration::from_secs(100);
+        let show = |restarts: u32, state: &str, up_since_s: u64| {
+            format!(
+                "NRestarts={restarts}\nActiveState={state}\nActiveEnterTimestampMonotonic={}\n",
+                up_since_s * 1_000_000
+            )
+        };
+        assert!(is_crash_looping(&show(4, "activating", 90), now));
+        assert!(is_crash_looping(&show(4, "active", 99), now), "caught in the second it is up: still looping");
+        assert!(!is_crash_looping(&show(4, "active", 60), now), "up again after restarts, and staying: fine");
+        assert!(!is_crash_looping(&show(1, "activating", 90), now), "one restart is not a loop");
+        assert!(is_crash_looping("NRestarts=4\nActiveState=active\n", now), "no start time: not shown to stay up");
     }
 
     #[test]
     fn the_root_check_reads_dm_verity_s_status() {
         assert!(verity_check("0 532480 verity V\n").ok);
         let bad = verity_check("0 532480 verity C\n");
-        assert!(!bad.ok && bad.detail.contains("corrupted blocks"), "{bad:?}");
+        assert!(!bad.ok && bad.lasting && bad.detail.contains("corrupted blocks"), "{bad:?}");
         assert!(!verity_check("0 532480 linear\n").ok);
     }
 

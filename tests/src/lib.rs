@@ -5,6 +5,7 @@
 //! bounded; a failure prints the console.
 
 pub mod release;
+pub mod standin;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

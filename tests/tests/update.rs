@@ -387,10 +387,16 @@ fn demo_updates_itself_rolls_back_a_broken_version_and_keeps_its_identity() {
     // nothing and reboots nothing.
     let failed_at = vm.console().rfind(&format!("MICROMIRROR-HEALTH failed version={v3}")).unwrap_or(0);
     let since_rollback = |vm: &Vm| vm.console()[failed_at..].to_string();
-    vm.wait_for(Duration::from_secs(600), "v2 back after the rollback", || {
+    let back = vm.wait_for(Duration::from_secs(600), "v2 back after the rollback", || {
         lines_with(&since_rollback(&vm), "MICROMIRROR-BOOT").iter().any(|l| field(l, "image") == Some(v2.as_str()))
-    })
-    .unwrap();
+    });
+    if back.is_err() {
+        // The steps reach CI's summary when a panic's console is cut off: say where it stood.
+        let rollback = lines_with(&since_rollback(&vm), "MICROMIRROR-ROLLBACK").join(" | ");
+        let tail: Vec<String> = vm.console_tail(12).lines().map(|l| l.trim().to_string()).collect();
+        step(started, &format!("v2 not back; rollback said: {rollback}; console ends: {}", tail.join(" / ")));
+    }
+    back.unwrap();
     let boot = lines_with(&since_rollback(&vm), "MICROMIRROR-BOOT")[0].to_string();
     step(started, &boot);
     // The release saw its canary roll back: it stopped, naming it, and `rest` stays on v2.

@@ -2,6 +2,7 @@
 //! module; `image` is the command line over the build library (xtask/build), `boot` over the
 //! VM library (xtask/vm); the rest drive disks, the fleet's tools, tests and benchmarks.
 
+mod adopt;
 #[cfg(test)]
 mod architecture_map;
 mod bench;
@@ -45,6 +46,8 @@ enum Command {
     Boot(boot::BootArgs),
     /// Write a site's image onto a disk, safely (the `dd` step)
     Flash(flash::FlashArgs),
+    /// Move a running fleet box onto the image over SSH, keeping its mirror data (preflight first)
+    Adopt(adopt::AdoptArgs),
     /// The fleet on Prometheus (config, rules, dashboard) and one status table of every box
     Fleet {
         #[command(subcommand)]
@@ -73,6 +76,7 @@ fn main() {
         Command::Render(args) => render::run(args),
         Command::Boot(args) => boot::run(args),
         Command::Flash(args) => flash::run(args),
+        Command::Adopt(args) => adopt::run(args),
         Command::Fleet { command } => fleet::run(command),
         Command::Profiles { command } => profiles::run(command),
         Command::Test(args) => testing::run(args),

@@ -32,7 +32,7 @@ pub struct TestArgs {
 }
 
 /// The test binaries that boot QEMU guests: (package, test target). They run one at a time.
-const QEMU_TESTS: [(&str, &str); 2] = [("e2e", "appliance"), ("e2e", "update")];
+const QEMU_TESTS: [(&str, &str); 3] = [("e2e", "appliance"), ("e2e", "update"), ("e2e", "adopt")];
 
 /// A built test binary.
 #[derive(Debug, Clone)]

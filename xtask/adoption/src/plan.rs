@@ -241,7 +241,7 @@ fn layout_checks(plan: &Plan, i: &Inputs) -> Vec<Check> {
     let data = match (s.data_used, s.data_owner.as_deref()) {
         (Some(used), owner) => check(
             "mirror data",
-            format!("/data/mirror, {} used, owner {}", human_bytes(used), owner.unwrap_or("?")),
+            format!("/data/mirror, owner {} ({} used on its file system)", owner.unwrap_or("?"), human_bytes(used)),
             "kept in place",
             Verdict::Agrees,
         ),

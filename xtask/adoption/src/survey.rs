@@ -12,6 +12,8 @@ use crate::AdoptError;
 
 /// The survey, POSIX sh. Sections start with `=== NAME` on a line of their own.
 pub const SCRIPT: &str = r#"set -u
+# A tool's complaint lands in its own section, where the parser shows it.
+exec 2>&1
 section() { printf '\n=== %s\n' "$1"; }
 root_source=$(findmnt -no SOURCE /)
 disk=/dev/$(lsblk -no PKNAME "$root_source" | head -n1)

@@ -65,6 +65,17 @@ pub fn build_esp(size: usize, volume_id: u32, files: &mut [EspFile<'_>]) -> Resu
     Ok(bytes)
 }
 
+/// The bytes of the file at `path` (e.g. "EFI/BOOT/BOOTX64.EFI") in the FAT volume `esp`.
+pub fn read_file(esp: &[u8], path: &str) -> Result<Vec<u8>, ImageError> {
+    let mut volume = Cursor::new(esp.to_vec());
+    let fs =
+        fatfs::FileSystem::new(&mut volume, fatfs::FsOptions::new()).map_err(|e| ImageError::Fat(e.to_string()))?;
+    let mut file = fs.root_dir().open_file(path).map_err(|e| ImageError::Fat(format!("{path}: {e}")))?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|e| ImageError::Fat(format!("{path}: {e}")))?;
+    Ok(bytes)
+}
+
 /// fatfs 0.3.6 writes a long-name entry in front of "." and ".." in every subdirectory
 /// (rust-fatfs issue 117); fsck.vfat rightly flags that, and strict firmware may too. The crate
 /// has no option to avoid it, so this pass rewrites each subdirectory's first entries as the
@@ -233,6 +244,8 @@ mod tests {
         let mut data = Vec::new();
         fs.root_dir().open_file("EFI/BOOT/BOOTX64.EFI").unwrap().read_to_end(&mut data).unwrap();
         assert_eq!(data, vec![7u8; 100_000]);
+        assert_eq!(read_file(&vol, "loader/entries/x.conf").unwrap(), b"title x\n");
+        assert!(read_file(&vol, "loader/none.conf").is_err());
         assert_eq!(fs.volume_id(), 0x1234_5678);
         let names: Vec<String> =
             fs.root_dir().open_dir("EFI/BOOT").unwrap().iter().map(|e| e.unwrap().file_name()).collect();

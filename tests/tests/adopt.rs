@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::standin;
+use e2e::{standin, Guest};
 use testkit::bin;
 
 const DISK: u64 = (1 + standin::ESP_MIB + standin::BOOT_MIB + standin::ROOT_MIB + standin::SWAP_MIB + 1) << 20;
@@ -119,4 +119,52 @@ fn the_preflight_reads_a_fleet_box_refuses_a_profile_that_would_lose_it_and_fill
 
     assert_eq!(written_regions(&disk), before, "the preflight wrote nothing to the box's table, ESP or swap");
     e2e::step("adopt-preflight", started, "refused on a wrong address, filled from the box; nothing written");
+}
+
+#[test]
+fn a_box_is_adopted_over_ssh_keeps_its_identity_and_serves_its_data_from_the_image() {
+    let started = e2e::steps_begin("adopt");
+    let image = e2e::demo_image(env!("CARGO_CRATE_NAME"));
+    let images_root: PathBuf = image.parent().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+    let old = standin::disk();
+    let _qemu = e2e::qemu_turn();
+    let work = tempfile::Builder::new().prefix("adopt-").tempdir_in(e2e::target()).unwrap();
+    let disk = work.path().join("oldbox.img");
+    vm::disk_copy(&old, &disk, DISK).unwrap();
+    let port_base = vm::free_port_base();
+    let mut vm = e2e::boot(&disk, &e2e::console_log("adopt.log"), &[], port_base, true);
+    vm.wait_for_line(standin::READY, Duration::from_secs(400)).unwrap();
+    e2e::step("adopt", started, "the stand-in is up");
+    let key = e2e::admin_key(work.path());
+    std::fs::copy(e2e::workspace().join("tests/fixtures/demo_ed25519.pub"), work.path().join("id_ed25519.pub"))
+        .unwrap();
+    let host_key_before = host_key(vm.port(22));
+
+    let profiles = work.path().join("profiles");
+    e2e::scratch_profiles(&profiles, &[("demo", demo_profile_with(str::to_string))]);
+    let http = format!("http://127.0.0.1:{}/", vm.port(80));
+    let (ok, said) = adopt(&key, &profiles, &images_root, vm.port(22), &["--http", &http, "--trial-minutes", "20"]);
+    assert!(ok, "the stand-in is adopted:\n{said}\n{}", vm.console_tail(60));
+    e2e::step("adopt", started, said.lines().last().unwrap_or_default());
+
+    assert_eq!(host_key(vm.port(22)), host_key_before, "the box kept its SSH host key");
+    for (path, bytes) in standin::mirror_files() {
+        let (status, _, body) = e2e::http(vm.port(80), "GET", &format!("/{path}"), &[]).unwrap();
+        assert_eq!(status, 200, "/{path}");
+        assert_eq!(standin::sha256_hex(&body), standin::sha256_hex(&bytes), "/{path} is served byte for byte");
+    }
+    let out = vm.ssh(&key, &[], "ls -A /run/mmdisk; stat -c %U /srv/mirror/debian; sudo efibootmgr");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.starts_with("data\nmicromirror-state\n"), "only the tree and the state stay:\n{text}");
+    assert!(text.contains("mirror-sync"), "the tree belongs to the sync service:\n{text}");
+    e2e::step("adopt", started, "same host key, every file served byte for byte, the old system's files gone");
+}
+
+fn host_key(port: u16) -> String {
+    let out = Command::new("ssh-keyscan")
+        .args(["-T", "10", "-t", "ed25519", "-p", &port.to_string(), "127.0.0.1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace().nth(2).unwrap_or_else(|| panic!("no host key from 127.0.0.1:{port}: {text}")).to_string()
 }

@@ -1,8 +1,13 @@
 //! `cargo xtask adopt --site NAME --host [USER@]HOST[:PORT]`: moves a running fleet box onto the
 //! image over SSH, keeping its mirror data. This module owns the effects (SSH, the profile file,
 //! the built image's manifest); what the box reports and what adopt decides from it are pure,
-//! in the `adoption` crate (xtask/adoption). Today it runs the preflight: read-only on the box, it
-//! prints the plan and every check, and refuses with the reason and the fix.
+//! in the `adoption` crate (xtask/adoption). The preflight is read-only on the box: it prints the
+//! plan and every check, and refuses with the reason and the fix. Then the trial: slot A written
+//! into the swap partition and read back, systemd-boot and the UKI into the ESP, the box's
+//! identity into the state folder, one boot of the new system through UEFI BootNext; adopt waits
+//! from outside for it to pass its health check and answer over SSH (same host key) and HTTP,
+//! and then commits (`mirror-update adopt-commit` on the new system). A trial that fails lands
+//! in the old system by itself; adopt says so and what the new system said.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,6 +38,12 @@ pub struct AdoptArgs {
     /// Stop after the preflight (changes nothing on the box)
     #[arg(long)]
     pub preflight_only: bool,
+    /// The new system's HTTP address to check before the commit (default http://HOST/)
+    #[arg(long)]
+    pub http: Option<String>,
+    /// How long the trial boot may take to pass its health check
+    #[arg(long, default_value_t = 30)]
+    pub trial_minutes: u64,
 }
 
 /// Where and how to reach the box.
@@ -92,16 +103,34 @@ impl Ssh {
 
     /// Runs `script` as root on the box (`sudo -n sh -s`), returning what it printed.
     pub fn run_as_root(&self, what: &str, script: &str) -> Result<String> {
+        self.feed(what, "sudo -n sh -s", script.as_bytes())
+    }
+
+    /// Runs `command` on the box with `input` on its standard input.
+    pub fn feed(&self, what: &str, command: &str, input: &[u8]) -> Result<String> {
+        self.stream(what, command, &mut |stdin| stdin.write_all(input))
+    }
+
+    /// Runs `command` on the box with what `write` writes on its standard input.
+    pub fn stream(
+        &self,
+        what: &str,
+        command: &str,
+        write: &mut dyn FnMut(&mut std::process::ChildStdin) -> std::io::Result<()>,
+    ) -> Result<String> {
         let mut child = self
             .command()
-            .arg("sudo -n sh -s")
+            .arg(command)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .context("running ssh (install openssh-client)")?;
-        child.stdin.take().context("ssh's stdin")?.write_all(script.as_bytes())?;
+        let mut stdin = child.stdin.take().context("ssh's stdin")?;
+        let written = write(&mut stdin);
+        drop(stdin);
         let out = child.wait_with_output()?;
+        written.with_context(|| format!("{what}: sending to {}", self.target.host))?;
         if !out.status.success() {
             bail!(
                 "{what} on {}@{} failed ({}): {}\n  fix: check that `ssh {}@{}` works with this key and that the \
@@ -116,12 +145,37 @@ impl Ssh {
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
+
+    /// One short look: what `command` printed, or None while the box does not answer.
+    fn poll(&self, command: &str) -> Option<String> {
+        let out = self.command().args(["-o", "ConnectTimeout=10"]).arg(command).stdin(Stdio::null()).output().ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The box's ed25519 host key, as ssh-keyscan reads it.
+    fn host_key(&self) -> Option<String> {
+        let mut c = Command::new("ssh-keyscan");
+        c.args(["-T", "10", "-t", "ed25519"]);
+        if let Some(port) = self.target.port {
+            c.arg("-p").arg(port.to_string());
+        }
+        let out = c.arg(&self.target.host).stderr(Stdio::null()).output().ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().get(1).map(|k| k.to_string()))
+    }
 }
 
-/// The built image's sizes that the preflight checks against the box.
+/// The built image's sizes that the preflight checks against the box, and its files.
 struct Built {
+    version: String,
     root_image_bytes: u64,
     uki_bytes: u64,
+    root_zst: PathBuf,
+    uki: PathBuf,
+    disk: PathBuf,
+    esp_offset: u64,
+    esp_size: u64,
 }
 
 fn built(site: &str) -> Result<Built> {
@@ -138,7 +192,29 @@ fn built(site: &str) -> Result<Built> {
         .and_then(|files| files.iter().find(|f| f["file"].as_str().is_some_and(|n| n.ends_with(".efi"))))
         .and_then(|f| f["size"].as_u64())
         .with_context(|| format!("{} names no UKI: rebuild the image", manifest_path.display()))?;
-    Ok(Built { root_image_bytes, uki_bytes })
+    let version = m["version"].as_str().context("the manifest has no version")?.to_string();
+    let v = image::version::Version::parse(&version).context("the manifest's version")?;
+    let dir = paths::images(site);
+    Ok(Built {
+        root_zst: dir.join("update").join(v.root_artifact()),
+        uki: dir.join("update").join(v.uki_artifact()),
+        disk: dir.join(format!("{site}.img")),
+        esp_offset: m["layout"]["esp"]["offset"].as_u64().context("the manifest has no layout.esp")?,
+        esp_size: m["layout"]["esp"]["size"].as_u64().context("the manifest has no layout.esp")?,
+        version,
+        root_image_bytes,
+        uki_bytes,
+    })
+}
+
+/// A file of the built image's ESP (systemd-boot, its settings).
+fn esp_file(built: &Built, path: &str) -> Result<Vec<u8>> {
+    use std::io::{Read, Seek};
+    let mut disk = fs_err::File::open(&built.disk)?;
+    disk.seek(std::io::SeekFrom::Start(built.esp_offset))?;
+    let mut esp = vec![0u8; built.esp_size as usize];
+    disk.read_exact(&mut esp)?;
+    image::esp::read_file(&esp, path).with_context(|| format!("{path} in the ESP of {}", built.disk.display()))
 }
 
 fn login_key(identity: Option<&Path>) -> Result<Option<String>> {
@@ -214,16 +290,204 @@ pub fn run(args: AdoptArgs) -> Result<()> {
     if args.preflight_only {
         return Ok(());
     }
-    bail!(
-        "the trial boot and the commit are not built yet: this adopt stops after the preflight (nothing was written \
-         to {})",
-        target.host
-    )
+    let started = std::time::Instant::now();
+    let http = args.http.clone().unwrap_or_else(|| format!("http://{}/", target.host));
+    let sent = trial(&ssh, &plan, &built, &site.profile.site.hostname)?;
+    println!("[trial] {} sent to the box; rebooting it into {} once", human(sent), built.version);
+    let deadline = std::time::Duration::from_secs(args.trial_minutes * 60);
+    let serving = wait_for_trial(&ssh, &built.version, &http, deadline)?;
+    println!(
+        "[trial] {} runs {} and serves {http} ({} s after the reboot)",
+        target.host,
+        built.version,
+        serving.as_secs()
+    );
+    commit(&ssh)?;
+    println!(
+        "adopted: {} runs {} from now on; {} s from adopt to serving on the new system, {} sent to the box",
+        target.host,
+        built.version,
+        started.elapsed().as_secs(),
+        human(sent)
+    );
+    Ok(())
+}
+
+fn human(bytes: u64) -> String {
+    schema::human::human_bytes(bytes)
+}
+
+/// The trial's writes: slot A, the ESP, the state, BootNext, then the reboot. Returns the bytes
+/// sent to the box.
+fn trial(ssh: &Ssh, plan: &adoption::plan::Plan, built: &Built, hostname: &str) -> Result<u64> {
+    use adoption::plan::Role;
+    use adoption::trial;
+    let version = image::version::Version::parse(&built.version).context("the built version")?;
+    let record = schema::adoption::Adoption {
+        phase: schema::adoption::Phase::Trial,
+        version: built.version.clone(),
+        old_boot_partition: plan
+            .partition(Role::SlotB)
+            .and_then(|p| trial::partition_number(&p.node))
+            .context("the old /boot's partition number")?,
+        started_at: jiff::Timestamp::now().as_second(),
+        committed_at: None,
+    };
+    let (slot_label, entry_name, record_json) = (version.slot_label(), version.entry_name(Some(1)), record.to_json());
+    let t =
+        trial::Trial { plan, slot_label: &slot_label, entry_name: &entry_name, record_json: &record_json, hostname };
+    print!("{}", ssh.run_as_root("preparing the trial", &trial::prepare(&t))?);
+
+    // Slot A: the root image, decompressed here and streamed into the old swap partition.
+    let slot = &plan.partition(Role::SlotA).context("slot A")?.node;
+    println!("[trial] writing the root image ({}) into {slot}", human(built.root_image_bytes));
+    let mut hash = <sha2::Sha256 as sha2::Digest>::new();
+    let mut sent: u64 = 0;
+    ssh.stream("writing slot A", &format!("sudo -n dd of={slot} bs=4M conv=fsync status=none"), &mut |stdin| {
+        let mut decoder = zstd::stream::read::Decoder::new(std::fs::File::open(&built.root_zst)?)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut decoder, &mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            sha2::Digest::update(&mut hash, &buf[..n]);
+            stdin.write_all(&buf[..n])?;
+            sent += n as u64;
+        }
+    })?;
+    let wanted: String = sha2::Digest::finalize(hash).iter().map(|b| format!("{b:02x}")).collect();
+    let read_back = ssh.run_as_root("reading slot A back", &format!("head -c {sent} {slot} | sha256sum"))?;
+    if read_back.split_whitespace().next() != Some(wanted.as_str()) {
+        bail!("slot A ({slot}) does not read back as written (sha256 {wanted}, the box read {read_back}); nothing else was changed: run adopt again");
+    }
+    println!("[trial] slot A reads back as written ({sent} bytes, sha256 {})", &wanted[..16]);
+
+    let uki = fs_err::read(&built.uki)?;
+    let loader = esp_file(built, "EFI/BOOT/BOOTX64.EFI")?;
+    let loader_conf = esp_file(built, "loader/loader.conf")?;
+    for (name, bytes) in [("uki.efi", &uki), ("systemd-bootx64.efi", &loader), ("loader.conf", &loader_conf)] {
+        ssh.feed("staging a file", &format!("sudo -n sh -c 'cat > {}/{name}'", trial::STAGING), bytes)?;
+        sent += bytes.len() as u64;
+    }
+    print!("{}", ssh.run_as_root("installing the trial", &trial::install(&t))?);
+    print!("{}", ssh.run_as_root("rebooting", &trial::reboot())?);
+    Ok(sent)
+}
+
+/// What a look at the box over SSH finds during the trial.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    /// Still the boot adopt started from.
+    Before,
+    /// The new system, with its health check's state (active: passed; failed; activating).
+    New { health: String },
+    /// Another boot of the old system: the trial is over.
+    Old,
+}
+
+const LOOK: &str = "cat /proc/sys/kernel/random/boot_id; cat /proc/cmdline;                     systemctl show -p ActiveState --value micromirror-health.service 2>/dev/null || true";
+
+fn seen(output: &str, first_boot: &str, version: &str) -> Seen {
+    let mut lines = output.lines();
+    let boot = lines.next().unwrap_or_default().trim();
+    let cmdline = lines.next().unwrap_or_default();
+    let health = lines.next().unwrap_or_default().trim().to_string();
+    if boot == first_boot {
+        Seen::Before
+    } else if cmdline.split_whitespace().any(|a| a == format!("micromirror.version={version}")) {
+        Seen::New { health }
+    } else {
+        Seen::Old
+    }
+}
+
+/// Waits for the new system to pass its health check and answer over SSH (same host key) and
+/// HTTP; a return of the old system ends the wait with what the new one said.
+fn wait_for_trial(ssh: &Ssh, version: &str, http: &str, limit: std::time::Duration) -> Result<std::time::Duration> {
+    let start = std::time::Instant::now();
+    let first_boot = ssh.poll(LOOK).and_then(|o| o.lines().next().map(str::to_string)).unwrap_or_default();
+    let host_key = ssh.host_key();
+    let mut last = None;
+    loop {
+        if start.elapsed() > limit {
+            bail!(
+                "the new system did not pass its health check within {} min (last seen: {last:?}); the box returns \
+                 to the old system at its next reset; the log is {} on the box",
+                limit.as_secs() / 60,
+                adoption::trial::LOG
+            );
+        }
+        let look = ssh.poll(LOOK).map(|o| seen(&o, &first_boot, version));
+        if look != last {
+            println!("[trial] {:?} ({} s)", look, start.elapsed().as_secs());
+        }
+        match &look {
+            Some(Seen::New { health }) if health == "active" => {
+                if ssh.host_key() != host_key {
+                    bail!("the new system answers with another SSH host key than the old one had: stopped before the commit");
+                }
+                if http_status(http) == Some(200) {
+                    return Ok(start.elapsed());
+                }
+            }
+            Some(Seen::Old) => {
+                let said =
+                    ssh.run_as_root("reading the new system's verdict", &adoption::trial::verdict_from_old_system())?;
+                bail!(
+                    "the new system did not pass its trial; the box is back on its old system, with its data and \
+                     services as before. What the new system said:\n{said}"
+                );
+            }
+            _ => {}
+        }
+        last = look;
+        std::thread::sleep(std::time::Duration::from_secs(5));
+    }
+}
+
+/// The status code of a GET of `url` (http only), or None without an answer.
+fn http_status(url: &str) -> Option<u16> {
+    use std::io::Read;
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let address = if authority.contains(':') && !authority.ends_with(']') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&address).ok()?.next()?;
+    let mut conn = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(10)).ok()?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10))).ok()?;
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").ok()?;
+    let mut head = [0u8; 64];
+    let n = conn.read(&mut head).ok()?;
+    String::from_utf8_lossy(&head[..n]).split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The commit, on the new system: `mirror-update adopt-commit`, then a look at the result.
+fn commit(ssh: &Ssh) -> Result<()> {
+    print!("{}", ssh.feed("committing", "sudo -n mirror-update adopt-commit", b"")?);
+    let fields = ssh.feed("reading the update status", "sudo -n mirror-update status --fields", b"")?;
+    if !fields.contains("other=empty") {
+        bail!("after the commit the updater does not see an empty slot B: {fields}");
+    }
+    println!("[commit] {}", fields.trim());
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_trial_is_told_apart_by_boot_id_and_command_line() {
+        let before = "b1\nBOOT_IMAGE=/vmlinuz root=UUID=x\n\n";
+        assert_eq!(seen(before, "b1", "20261206.120000"), Seen::Before);
+        let new = "b2\nmicromirror.version=20261206.120000 root=PARTLABEL=x\nactivating\n";
+        assert_eq!(seen(new, "b1", "20261206.120000"), Seen::New { health: "activating".into() });
+        assert_eq!(seen("b3\nBOOT_IMAGE=/vmlinuz\n\n", "b1", "20261206.120000"), Seen::Old);
+    }
 
     #[test]
     fn targets_read_user_host_and_port() {

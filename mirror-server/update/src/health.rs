@@ -273,6 +273,15 @@ pub fn say(line: &str) {
 /// After a failed health check: reboot if this boot is on trial and something else can boot.
 pub fn rollback(m: &Machine) -> Result<bool> {
     let running = m.running()?;
+    if crate::adopted::on_trial(m) {
+        // BootNext was spent on this boot: the firmware's first entry, the old system, is next.
+        say(&format!(
+            "MICROMIRROR-ROLLBACK rebooting version={running} (adoption trial failed; the old system boots next)"
+        ));
+        let (prog, args) = m.reboot.split_first().context("no reboot command")?;
+        Command::new(prog).args(args).status().context("rebooting")?;
+        return Ok(true);
+    }
     let entries = crate::entries::list(&m.esp)?;
     let mine = entries.iter().find(|e| e.version == running).map(|e| e.standing);
     let fallback = entries.iter().any(|e| e.version != running && e.standing != Standing::Failed);

@@ -6,6 +6,7 @@
 //! Pure decisions (`feed`, `plan`) are apart from the effects (`fetch`, `verify`, `slots`,
 //! `entries`, `write`), which `install` orders so that an interruption is always harmless.
 
+pub mod adopted;
 pub mod daemon;
 pub mod entries;
 pub mod feed;

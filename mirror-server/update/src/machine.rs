@@ -57,6 +57,11 @@ impl Machine {
         })
     }
 
+    /// The adoption record (`Paths::adoption_file`): beside the updater's folder in the state.
+    pub fn adoption_file(&self) -> PathBuf {
+        self.state.with_file_name("adoption.json")
+    }
+
     pub fn downloads(&self) -> PathBuf {
         self.state.join("downloads")
     }

@@ -81,6 +81,13 @@ enum Cmd {
     },
     /// After a failed health check: reboot into the previous version if this boot is on trial
     Rollback,
+    /// On an adopted box that passed its trial: make the new system permanent (run by `cargo
+    /// xtask adopt`)
+    AdoptCommit {
+        /// Where the adopted data file system is mounted
+        #[arg(long, default_value = "/run/mmdisk")]
+        data_root: PathBuf,
+    },
 }
 
 fn main() {
@@ -174,6 +181,11 @@ fn run(cli: Cli) -> Result<()> {
             let m = machine(&cli)?;
             let _lock = mirror_update::lock::take(&m.state, "rollback")?;
             health::rollback(&m).map(|_| ())
+        }
+        Cmd::AdoptCommit { data_root } => {
+            let m = machine(&cli)?;
+            let _lock = mirror_update::lock::take(&m.state, "adopt-commit")?;
+            mirror_update::adopted::commit(&m, data_root)
         }
         Cmd::Daemon | Cmd::Check | Cmd::Install { .. } => {
             let m = machine(&cli)?;

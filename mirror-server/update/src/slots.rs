@@ -63,6 +63,23 @@ pub fn running_and_other(slots: &[Slot], running: &Version) -> Result<(Slot, Slo
 
 /// Sets partition `number`'s GPT label (at most 36 UTF-16 units).
 pub fn set_label(disk: &Path, number: u32, label: &str) -> Result<()> {
+    edit(disk, number, |part| part.name = label.to_string(), label)
+}
+
+/// Sets partition `number`'s GPT type and label: an adopted box's old /boot becoming a root slot.
+pub fn set_type_and_label(disk: &Path, number: u32, kind: gpt::partition_types::Type, label: &str) -> Result<()> {
+    edit(
+        disk,
+        number,
+        |part| {
+            part.part_type_guid = kind.clone();
+            part.name = label.to_string();
+        },
+        label,
+    )
+}
+
+fn edit(disk: &Path, number: u32, change: impl FnOnce(&mut gpt::partition::Partition), label: &str) -> Result<()> {
     if label.encode_utf16().count() > 36 {
         bail!("partition label `{label}` is longer than GPT allows (36)");
     }
@@ -72,7 +89,7 @@ pub fn set_label(disk: &Path, number: u32, label: &str) -> Result<()> {
         .with_context(|| format!("opening the partition table of {} for writing", disk.display()))?;
     let mut parts = table.partitions().clone();
     let part = parts.get_mut(&number).with_context(|| format!("{} has no partition {number}", disk.display()))?;
-    part.name = label.to_string();
+    change(part);
     table.update_partitions(parts).context("updating the partition table")?;
     table.write().with_context(|| format!("writing the partition table of {}", disk.display()))?;
     Ok(())

@@ -24,7 +24,16 @@ pub struct Look {
 
 pub fn look(m: &Machine, status: &UpdateStatus) -> Result<Look> {
     let running = m.running()?;
-    let all = slots::read(&m.disk)?;
+    let all = match slots::read(&m.disk) {
+        Ok(all) => all,
+        Err(e) if crate::adopted::on_trial(m) => {
+            return Err(e.context(
+                "this box is on its adoption trial: updates wait until `cargo xtask adopt` commits it and the old \
+                 /boot becomes root slot B",
+            ))
+        }
+        Err(e) => return Err(e),
+    };
     let (running_slot, other_slot) = slots::running_and_other(&all, &running)?;
     let mut failed: BTreeSet<Version> = status.failed_versions.iter().filter_map(|v| Version::parse(v)).collect();
     failed.extend(read_failed(m));

@@ -2,12 +2,13 @@
 //! (`profile`), the project catalog (`catalog`, with the `release` rules its entries carry),
 //! the fleet's hardware classes (`hardware`), the problems found in any of them (`diagnostics`), where the appliance keeps things (`paths`),
 //! the sync status files that mirror-sync writes and others read (`status`), and the updater's
-//! (`update_status`).
+//! (`update_status`), and the record of an adopted box's adoption (`adoption`).
 //!
 //! xtask reads it at build time, the appliance's programs at run time. It does no I/O beyond
 //! reading the files it is asked to load and the status files; it never runs a command, never
 //! opens a socket, and depends on nothing of the runtime (no async, no TLS).
 
+pub mod adoption;
 pub mod catalog;
 pub mod diagnostics;
 pub mod hardware;

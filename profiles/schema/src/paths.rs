@@ -86,6 +86,11 @@ impl Paths {
         self.config.join("update-keyring.gpg")
     }
 
+    /// The record of this box's adoption (`adoption::Adoption`), on an adopted box only.
+    pub fn adoption_file(&self) -> PathBuf {
+        self.state.join("adoption.json")
+    }
+
     /// Telemetry records kept while the watchtower is away.
     pub fn spill_file(&self) -> PathBuf {
         self.state.join("telemetry/spill")

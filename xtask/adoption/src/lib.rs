@@ -3,12 +3,13 @@
 //! the box runs (read-only, with what a minimal AlmaLinux 8 or 9 carries) and the parsing of
 //! what it prints; `plan` maps the live disk and network onto the image's layout and the site's
 //! profile and lists what refuses the adoption; `fill` writes live values into a profile's
-//! `TODO:` placeholders. This crate never runs a command, opens a socket or writes a file: the
+//! `TODO:` placeholders; `trial` makes the scripts the old system runs for the trial boot. This crate never runs a command, opens a socket or writes a file: the
 //! `cargo xtask adopt` command (xtask/src/adopt) does.
 
 pub mod fill;
 pub mod plan;
 pub mod survey;
+pub mod trial;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdoptError {

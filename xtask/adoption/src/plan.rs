@@ -106,6 +106,8 @@ fn role_of(p: &Partition) -> Option<Role> {
     let is_xfs = p.fstype.as_deref() == Some("xfs");
     match p.mountpoint.as_deref() {
         _ if p.type_guid == ESP_TYPE => Some(Role::Esp),
+        // Slot A of an earlier adoption whose trial failed: the swap it was, written again.
+        _ if p.type_guid == crate::trial::ROOT_X64_TYPE && p.label.starts_with("micromirror_") => Some(Role::SlotA),
         _ if p.type_guid == SWAP_TYPE || p.fstype.as_deref() == Some("swap") => Some(Role::SlotA),
         Some("/boot") if is_xfs => Some(Role::SlotB),
         Some("/") if is_xfs => Some(Role::Data),
@@ -516,3 +518,11 @@ fn table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    /// The plan of the AlmaLinux 9 fixture box (swap last) on a matching profile.
+    pub fn fleet_plan() -> super::Plan {
+        super::tests::plan_for(super::tests::ALMA9, super::tests::MATCHING, Some(super::tests::KEY))
+    }
+}

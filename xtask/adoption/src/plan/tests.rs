@@ -1,8 +1,8 @@
 use super::*;
 use crate::survey;
 
-const ALMA9: &str = include_str!("../survey/alma9-swap-last.txt");
-const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINF/0EJd2UvLDvb5xrlR4XVgsTWdUiA4ZIhJHG7eCXTl";
+pub(crate) const ALMA9: &str = include_str!("../survey/alma9-swap-last.txt");
+pub(crate) const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINF/0EJd2UvLDvb5xrlR4XVgsTWdUiA4ZIhJHG7eCXTl";
 
 fn profile(network: &str) -> Profile {
     let text = format!(
@@ -15,11 +15,12 @@ fn profile(network: &str) -> Profile {
     toml_edit::de::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
-const MATCHING: &str = "nic = { driver = \"r8169\" }\nipv4 = \"192.0.2.50/24\"\nipv4_gateway = \"192.0.2.1\"\n\
+pub(crate) const MATCHING: &str =
+    "nic = { driver = \"r8169\" }\nipv4 = \"192.0.2.50/24\"\nipv4_gateway = \"192.0.2.1\"\n\
                         ipv6 = \"2001:db8:470:0::50/64\"\nipv6_gateway = \"2001:db8:470::1\"\n\
                         dns = [\"2001:4860:4860::8888\", \"8.8.8.8\"]";
 
-fn plan_for(report: &str, network: &str, login_key: Option<&str>) -> Plan {
+pub(crate) fn plan_for(report: &str, network: &str, login_key: Option<&str>) -> Plan {
     let survey = survey::parse(report).unwrap();
     let profile = profile(network);
     plan(&Inputs {

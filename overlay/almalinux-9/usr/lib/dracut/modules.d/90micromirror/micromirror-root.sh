@@ -8,8 +8,13 @@ mount -t overlay -o "lowerdir=$NEWROOT/var,upperdir=$work/var/upper,workdir=$wor
 	echo "MICROMIRROR-ROOT cannot lay a writable /var over the image's" >/dev/kmsg
 state=/dev/disk/by-partlabel/mm-state
 id=""
+adopted=/dev/disk/by-partlabel/mm-adopted
 if [ -b "$state" ] && mount -t ext4 -o ro,noload "$state" "$work/state"; then
 	id="$(cat "$work/state/identity/machine-id" 2>/dev/null)"
+	umount "$work/state"
+elif [ -b "$adopted" ] && mount -t xfs -o ro,norecovery "$adopted" "$work/state"; then
+	# An adopted box: its state is a folder on the old root XFS, the old system's id in it.
+	id="$(cat "$work/state/micromirror-state/identity/machine-id" 2>/dev/null)"
 	umount "$work/state"
 fi
 case "$id" in

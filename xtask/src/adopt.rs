@@ -386,6 +386,10 @@ enum Seen {
     Old,
 }
 
+/// Four looks a minute: within the appliance's limit of new SSH connections (10 a minute from one
+/// address), with room for the commit's.
+const POLL: std::time::Duration = std::time::Duration::from_secs(15);
+
 const LOOK: &str = "cat /proc/sys/kernel/random/boot_id; cat /proc/cmdline;                     systemctl show -p ActiveState --value micromirror-health.service 2>/dev/null || true";
 
 fn seen(output: &str, first_boot: &str, version: &str) -> Seen {
@@ -442,7 +446,8 @@ fn wait_for_trial(ssh: &Ssh, version: &str, http: &str, limit: std::time::Durati
             _ => {}
         }
         last = look;
-        std::thread::sleep(std::time::Duration::from_secs(5));
+        // The image's firewall drops a source's SSH connections beyond 10 a minute.
+        std::thread::sleep(POLL);
     }
 }
 
@@ -465,10 +470,16 @@ fn http_status(url: &str) -> Option<u16> {
     String::from_utf8_lossy(&head[..n]).split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The commit, on the new system: `mirror-update adopt-commit`, then a look at the result.
+/// The commit, on the new system: `mirror-update adopt-commit`, then a look at the result (one
+/// connection: the box's firewall counts them).
 fn commit(ssh: &Ssh) -> Result<()> {
-    print!("{}", ssh.feed("committing", "sudo -n mirror-update adopt-commit", b"")?);
-    let fields = ssh.feed("reading the update status", "sudo -n mirror-update status --fields", b"")?;
+    let said = ssh.feed(
+        "committing",
+        "sudo -n mirror-update adopt-commit && echo && sudo -n mirror-update status --fields",
+        b"",
+    )?;
+    let fields = said.lines().last().unwrap_or_default();
+    print!("{}", said.strip_suffix(fields).unwrap_or(&said));
     if !fields.contains("other=empty") {
         bail!("after the commit the updater does not see an empty slot B: {fields}");
     }

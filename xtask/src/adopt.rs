@@ -265,16 +265,24 @@ pub fn run(args: AdoptArgs) -> Result<()> {
     }
 
     let site = paths::load(&args.site)?;
-    let built = built(&args.site)?;
+    // A preflight may run before the image is built (right after --fill-profile).
+    let built = match built(&args.site) {
+        Ok(b) => Some(b),
+        Err(e) if args.preflight_only => {
+            println!("[image] {e:#}: the slots and the ESP are not checked");
+            None
+        }
+        Err(e) => return Err(e),
+    };
     let login = login_key(args.identity.as_deref())?;
     let profile_name = profile_path.display().to_string();
     let plan = adoption::plan::plan(&adoption::plan::Inputs {
         survey: &survey,
         profile: &site.profile,
         profile_path: &profile_name,
-        root_image_bytes: built.root_image_bytes,
+        root_image_bytes: built.as_ref().map(|b| b.root_image_bytes),
         // The running UKI and the one an update installs, systemd-boot and its settings.
-        esp_needs: 2 * built.uki_bytes + (4 << 20),
+        esp_needs: built.as_ref().map(|b| 2 * b.uki_bytes + (4 << 20)),
         login_key: login.as_deref(),
     });
     print!("{}", adoption::plan::render(&plan));
@@ -287,9 +295,9 @@ pub fn run(args: AdoptArgs) -> Result<()> {
         );
     }
     println!("preflight passed: {} can be adopted as {}", target.host, args.site);
-    if args.preflight_only {
+    let Some(built) = built.filter(|_| !args.preflight_only) else {
         return Ok(());
-    }
+    };
     let started = std::time::Instant::now();
     let http = args.http.clone().unwrap_or_else(|| format!("http://{}/", target.host));
     let sent = trial(&ssh, &plan, &built, &site.profile.site.hostname)?;
@@ -304,7 +312,7 @@ pub fn run(args: AdoptArgs) -> Result<()> {
     );
     commit(&ssh)?;
     println!(
-        "adopted: {} runs {} from now on; {} s from adopt to serving on the new system, {} sent to the box",
+        "adopted: {} runs {} from now on; {} s from the start of adopt to the commit, {} sent to the box",
         target.host,
         built.version,
         started.elapsed().as_secs(),

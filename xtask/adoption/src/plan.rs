@@ -17,10 +17,11 @@ pub struct Inputs<'a> {
     pub profile: &'a Profile,
     /// The profile's file, named in the fixes.
     pub profile_path: &'a str,
-    /// Bytes of the root image (file system and hash tree) a slot must hold.
-    pub root_image_bytes: u64,
-    /// Free bytes the ESP must have for systemd-boot and the UKI.
-    pub esp_needs: u64,
+    /// Bytes of the root image (file system and hash tree) a slot must hold; None before the
+    /// site's image is built (a profile with placeholders cannot be), which leaves a note.
+    pub root_image_bytes: Option<u64>,
+    /// Free bytes the ESP must have for systemd-boot and the UKI (None: not built yet).
+    pub esp_needs: Option<u64>,
     /// The public key adopt logs in with (`ssh-ed25519 AAAA…`), when known.
     pub login_key: Option<&'a str>,
 }
@@ -201,42 +202,40 @@ fn layout_checks(plan: &Plan, i: &Inputs) -> Vec<Check> {
             ));
         }
     }
+    let unbuilt = || Verdict::Note("not checked: build the site's image first (cargo xtask image)".into());
     for (role, name) in [(Role::SlotA, "slot A"), (Role::SlotB, "slot B")] {
         if let Some(p) = plan.partition(role) {
             let size = p.bytes(s.sector_size);
-            let verdict = if size >= i.root_image_bytes {
-                Verdict::Agrees
-            } else {
-                Verdict::Refuses(format!(
+            let verdict = match i.root_image_bytes {
+                None => unbuilt(),
+                Some(root) if size >= root => Verdict::Agrees,
+                Some(root) => Verdict::Refuses(format!(
                     "{} ({}) cannot hold the root image ({}): make the image smaller (base.packages, \
                      packages/modules-left-out.txt) or use the USB installer",
                     p.node,
                     human_bytes(size),
-                    human_bytes(i.root_image_bytes)
-                ))
+                    human_bytes(root)
+                )),
             };
-            out.push(check(
-                name,
-                format!("{} {}", p.node, human_bytes(size)),
-                human_bytes(i.root_image_bytes),
-                verdict,
-            ));
+            let wanted = i.root_image_bytes.map(human_bytes).unwrap_or_else(|| "the root image".into());
+            out.push(check(name, format!("{} {}", p.node, human_bytes(size)), wanted, verdict));
         }
     }
     if let Some(p) = plan.partition(Role::Esp) {
-        let verdict = match s.esp_free {
-            Some(free) if free >= i.esp_needs => Verdict::Agrees,
-            Some(_) => Verdict::Refuses(format!(
+        let verdict = match (s.esp_free, i.esp_needs) {
+            (None, _) => Verdict::Refuses("the ESP is not mounted at /boot/efi: mount it and run adopt again".into()),
+            (Some(_), None) => unbuilt(),
+            (Some(free), Some(needs)) if free >= needs => Verdict::Agrees,
+            (Some(_), Some(needs)) => Verdict::Refuses(format!(
                 "the ESP lacks room for systemd-boot and the UKI: free {} on it (old kernels' files in \
                  /boot/efi)",
-                human_bytes(i.esp_needs)
+                human_bytes(needs)
             )),
-            None => Verdict::Refuses("the ESP is not mounted at /boot/efi: mount it and run adopt again".into()),
         };
         out.push(check(
             "esp",
             format!("{} {} free", p.node, s.esp_free.map(human_bytes).unwrap_or_else(|| "?".into())),
-            format!("{} free", human_bytes(i.esp_needs)),
+            i.esp_needs.map(|n| format!("{} free", human_bytes(n))).unwrap_or_else(|| "room for the UKI".into()),
             verdict,
         ));
     }

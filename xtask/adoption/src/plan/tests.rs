@@ -27,8 +27,8 @@ pub(crate) fn plan_for(report: &str, network: &str, login_key: Option<&str>) -> 
         survey: &survey,
         profile: &profile,
         profile_path: "profiles/fmt2.toml",
-        root_image_bytes: 260 << 20,
-        esp_needs: 100 << 20,
+        root_image_bytes: Some(260 << 20),
+        esp_needs: Some(100 << 20),
         login_key,
     })
 }
@@ -95,4 +95,23 @@ fn resolvers_that_differ_are_a_note_not_a_refusal() {
     let p = plan_for(ALMA9, &network, Some(KEY));
     assert!(p.refusals().is_empty());
     assert!(matches!(p.checks.iter().find(|c| c.name == "dns").unwrap().verdict, Verdict::Note(_)));
+}
+
+#[test]
+fn before_the_image_is_built_the_slots_are_a_note_not_a_refusal() {
+    let survey = survey::parse(ALMA9).unwrap();
+    let profile = profile(MATCHING);
+    let p = plan(&Inputs {
+        survey: &survey,
+        profile: &profile,
+        profile_path: "profiles/fmt2.toml",
+        root_image_bytes: None,
+        esp_needs: None,
+        login_key: Some(KEY),
+    });
+    assert!(p.refusals().is_empty(), "{}", render(&p));
+    for name in ["slot A", "slot B", "esp"] {
+        let c = p.checks.iter().find(|c| c.name == name).unwrap();
+        assert!(matches!(&c.verdict, Verdict::Note(n) if n.contains("cargo xtask image")), "{c:?}");
+    }
 }

@@ -3,7 +3,8 @@
 //! loader (a UKI where AlmaLinux has shim and GRUB) and its own UEFI boot entry (made on its first
 //! boot, as the installer makes AlmaLinux's), /boot XFS of 1 GiB, the root XFS holding
 //! /data/mirror (files of known hashes, owned by `mirror`, served by nginx), and a 2 GiB swap
-//! placed last, after the root, so nothing may assume the order. It has the admin user `mirror`
+//! placed last, after the root, so nothing may assume the order. Its mirror data is the demo's
+//! fixture projects as the tests' upstream first publishes them (`upstream_v1`). It has the admin user `mirror`
 //! with passwordless sudo and the demo's test key, sshd, and the demo profile's addresses.
 //!
 //! Built once per change of this file (its hash names the disk) under target/e2e/standin/, as
@@ -40,30 +41,23 @@ const PACKAGES: &[&str] = &[
     "procps",
 ];
 
-/// The mirror files the stand-in holds: (path under /data/mirror, bytes).
-pub fn mirror_files() -> Vec<(String, Vec<u8>)> {
-    let mut rng = fastrand_like(0x5eed);
-    let mut out = Vec::new();
-    for (path, size) in [
-        ("debian/dists/bookworm/Release", 2_345usize),
-        ("debian/pool/main/h/hello/hello_2.10-3_amd64.deb", 56_789),
-        ("almalinux/9/BaseOS/x86_64/os/repodata/repomd.xml", 3_456),
-        ("archlinux/iso/latest/archlinux-x86_64.iso", 3 << 20),
-        ("archlinux/lastsync", 11),
-    ] {
-        out.push((path.to_string(), (0..size).map(|_| rng()).collect()));
-    }
-    out
-}
+/// The demo's three fixture projects as the upstream publishes them first, which is what the
+/// stand-in's /data/mirror holds: the same bytes and the same times (rsync's quick check
+/// compares size and mtime), so a sync after adoption moves only what the upstream changed since.
+pub const PROJECTS: [&str; 3] = ["fixture-debian", "fixture-rpm", "fixture-arch"];
+const FIXED_MTIME: u64 = 1_700_000_000;
 
-/// A tiny deterministic byte source (xorshift), so the files are the same in every build.
-fn fastrand_like(seed: u64) -> impl FnMut() -> u8 {
-    let mut x = seed;
-    move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x >> 24) as u8
+pub fn upstream_v1(dir: &Path) {
+    use testkit::fixtures::{bytes, publish_debian, write_file};
+    publish_debian(&dir.join("fixture-debian"), 1, 200_000);
+    write_file(&dir.join("fixture-rpm/repodata/repomd.xml"), b"<?xml version=\"1.0\"?>\n<repomd>v1</repomd>\n");
+    write_file(&dir.join("fixture-rpm/Packages/a/app-1.0.noarch.rpm"), &bytes(1 << 20, 42));
+    write_file(&dir.join("fixture-arch/lastsync"), b"1700000000\n");
+    write_file(&dir.join("fixture-arch/core/os/x86_64/core.db"), &bytes(5000, 7));
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(FIXED_MTIME);
+    for (path, _) in testkit::fixtures::snapshot(dir) {
+        let file = std::fs::File::options().write(true).open(dir.join(path)).expect("a fixture file");
+        file.set_modified(when).expect("setting a fixture's mtime");
     }
 }
 
@@ -224,9 +218,14 @@ fn only_file(dir: &Path, prefix: &str) -> anyhow::Result<PathBuf> {
     Ok(found.remove(0))
 }
 
+/// Writes a file of the tree at `root`. A symlink there is replaced, never followed: the
+/// packages' absolute links (nginx's sites-enabled/default) would lead out to the host's files.
 fn write(root: &Path, path: &str, text: &str) -> anyhow::Result<()> {
     let p = root.join(path.trim_start_matches('/'));
     std::fs::create_dir_all(p.parent().expect("a parent"))?;
+    if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+        std::fs::remove_file(&p)?;
+    }
     std::fs::write(&p, text)?;
     Ok(())
 }
@@ -285,11 +284,7 @@ fn configure(dir: &Path, root_uuid: &str, boot_uuid: &str, swap_uuid: &str, esp_
     chroot(&["useradd", "--create-home", "--shell", "/bin/bash", "mirror"])?;
     chroot(&["systemctl", "enable", "systemd-networkd", "standin-boot-entry", "standin-ready", "serial-getty@ttyS0"])?;
     write(dir, "/home/mirror/.ssh/authorized_keys", &key)?;
-    for (path, bytes) in mirror_files() {
-        let p = dir.join("data/mirror").join(&path);
-        std::fs::create_dir_all(p.parent().expect("a parent"))?;
-        std::fs::write(&p, bytes)?;
-    }
+    upstream_v1(&dir.join("data/mirror"));
     chroot(&["chown", "-R", "mirror:mirror", "/home/mirror", "/data/mirror"])?;
     chroot(&["chmod", "700", "/home/mirror/.ssh"])?;
     chroot(&["chmod", "755", "/data", "/data/mirror"])?;

@@ -2,11 +2,15 @@
 //! fleet's kickstart disks (`e2e::standin`): `cargo xtask adopt` as an operator runs it, over
 //! SSH to the stand-in's forwarded port.
 //!
-//! 1. The preflight on the demo's profile (which matches the stand-in) passes and maps swap to
-//!    slot A, /boot to slot B and the root XFS to the data; on a profile whose address the box
-//!    does not have it refuses, naming the key and the fix; `--fill-profile` writes the live
-//!    values into an imported profile's placeholders, after which the preflight passes. The
-//!    bytes adopt would write (partition table, ESP, swap) are the same before and after.
+//! 1. One box, checked then adopted: the preflight on the demo's profile (which matches the
+//!    stand-in) passes and maps swap to slot A, /boot to slot B and the root XFS to the data; on
+//!    a profile whose address the box lacks it refuses, naming the key and the fix, with the
+//!    partition table, ESP and swap unchanged; `--fill-profile` writes the live values into an
+//!    imported profile's placeholders. Then the adoption: the trial boot, the commit, the same
+//!    SSH host key, every file of /data/mirror served byte for byte by mirror-server, the old
+//!    system's files gone, and the first sync fetching only what the upstream changed.
+//! 2. A version that fails its health check: adopt says so and where the log is, and the box is
+//!    back on its old system by itself, nginx serving every file as before.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,11 +18,13 @@ use std::time::Duration;
 
 use e2e::{standin, Guest};
 use testkit::bin;
+use testkit::fixtures::{publish_debian, snapshot};
+use testkit::peers::{rsync_daemon, rsync_log};
 
 const DISK: u64 = (1 + standin::ESP_MIB + standin::BOOT_MIB + standin::ROOT_MIB + standin::SWAP_MIB + 1) << 20;
 
 /// `cargo xtask adopt --site demo …` against the stand-in at `ssh_port`, with the profiles in
-/// `profiles` and the demo's built image under `images_root`: (succeeded, what it printed).
+/// `profiles` and the built image under `images_root`: (succeeded, what it printed).
 fn adopt(key: &Path, profiles: &Path, images_root: &Path, ssh_port: u16, extra: &[&str]) -> (bool, String) {
     let out = Command::new(bin("xtask"))
         .args(["adopt", "--site", "demo", "--host", &format!("mirror@127.0.0.1:{ssh_port}")])
@@ -43,13 +49,14 @@ fn written_regions(disk: &Path) -> String {
     let file = std::fs::File::open(disk).unwrap();
     let len = file.metadata().unwrap().len();
     let swap_at = (1 + standin::ESP_MIB + standin::BOOT_MIB + standin::ROOT_MIB) << 20;
-    let mut all = Vec::new();
-    for (at, size) in [
+    let regions = [
         (0, 1 << 20),
         (len - (1 << 20), 1 << 20),
         (1 << 20, standin::ESP_MIB << 20),
         (swap_at, standin::SWAP_MIB << 20),
-    ] {
+    ];
+    let mut all = Vec::new();
+    for (at, size) in regions {
         let mut buf = vec![0u8; size as usize];
         file.read_exact_at(&mut buf, at).unwrap();
         all.push(standin::sha256_hex(&buf));
@@ -61,103 +68,9 @@ fn demo_profile_with(change: impl Fn(&str) -> String) -> String {
     change(&std::fs::read_to_string(e2e::workspace().join("profiles/demo.toml")).unwrap())
 }
 
-#[test]
-fn the_preflight_reads_a_fleet_box_refuses_a_profile_that_would_lose_it_and_fills_placeholders() {
-    let started = e2e::steps_begin("adopt-preflight");
-    let image = e2e::demo_image(env!("CARGO_CRATE_NAME"));
-    let images_root: PathBuf = image.parent().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
-    let old = standin::disk();
-    e2e::step("adopt-preflight", started, "the demo image and the stand-in are built");
-    let _qemu = e2e::qemu_turn();
-    let work = tempfile::Builder::new().prefix("adopt-").tempdir_in(e2e::target()).unwrap();
-    let disk = work.path().join("oldbox.img");
-    vm::disk_copy(&old, &disk, DISK).unwrap();
-    let port_base = vm::free_port_base();
-    let mut vm = e2e::boot(&disk, &e2e::console_log("adopt-preflight.log"), &[], port_base, false);
-    vm.wait_for_line(standin::READY, Duration::from_secs(400)).unwrap();
-    e2e::step("adopt-preflight", started, "the stand-in is up");
-    let before = written_regions(&disk);
-    let key = e2e::admin_key(work.path());
-    std::fs::copy(e2e::workspace().join("tests/fixtures/demo_ed25519.pub"), work.path().join("id_ed25519.pub"))
-        .unwrap();
-
-    let matching = work.path().join("matching");
-    e2e::scratch_profiles(&matching, &[("demo", demo_profile_with(str::to_string))]);
-    let (ok, said) = adopt(&key, &matching, &images_root, vm.port(22), &["--preflight-only"]);
-    assert!(ok, "the demo's profile matches the stand-in:\n{said}");
-    let row = |node: &str| said.lines().find(|l| l.starts_with(node)).unwrap_or_default().to_string();
-    assert!(row("/dev/vda4").contains("swap") && row("/dev/vda4").contains("root slot A"), "{said}");
-    assert!(row("/dev/vda2").contains("xfs at /boot") && row("/dev/vda2").contains("root slot B"), "{said}");
-    assert!(row("/dev/vda3").contains("xfs at /") && row("/dev/vda3").contains("data"), "{said}");
-    assert!(row("/dev/vda1").contains("kept"), "{said}");
-    assert!(said.contains("preflight passed"), "{said}");
-    e2e::step("adopt-preflight", started, "the preflight passes on the matching profile");
-
-    let wrong = work.path().join("wrong");
-    e2e::scratch_profiles(&wrong, &[("demo", demo_profile_with(|t| t.replace("192.0.2.10/24", "192.0.2.99/24")))]);
-    let (ok, said) = adopt(&key, &wrong, &images_root, vm.port(22), &[]);
-    assert!(!ok, "a profile whose address the box lacks is refused:\n{said}");
-    assert!(said.contains("refused (ipv4)") && said.contains("network.ipv4 = \"192.0.2.10/24\""), "{said}");
-    assert!(said.contains("nothing was written"), "{said}");
-
-    let imported = work.path().join("imported");
-    let profiles = e2e::scratch_profiles(
-        &imported,
-        &[(
-            "demo",
-            demo_profile_with(|t| {
-                t.replace("ipv4 = \"192.0.2.10/24\"", "ipv4 = \"TODO: the sponsor's IPv4 address/prefix\"")
-                    .replace("ipv6_gateway = \"2001:db8:0:1::1\"", "ipv6_gateway = \"TODO: the IPv6 gateway\"")
-            }),
-        )],
-    );
-    let (ok, said) = adopt(&key, &imported, &images_root, vm.port(22), &["--fill-profile", "--preflight-only"]);
-    assert!(ok, "filled from the live box, the profile passes:\n{said}");
-    assert!(said.contains("[profile] network.ipv4 = \"192.0.2.10/24\""), "{said}");
-    let filled = std::fs::read_to_string(profiles.join("demo.toml")).unwrap();
-    assert!(filled.contains("ipv6_gateway = \"2001:db8:0:1::1\"") && !filled.contains("TODO:"), "{filled}");
-
-    assert_eq!(written_regions(&disk), before, "the preflight wrote nothing to the box's table, ESP or swap");
-    e2e::step("adopt-preflight", started, "refused on a wrong address, filled from the box; nothing written");
-}
-
-#[test]
-fn a_box_is_adopted_over_ssh_keeps_its_identity_and_serves_its_data_from_the_image() {
-    let started = e2e::steps_begin("adopt");
-    let image = e2e::demo_image(env!("CARGO_CRATE_NAME"));
-    let images_root: PathBuf = image.parent().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
-    let old = standin::disk();
-    let _qemu = e2e::qemu_turn();
-    let work = tempfile::Builder::new().prefix("adopt-").tempdir_in(e2e::target()).unwrap();
-    let disk = work.path().join("oldbox.img");
-    vm::disk_copy(&old, &disk, DISK).unwrap();
-    let port_base = vm::free_port_base();
-    let mut vm = e2e::boot(&disk, &e2e::console_log("adopt.log"), &[], port_base, true);
-    vm.wait_for_line(standin::READY, Duration::from_secs(400)).unwrap();
-    e2e::step("adopt", started, "the stand-in is up");
-    let key = e2e::admin_key(work.path());
-    std::fs::copy(e2e::workspace().join("tests/fixtures/demo_ed25519.pub"), work.path().join("id_ed25519.pub"))
-        .unwrap();
-    let host_key_before = host_key(vm.port(22));
-
-    let profiles = work.path().join("profiles");
-    e2e::scratch_profiles(&profiles, &[("demo", demo_profile_with(str::to_string))]);
-    let http = format!("http://127.0.0.1:{}/", vm.port(80));
-    let (ok, said) = adopt(&key, &profiles, &images_root, vm.port(22), &["--http", &http, "--trial-minutes", "20"]);
-    assert!(ok, "the stand-in is adopted:\n{said}\n{}", vm.console_tail(60));
-    e2e::step("adopt", started, said.lines().last().unwrap_or_default());
-
-    assert_eq!(host_key(vm.port(22)), host_key_before, "the box kept its SSH host key");
-    for (path, bytes) in standin::mirror_files() {
-        let (status, _, body) = e2e::http(vm.port(80), "GET", &format!("/{path}"), &[]).unwrap();
-        assert_eq!(status, 200, "/{path}");
-        assert_eq!(standin::sha256_hex(&body), standin::sha256_hex(&bytes), "/{path} is served byte for byte");
-    }
-    let out = vm.ssh(&key, &[], "ls -A /run/mmdisk; stat -c %U /srv/mirror/debian; sudo efibootmgr");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(text.starts_with("data\nmicromirror-state\n"), "only the tree and the state stay:\n{text}");
-    assert!(text.contains("mirror-sync"), "the tree belongs to the sync service:\n{text}");
-    e2e::step("adopt", started, "same host key, every file served byte for byte, the old system's files gone");
+/// The folder whose images/demo/ holds `image` (what CARGO_TARGET_DIR names for xtask).
+fn images_root(image: &Path) -> PathBuf {
+    image.ancestors().nth(3).expect("…/images/demo/demo.img").to_path_buf()
 }
 
 fn host_key(port: u16) -> String {
@@ -167,4 +80,168 @@ fn host_key(port: u16) -> String {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     text.split_whitespace().nth(2).unwrap_or_else(|| panic!("no host key from 127.0.0.1:{port}: {text}")).to_string()
+}
+
+/// The stand-in's files, as the upstream first published them: (path, sha256).
+fn v1_files(dir: &Path) -> Vec<(String, String)> {
+    standin::upstream_v1(dir);
+    snapshot(dir)
+}
+
+/// Every file is served at /PATH with the bytes of `files`.
+fn assert_served(port: u16, files: &[(String, String)]) {
+    for (path, sha) in files {
+        let (status, _, body) = e2e::http(port, "GET", &format!("/{path}"), &[]).unwrap();
+        assert_eq!(status, 200, "/{path}");
+        assert_eq!(&standin::sha256_hex(&body), sha, "/{path} is served byte for byte");
+    }
+}
+
+#[test]
+fn a_fleet_box_is_checked_then_adopted_keeping_its_identity_and_its_data() {
+    let started = e2e::steps_begin("adopt");
+    let step = |what: &str| e2e::step("adopt", started, what);
+    let image = e2e::demo_image(env!("CARGO_CRATE_NAME"));
+    let old = standin::disk();
+    step("the demo image and the stand-in are built");
+    let _qemu = e2e::qemu_turn();
+    let work = tempfile::Builder::new().prefix("adopt-").tempdir_in(e2e::target()).unwrap();
+    let up = work.path().join("upstream");
+    let v1 = v1_files(&work.path().join("v1"));
+    standin::upstream_v1(&up);
+    let modules: Vec<(&str, PathBuf)> = standin::PROJECTS.iter().map(|p| (*p, up.join(p))).collect();
+    let (_rsyncd, rsync_port) = rsync_daemon(work.path(), &modules);
+    let fwd = [format!("tcp:192.0.2.2:873-cmd:socat - TCP:127.0.0.1:{rsync_port}")];
+    let disk = work.path().join("oldbox.img");
+    vm::disk_copy(&old, &disk, DISK).unwrap();
+    let port_base = vm::free_port_base();
+    let mut vm = e2e::boot(&disk, &e2e::console_log("adopt.log"), &fwd, port_base, true);
+    vm.wait_for_line(standin::READY, Duration::from_secs(400)).unwrap();
+    step("the stand-in is up");
+    assert_served(vm.port(80), &v1);
+    let before = written_regions(&disk);
+    let key = e2e::admin_key(work.path());
+    std::fs::copy(e2e::workspace().join("tests/fixtures/demo_ed25519.pub"), work.path().join("id_ed25519.pub"))
+        .unwrap();
+    let host_key_before = host_key(vm.port(22));
+    let images = images_root(&image);
+
+    // 1. The preflight: passes on the matching profile, refuses a wrong address, fills placeholders.
+    let matching = e2e::scratch_profiles(&work.path().join("matching"), &[("demo", demo_profile_with(str::to_string))]);
+    let (ok, said) = adopt(&key, &matching, &images, vm.port(22), &["--preflight-only"]);
+    assert!(ok, "the demo's profile matches the stand-in:\n{said}");
+    let row = |node: &str| said.lines().find(|l| l.starts_with(node)).unwrap_or_default().to_string();
+    assert!(row("/dev/vda4").contains("swap") && row("/dev/vda4").contains("root slot A"), "{said}");
+    assert!(row("/dev/vda2").contains("xfs at /boot") && row("/dev/vda2").contains("root slot B"), "{said}");
+    assert!(row("/dev/vda3").contains("xfs at /") && row("/dev/vda3").contains("data"), "{said}");
+    assert!(row("/dev/vda1").contains("kept"), "{said}");
+    let wrong = work.path().join("wrong");
+    e2e::scratch_profiles(&wrong, &[("demo", demo_profile_with(|t| t.replace("192.0.2.10/24", "192.0.2.99/24")))]);
+    let (ok, said) = adopt(&key, &wrong, &images, vm.port(22), &[]);
+    assert!(!ok, "a profile whose address the box lacks is refused:\n{said}");
+    assert!(said.contains("refused (ipv4)") && said.contains("network.ipv4 = \"192.0.2.10/24\""), "{said}");
+    assert!(said.contains("nothing was written"), "{said}");
+    let imported = e2e::scratch_profiles(
+        &work.path().join("imported"),
+        &[(
+            "demo",
+            demo_profile_with(|t| {
+                t.replace("ipv4 = \"192.0.2.10/24\"", "ipv4 = \"TODO: the sponsor's IPv4 address/prefix\"")
+                    .replace("ipv6_gateway = \"2001:db8:0:1::1\"", "ipv6_gateway = \"TODO: the IPv6 gateway\"")
+            }),
+        )],
+    );
+    let (ok, said) = adopt(&key, &imported, &images, vm.port(22), &["--fill-profile", "--preflight-only"]);
+    assert!(ok, "filled from the live box, the profile passes:\n{said}");
+    assert!(said.contains("[profile] network.ipv4 = \"192.0.2.10/24\""), "{said}");
+    let filled = std::fs::read_to_string(imported.join("demo.toml")).unwrap();
+    assert!(filled.contains("ipv6_gateway = \"2001:db8:0:1::1\"") && !filled.contains("TODO:"), "{filled}");
+    assert_eq!(written_regions(&disk), before, "the preflight wrote nothing to the table, the ESP or the swap");
+    step("preflight: passes, refuses a wrong address, fills placeholders; nothing written");
+
+    // 2. The adoption, while the upstream publishes a new version of one project.
+    publish_debian(&up.join("fixture-debian"), 2, 200_000);
+    let http = format!("http://127.0.0.1:{}/", vm.port(80));
+    let (ok, said) = adopt(&key, &matching, &images, vm.port(22), &["--http", &http, "--trial-minutes", "20"]);
+    assert!(ok, "the stand-in is adopted:\n{said}\n{}", vm.console_tail(60));
+    step(said.lines().rfind(|l| l.starts_with("adopted:")).unwrap_or("adopted"));
+    assert_eq!(host_key(vm.port(22)), host_key_before, "the box kept its SSH host key");
+    assert_served(vm.port(80), &v1);
+    step("same host key; every file of /data/mirror served byte for byte by mirror-server");
+
+    // 3. The first sync moves only what the upstream changed.
+    let log = rsync_log(work.path(), rsync_port);
+    let sent_before =
+        std::fs::read_to_string(&log).unwrap_or_default().lines().filter(|l| l.contains(" send ")).count();
+    let runs = standin::PROJECTS.map(|p| format!("sudo -u mirror-sync mirror-sync run {p}")).join(" && ");
+    let out = vm.ssh(&key, &[], &format!("{runs} && ls -A /run/mmdisk && stat -c %U /srv/mirror/fixture-debian"));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("data\nmicromirror-state\nmirror-sync"),
+        "only the tree and the state stay, the tree the sync's:\n{text}"
+    );
+    let sent: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(" send "))
+        .skip(sent_before)
+        .map(|l| l.split_whitespace().rev().nth(1).unwrap_or_default().to_string())
+        .collect();
+    let mut sent_sorted = sent.clone();
+    sent_sorted.sort();
+    assert_eq!(
+        sent_sorted,
+        ["dists/stable/Release", "dists/stable/main/binary-amd64/Packages", "pool/main/h/hello/hello_2_all.deb"],
+        "the first sync fetched only what changed upstream"
+    );
+    let (status, _, _) =
+        e2e::http(vm.port(80), "GET", "/fixture-debian/pool/main/h/hello/hello_1_all.deb", &[]).unwrap();
+    assert_eq!(status, 404, "what the upstream removed is gone");
+    step(&format!("the first sync fetched {} files: only what the upstream changed", sent.len()));
+}
+
+#[test]
+fn a_version_that_fails_its_trial_leaves_the_box_on_its_old_system() {
+    let started = e2e::steps_begin("adopt-fail");
+    let step = |what: &str| e2e::step("adopt-fail", started, what);
+    // A demo whose server never starts: its health check fails.
+    let folder = testkit::images::own_folder(env!("CARGO_CRATE_NAME")).join("broken");
+    let profiles = e2e::scratch_profiles(
+        &folder.join("profiles"),
+        &[("demo", format!("{}test_break_server = true\n", testkit::images::demo_profile()))],
+    );
+    let broken = testkit::images::build(&testkit::images::request(&folder, &profiles, "demo"));
+    let old = standin::disk();
+    step("the broken demo and the stand-in are built");
+    let _qemu = e2e::qemu_turn();
+    let work = tempfile::Builder::new().prefix("adopt-fail-").tempdir_in(e2e::target()).unwrap();
+    let v1 = v1_files(&work.path().join("v1"));
+    let disk = work.path().join("oldbox.img");
+    vm::disk_copy(&old, &disk, DISK).unwrap();
+    let port_base = vm::free_port_base();
+    let mut vm = e2e::boot(&disk, &e2e::console_log("adopt-fail.log"), &[], port_base, true);
+    vm.wait_for_line(standin::READY, Duration::from_secs(400)).unwrap();
+    let key = e2e::admin_key(work.path());
+    std::fs::copy(e2e::workspace().join("tests/fixtures/demo_ed25519.pub"), work.path().join("id_ed25519.pub"))
+        .unwrap();
+    step("the stand-in is up");
+
+    let http = format!("http://127.0.0.1:{}/", vm.port(80));
+    let (ok, said) =
+        adopt(&key, &profiles, &images_root(&broken), vm.port(22), &["--http", &http, "--trial-minutes", "20"]);
+    assert!(!ok, "a version that fails its health check is not committed:\n{said}");
+    assert!(said.contains("back on its old system"), "adopt says what happened:\n{said}");
+    assert!(said.contains("MICROMIRROR-HEALTH failed"), "and what the new system said:\n{said}");
+    assert!(said.contains("/var/log/micromirror-adopt.log"), "and where the log is:\n{said}");
+    step("adopt says the trial failed and the old system is back");
+
+    let ready = vm.console().matches(standin::READY).count();
+    assert!(ready >= 2, "the stand-in booted again by itself");
+    assert_served(vm.port(80), &v1);
+    let out = vm.ssh(&key, &[], "cat /etc/hostname; sudo efibootmgr | grep BootOrder; ls /data/mirror");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.starts_with("oldbox\n"), "the old system runs:\n{text}");
+    assert!(text.contains("fixture-debian"), "its data is there:\n{text}");
+    step("the old system runs and nginx serves every file as before");
 }

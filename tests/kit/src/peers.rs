@@ -52,8 +52,10 @@ pub fn rsync_daemon_on(dir: &Path, port: u16, modules: &[(&str, PathBuf)]) -> Pe
     std::fs::write(
         &conf,
         format!(
-            "port = {port}\naddress = 127.0.0.1\nuse chroot = no\nnumeric ids = yes\npid file = {}\n{list}",
-            pid.display()
+            "port = {port}\naddress = 127.0.0.1\nuse chroot = no\nnumeric ids = yes\npid file = {}\n\
+             log file = {}\ntransfer logging = yes\n{list}",
+            pid.display(),
+            rsync_log(dir, port).display()
         ),
     )
     .expect("rsyncd.conf");
@@ -64,6 +66,11 @@ pub fn rsync_daemon_on(dir: &Path, port: u16, modules: &[(&str, PathBuf)]) -> Pe
     );
     wait_listening(port, "the rsync daemon");
     peer
+}
+
+/// The transfer log of the rsync daemon on `port` started in `dir`: a `send` line per file sent.
+pub fn rsync_log(dir: &Path, port: u16) -> PathBuf {
+    dir.join(format!("rsyncd-{port}.log"))
 }
 
 /// A mosquitto broker on 127.0.0.1; returns its port.

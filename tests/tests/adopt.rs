@@ -8,7 +8,8 @@
 //!    partition table, ESP and swap unchanged; `--fill-profile` writes the live values into an
 //!    imported profile's placeholders. Then the adoption: the trial boot, the commit, the same
 //!    SSH host key, every file of /data/mirror served byte for byte by mirror-server, the old
-//!    system's files gone, and the first sync fetching only what the upstream changed.
+//!    system's files gone, and the first sync fetching only what the upstream changed; then the
+//!    box updates itself like any other: v2 lands in root slot B (the old /boot) and boots.
 //! 2. A version that fails its health check: adopt says so and where the log is, and the box is
 //!    back on its old system by itself, nginx serving every file as before.
 
@@ -19,7 +20,8 @@ use std::time::Duration;
 use e2e::{standin, Guest};
 use testkit::bin;
 use testkit::fixtures::{publish_debian, snapshot};
-use testkit::peers::{rsync_daemon, rsync_log};
+use testkit::peers::{mosquitto, publish, rsync_daemon, rsync_log};
+use testkit::server::MirrorServer;
 
 const DISK: u64 = (1 + standin::ESP_MIB + standin::BOOT_MIB + standin::ROOT_MIB + standin::SWAP_MIB + 1) << 20;
 
@@ -97,13 +99,26 @@ fn assert_served(port: u16, files: &[(String, String)]) {
     }
 }
 
+/// The demo built at `epoch` with another sponsor name, into target/e2e/adopt/NAME.
+fn demo_build(name: &str, epoch: i64) -> build::Request {
+    let folder = testkit::images::own_folder(env!("CARGO_CRATE_NAME")).join(name);
+    let text = testkit::images::demo_profile().replace("Example Networks", &format!("Example Networks {name}"));
+    let profiles = e2e::scratch_profiles(&folder.join("profiles"), &[("demo", text)]);
+    let mut request = testkit::images::request(&folder, &profiles, "demo");
+    request.epoch = epoch;
+    testkit::images::build(&request);
+    request
+}
+
 #[test]
 fn a_fleet_box_is_checked_then_adopted_keeping_its_identity_and_its_data() {
     let started = e2e::steps_begin("adopt");
     let step = |what: &str| e2e::step("adopt", started, what);
     let image = e2e::demo_image(env!("CARGO_CRATE_NAME"));
     let old = standin::disk();
-    step("the demo image and the stand-in are built");
+    let v2 = demo_build("v2", testkit::images::epoch() + 60);
+    let v2_version = image::version::Version::from_epoch(v2.epoch).unwrap().to_string();
+    step("the demo image, v2 and the stand-in are built");
     let _qemu = e2e::qemu_turn();
     let work = tempfile::Builder::new().prefix("adopt-").tempdir_in(e2e::target()).unwrap();
     let up = work.path().join("upstream");
@@ -111,7 +126,16 @@ fn a_fleet_box_is_checked_then_adopted_keeping_its_identity_and_its_data() {
     standin::upstream_v1(&up);
     let modules: Vec<(&str, PathBuf)> = standin::PROJECTS.iter().map(|p| (*p, up.join(p))).collect();
     let (_rsyncd, rsync_port) = rsync_daemon(work.path(), &modules);
-    let fwd = [format!("tcp:192.0.2.2:873-cmd:socat - TCP:127.0.0.1:{rsync_port}")];
+    let (_broker, mqtt_port) = mosquitto(work.path());
+    let served = work.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let update_port = testkit::free_port();
+    let _updates = MirrorServer::start_on(&served, update_port, &[]);
+    let fwd = [
+        format!("tcp:192.0.2.2:873-cmd:socat - TCP:127.0.0.1:{rsync_port}"),
+        format!("tcp:192.0.2.2:1883-cmd:socat - TCP:127.0.0.1:{mqtt_port}"),
+        format!("tcp:192.0.2.2:8080-cmd:socat - TCP:127.0.0.1:{update_port}"),
+    ];
     let disk = work.path().join("oldbox.img");
     vm::disk_copy(&old, &disk, DISK).unwrap();
     let port_base = vm::free_port_base();
@@ -181,13 +205,16 @@ fn a_fleet_box_is_checked_then_adopted_keeping_its_identity_and_its_data() {
         text.contains("data\nmicromirror-state\nmirror-sync"),
         "only the tree and the state stay, the tree the sync's:\n{text}"
     );
-    let sent: Vec<String> = std::fs::read_to_string(&log)
+    // Each `send` line ends with the file's path in its module and its length.
+    let lines: Vec<Vec<String>> = std::fs::read_to_string(&log)
         .unwrap()
         .lines()
         .filter(|l| l.contains(" send "))
         .skip(sent_before)
-        .map(|l| l.split_whitespace().rev().nth(1).unwrap_or_default().to_string())
+        .map(|l| l.split_whitespace().rev().take(2).map(str::to_string).collect())
         .collect();
+    let sent: Vec<String> = lines.iter().map(|w| w[1].clone()).collect();
+    let sent_bytes: u64 = lines.iter().filter_map(|w| w[0].parse::<u64>().ok()).sum();
     let mut sent_sorted = sent.clone();
     sent_sorted.sort();
     assert_eq!(
@@ -198,7 +225,32 @@ fn a_fleet_box_is_checked_then_adopted_keeping_its_identity_and_its_data() {
     let (status, _, _) =
         e2e::http(vm.port(80), "GET", "/fixture-debian/pool/main/h/hello/hello_1_all.deb", &[]).unwrap();
     assert_eq!(status, 404, "what the upstream removed is gone");
-    step(&format!("the first sync fetched {} files: only what the upstream changed", sent.len()));
+    step(&format!("the first sync fetched {} files ({sent_bytes} bytes): only what the upstream changed", sent.len()));
+
+    // 4. It updates itself like any other box: v2 goes into slot B, the old /boot, and boots.
+    let adopted_at = vm.console().len();
+    let site = build::load::load(&v2.profiles, "demo").unwrap();
+    build::publish::publish(&build::publish::Publication {
+        site: &site,
+        built: &v2.out.join("update"),
+        to: &served,
+        keep: 2,
+        epoch: v2.epoch,
+        signing_home: v2.signing_home.as_deref(),
+    })
+    .unwrap();
+    publish(mqtt_port, "micromirror/updates/demo");
+    vm.wait_for(Duration::from_secs(900), "v2 booted from slot B", || {
+        vm.console()[adopted_at..]
+            .lines()
+            .any(|l| l.contains("MICROMIRROR-BOOT") && l.contains(&format!("image={v2_version}")))
+    })
+    .unwrap();
+    let out = vm.ssh(&key, &[], "lsblk -no PARTLABEL /dev/vda2; sudo mirror-update status --fields");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.starts_with(&format!("micromirror_{v2_version}\n")), "v2 is in the old /boot:\n{text}");
+    assert!(text.contains("blessed=yes") && text.contains("other=previous:"), "{text}");
+    step(&format!("v2 installed into the old /boot (slot B) and blessed: {}", text.lines().last().unwrap_or_default()));
 }
 
 #[test]

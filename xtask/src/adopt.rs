@@ -414,6 +414,15 @@ fn seen(output: &str, first_boot: &str, version: &str) -> Seen {
     }
 }
 
+fn describe(look: Option<&Seen>) -> String {
+    match look {
+        None => "the box does not answer over SSH (rebooting)".into(),
+        Some(Seen::Before) => "still the old system's boot".into(),
+        Some(Seen::New { health }) => format!("the new system is up; its health check is {health}"),
+        Some(Seen::Old) => "the old system is back".into(),
+    }
+}
+
 /// Waits for the new system to pass its health check and answer over SSH (same host key) and
 /// HTTP; a return of the old system ends the wait with what the new one said.
 fn wait_for_trial(ssh: &Ssh, version: &str, http: &str, limit: std::time::Duration) -> Result<std::time::Duration> {
@@ -432,7 +441,7 @@ fn wait_for_trial(ssh: &Ssh, version: &str, http: &str, limit: std::time::Durati
         }
         let look = ssh.poll(LOOK).map(|o| seen(&o, &first_boot, version));
         if look != last {
-            println!("[trial] {:?} ({} s)", look, start.elapsed().as_secs());
+            println!("[trial] {} ({} s)", describe(look.as_ref()), start.elapsed().as_secs());
         }
         match &look {
             Some(Seen::New { health }) if health == "active" => {

@@ -246,9 +246,10 @@ fn a_fleet_box_is_checked_then_adopted_keeping_its_identity_and_its_data() {
             .any(|l| l.contains("MICROMIRROR-BOOT") && l.contains(&format!("image={v2_version}")))
     })
     .unwrap();
+    step(&format!("v2 published and booted ({v2_version})"));
     let out = vm.ssh(&key, &[], "lsblk -no PARTLABEL /dev/vda2; sudo mirror-update status --fields");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(text.starts_with(&format!("micromirror_{v2_version}\n")), "v2 is in the old /boot:\n{text}");
+    assert!(text.lines().any(|l| l.trim() == format!("micromirror_{v2_version}")), "v2 is in the old /boot:\n{text}");
     assert!(text.contains("blessed=yes") && text.contains("other=previous:"), "{text}");
     step(&format!("v2 installed into the old /boot (slot B) and blessed: {}", text.lines().last().unwrap_or_default()));
 }

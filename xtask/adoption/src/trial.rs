@@ -51,15 +51,20 @@ fn part(plan: &Plan, role: Role) -> &Partition {
     plan.partition(role).expect("a plan without refusals has every role")
 }
 
-/// Before slot A is written: swap off for good (the swap partition becomes slot A).
+/// Before slot A is written: swap off for good (the swap partition becomes slot A). The fstab
+/// line goes first, so nothing turns the swap on again, and the kernel's list is checked after:
+/// writing over a swap in use would corrupt the running system's memory.
 pub fn prepare(t: &Trial) -> String {
     let swap = &part(t.plan, Role::SlotA).node;
     format!(
         "{prelude}mkdir -p {STAGING}\nlog \"adopt begins: slot A is {swap}, the new system {label}\"\n\
-         if grep -q '^{swap} ' /proc/swaps; then swapoff {swap}; fi\n\
          if grep -Eq '^[^#].*[[:space:]]swap[[:space:]]' /etc/fstab; then\n\
          \x20 sed -i.micromirror-adopt -E 's/^([^#].*[[:space:]]swap[[:space:]])/# micromirror-adopt: \\1/' /etc/fstab\n\
          \x20 systemctl daemon-reload 2>/dev/null || true\nfi\n\
+         swapoff {swap} 2>/dev/null || true\n\
+         for active in $(tail -n +2 /proc/swaps | cut -d' ' -f1); do\n\
+         \x20 if [ \"$(readlink -f \"$active\")\" = \"$(readlink -f {swap})\" ]; then log \"{swap} is still a swap in use: stopped\"; exit 1; fi\n\
+         done\n\
          log \"swap is off and its /etc/fstab line disabled (a copy: /etc/fstab.micromirror-adopt)\"\n",
         prelude = prelude(),
         label = t.slot_label,
@@ -142,6 +147,45 @@ mod tests {
     use super::*;
     use crate::plan::tests_support::fleet_plan;
 
+    /// `sh -n`: the shell reads the script without running it.
+    fn parses(script: &str) -> Result<(), String> {
+        use std::io::Write;
+        let mut sh = std::process::Command::new("sh")
+            .arg("-n")
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        sh.stdin.take().ok_or("no stdin")?.write_all(script.as_bytes()).map_err(|e| e.to_string())?;
+        let out = sh.wait_with_output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    #[test]
+    fn every_script_of_the_trial_is_valid_sh() {
+        let plan = fleet_plan();
+        let t = Trial {
+            plan: &plan,
+            slot_label: "micromirror_20261206.120000",
+            entry_name: "micromirror_20261206.120000+1.efi",
+            record_json: "{\"phase\": \"trial\"}",
+            hostname: "m.example.net",
+        };
+        for (name, script) in [
+            ("prepare", prepare(&t)),
+            ("install", install(&t)),
+            ("reboot", reboot()),
+            ("verdict", verdict_from_old_system()),
+        ] {
+            parses(&script).unwrap_or_else(|e| panic!("{name}: {e}\n{script}"));
+        }
+        parses(crate::survey::SCRIPT).unwrap();
+    }
+
     #[test]
     fn partitions_are_numbered_from_their_node() {
         assert_eq!(partition_number("/dev/sda4"), Some(4));
@@ -167,5 +211,7 @@ mod tests {
         assert!(!s.contains("/dev/sda2"), "the old /boot is not touched before the commit");
         let p = prepare(&t);
         assert!(p.contains("swapoff /dev/sda4") && p.contains("/etc/fstab"), "{p}");
+        assert!(p.find("/etc/fstab").unwrap() < p.find("swapoff").unwrap(), "fstab first, then swapoff:\n{p}");
+        assert!(p.contains("still a swap in use: stopped"), "{p}");
     }
 }

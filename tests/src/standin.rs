@@ -13,8 +13,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sha2::{Digest, Sha256};
-
 use crate::target;
 
 pub const ESP_MIB: u64 = 600;
@@ -62,7 +60,7 @@ pub fn upstream_v1(dir: &Path) {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    image::digest::sha256_hex(bytes).expect("hashing bytes in memory")
 }
 
 /// The stand-in's disk, built when this file changed since the last build.

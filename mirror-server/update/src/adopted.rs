@@ -102,27 +102,23 @@ fn remove_old_system(data_root: &Path) -> Result<usize> {
             data_root.display()
         );
     }
+    // /data may hold more than the mirror (the playbook's own files): only the tree stays.
+    let top = remove_all_but(data_root, &KEPT)?;
+    Ok(top + remove_all_but(&data_root.join("data"), &["mirror"])?)
+}
+
+/// Removes every entry of `dir` but those named in `kept`; how many it removed.
+fn remove_all_but(dir: &Path, kept: &[&str]) -> Result<usize> {
     let mut removed = 0;
-    for entry in std::fs::read_dir(data_root)? {
+    for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        if KEPT.iter().any(|k| entry.file_name() == *k) {
+        if kept.iter().any(|k| entry.file_name() == *k) {
             continue;
         }
         let path = entry.path();
-        let kind = entry.file_type()?;
-        if kind.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) }
+        if entry.file_type()?.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) }
             .with_context(|| format!("removing {}", path.display()))?;
         removed += 1;
-    }
-    // /data may hold more than the mirror (the playbook's own files): only the tree stays.
-    for entry in std::fs::read_dir(data_root.join("data"))? {
-        let entry = entry?;
-        if entry.file_name() != "mirror" {
-            let path = entry.path();
-            if entry.file_type()?.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) }
-                .with_context(|| format!("removing {}", path.display()))?;
-            removed += 1;
-        }
     }
     Ok(removed)
 }

@@ -147,6 +147,16 @@ mod tests {
     use super::*;
     use crate::plan::tests_support::fleet_plan;
 
+    fn fleet_trial(plan: &Plan) -> Trial<'_> {
+        Trial {
+            plan,
+            slot_label: "micromirror_20261206.120000",
+            entry_name: "micromirror_20261206.120000+1.efi",
+            record_json: "{\"phase\": \"trial\"}",
+            hostname: "m.example.net",
+        }
+    }
+
     /// `sh -n`: the shell reads the script without running it.
     fn parses(script: &str) -> Result<(), String> {
         use std::io::Write;
@@ -168,13 +178,7 @@ mod tests {
     #[test]
     fn every_script_of_the_trial_is_valid_sh() {
         let plan = fleet_plan();
-        let t = Trial {
-            plan: &plan,
-            slot_label: "micromirror_20261206.120000",
-            entry_name: "micromirror_20261206.120000+1.efi",
-            record_json: "{\"phase\": \"trial\"}",
-            hostname: "m.example.net",
-        };
+        let t = fleet_trial(&plan);
         for (name, script) in [
             ("prepare", prepare(&t)),
             ("install", install(&t)),
@@ -196,13 +200,7 @@ mod tests {
     #[test]
     fn the_install_script_retypes_slot_a_labels_the_data_and_sets_only_boot_next() {
         let plan = fleet_plan();
-        let t = Trial {
-            plan: &plan,
-            slot_label: "micromirror_20261206.120000",
-            entry_name: "micromirror_20261206.120000+1.efi",
-            record_json: "{\"phase\": \"trial\"}",
-            hostname: "m.example.net",
-        };
+        let t = fleet_trial(&plan);
         let s = install(&t);
         assert!(s.contains(&format!("--part-type /dev/sda 4 {ROOT_X64_TYPE}")), "swap (sda4) becomes slot A:\n{s}");
         assert!(s.contains("--part-label /dev/sda 3 mm-adopted"), "{s}");

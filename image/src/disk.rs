@@ -66,13 +66,46 @@ pub fn seeded_uuid(seed: &str, purpose: &str) -> Uuid {
 /// Writes a protective MBR and primary and backup GPT describing `layout` onto `file`, whose
 /// length must already be `layout.disk_size`; slot A is labelled `root_label`, slot B empty.
 pub fn write_gpt(file: &mut File, layout: &Layout, seed: &str, root_label: &str) -> Result<(), ImageError> {
+    // The partitions' UUIDs are seeded by their place, not their labels (which change).
+    let parts = [
+        TablePart { place: "esp", label: ESP_LABEL, kind: EFI, offset: layout.esp_offset, size: layout.esp_size },
+        TablePart {
+            place: "root-a",
+            label: root_label,
+            kind: LINUX_ROOT_X64,
+            offset: layout.root_offset,
+            size: layout.root_size,
+        },
+        TablePart {
+            place: "root-b",
+            label: EMPTY_SLOT_LABEL,
+            kind: LINUX_ROOT_X64,
+            offset: layout.spare_offset,
+            size: layout.root_size,
+        },
+    ];
+    debug_assert!(layout.disk_size >= layout.root_offset + layout.root_size + GPT_TAIL);
+    write_table(file, layout.disk_size, seed, &parts)
+}
+
+/// One partition of a table: `place` seeds its UUID, the rest is what the table says.
+pub struct TablePart<'a> {
+    pub place: &'a str,
+    pub label: &'a str,
+    pub kind: Type,
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// Writes a protective MBR and primary and backup GPT holding `parts`, numbered from 1, onto
+/// `file`, whose length must already be `disk_size`.
+pub fn write_table(file: &mut File, disk_size: u64, seed: &str, parts: &[TablePart]) -> Result<(), ImageError> {
     let len = file.metadata().map_err(ImageError::Io)?.len();
-    if len != layout.disk_size {
-        return Err(ImageError::Layout(format!("disk file is {len} bytes, layout wants {}", layout.disk_size)));
+    if len != disk_size {
+        return Err(ImageError::Layout(format!("disk file is {len} bytes, layout wants {disk_size}")));
     }
     let gpt_err = |e: gpt::GptError| ImageError::Gpt(e.to_string());
-    let mbr =
-        gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from((layout.disk_size / SECTOR) - 1).unwrap_or(0xFFFF_FFFF));
+    let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from((disk_size / SECTOR) - 1).unwrap_or(0xFFFF_FFFF));
     mbr.overwrite_lba0(file).map_err(|e| ImageError::Gpt(e.to_string()))?;
 
     let mut disk = gpt::GptConfig::new()
@@ -80,22 +113,19 @@ pub fn write_gpt(file: &mut File, layout: &Layout, seed: &str, root_label: &str)
         .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
         .create_from_device(&mut *file, Some(seeded_uuid(seed, "disk")))
         .map_err(gpt_err)?;
-    // The partitions' UUIDs are seeded by their place, not their labels (which change).
-    let parts = [
-        (1u32, "esp", ESP_LABEL, EFI, layout.esp_offset, layout.esp_size),
-        (2u32, "root-a", root_label, LINUX_ROOT_X64, layout.root_offset, layout.root_size),
-        (3u32, "root-b", EMPTY_SLOT_LABEL, LINUX_ROOT_X64, layout.spare_offset, layout.root_size),
-    ];
     let mut table = std::collections::BTreeMap::new();
-    for (id, place, name, kind, offset, size) in parts {
-        table.insert(id, partition(seed, place, name, kind, offset, size));
+    for (i, p) in parts.iter().enumerate() {
+        let id = u32::try_from(i + 1).map_err(|_| ImageError::Layout("too many partitions".into()))?;
+        table.insert(id, partition(seed, p.place, p.label, p.kind.clone(), p.offset, p.size));
     }
     disk.update_partitions(table).map_err(gpt_err)?;
     disk.write().map_err(gpt_err)?;
     file.flush().map_err(ImageError::Io)?;
-    debug_assert!(layout.disk_size >= layout.root_offset + layout.root_size + GPT_TAIL);
     Ok(())
 }
+
+/// The size of the backup GPT (its header and 128-entry array) at the end of a disk.
+pub const BACKUP_GPT_BYTES: u64 = GPT_TAIL;
 
 fn partition(seed: &str, place: &str, name: &str, kind: Type, offset: u64, size: u64) -> gpt::partition::Partition {
     gpt::partition::Partition {

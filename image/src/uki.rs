@@ -29,6 +29,52 @@ pub fn build_uki(stub: &[u8], parts: &UkiParts<'_>) -> Result<Vec<u8>, ImageErro
     Ok(pe.bytes)
 }
 
+/// The same UKI with another command line: our four sections are taken off again (the stub
+/// comes back byte for byte, but for the zero padding `build_uki` adds) and appended anew. The
+/// USB installer boots the site's UKI this way, its root named otherwise.
+pub fn with_cmdline(uki: &[u8], cmdline: &[u8]) -> Result<Vec<u8>, ImageError> {
+    let pe = Pe::parse(uki.to_vec())?;
+    let count = pe.section_count();
+    let ours = [".osrel", ".cmdline", ".initrd", ".linux"];
+    if count < ours.len() {
+        return Err(ImageError::Uki("not a UKI: too few sections".into()));
+    }
+    let tail: Vec<Section> = (count - ours.len()..count).map(|i| pe.section(i)).collect();
+    if tail.iter().map(|s| s.name.as_str()).ne(ours) {
+        return Err(ImageError::Uki(format!("not a UKI built here: its last sections are not {}", ours.join(", "))));
+    }
+    let content = |s: &Section| -> Result<Vec<u8>, ImageError> {
+        let (at, len) = (s.raw_pointer as usize, s.virtual_size as usize);
+        uki.get(at..at + len)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| ImageError::Uki(format!("{} runs past the end", s.name)))
+    };
+    let (os_release, initrd, linux) = (content(&tail[0])?, content(&tail[2])?, content(&tail[3])?);
+    let mut stub = pe.bytes.clone();
+    stub.truncate(tail[0].raw_pointer as usize);
+    let table = pe.table + (count - ours.len()) * SECTION_HEADER;
+    stub[table..table + ours.len() * SECTION_HEADER].fill(0);
+    let kept = u16::try_from(count - ours.len()).map_err(|_| ImageError::Uki("too many sections".into()))?;
+    stub[pe.coff + 2..pe.coff + 4].copy_from_slice(&kept.to_le_bytes());
+    let appended: u32 = tail.iter().map(|s| s.raw_size).sum();
+    let init_data = u32_at(&stub, pe.opt + 8).saturating_sub(appended);
+    stub[pe.opt + 8..pe.opt + 12].copy_from_slice(&init_data.to_le_bytes());
+    build_uki(&stub, &UkiParts { os_release: &os_release, cmdline, initrd: &initrd, linux: &linux })
+}
+
+/// The command line a UKI carries.
+pub fn cmdline(uki: &[u8]) -> Result<String, ImageError> {
+    let pe = Pe::parse(uki.to_vec())?;
+    let s = (0..pe.section_count())
+        .map(|i| pe.section(i))
+        .find(|s| s.name == ".cmdline")
+        .ok_or_else(|| ImageError::Uki("no .cmdline section".into()))?;
+    let bytes = uki
+        .get(s.raw_pointer as usize..(s.raw_pointer + s.virtual_size) as usize)
+        .ok_or_else(|| ImageError::Uki(".cmdline runs past the end".into()))?;
+    Ok(String::from_utf8_lossy(bytes).into_owned())
+}
+
 /// Lists (name, virtual address, size) of every section (our reader; the tests also use another).
 #[cfg(test)]
 fn sections(image: &[u8]) -> Result<Vec<(String, u32, u32)>, ImageError> {
@@ -256,6 +302,26 @@ mod tests {
         for name in [".osrel", ".cmdline", ".initrd", ".linux"] {
             assert!(table.contains(name), "objdump -h does not list {name}:\n{table}");
         }
+    }
+
+    #[test]
+    fn another_command_line_gives_the_uki_built_with_it_on_systemds_stub_and_ours() {
+        let stub_path = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+        let systemd = std::fs::read(stub_path).unwrap_or_else(|e| panic!("{stub_path}: {e}"));
+        for stub in [tiny_stub(), systemd] {
+            let parts = |cmdline: &'static [u8]| UkiParts {
+                os_release: b"ID=micromirror\n",
+                cmdline,
+                initrd: &[3; 7000],
+                linux: &[4; 11000],
+            };
+            let before = build_uki(&stub, &parts(b"micromirror.slot=micromirror_1 ro")).unwrap();
+            let after = with_cmdline(&before, b"micromirror.slot=mminstall-root micromirror.installer ro").unwrap();
+            let direct = build_uki(&stub, &parts(b"micromirror.slot=mminstall-root micromirror.installer ro")).unwrap();
+            assert!(after == direct, "the rebuilt UKI differs from one built with the new line");
+            assert_eq!(cmdline(&after).unwrap(), "micromirror.slot=mminstall-root micromirror.installer ro");
+        }
+        assert!(with_cmdline(&tiny_stub(), b"x").is_err(), "a bare stub is not a UKI");
     }
 
     #[test]

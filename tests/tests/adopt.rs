@@ -12,6 +12,12 @@
 //!    box updates itself like any other: v2 lands in root slot B (the old /boot) and boots.
 //! 2. A version that fails its health check: adopt says so and where the log is, and the box is
 //!    back on its old system by itself, nginx serving every file as before.
+//! 3. The USB installer (`cargo xtask installer`): the stand-in booted from the stick is
+//!    converted in one boot (the same checks and scripts as adopt, in a chroot of the old
+//!    system) and powered off; without the stick the disk boots the image, which commits itself
+//!    once healthy, with the box's SSH host key and every file of /data/mirror served. (The
+//!    stand-in has not booted before, so its firmware holds no entry of its own: the disk's
+//!    \EFI\BOOT loader is its old system's way back.)
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -297,4 +303,88 @@ fn a_version_that_fails_its_trial_leaves_the_box_on_its_old_system() {
     assert!(text.starts_with("oldbox\n"), "the old system runs:\n{text}");
     assert!(text.contains("fixture-debian"), "its data is there:\n{text}");
     step("the old system runs and nginx serves every file as before");
+}
+
+/// The stand-in's SSH host key (ed25519), read from its root file system on `disk`.
+fn standin_host_key(disk: &Path) -> String {
+    let root_at = (1 + standin::ESP_MIB + standin::BOOT_MIB) << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let dev = testkit::run(
+        Command::new("losetup")
+            .args(["--find", "--show", "--read-only", "--offset", &root_at.to_string()])
+            .args(["--sizelimit", &(standin::ROOT_MIB << 20).to_string()])
+            .arg(disk),
+    );
+    let dev = String::from_utf8_lossy(&dev.stdout).trim().to_string();
+    let mounted = Command::new("mount").args(["-o", "ro,norecovery", &dev]).arg(dir.path()).status();
+    let key = std::fs::read_to_string(dir.path().join("etc/ssh/ssh_host_ed25519_key.pub"));
+    let _ = Command::new("umount").arg(dir.path()).status();
+    let _ = Command::new("losetup").args(["-d", &dev]).status();
+    assert!(mounted.is_ok_and(|s| s.success()), "mounting the stand-in's root from {}", disk.display());
+    key.unwrap().split_whitespace().nth(1).expect("a public key").to_string()
+}
+
+#[test]
+fn the_usb_installer_converts_a_box_in_one_boot_and_the_disk_then_boots_the_image() {
+    let started = e2e::steps_begin("installer");
+    let step = |what: &str| e2e::step("installer", started, what);
+    let image = e2e::demo_image(env!("CARGO_CRATE_NAME"));
+    let old = standin::disk();
+    let work = tempfile::Builder::new().prefix("installer-").tempdir_in(e2e::target()).unwrap();
+    let stick = work.path().join("stick.img");
+    let out = testkit::run(
+        Command::new(bin("xtask"))
+            .args(["installer", "--site", "demo", "--out"])
+            .arg(&stick)
+            .arg("--built")
+            .arg(image.parent().unwrap())
+            .env("MICROMIRROR_PROFILES", images_root(&image).join("profiles")),
+    );
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stick.exists() && said.contains("the USB installer for demo"), "{said}");
+    step(said.lines().next().unwrap_or("the stick is written"));
+
+    let _qemu = e2e::qemu_turn();
+    let v1 = v1_files(&work.path().join("v1"));
+    let disk = work.path().join("oldbox.img");
+    vm::disk_copy(&old, &disk, DISK).unwrap();
+    let old_key = standin_host_key(&old);
+    let mut config = vm::Config::new(&disk, e2e::demo_network(), vm::Serial::File(e2e::console_log("installer.log")));
+    config.usb = Some(stick.clone());
+    let mut vm = vm::Vm::start(&config).unwrap();
+    vm.wait_for(Duration::from_secs(900), "the installer's verdict", || {
+        let c = vm.console();
+        c.contains("MICROMIRROR-INSTALLER done") || c.contains("MICROMIRROR-INSTALLER failed")
+    })
+    .unwrap();
+    let console = vm.console();
+    assert!(console.contains("MICROMIRROR-INSTALLER done"), "{}", vm.console_tail(60));
+    let said: Vec<&str> =
+        console.lines().filter(|l| l.starts_with("MICROMIRROR-INSTALLER") || l.starts_with("[box]")).collect();
+    let said = said.join("\n");
+    assert!(said.contains("/dev/vda3 on /dev/vda holds an old system with /data/mirror"), "{said}");
+    assert!(said.contains("slot A reads back as written"), "{said}");
+    assert!(said.contains("boots once (BootNext)"), "{said}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while vm.running() {
+        assert!(std::time::Instant::now() < deadline, "the installer did not power the box off");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    step("the installer converted the disk in one boot and powered off");
+    drop(vm);
+
+    // The stick is out: the disk boots the image, which commits itself once healthy.
+    let vm = e2e::boot(&disk, &e2e::console_log("installer-boot.log"), &[], vm::free_port_base(), true);
+    vm.wait_for(Duration::from_secs(600), "the new system's report", || {
+        vm.console().lines().any(|l| l.contains("MICROMIRROR-BOOT") && l.contains("blessed=yes"))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", vm.console_tail(60)));
+    let console = vm.console();
+    assert!(console.contains("MICROMIRROR-ADOPT committed"), "it committed itself:\n{}", vm.console_tail(60));
+    let report = console.lines().find(|l| l.contains("MICROMIRROR-BOOT")).unwrap_or_default().to_string();
+    assert!(report.contains("other=empty") && report.contains("data=/dev/vda3[/data/mirror]"), "{report}");
+    step("the disk boots the image; healthy, it committed itself (old /boot now slot B)");
+    assert_eq!(host_key(vm.port(22)), old_key, "the box kept its SSH host key");
+    assert_served(vm.port(80), &v1);
+    step("same SSH host key; every file of /data/mirror served byte for byte");
 }

@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 
 use crate::paths;
+use crate::site_image::{self, esp_file, Built};
 
 #[derive(clap::Args)]
 pub struct AdoptArgs {
@@ -166,57 +167,6 @@ impl Ssh {
     }
 }
 
-/// The built image's sizes that the preflight checks against the box, and its files.
-struct Built {
-    version: String,
-    root_image_bytes: u64,
-    uki_bytes: u64,
-    root_zst: PathBuf,
-    uki: PathBuf,
-    disk: PathBuf,
-    esp_offset: u64,
-    esp_size: u64,
-}
-
-fn built(site: &str) -> Result<Built> {
-    let manifest_path = paths::images(site).join("manifest.json");
-    let text = fs_err::read(&manifest_path)
-        .with_context(|| format!("no built image for {site}; build it first: cargo xtask image --site {site}"))?;
-    let m: serde_json::Value =
-        serde_json::from_slice(&text).with_context(|| format!("reading {}", manifest_path.display()))?;
-    let root_image_bytes = m["layout"]["root_a"]["image"]
-        .as_u64()
-        .with_context(|| format!("{} has no layout.root_a.image: rebuild the image", manifest_path.display()))?;
-    let uki_bytes = m["update"]["files"]
-        .as_array()
-        .and_then(|files| files.iter().find(|f| f["file"].as_str().is_some_and(|n| n.ends_with(".efi"))))
-        .and_then(|f| f["size"].as_u64())
-        .with_context(|| format!("{} names no UKI: rebuild the image", manifest_path.display()))?;
-    let version = m["version"].as_str().context("the manifest has no version")?.to_string();
-    let v = image::version::Version::parse(&version).context("the manifest's version")?;
-    let dir = paths::images(site);
-    Ok(Built {
-        root_zst: dir.join("update").join(v.root_artifact()),
-        uki: dir.join("update").join(v.uki_artifact()),
-        disk: dir.join(format!("{site}.img")),
-        esp_offset: m["layout"]["esp"]["offset"].as_u64().context("the manifest has no layout.esp")?,
-        esp_size: m["layout"]["esp"]["size"].as_u64().context("the manifest has no layout.esp")?,
-        version,
-        root_image_bytes,
-        uki_bytes,
-    })
-}
-
-/// A file of the built image's ESP (systemd-boot, its settings).
-fn esp_file(built: &Built, path: &str) -> Result<Vec<u8>> {
-    use std::io::{Read, Seek};
-    let mut disk = fs_err::File::open(&built.disk)?;
-    disk.seek(std::io::SeekFrom::Start(built.esp_offset))?;
-    let mut esp = vec![0u8; built.esp_size as usize];
-    disk.read_exact(&mut esp)?;
-    image::esp::read_file(&esp, path).with_context(|| format!("{path} in the ESP of {}", built.disk.display()))
-}
-
 fn login_key(identity: Option<&Path>) -> Result<Option<String>> {
     let Some(key) = identity else { return Ok(None) };
     let public = PathBuf::from(format!("{}.pub", key.display()));
@@ -266,7 +216,7 @@ pub fn run(args: AdoptArgs) -> Result<()> {
 
     let site = paths::load(&args.site)?;
     // A preflight may run before the image is built (right after --fill-profile).
-    let built = match built(&args.site) {
+    let built = match site_image::built(&args.site) {
         Ok(b) => Some(b),
         Err(e) if args.preflight_only => {
             println!("[image] {e:#}: the slots and the ESP are not checked");
@@ -281,9 +231,9 @@ pub fn run(args: AdoptArgs) -> Result<()> {
         profile: &site.profile,
         profile_path: &profile_name,
         root_image_bytes: built.as_ref().map(|b| b.root_image_bytes),
-        // The running UKI and the one an update installs, systemd-boot and its settings.
-        esp_needs: built.as_ref().map(|b| 2 * b.uki_bytes + (4 << 20)),
+        esp_needs: built.as_ref().map(Built::esp_needs),
         login_key: login.as_deref(),
+        offline: false,
     });
     print!("{}", adoption::plan::render(&plan));
     let refusals = plan.refusals();
@@ -340,6 +290,7 @@ fn trial(ssh: &Ssh, plan: &adoption::plan::Plan, built: &Built, hostname: &str) 
             .context("the old /boot's partition number")?,
         started_at: jiff::Timestamp::now().as_second(),
         committed_at: None,
+        self_commit: false,
     };
     let (slot_label, entry_name, record_json) = (version.slot_label(), version.entry_name(Some(1)), record.to_json());
     let t =

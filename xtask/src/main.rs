@@ -10,12 +10,14 @@ mod boot;
 mod build_image;
 mod flash;
 mod fleet;
+mod installer;
 mod many_sites;
 mod paths;
 mod profiles;
 mod publish;
 mod release;
 mod render;
+mod site_image;
 mod testing;
 
 use build::{cmd, host, progress};
@@ -48,6 +50,9 @@ enum Command {
     Flash(flash::FlashArgs),
     /// Move a running fleet box onto the image over SSH, keeping its mirror data (preflight first)
     Adopt(adopt::AdoptArgs),
+    /// Write a USB installer for a site: booted by remote hands, it converts the box (keeping the
+    /// mirror data, or a clean flash once confirmed) and powers off
+    Installer(installer::InstallerArgs),
     /// The fleet on Prometheus (config, rules, dashboard) and one status table of every box
     Fleet {
         #[command(subcommand)]
@@ -77,6 +82,7 @@ fn main() {
         Command::Boot(args) => boot::run(args),
         Command::Flash(args) => flash::run(args),
         Command::Adopt(args) => adopt::run(args),
+        Command::Installer(args) => installer::run(args),
         Command::Fleet { command } => fleet::run(command),
         Command::Profiles { command } => profiles::run(command),
         Command::Test(args) => testing::run(args),

@@ -5,7 +5,8 @@
 //! then the old system's files removed from the data file system and the mirror tree handed to
 //! the sync service's user. That order keeps a box that is cut off at any step booting: until
 //! BootOrder changes the old system is first and whole; after it the new one is, and the old
-//! files are removed only once nothing can boot them any more.
+//! files are removed only once nothing can boot them any more. A USB installer's adoption has
+//! nobody outside to commit it: its record says so, and its first healthy boot commits itself.
 
 use std::path::Path;
 use std::process::Command;
@@ -26,6 +27,14 @@ const SYNC_USER: &str = "mirror-sync";
 
 pub fn record(m: &Machine) -> Option<Adoption> {
     Adoption::load(&m.adoption_file())
+}
+
+/// Where the adopted data file system is mounted (the generator's run-mmdisk.mount).
+pub const DATA_ROOT: &str = "/run/mmdisk";
+
+/// Whether this boot is a trial that commits itself once healthy (the USB installer's).
+pub fn commits_itself(m: &Machine) -> bool {
+    record(m).is_some_and(|a| a.phase == Phase::Trial && a.self_commit)
 }
 
 /// Whether this boot is an adoption's trial (the old system boots after it, whatever happens).

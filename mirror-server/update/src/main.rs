@@ -1,7 +1,7 @@
 //! The `mirror-update` command: the daemon the unit runs, one-off checks and installs for an
 //! operator, the status, and the health check and rollback that boot-complete.target runs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -85,7 +85,7 @@ enum Cmd {
     /// xtask adopt`)
     AdoptCommit {
         /// Where the adopted data file system is mounted
-        #[arg(long, default_value = "/run/mmdisk")]
+        #[arg(long, default_value = mirror_update::adopted::DATA_ROOT)]
         data_root: PathBuf,
     },
 }
@@ -174,6 +174,14 @@ fn run(cli: Cli) -> Result<()> {
             }
             if !ok {
                 bail!("this boot is not a working mirror");
+            }
+            // The USB installer's adoption: nobody outside runs adopt-commit, this boot does.
+            if mirror_update::adopted::commits_itself(&m) {
+                let _lock = mirror_update::lock::take(&m.state, "adopt-commit")?;
+                if let Err(e) = mirror_update::adopted::commit(&m, Path::new(mirror_update::adopted::DATA_ROOT)) {
+                    // Healthy all the same: the next healthy boot tries again.
+                    health::say(&format!("MICROMIRROR-ADOPT the commit stopped: {e:#}"));
+                }
             }
             Ok(())
         }

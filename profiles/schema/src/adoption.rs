@@ -3,7 +3,7 @@
 //! trial boot, read by the new system's updater (no update is installed while the adoption is on
 //! trial: the old system's /boot is not a slot yet) and by its rollback (a failed trial reboots,
 //! and the firmware brings the old system back), and marked committed by `mirror-update
-//! adopt-commit`. Its JSON form is the contract between the two sides.
+//! adopt-commit` (or, for the USB installer's adoptions, by the new system's own health check). Its JSON form is the contract between the two sides.
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +28,10 @@ pub struct Adoption {
     /// Unix time of the commit.
     #[serde(default)]
     pub committed_at: Option<i64>,
+    /// The new system commits itself once its health check passes: the USB installer's
+    /// adoptions, where nobody waits outside to run `adopt-commit`.
+    #[serde(default)]
+    pub self_commit: bool,
 }
 
 impl Adoption {
@@ -57,9 +61,13 @@ mod tests {
             old_boot_partition: 2,
             started_at: 1_796_000_000,
             committed_at: None,
+            self_commit: false,
         };
         let text = a.to_json();
         assert!(text.contains("\"phase\": \"trial\""), "{text}");
         assert_eq!(Adoption::from_json(&text).unwrap(), a);
+        let older = text.replace(",\n  \"self_commit\": false", "");
+        assert!(!older.contains("self_commit"), "{older}");
+        assert_eq!(Adoption::from_json(&older).unwrap(), a, "a record from before self_commit reads as adopt's");
     }
 }

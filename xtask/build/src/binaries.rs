@@ -109,6 +109,25 @@ pub fn cargo_build_release(target: &Path) -> Result<()> {
     cmd::run(release_build(&sh, target)).map(|_| ())
 }
 
+/// Builds one more program of the workspace (`bin` of `package`, not part of the image) into
+/// `target` and checks it runs on `distro`'s glibc: the USB installer's program, which runs on
+/// the image's own system.
+pub fn build_program(package: &str, bin: &str, target: &Path, distro: Distro) -> Result<PathBuf> {
+    let sh = cmd::shell()?;
+    let build = cmd::cargo(&sh)
+        .args(["build", "--release", "--locked", "--target-dir"])
+        .arg(target)
+        .args(["-p", package, "--bin", bin]);
+    cmd::run(build)?;
+    let path = target.join("release").join(bin);
+    let bytes = fs_err::read(&path)?;
+    let allowed = distro.glibc();
+    if let Some(v) = max_glibc(&bytes).filter(|v| *v > allowed) {
+        bail!("{bin} needs GLIBC_{}.{} but {} has {}.{}", v.0, v.1, distro.as_str(), allowed.0, allowed.1);
+    }
+    Ok(path)
+}
+
 /// The highest `GLIBC_x.y` symbol version an ELF file references.
 pub fn max_glibc(elf: &[u8]) -> Option<(u32, u32)> {
     const TAG: &[u8] = b"GLIBC_";

@@ -20,7 +20,8 @@ use crate::slot_image::Verity;
 /// Drivers every image carries besides its hardware class's: QEMU's (the boot tests run any
 /// site's image), the file systems, efivarfs, and what opens the read-only root (dm-verity,
 /// EROFS; sha256_ssse3, so verity hashes with the CPU's SSSE3/AVX/SHA instructions rather than
-/// generic C) and lays the writable /var over it (overlay).
+/// generic C) and lays the writable /var over it (overlay); and a USB stick's (the USB installer
+/// boots this UKI from one).
 const COMMON_DRIVERS: &[&str] = &[
     "virtio_pci",
     "virtio_blk",
@@ -33,6 +34,11 @@ const COMMON_DRIVERS: &[&str] = &[
     "dm_verity",
     "erofs",
     "overlay",
+    "xhci_pci",
+    "ehci_pci",
+    "usb_storage",
+    "uas",
+    "sd_mod",
 ];
 
 /// Hardware watchdogs (QEMU's i6300esb, the T620's and T740's sp5100_tco, Intel's iTCO_wdt),

@@ -105,6 +105,8 @@ pub struct Config {
     pub kvm: bool,
     /// Start with fresh firmware variables even if the disk has some beside it.
     pub fresh_vars: bool,
+    /// A USB stick (the USB installer), booted first: as remote hands pick it in the boot menu.
+    pub usb: Option<PathBuf>,
 }
 
 impl Config {
@@ -119,6 +121,7 @@ impl Config {
             memory_mib: 1024,
             kvm: false,
             fresh_vars: false,
+            usb: None,
         }
     }
 
@@ -131,8 +134,8 @@ impl Config {
     }
 
     /// The firmware's variables for this disk: a writable copy of OVMF's template beside it,
-    /// kept across that disk's boots. No boot order is ever passed: OVMF finds
-    /// \EFI\BOOT\BOOTX64.EFI by itself, as a real box's firmware does.
+    /// kept across that disk's boots. No boot order is ever passed (but a USB stick's, picked as
+    /// from the boot menu): OVMF finds \EFI\BOOT\BOOTX64.EFI by itself, as a real box's firmware does.
     pub fn vars(&self) -> PathBuf {
         self.disk.with_extension("OVMF_VARS.fd")
     }
@@ -146,6 +149,11 @@ impl Config {
         c.arg("-drive").arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"));
         c.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", self.vars().display()));
         c.arg("-drive").arg(format!("file={},if=virtio,format=raw,cache=unsafe,discard=unmap", self.disk.display()));
+        if let Some(stick) = &self.usb {
+            c.args(["-device", "qemu-xhci,id=xhci", "-drive"]);
+            c.arg(format!("if=none,id=stick,format=raw,cache=unsafe,file={}", stick.display()));
+            c.args(["-device", "usb-storage,bus=xhci.0,drive=stick,bootindex=0"]);
+        }
         c.arg("-netdev").arg(self.network.netdev(self.port_base, &self.guestfwd));
         c.args(["-device", "virtio-net-pci,netdev=wan,mac=52:54:00:12:34:56", "-device", "virtio-rng-pci"]);
         c.args(["-device", "i6300esb", "-action", "watchdog=reset", "-serial"]);

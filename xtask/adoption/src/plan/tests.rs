@@ -30,6 +30,7 @@ pub(crate) fn plan_for(report: &str, network: &str, login_key: Option<&str>) -> 
         root_image_bytes: Some(260 << 20),
         esp_needs: Some(100 << 20),
         login_key,
+        offline: false,
     })
 }
 
@@ -108,10 +109,38 @@ fn before_the_image_is_built_the_slots_are_a_note_not_a_refusal() {
         root_image_bytes: None,
         esp_needs: None,
         login_key: Some(KEY),
+        offline: false,
     });
     assert!(p.refusals().is_empty(), "{}", render(&p));
     for name in ["slot A", "slot B", "esp"] {
         let c = p.checks.iter().find(|c| c.name == name).unwrap();
         assert!(matches!(&c.verdict, Verdict::Note(n) if n.contains("cargo xtask image")), "{c:?}");
     }
+}
+
+#[test]
+fn seen_by_the_usb_installer_only_the_nic_of_the_network_is_compared() {
+    // The old system is not running: the survey finds no addresses (the installer's own
+    // network is down); a wrong address in the profile cannot be seen, a wrong NIC still is.
+    let report = ALMA9.replace("192.0.2.50", "192.0.2.77");
+    let survey = survey::parse(&report).unwrap();
+    let offline = |network: &str| {
+        let profile = profile(network);
+        plan(&Inputs {
+            survey: &survey,
+            profile: &profile,
+            profile_path: "the installer's profile",
+            root_image_bytes: Some(260 << 20),
+            esp_needs: Some(100 << 20),
+            login_key: None,
+            offline: true,
+        })
+    };
+    let p = offline(MATCHING);
+    assert!(p.refusals().is_empty(), "{}", render(&p));
+    assert!(p.checks.iter().any(|c| c.name == "network" && matches!(c.verdict, Verdict::Note(_))), "{}", render(&p));
+    assert!(!p.checks.iter().any(|c| c.name == "login key" || c.name == "ipv4"), "{}", render(&p));
+    let wrong_nic = offline(&MATCHING.replace("r8169", "e1000e"));
+    let refused: Vec<_> = wrong_nic.refusals().iter().map(|c| c.name).collect();
+    assert_eq!(refused, ["nic"], "{}", render(&wrong_nic));
 }

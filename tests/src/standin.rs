@@ -45,6 +45,9 @@ const PACKAGES: &[&str] = &[
 pub const PROJECTS: [&str; 3] = ["fixture-debian", "fixture-rpm", "fixture-arch"];
 const FIXED_MTIME: u64 = 1_700_000_000;
 
+/// The registration of the stand-in's certbot account (adopt keeps it in the new state).
+pub const STANDIN_REGR: &str = "{\"body\": {}, \"uri\": \"https://acme-v02.api.letsencrypt.org/acme/acct/123456\"}\n";
+
 pub fn upstream_v1(dir: &Path) {
     use testkit::fixtures::{bytes, publish_debian, write_file};
     publish_debian(&dir.join("fixture-debian"), 1, 200_000);
@@ -277,6 +280,10 @@ fn configure(dir: &Path, root_uuid: &str, boot_uuid: &str, swap_uuid: &str, esp_
              [Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo {READY} > /dev/ttyS0'\n\n[Install]\nWantedBy=multi-user.target\n"
         ),
     )?;
+    // certbot's account as the playbook's certbot leaves it (a JWK RSA key, its registration).
+    let account = "/etc/letsencrypt/accounts/acme-v02.api.letsencrypt.org/directory/5f0c8d2e";
+    write(dir, &format!("{account}/regr.json"), STANDIN_REGR)?;
+    write(dir, &format!("{account}/private_key.json"), "{\"kty\": \"RSA\", \"n\": \"standin\", \"e\": \"AQAB\"}\n")?;
     let key = std::fs::read_to_string(crate::workspace().join("tests/fixtures/demo_ed25519.pub"))?;
     let chroot = |args: &[&str]| run(Command::new("chroot").arg(dir).args(args)).map(|_| ());
     chroot(&["useradd", "--create-home", "--shell", "/bin/bash", "mirror"])?;

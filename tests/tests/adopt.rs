@@ -204,13 +204,21 @@ fn a_fleet_box_is_checked_then_adopted_keeping_its_identity_and_its_data() {
     let sent_before =
         std::fs::read_to_string(&log).unwrap_or_default().lines().filter(|l| l.contains(" send ")).count();
     let runs = standin::PROJECTS.map(|p| format!("sudo -u mirror-sync mirror-sync run {p}")).join(" && ");
-    let out = vm.ssh(&key, &[], &format!("{runs} && ls -A /run/mmdisk && stat -c %U /srv/mirror/fixture-debian"));
+    let out = vm.ssh(
+        &key,
+        &[],
+        &format!(
+            "{runs} && ls -A /run/mmdisk && stat -c %U /srv/mirror/fixture-debian && sudo cat \
+             /var/lib/micromirror/acme/certbot/accounts/acme-v02.api.letsencrypt.org/directory/*/regr.json"
+        ),
+    );
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(
         text.contains("data\nmicromirror-state\nmirror-sync"),
         "only the tree and the state stay, the tree the sync's:\n{text}"
     );
+    assert!(text.ends_with(standin::STANDIN_REGR), "certbot's account is kept in the state:\n{text}");
     // Each `send` line ends with the file's path in its module and its length.
     let lines: Vec<Vec<String>> = std::fs::read_to_string(&log)
         .unwrap()

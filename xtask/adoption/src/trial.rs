@@ -98,6 +98,12 @@ if [ -r /etc/letsencrypt/live/{host}/fullchain.pem ]; then
   cp -L /etc/letsencrypt/live/{host}/fullchain.pem /etc/letsencrypt/live/{host}/privkey.pem {STATE}/acme/
   log "state: the certificate for {host} carried"
 fi
+if [ -d /etc/letsencrypt/accounts ]; then
+  mkdir -p {STATE}/acme/certbot
+  cp -a /etc/letsencrypt/accounts {STATE}/acme/certbot/
+  chmod -R go-rwx {STATE}/acme/certbot
+  log "state: certbot's ACME account kept in {STATE}/acme/certbot (mirror-server signs with its own ES256 account)"
+fi
 cat >{STATE}/adoption.json <<'RECORD'
 {record}
 RECORD

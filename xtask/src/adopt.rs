@@ -281,20 +281,9 @@ fn trial(ssh: &Ssh, plan: &adoption::plan::Plan, built: &Built, hostname: &str) 
     use adoption::plan::Role;
     use adoption::trial;
     let version = image::version::Version::parse(&built.version).context("the built version")?;
-    let record = schema::adoption::Adoption {
-        phase: schema::adoption::Phase::Trial,
-        version: built.version.clone(),
-        old_boot_partition: plan
-            .partition(Role::SlotB)
-            .and_then(|p| trial::partition_number(&p.node))
-            .context("the old /boot's partition number")?,
-        started_at: jiff::Timestamp::now().as_second(),
-        committed_at: None,
-        self_commit: false,
-    };
-    let (slot_label, entry_name, record_json) = (version.slot_label(), version.entry_name(Some(1)), record.to_json());
-    let t =
-        trial::Trial { plan, slot_label: &slot_label, entry_name: &entry_name, record_json: &record_json, hostname };
+    let writes = trial::Writes::new(plan, &version, jiff::Timestamp::now().as_second(), false)
+        .context("the old /boot's partition number")?;
+    let t = writes.trial(plan, hostname);
     print!("{}", ssh.run_as_root("preparing the trial", &trial::prepare(&t))?);
 
     // Slot A: the root image, decompressed here and streamed into the old swap partition.

@@ -78,18 +78,6 @@ fn image_bytes(built: &Built, offset: u64, len: u64) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Fills `buf` from `r` unless it ends first; how many bytes it read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
 /// What goes onto the stick.
 struct Stick {
     esp_files: Vec<(String, Vec<u8>)>,
@@ -156,14 +144,15 @@ impl Stick {
         image::disk::write_sparse(file.file_mut(), root_at, &self.root)?;
         // The head, keeping the disk image's holes (most of its ESP) holes on the stick too.
         let mut src = fs_err::File::open(&built.disk)?.take(self.head_len);
-        let mut chunk = vec![0u8; 4 * MIB as usize];
+        let mut chunk = Vec::with_capacity(4 * MIB as usize);
         let mut at = head_at;
         loop {
-            let n = read_full(&mut src, &mut chunk)?;
+            chunk.clear();
+            let n = (&mut src).take(4 * MIB).read_to_end(&mut chunk)?;
             if n == 0 {
                 break;
             }
-            image::disk::write_sparse(file.file_mut(), at, &chunk[..n])?;
+            image::disk::write_sparse(file.file_mut(), at, &chunk)?;
             at += n as u64;
         }
         file.flush()?;

@@ -4,6 +4,9 @@
 //! minimal AlmaLinux 8 or 9 carries (sh, coreutils, sed, util-linux's swapoff and sfdisk,
 //! efibootmgr). What each step's interruption leaves is in ARCHITECTURE.md ("Adoption").
 
+use image::version::Version;
+use schema::adoption::{Adoption, Phase};
+
 use crate::plan::{Plan, Role};
 use crate::survey::Partition;
 
@@ -31,6 +34,44 @@ pub struct Trial<'a> {
     pub record_json: &'a str,
     /// The site's host name, whose certbot certificate the new system takes over.
     pub hostname: &'a str,
+}
+
+/// What the trial writes besides the plan's partitions, named once for adopt and the USB
+/// installer.
+pub struct Writes {
+    pub slot_label: String,
+    pub entry_name: String,
+    pub record_json: String,
+}
+
+impl Writes {
+    /// For `version`, begun at `started_at`; `self_commit`: the new system commits itself once
+    /// healthy (the USB installer's, where nobody waits outside).
+    pub fn new(plan: &Plan, version: &Version, started_at: i64, self_commit: bool) -> Option<Writes> {
+        let record = Adoption {
+            phase: Phase::Trial,
+            version: version.to_string(),
+            old_boot_partition: plan.partition(Role::SlotB).and_then(|p| partition_number(&p.node))?,
+            started_at,
+            committed_at: None,
+            self_commit,
+        };
+        Some(Writes {
+            slot_label: version.slot_label(),
+            entry_name: version.entry_name(Some(1)),
+            record_json: record.to_json(),
+        })
+    }
+
+    pub fn trial<'a>(&'a self, plan: &'a Plan, hostname: &'a str) -> Trial<'a> {
+        Trial {
+            plan,
+            slot_label: &self.slot_label,
+            entry_name: &self.entry_name,
+            record_json: &self.record_json,
+            hostname,
+        }
+    }
 }
 
 const PRELUDE: &str = r#"set -eu

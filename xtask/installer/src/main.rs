@@ -215,25 +215,9 @@ fn convert(folder: &Path, p: &Payload) -> Result<Kept> {
         )));
     }
     let version = image::version::Version::parse(&p.version).context("the payload's version")?;
-    let record = schema::adoption::Adoption {
-        phase: schema::adoption::Phase::Trial,
-        version: p.version.clone(),
-        old_boot_partition: the_plan
-            .partition(Role::SlotB)
-            .and_then(|b| trial::partition_number(&b.node))
-            .context("the old /boot's partition number")?,
-        started_at: jiff::Timestamp::now().as_second(),
-        committed_at: None,
-        self_commit: true,
-    };
-    let (slot_label, entry_name, record_json) = (version.slot_label(), version.entry_name(Some(1)), record.to_json());
-    let t = trial::Trial {
-        plan: &the_plan,
-        slot_label: &slot_label,
-        entry_name: &entry_name,
-        record_json: &record_json,
-        hostname: &p.hostname,
-    };
+    let writes = trial::Writes::new(&the_plan, &version, jiff::Timestamp::now().as_second(), true)
+        .context("the old /boot's partition number")?;
+    let t = writes.trial(&the_plan, &p.hostname);
     in_old_system("preparing", &trial::prepare(&t))?;
     let slot = &the_plan.partition(Role::SlotA).context("slot A")?.node;
     say(&format!("writing the root image ({} bytes) into {slot}", p.root_image.bytes));
@@ -246,7 +230,7 @@ fn convert(folder: &Path, p: &Payload) -> Result<Kept> {
         std::fs::copy(folder.join(from), staging.join(to)).with_context(|| format!("staging {from}"))?;
     }
     in_old_system("installing", &trial::install(&t))?;
-    verify_esp(folder, &entry_name)?;
+    verify_esp(folder, &writes.entry_name)?;
     say("the ESP holds systemd-boot and the UKI as the stick has them; the new system boots next, once");
     Ok(Kept::Converted)
 }

@@ -18,6 +18,8 @@
 //!    once healthy, with the box's SSH host key and every file of /data/mirror served. (The
 //!    stand-in has not booted before, so its firmware holds no entry of its own: the disk's
 //!    \EFI\BOOT loader is its old system's way back.)
+//! 4. The USB installer on a disk without an old system: it asks on the console, writes the
+//!    image over the disk only once ERASE is typed, and the disk then boots the image.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -332,33 +334,44 @@ fn standin_host_key(disk: &Path) -> String {
     key.unwrap().split_whitespace().nth(1).expect("a public key").to_string()
 }
 
+/// The demo's USB installer, written once per test binary by `cargo xtask installer`.
+fn stick(image: &Path) -> PathBuf {
+    static STICK: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    STICK
+        .get_or_init(|| {
+            let stick = testkit::images::own_folder(env!("CARGO_CRATE_NAME")).join("demo-installer.img");
+            let out = testkit::run(
+                Command::new(bin("xtask"))
+                    .args(["installer", "--site", "demo", "--out"])
+                    .arg(&stick)
+                    .arg("--built")
+                    .arg(image.parent().unwrap())
+                    .env("MICROMIRROR_PROFILES", images_root(image).join("profiles")),
+            );
+            let said = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(stick.exists() && said.contains("the USB installer for demo"), "{said}");
+            println!("{said}");
+            stick
+        })
+        .clone()
+}
+
 #[test]
 fn the_usb_installer_converts_a_box_in_one_boot_and_the_disk_then_boots_the_image() {
     let started = e2e::steps_begin("installer");
     let step = |what: &str| e2e::step("installer", started, what);
     let image = e2e::demo_image(env!("CARGO_CRATE_NAME"));
     let old = standin::disk();
+    let stick = stick(&image);
+    step("the stick is written");
     let work = tempfile::Builder::new().prefix("installer-").tempdir_in(e2e::target()).unwrap();
-    let stick = work.path().join("stick.img");
-    let out = testkit::run(
-        Command::new(bin("xtask"))
-            .args(["installer", "--site", "demo", "--out"])
-            .arg(&stick)
-            .arg("--built")
-            .arg(image.parent().unwrap())
-            .env("MICROMIRROR_PROFILES", images_root(&image).join("profiles")),
-    );
-    let said = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(stick.exists() && said.contains("the USB installer for demo"), "{said}");
-    step(said.lines().next().unwrap_or("the stick is written"));
-
     let _qemu = e2e::qemu_turn();
     let v1 = v1_files(&work.path().join("v1"));
     let disk = work.path().join("oldbox.img");
     vm::disk_copy(&old, &disk, DISK).unwrap();
     let old_key = standin_host_key(&old);
     let mut config = vm::Config::new(&disk, e2e::demo_network(), vm::Serial::File(e2e::console_log("installer.log")));
-    config.usb = Some(stick.clone());
+    config.usb = Some(stick);
     let mut vm = vm::Vm::start(&config).unwrap();
     vm.wait_for(Duration::from_secs(900), "the installer's verdict", || {
         let c = vm.console();
@@ -395,4 +408,51 @@ fn the_usb_installer_converts_a_box_in_one_boot_and_the_disk_then_boots_the_imag
     assert_eq!(host_key(vm.port(22)), old_key, "the box kept its SSH host key");
     assert_served(vm.port(80), &v1);
     step("same SSH host key; every file of /data/mirror served byte for byte");
+}
+
+#[test]
+fn the_usb_installer_flashes_a_disk_without_data_once_erase_is_typed() {
+    let started = e2e::steps_begin("installer-flash");
+    let step = |what: &str| e2e::step("installer-flash", started, what);
+    let image = e2e::demo_image(env!("CARGO_CRATE_NAME"));
+    let stick = stick(&image);
+    let _qemu = e2e::qemu_turn();
+    let work = tempfile::Builder::new().prefix("installer-flash-").tempdir_in(e2e::target()).unwrap();
+    let disk = work.path().join("blank.img");
+    std::fs::File::create(&disk).unwrap().set_len(8 << 30).unwrap();
+    let log = e2e::console_log("installer-flash.log");
+    let mut config = vm::Config::new(&disk, e2e::demo_network(), vm::Serial::File(log));
+    config.usb = Some(stick);
+    config.keyboard = true;
+    let mut vm = vm::Vm::start(&config).unwrap();
+    vm.wait_for_line("Type ERASE and Enter", Duration::from_secs(600)).unwrap();
+    let console = vm.console();
+    assert!(console.contains("/dev/vda cannot be kept: no partition of it holds an old system"), "{console}");
+    assert!(!console.contains("MICROMIRROR-INSTALLER writing"), "nothing is written before the answer");
+    step("the installer asks before a clean flash");
+    vm.type_on_console("ERASE\r").unwrap();
+    vm.wait_for(Duration::from_secs(600), "the installer's verdict", || {
+        let c = vm.console();
+        c.contains("MICROMIRROR-INSTALLER done") || c.contains("MICROMIRROR-INSTALLER failed")
+    })
+    .unwrap();
+    assert!(vm.console().contains("MICROMIRROR-INSTALLER done"), "{}", vm.console_tail(40));
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while vm.running() {
+        assert!(std::time::Instant::now() < deadline, "the installer did not power the box off");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(vm);
+    let parts = e2e::partitions(&disk).unwrap();
+    assert!(parts.len() >= 3, "the image's table is on the disk: {parts:?}");
+    step("ERASE typed: the image written over the disk, the box powered off");
+
+    let vm = e2e::boot(&disk, &e2e::console_log("installer-flash-boot.log"), &[], vm::free_port_base(), true);
+    vm.wait_for(Duration::from_secs(600), "the flashed disk's first boot report", || {
+        vm.console().lines().any(|l| l.contains("MICROMIRROR-BOOT") && l.contains("blessed=yes"))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", vm.console_tail(60)));
+    let (status, _, _) = e2e::http_when_ready(vm.port(80), "/", Duration::from_secs(60)).unwrap();
+    assert_eq!(status, 200, "the flashed box serves");
+    step("the flashed disk boots the image, blessed, and serves");
 }

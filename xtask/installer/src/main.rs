@@ -297,9 +297,10 @@ fn clean_flash(folder: &Path, p: &Payload, disk: &str, why: &str) -> Result<()> 
     copy_verified(&folder.join(payload::BACKUP_GPT), Path::new(disk), p.backup_gpt_offset, &p.backup_gpt)?;
     // The table now says what the image's does; the kernel reads it again for efibootmgr.
     let _ = Command::new("blockdev").args(["--rereadpt", disk]).status();
+    // -c: the entry goes first in BootOrder (the firmware may list the new disk after its shell).
     output(
         Command::new("efibootmgr")
-            .args(["-q", "-C", "-d", disk, "-p", "1", "-L", adoption::trial::ENTRY_LABEL])
+            .args(["-q", "-c", "-d", disk, "-p", "1", "-L", adoption::trial::ENTRY_LABEL])
             .args(["-l", "\\EFI\\BOOT\\BOOTX64.EFI"]),
     )?;
     say(&format!(

@@ -107,6 +107,9 @@ pub struct Config {
     pub fresh_vars: bool,
     /// A USB stick (the USB installer), booted first: as remote hands pick it in the boot menu.
     pub usb: Option<PathBuf>,
+    /// With a console in a file: keys can be typed on it too (`Vm::type_on_console`), through a
+    /// socket beside the file (FILE.sock).
+    pub keyboard: bool,
 }
 
 impl Config {
@@ -122,6 +125,7 @@ impl Config {
             kvm: false,
             fresh_vars: false,
             usb: None,
+            keyboard: false,
         }
     }
 
@@ -138,6 +142,14 @@ impl Config {
     /// from the boot menu): OVMF finds \EFI\BOOT\BOOTX64.EFI by itself, as a real box's firmware does.
     pub fn vars(&self) -> PathBuf {
         self.disk.with_extension("OVMF_VARS.fd")
+    }
+
+    /// The socket keys are typed into, when the console takes them.
+    fn keyboard_socket(&self) -> Option<PathBuf> {
+        match &self.serial {
+            Serial::File(log) if self.keyboard => Some(log.with_extension("sock")),
+            _ => None,
+        }
     }
 
     fn command(&self) -> Command {
@@ -157,9 +169,17 @@ impl Config {
         c.arg("-netdev").arg(self.network.netdev(self.port_base, &self.guestfwd));
         c.args(["-device", "virtio-net-pci,netdev=wan,mac=52:54:00:12:34:56", "-device", "virtio-rng-pci"]);
         c.args(["-device", "i6300esb", "-action", "watchdog=reset", "-serial"]);
-        match &self.serial {
-            Serial::Terminal => c.arg("mon:stdio"),
-            Serial::File(log) => c.arg(format!("file:{}", log.display())),
+        match (&self.serial, self.keyboard_socket()) {
+            (Serial::Terminal, _) => c.arg("mon:stdio"),
+            (Serial::File(log), None) => c.arg(format!("file:{}", log.display())),
+            (Serial::File(log), Some(socket)) => {
+                // QEMU logs the console to the file whether or not a client is connected.
+                c.arg("chardev:console").arg("-chardev").arg(format!(
+                    "socket,id=console,path={},server=on,wait=off,logfile={}",
+                    socket.display(),
+                    log.display()
+                ))
+            }
         };
         if !self.reboot {
             c.arg("-no-reboot");
@@ -175,6 +195,7 @@ pub struct Vm {
     pub port_base: u16,
     /// Whether QEMU leads a process group of its own (not so on a terminal).
     own_group: bool,
+    keyboard: Option<PathBuf>,
 }
 
 impl Vm {
@@ -188,6 +209,14 @@ impl Vm {
             fs_err::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS} (is ovmf installed?)"))?;
         }
         let mut c = config.command();
+        let keyboard = config.keyboard_socket();
+        if let Some(socket) = &keyboard {
+            // A unix socket's path is at most 107 bytes.
+            if socket.as_os_str().len() > 107 {
+                bail!("the console's socket path {} is too long for a unix socket", socket.display());
+            }
+            let _ = fs_err::remove_file(socket);
+        }
         let serial = match &config.serial {
             Serial::File(log) => {
                 let _ = fs_err::remove_file(log);
@@ -199,7 +228,7 @@ impl Vm {
         use std::os::unix::process::CommandExt;
         let child = c.spawn().context("starting QEMU (setpriv and qemu-system-x86_64)")?;
         let own_group = serial.is_some();
-        Ok(Vm { child, serial, port_base: config.port_base, own_group })
+        Ok(Vm { child, serial, port_base: config.port_base, own_group, keyboard })
     }
 
     pub fn pid(&self) -> u32 {
@@ -217,6 +246,16 @@ impl Vm {
             .and_then(|s| std::fs::read(s).ok())
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
+    }
+
+    /// Types `text` on the serial console (a VM started with `keyboard`).
+    pub fn type_on_console(&self, text: &str) -> Result<()> {
+        use std::io::Write;
+        let socket = self.keyboard.as_ref().context("this VM's console takes no keys (Config::keyboard)")?;
+        let mut stream = std::os::unix::net::UnixStream::connect(socket)
+            .with_context(|| format!("connecting to the console at {}", socket.display()))?;
+        stream.write_all(text.as_bytes())?;
+        Ok(())
     }
 
     /// The console's last `lines` lines.

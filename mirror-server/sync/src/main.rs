@@ -119,7 +119,7 @@ fn main() -> Result<()> {
             env.echo = verbose;
             match runner::run_project(&env, p, runner::LockMode::Wait)? {
                 runner::RunResult::Done(st) => {
-                    print!("{}", status_table::render(&[Shown::Status((*st).clone())], runner::now()));
+                    print!("{}", status_table::render(&[Shown::Status(st.clone())], runner::now()));
                     if st.state != status::Outcome::Success {
                         bail!("{project}: {}", st.error.unwrap_or_default());
                     }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use schema::catalog::{Bandwidth, Pass, Project};
+use schema::status::{Outcome, Status};
 
 /// Where a run reads from and writes to.
 #[derive(Debug, Clone)]
@@ -137,6 +138,35 @@ fn parent_of(p: &Path) -> PathBuf {
     p.parent().map(Path::to_path_buf).unwrap_or_else(|| p.to_path_buf())
 }
 
+/// How long a tree may go without a full walk of the upstream, whatever its marker says: drift
+/// (a file changed without the marker, a local mishap) is found within a day.
+pub const FULL_WALK_EVERY_S: i64 = 86_400;
+
+/// Whether a run may settle for the upstream's marker file: the project has one, the last run
+/// succeeded and the last full walk is recent. (The marker itself is compared by the runner.)
+pub fn marker_may_do(project: &Project, previous: Option<&Status>, now: i64) -> bool {
+    project.marker.is_some()
+        && previous.is_some_and(|p| {
+            p.state == Outcome::Success && p.full_run.is_some_and(|t| now - t < FULL_WALK_EVERY_S && t <= now)
+        })
+}
+
+/// The rsync invocation that fetches the upstream's marker file alone into the file `into`:
+/// no file list of the tree, one file's bytes.
+pub fn marker_fetch(project: &Project, ends: &Endpoints, into: &Path) -> Option<Invocation> {
+    let marker = project.marker.as_deref()?.trim_start_matches('/');
+    let mut args = vec!["--times".to_string(), format!("--contimeout={}", connect_timeout(project))];
+    if let Some(t) = project.timeout_s.seconds() {
+        args.push(format!("--timeout={t}"));
+    }
+    Some(Invocation {
+        label: "marker".into(),
+        args,
+        source: format!("rsync://{}/{}/{marker}", ends.upstream, project.module),
+        dest: into.to_path_buf(),
+    })
+}
+
 /// The max-delete guard: at most `share` of the files the tree held after the last run may go
 /// in one run (never less than a floor, so small trees can still change).
 pub fn max_delete(last_file_count: Option<u64>, share: f64) -> Option<u64> {
@@ -169,6 +199,7 @@ mod tests {
             debian_style: true,
             passes,
             release_pattern: None,
+            marker: None,
         }
     }
 
@@ -244,6 +275,25 @@ mod tests {
         let args = &plan(&p, &ends(), 80, None)[0].args;
         assert!(!args.iter().any(|a| a.starts_with("--bwlimit") || a.starts_with("--timeout")), "{args:?}");
         assert!(args.contains(&"--contimeout=30".to_string()), "connecting stays bounded: {args:?}");
+    }
+
+    #[test]
+    fn the_marker_stands_for_a_walk_only_after_a_recent_full_success() {
+        let mut p = project(vec![]);
+        let now = 1_800_000_000;
+        let done = |state, full_run| Status { state, full_run, ..Status::running("ubuntu", "ubuntu", now - 600) };
+        let ok = done(Outcome::Success, Some(now - 3_600));
+        assert!(!marker_may_do(&p, Some(&ok), now), "no marker in the catalog: always a walk");
+        p.marker = Some("project/trace/master".into());
+        assert!(marker_may_do(&p, Some(&ok), now));
+        assert!(!marker_may_do(&p, None, now), "a first run walks");
+        assert!(!marker_may_do(&p, Some(&done(Outcome::Failed, Some(now - 3_600))), now), "after a failure");
+        assert!(!marker_may_do(&p, Some(&done(Outcome::Success, None)), now), "no full walk on record");
+        assert!(!marker_may_do(&p, Some(&done(Outcome::Success, Some(now - 86_400))), now), "a day without a walk");
+        assert!(!marker_may_do(&p, Some(&done(Outcome::Success, Some(now + 60))), now), "a walk in the future");
+        let fetch = marker_fetch(&p, &ends(), Path::new("/var/lib/mirror-sync/ubuntu.marker")).unwrap();
+        assert_eq!(fetch.source, "rsync://mirror.example.net/ubuntu/project/trace/master");
+        assert!(!fetch.args.iter().any(|a| a.starts_with("--recursive") || a.starts_with("--delete")), "{fetch:?}");
     }
 
     #[test]

@@ -106,11 +106,22 @@ pub fn run_project(env: &SyncEnv, project: &Project, mode: LockMode) -> Result<R
     st.stats = progress.stats;
     st.ended = Some(now());
     st.activity = None;
+    st.full_run = previous.as_ref().and_then(|p| p.full_run);
     match outcome {
-        Ok(()) => {
+        Ok(Walk::Full) => {
             st.state = Outcome::Success;
             st.last_success = st.ended;
             st.size_bytes = st.stats.tree_bytes;
+            st.full_run = st.ended;
+        }
+        Ok(Walk::Unchanged) => {
+            // The tree is what the last full run left: its figures stand, nothing moved.
+            st.state = Outcome::Success;
+            st.last_success = st.ended;
+            st.unchanged = true;
+            let tree = previous.as_ref().map(|p| p.stats.clone()).unwrap_or_default();
+            st.stats = Stats { files_total: tree.files_total, tree_bytes: tree.tree_bytes, ..Stats::default() };
+            st.size_bytes = previous.as_ref().map_or(0, |p| p.size_bytes);
         }
         Err(RunError::Refused(msg)) => {
             st.state = Outcome::Refused;
@@ -142,6 +153,14 @@ impl Progress {
     }
 }
 
+/// What a successful run did.
+enum Walk {
+    /// Every pass ran against the upstream.
+    Full,
+    /// The upstream's marker was the one the tree holds: no pass ran.
+    Unchanged,
+}
+
 enum RunError {
     Failed(String),
     Refused(String),
@@ -159,21 +178,28 @@ fn run_steps(
     previous: Option<&Status>,
     log_path: &Path,
     progress: &mut Progress,
-) -> Result<(), RunError> {
+) -> Result<Walk, RunError> {
     let dest = env.ends.mirror_root.join(&project.path);
     std::fs::create_dir_all(&dest).map_err(|e| RunError::Failed(format!("cannot create {}: {e}", dest.display())))?;
-    let marker = env.state_dir.join(format!("{}.in-progress", project.name));
-    if marker.exists() {
-        // The last run was interrupted: its rsync temporaries are garbage now.
-        remove_rsync_temporaries(&dest);
-    }
-    std::fs::write(&marker, b"").map_err(|e| RunError::Failed(format!("cannot write {}: {e}", marker.display())))?;
-    check_free_space(&env.ends.mirror_root, env.min_free_mb)?;
     std::fs::create_dir_all(&env.log_dir)
         .map_err(|e| RunError::Failed(format!("cannot create {}: {e}", env.log_dir.display())))?;
     let mut log = File::create(log_path)
         .map(std::io::BufWriter::new)
         .map_err(|e| RunError::Failed(format!("cannot create {}: {e}", log_path.display())))?;
+    if plan::marker_may_do(project, previous, now()) {
+        progress.doing("reading the upstream's marker file".into());
+        if marker_unchanged(env, project, &dest, &mut log) {
+            return Ok(Walk::Unchanged);
+        }
+    }
+    let in_progress = env.state_dir.join(format!("{}.in-progress", project.name));
+    if in_progress.exists() {
+        // The last run was interrupted: its rsync temporaries are garbage now.
+        remove_rsync_temporaries(&dest);
+    }
+    std::fs::write(&in_progress, b"")
+        .map_err(|e| RunError::Failed(format!("cannot write {}: {e}", in_progress.display())))?;
+    check_free_space(&env.ends.mirror_root, env.min_free_mb)?;
     if project.debian_style {
         progress.doing(format!("checking that rsync://{}/{}/ is not mid-update", env.ends.upstream, project.module));
         wait_for_upstream_update(env, project, &mut log, progress)?;
@@ -247,8 +273,38 @@ fn run_steps(
     if project.trace {
         write_trace(env, project, started).map_err(|e| RunError::Failed(format!("writing the trace file: {e:#}")))?;
     }
-    let _ = std::fs::remove_file(&marker);
-    Ok(())
+    let _ = std::fs::remove_file(&in_progress);
+    Ok(Walk::Full)
+}
+
+/// Whether the upstream's marker file is byte for byte the one in our tree (which the last full
+/// run brought). Any doubt (no marker here or there, rsync failing) says no: a full walk follows.
+fn marker_unchanged(env: &SyncEnv, project: &Project, dest: &Path, log: &mut impl Write) -> bool {
+    let fetched = env.state_dir.join(format!("{}.marker", project.name));
+    let _ = std::fs::remove_file(&fetched);
+    let Some(fetch) = plan::marker_fetch(project, &env.ends, &fetched) else {
+        return false;
+    };
+    let Some(ours) = project.marker.as_deref().and_then(|m| std::fs::read(dest.join(m.trim_start_matches('/'))).ok())
+    else {
+        return false;
+    };
+    let _ = writeln!(log, "### marker: {}", fetch.command_line().join(" "));
+    let same = match run_rsync(&fetch.command_line(), log, env.echo) {
+        Ok((0, _)) => std::fs::read(&fetched).is_ok_and(|theirs| theirs == ours),
+        _ => false,
+    };
+    let _ = writeln!(
+        log,
+        "### {}",
+        if same {
+            "the upstream's marker is unchanged: no walk"
+        } else {
+            "the marker differs or is unreadable: a full walk"
+        }
+    );
+    let _ = std::fs::remove_file(&fetched);
+    same
 }
 
 /// Exponential backoff with jitter: base·2^(attempt-1), ±25 %.

@@ -10,14 +10,14 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Shown {
-    Status(Status),
+    Status(Box<Status>),
     NotRunYet { project: String, state: &'static str },
 }
 
 impl Shown {
     pub fn of(project: &str, status: Option<Status>) -> Shown {
         match status {
-            Some(s) => Shown::Status(s),
+            Some(s) => Shown::Status(Box::new(s)),
             None => Shown::NotRunYet { project: project.to_string(), state: "not-run-yet" },
         }
     }
@@ -75,6 +75,10 @@ fn state_word(state: Outcome) -> &'static str {
 
 fn detail(s: &Status) -> String {
     match s.state {
+        Outcome::Success if s.unchanged => match s.full_run {
+            Some(t) => format!("upstream unchanged (its marker file); last full walk {}", format_time(t)),
+            None => "upstream unchanged (its marker file)".into(),
+        },
         Outcome::Success => String::new(),
         Outcome::Running => {
             format!("since {}: {}", format_time(s.started), s.activity.as_deref().unwrap_or("running"))
@@ -114,10 +118,10 @@ mod tests {
             ..Status::running("fedora", "fedora", now - 100)
         };
         let rows = [
-            Shown::Status(ok),
-            Shown::Status(running),
-            Shown::Status(queued),
-            Shown::Status(failed),
+            Shown::Status(Box::new(ok)),
+            Shown::Status(Box::new(running)),
+            Shown::Status(Box::new(queued)),
+            Shown::Status(Box::new(failed)),
             Shown::of("kde", None),
         ];
         let text = render(&rows, now);

@@ -1,6 +1,7 @@
 //! mirror-sync against a real rsync daemon and a real MQTT broker (mosquitto) on loopback, with
 //! the fixture projects of the real catalog: first and incremental syncs, deletions, two-stage
-//! ordering, push during a run, locks, kill -9, the max-delete guard, a full disk, bwlimit.
+//! ordering, push during a run, locks, kill -9, the max-delete guard, a full disk, bwlimit, and
+//! the no-change check that reads only the upstream's marker file.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,6 +16,14 @@ use testkit::fixtures::{bytes, publish_debian, snapshot, write_file as write, LA
 use testkit::peers::{mosquitto, publish};
 use testkit::Signal;
 use world::World;
+
+/// Writes `path` dated two minutes ahead: a rewrite within the same second as the last write
+/// (same size) would otherwise pass rsync's quick check (size and time) unseen.
+fn rewrite(path: &Path, bytes: &[u8]) {
+    write(path, bytes);
+    let later = std::time::SystemTime::now() + Duration::from_secs(120);
+    std::fs::File::options().write(true).open(path).unwrap().set_modified(later).unwrap();
+}
 
 fn arch_tree(up: &Path, files: usize) {
     write(&up.join("lastsync"), b"1700000000\n");
@@ -39,16 +48,15 @@ fn first_sync_incremental_and_upstream_deletions() {
     // Incremental: one new file, one gone; lastsync comes from upstream, never from us.
     write(&w.upstream("fixture-arch").join("core/os/x86_64/new.pkg.tar.zst"), b"new");
     std::fs::remove_file(w.upstream("fixture-arch").join("core/os/x86_64/pkg-3.pkg.tar.zst")).unwrap();
+    // Arch rewrites lastupdate with every change of the tree (the no-change check reads it).
+    rewrite(&w.upstream("fixture-arch").join("lastupdate"), b"1700000100\n");
     // Upstream's lastsync changes minutes later in real life; rsync's quick check needs that.
-    let lastsync = w.upstream("fixture-arch").join("lastsync");
-    write(&lastsync, b"1700000100\n");
-    let later = std::time::SystemTime::now() + Duration::from_secs(120);
-    std::fs::File::options().write(true).open(&lastsync).unwrap().set_modified(later).unwrap();
+    rewrite(&w.upstream("fixture-arch").join("lastsync"), b"1700000100\n");
     let (ok, out) = w.run("fixture-arch");
     assert!(ok, "{out}");
     assert_eq!(snapshot(&w.local("fixture-arch")), snapshot(&w.upstream("fixture-arch")));
     let st = w.status("fixture-arch");
-    assert_eq!(st["stats"]["files_transferred"], 2);
+    assert_eq!(st["stats"]["files_transferred"], 3);
     assert_eq!(st["stats"]["files_deleted"], 1);
     assert_eq!(std::fs::read(w.local("fixture-arch").join("lastsync")).unwrap(), b"1700000100\n");
 
@@ -250,6 +258,7 @@ fn the_max_delete_guard_refuses_a_mass_deletion() {
     for i in 0..600 {
         std::fs::remove_file(up.join(format!("core/os/x86_64/pkg-{i}.pkg.tar.zst"))).unwrap();
     }
+    rewrite(&up.join("lastupdate"), b"1700000100\n");
     let (ok, out) = w.run("fixture-arch");
     assert!(!ok, "the run should be refused: {out}");
     let st = w.status("fixture-arch");
@@ -315,4 +324,56 @@ fn the_bandwidth_limit_is_never_exceeded_by_more_than_ten_percent() {
         took >= expected * 0.9 && took <= expected * 3.0,
         "took {took:.2}s for {expected:.2}s expected ({rate:.1} Mbit/s at a 16 Mbit/s limit)"
     );
+}
+
+/// The upstream's rsyncd log lines written since `from` bytes.
+fn upstream_log_since(w: &World, from: usize) -> String {
+    let log = std::fs::read_to_string(testkit::peers::rsync_log(w.dir.path(), w.port)).unwrap_or_default();
+    log.get(from..).unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_run_that_finds_the_upstreams_marker_unchanged_reads_only_the_marker() {
+    let w = World::new();
+    let up = w.upstream("fixture-arch");
+    arch_tree(&up, 50);
+    assert!(w.run("fixture-arch").0);
+    let first = w.status("fixture-arch");
+    assert_eq!(first["stats"]["files_transferred"], 52);
+    assert_eq!(first["unchanged"], false);
+    let log_len = std::fs::read_to_string(testkit::peers::rsync_log(w.dir.path(), w.port)).unwrap().len();
+
+    // Nothing changed upstream: one file read, no walk, nothing moved, the tree's figures kept.
+    let (ok, out) = w.run("fixture-arch");
+    assert!(ok, "{out}");
+    let st = w.status("fixture-arch");
+    assert_eq!(st["state"], "success", "{st}");
+    assert_eq!(st["unchanged"], true, "{st}");
+    assert_eq!(st["stats"]["files_transferred"], 0, "{st}");
+    assert_eq!(st["stats"]["files_total"], first["stats"]["files_total"], "{st}");
+    assert_eq!(st["full_run"], first["full_run"], "the last full walk stays the first run's");
+    let table = String::from_utf8_lossy(&w.sync_cmd().arg("status").output().unwrap().stdout).into_owned();
+    assert!(
+        table.lines().any(|l| l.starts_with("fixture-arch") && l.contains(" ok ") && l.contains("upstream unchanged")),
+        "{table}"
+    );
+    assert!(st["last_success"].as_i64() >= first["last_success"].as_i64());
+    let upstream_said = upstream_log_since(&w, log_len);
+    let connections: Vec<&str> = upstream_said.lines().filter(|l| l.contains("rsync on ")).collect();
+    assert_eq!(connections.len(), 1, "one connection:\n{upstream_said}");
+    assert!(connections[0].contains("rsync on fixture-arch/lastupdate "), "the marker alone:\n{upstream_said}");
+    let sent: Vec<&str> = upstream_said.lines().filter(|l| l.contains(" send ")).collect();
+    assert!(sent.len() == 1 && sent[0].contains("lastupdate"), "only the marker's bytes:\n{upstream_said}");
+
+    // A change rewrites the marker: the next run walks and brings it.
+    write(&up.join("core/os/x86_64/new.pkg.tar.zst"), b"new");
+    rewrite(&up.join("lastupdate"), b"1700000200\n");
+    let log_len = std::fs::read_to_string(testkit::peers::rsync_log(w.dir.path(), w.port)).unwrap().len();
+    assert!(w.run("fixture-arch").0);
+    let st = w.status("fixture-arch");
+    assert_eq!(st["unchanged"], false, "{st}");
+    assert_eq!(st["stats"]["files_transferred"], 2, "{st}");
+    assert_eq!(snapshot(&w.local("fixture-arch")), snapshot(&up));
+    assert!(st["full_run"].as_i64() > first["full_run"].as_i64() || st["full_run"].as_i64() >= first["ended"].as_i64());
+    assert!(upstream_log_since(&w, log_len).contains("rsync on fixture-arch/ "), "a walk of the module");
 }

@@ -58,6 +58,12 @@ pub struct Project {
     /// Debian-style archive: wait while upstream shows `Archive-Update-in-Progress-*`.
     #[serde(default)]
     pub debian_style: bool,
+    /// A small file of the module the upstream rewrites whenever its tree changes (Arch's
+    /// `lastupdate`, AlmaLinux's `TIME`, Fedora's `fullfiletimelist-*`): a run first fetches it
+    /// alone and skips the full walk when it is the file the last full run brought (a full run
+    /// still happens once a day, to catch drift).
+    #[serde(default)]
+    pub marker: Option<String>,
     /// The passes of one run, in order; a single full pass when empty.
     #[serde(default, rename = "pass")]
     pub passes: Vec<Pass>,
@@ -330,6 +336,15 @@ fn validate_project(p: &Project, r: &mut Reporter) {
             format!("`{}` is not a single folder name", p.path),
             "use one folder name such as \"archlinux\"; it becomes /srv/mirror/<path> and the URL prefix",
         );
+    }
+    if let Some(m) = &p.marker {
+        if !safe(m) || m.ends_with('/') {
+            r.error(
+                "marker",
+                format!("`{m}` is not a file inside the module"),
+                "name the upstream's marker file by its path in the module, e.g. \"lastupdate\"",
+            );
+        }
     }
     validate_config_values(p, r);
     if p.size_gb == 0 {

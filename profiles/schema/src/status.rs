@@ -55,6 +55,12 @@ pub struct Status {
     /// Unix seconds: when the daemon will start the next run (a retry after a failure).
     #[serde(default)]
     pub next_attempt: Option<i64>,
+    /// Unix seconds: when the last full walk of the upstream succeeded.
+    #[serde(default)]
+    pub full_run: Option<i64>,
+    /// The last run read only the upstream's marker file, found it unchanged, and moved nothing.
+    #[serde(default)]
+    pub unchanged: bool,
 }
 
 impl Status {
@@ -74,6 +80,8 @@ impl Status {
             activity: None,
             failures: 0,
             next_attempt: None,
+            full_run: None,
+            unchanged: false,
         }
     }
 

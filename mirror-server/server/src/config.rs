@@ -70,6 +70,9 @@ pub struct Config {
     /// How often each project is meant to sync (seconds): exported so an alert knows when a
     /// sync is late.
     pub sync_every_s: u64,
+    /// Each hosted project's distribution checker (the catalog's `[freshness]`), by name:
+    /// (its folder, the checker), for the metrics of how fresh the box looks to it.
+    pub checkers: BTreeMap<String, (String, schema::freshness::Freshness)>,
 }
 
 /// HTTPS listeners and where their certificate comes from.
@@ -144,6 +147,10 @@ impl Config {
                 .collect(),
             state: paths.clone(),
             link_mbit: f64::from(p.site.link_mbit()),
+            checkers: projects
+                .iter()
+                .filter_map(|p| Some((p.name.clone(), (p.path.clone(), p.freshness.clone()?))))
+                .collect(),
             sync_every_s: if p.mirror.daily_time().is_some() {
                 86_400
             } else {

@@ -34,6 +34,8 @@ pub fn run(
                 status_dir: config.status_dir.clone(),
                 update_dir: config.state.update_dir(),
                 sync_every_s: config.sync_every_s,
+                root: config.root.clone(),
+                checkers: config.checkers.clone(),
             };
             tokio::spawn(exporter::serve(l, lasting.clone(), shared.clone(), sources, active.clone()));
         }

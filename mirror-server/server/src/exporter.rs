@@ -21,6 +21,9 @@ pub struct Sources {
     pub status_dir: PathBuf,
     pub update_dir: PathBuf,
     pub sync_every_s: u64,
+    /// The mirror root, and each project's checker (name → folder, checker).
+    pub root: PathBuf,
+    pub checkers: std::collections::BTreeMap<String, (String, schema::freshness::Freshness)>,
 }
 
 pub async fn serve(
@@ -35,12 +38,14 @@ pub async fn serve(
             continue;
         };
         let (lasting, shared, active) = (lasting.clone(), shared.clone(), active.clone());
-        let Sources { status_dir, update_dir, sync_every_s } = sources.clone();
+        let Sources { status_dir, update_dir, sync_every_s, root, checkers } = sources.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
             let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
-            let (update, syncs) = tokio::task::spawn_blocking(move || {
-                (schema::update_status::read(&update_dir), schema::status::all(&status_dir))
+            let (update, syncs, seen) = tokio::task::spawn_blocking(move || {
+                let syncs = schema::status::all(&status_dir);
+                let seen = checker_views(&root, &checkers, &syncs, unix_now());
+                (schema::update_status::read(&update_dir), syncs, seen)
             })
             .await
             .unwrap_or_default();
@@ -49,8 +54,9 @@ pub async fn serve(
             let mut body = text(&lasting, &on_disk, open_files, active.load(Ordering::Relaxed));
             body.push_str(&update_families(update.as_ref()));
             body.push_str(&sync_families(&syncs, sync_every_s));
+            body.push_str(&checker_families(&seen));
             let capacity = lasting.capacity.clone();
-            let now = std::time::SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+            let now = unix_now();
             body.push_str(
                 &tokio::task::spawn_blocking(move || {
                     let mut e = Exposition::default();
@@ -84,6 +90,43 @@ fn sync_families(statuses: &[schema::status::Status], every_s: u64) -> String {
     e.family(FAILING, Kind::Gauge, "Failed runs in a row per project (0 after a success).");
     for st in statuses {
         e.sample(FAILING, &[("project", st.project.as_str())], f64::from(st.failures));
+    }
+    e.finish()
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// How fresh each project with a checker looks to it: (project, what the checker sees).
+fn checker_views(
+    root: &std::path::Path,
+    checkers: &std::collections::BTreeMap<String, (String, schema::freshness::Freshness)>,
+    syncs: &[schema::status::Status],
+    now: i64,
+) -> Vec<(String, schema::freshness::Seen)> {
+    checkers
+        .iter()
+        .filter_map(|(name, (path, f))| {
+            let last = syncs.iter().find(|s| &s.project == name).and_then(|s| s.last_success);
+            Some((name.clone(), schema::freshness::read(f, &root.join(path), last, now)?))
+        })
+        .collect()
+}
+
+/// How far behind each project's distribution checker sees the box, and when it drops it: the
+/// fleet's alert warns at half the limit.
+fn checker_families(seen: &[(String, schema::freshness::Seen)]) -> String {
+    let mut e = Exposition::default();
+    const BEHIND: &str = "micromirror_sync_checker_behind_seconds";
+    e.family(BEHIND, Kind::Gauge, "How far behind the distribution's own checker sees each project.");
+    for (project, s) in seen {
+        e.sample(BEHIND, &[("project", project.as_str()), ("checker", s.checker.as_str())], s.behind_s as f64);
+    }
+    const LIMIT: &str = "micromirror_sync_checker_limit_seconds";
+    e.family(LIMIT, Kind::Gauge, "When the distribution's checker drops or flags the mirror.");
+    for (project, s) in seen {
+        e.sample(LIMIT, &[("project", project.as_str()), ("checker", s.checker.as_str())], s.limit_s as f64);
     }
     e.finish()
 }
@@ -233,6 +276,32 @@ mod tests {
         assert!(text.contains("micromirror_update_failed_versions 1"), "{text}");
         assert!(text.contains("micromirror_update_deferred_versions 0"), "{text}");
         assert!(text.contains("micromirror_update_last_check_failed 0"), "{text}");
+    }
+
+    #[test]
+    fn each_checker_gives_its_lag_and_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("archlinux")).unwrap();
+        std::fs::write(dir.path().join("archlinux/lastsync"), "1799992800\n").unwrap();
+        let arch = schema::freshness::Freshness {
+            checker: "Arch".into(),
+            file: Some("lastsync".into()),
+            out_of_sync_hours: 72,
+        };
+        let mut checkers = std::collections::BTreeMap::new();
+        checkers.insert("archlinux".to_string(), ("archlinux".to_string(), arch.clone()));
+        checkers.insert("kde".to_string(), ("kde".to_string(), schema::freshness::Freshness { file: None, ..arch }));
+        let seen = checker_views(dir.path(), &checkers, &[], 1_800_000_000);
+        assert_eq!(seen.len(), 1, "kde has no sync yet, so no figure: {seen:?}");
+        let text = checker_families(&seen);
+        assert!(
+            text.contains("micromirror_sync_checker_behind_seconds{project=\"archlinux\",checker=\"Arch\"} 7200"),
+            "{text}"
+        );
+        assert!(
+            text.contains("micromirror_sync_checker_limit_seconds{project=\"archlinux\",checker=\"Arch\"} 259200"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -119,7 +119,11 @@ fn main() -> Result<()> {
             env.echo = verbose;
             match runner::run_project(&env, p, runner::LockMode::Wait)? {
                 runner::RunResult::Done(st) => {
-                    print!("{}", status_table::render(&[Shown::Status(st.clone())], runner::now()));
+                    let seen = checker_view(p, &env, st.last_success);
+                    print!(
+                        "{}",
+                        status_table::render(&[Shown::of(&p.name, Some(*st.clone())).seen_as(seen)], runner::now())
+                    );
                     if st.state != status::Outcome::Success {
                         bail!("{project}: {}", st.error.unwrap_or_default());
                     }
@@ -129,8 +133,15 @@ fn main() -> Result<()> {
             }
         }
         Cmd::Status { json } => {
-            let rows: Vec<Shown> =
-                site.projects.iter().map(|p| Shown::of(&p.name, status::read(&env.state_dir, &p.name))).collect();
+            let rows: Vec<Shown> = site
+                .projects
+                .iter()
+                .map(|p| {
+                    let st = status::read(&env.state_dir, &p.name);
+                    let seen = checker_view(p, &env, st.as_ref().and_then(|s| s.last_success));
+                    Shown::of(&p.name, st).seen_as(seen)
+                })
+                .collect();
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -160,6 +171,16 @@ fn main() -> Result<()> {
             tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(daemon::run(config))
         }
     }
+}
+
+/// How fresh `project` looks to its distribution's checker, from its tree on this box.
+fn checker_view(
+    project: &schema::catalog::Project,
+    env: &runner::SyncEnv,
+    last_success: Option<i64>,
+) -> Option<schema::freshness::Seen> {
+    let f = project.freshness.as_ref()?;
+    schema::freshness::read(f, &env.ends.mirror_root.join(&project.path), last_success, runner::now())
 }
 
 fn hosted(site: &schema::profile::LoadedProfile) -> String {

@@ -200,6 +200,7 @@ mod tests {
             passes,
             release_pattern: None,
             marker: None,
+            freshness: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! REFUSED, running, queued, or not run yet), its last success and age, size, the next attempt,
 //! and what it is doing or what went wrong in rsync's words. Pure rendering from status files.
 
+use schema::freshness::Seen;
 use schema::human::{age, format_time, human_bytes};
 use schema::status::{Outcome, Status};
 use serde::Serialize;
@@ -10,15 +11,33 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Shown {
-    Status(Box<Status>),
-    NotRunYet { project: String, state: &'static str },
+    Status {
+        #[serde(flatten)]
+        status: Box<Status>,
+        /// How fresh the project looks to its distribution's checker (the catalog's
+        /// `[freshness]`), when known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        as_checker_sees_it: Option<Seen>,
+    },
+    NotRunYet {
+        project: String,
+        state: &'static str,
+    },
 }
 
 impl Shown {
     pub fn of(project: &str, status: Option<Status>) -> Shown {
         match status {
-            Some(s) => Shown::Status(Box::new(s)),
+            Some(s) => Shown::Status { status: Box::new(s), as_checker_sees_it: None },
             None => Shown::NotRunYet { project: project.to_string(), state: "not-run-yet" },
+        }
+    }
+
+    /// With the checker's view (`schema::freshness::read`).
+    pub fn seen_as(self, seen: Option<Seen>) -> Shown {
+        match self {
+            Shown::Status { status, .. } => Shown::Status { status, as_checker_sees_it: seen },
+            other => other,
         }
     }
 }
@@ -33,7 +52,7 @@ pub fn render(rows: &[Shown], now: i64) -> String {
             Shown::NotRunYet { project, .. } => {
                 format!("{project:<18} {:<8} {:<22} {:<9} {:>10} {:<9} no run yet", "not yet", "never", "-", "-", "-")
             }
-            Shown::Status(s) => {
+            Shown::Status { status: s, as_checker_sees_it: seen } => {
                 let (when, ago) = match s.last_success {
                     Some(t) => (format_time(t), age(now - t)),
                     None => ("never".into(), "-".into()),
@@ -53,7 +72,11 @@ pub fn render(rows: &[Shown], now: i64) -> String {
                     ago,
                     human_bytes(s.size_bytes),
                     next,
-                    detail(s)
+                    [detail(s), seen.as_ref().map(Seen::describe).unwrap_or_default()]
+                        .into_iter()
+                        .filter(|d| !d.is_empty())
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 )
             }
         };
@@ -118,10 +141,15 @@ mod tests {
             ..Status::running("fedora", "fedora", now - 100)
         };
         let rows = [
-            Shown::Status(Box::new(ok)),
-            Shown::Status(Box::new(running)),
-            Shown::Status(Box::new(queued)),
-            Shown::Status(Box::new(failed)),
+            Shown::of("ok", Some(ok)).seen_as(Some(Seen {
+                checker: "Arch".into(),
+                from: "lastsync".into(),
+                behind_s: 7_500,
+                limit_s: 259_200,
+            })),
+            Shown::of("running", Some(running)),
+            Shown::of("queued", Some(queued)),
+            Shown::of("failed", Some(failed)),
             Shown::of("kde", None),
         ];
         let text = render(&rows, now);
@@ -132,6 +160,11 @@ mod tests {
                 && line("archlinux").contains("in 23h"),
             "{text}"
         );
+        assert!(line("archlinux").contains("as Arch sees it: 2h 5m behind (lastsync), out of sync at 72 h"), "{text}");
+        let json = serde_json::to_value(&rows[0]).unwrap();
+        assert_eq!(json["project"], "archlinux", "the status's fields stay at the top: {json}");
+        assert_eq!(json["as_checker_sees_it"]["behind_s"], 7_500, "{json}");
+        assert!(serde_json::to_value(&rows[1]).unwrap().get("as_checker_sees_it").is_none());
         assert!(line("ubuntu").contains("running") && line("ubuntu").contains("pass 1/2 (packages)"), "{text}");
         assert!(line("epel").contains("queued") && !line("epel").contains("FAILED"), "{text}");
         assert!(

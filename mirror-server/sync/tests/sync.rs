@@ -357,6 +357,15 @@ fn a_run_that_finds_the_upstreams_marker_unchanged_reads_only_the_marker() {
         table.lines().any(|l| l.starts_with("fixture-arch") && l.contains(" ok ") && l.contains("upstream unchanged")),
         "{table}"
     );
+    // How Arch's checker sees the box: its lastsync (the upstream's, 1700000000) against now.
+    assert!(table.contains("as Arch sees it: ") && table.contains("(lastsync), out of sync at 72 h"), "{table}");
+    let json = String::from_utf8_lossy(&w.sync_cmd().args(["status", "--json"]).output().unwrap().stdout).into_owned();
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    let arch = rows.iter().find(|r| r["project"] == "fixture-arch").unwrap();
+    let behind = arch["as_checker_sees_it"]["behind_s"].as_i64().unwrap();
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!((since - 1_700_000_000 - behind).abs() < 60, "{arch}");
+    assert_eq!(arch["as_checker_sees_it"]["limit_s"], 259_200, "{arch}");
     assert!(st["last_success"].as_i64() >= first["last_success"].as_i64());
     let upstream_said = upstream_log_since(&w, log_len);
     let connections: Vec<&str> = upstream_said.lines().filter(|l| l.contains("rsync on ")).collect();

@@ -64,6 +64,10 @@ pub struct Project {
     /// still happens once a day, to catch drift).
     #[serde(default)]
     pub marker: Option<String>,
+    /// What the distribution's own checker reads and when it drops the mirror, so each box
+    /// says how fresh it looks to it (`mirror-sync status`, metrics, the fleet's alerts).
+    #[serde(default)]
+    pub freshness: Option<crate::freshness::Freshness>,
     /// The passes of one run, in order; a single full pass when empty.
     #[serde(default, rename = "pass")]
     pub passes: Vec<Pass>,
@@ -344,6 +348,18 @@ fn validate_project(p: &Project, r: &mut Reporter) {
                 format!("`{m}` is not a file inside the module"),
                 "name the upstream's marker file by its path in the module, e.g. \"lastupdate\"",
             );
+        }
+    }
+    if let Some(f) = &p.freshness {
+        if f.file.as_deref().is_some_and(|file| !safe(file) || file.ends_with('/')) {
+            r.error(
+                "freshness.file",
+                format!("`{}` is not a file of the tree", f.file.as_deref().unwrap_or("")),
+                "name the file the checker reads by its path in the tree, e.g. \"lastsync\"",
+            );
+        }
+        if f.out_of_sync_hours == 0 {
+            r.error("freshness.out_of_sync_hours", "must be at least 1", "write when the checker drops the mirror");
         }
     }
     validate_config_values(p, r);

@@ -1,6 +1,6 @@
 //! The one schema of a micro mirror, next to the data it describes: the site profile
 //! (`profile`), the project catalog (`catalog`, with the `release` rules its entries carry),
-//! the fleet's hardware classes (`hardware`), the problems found in any of them (`diagnostics`), where the appliance keeps things (`paths`),
+//! how fresh a project looks to its distribution's checker (`freshness`), the fleet's hardware classes (`hardware`), the problems found in any of them (`diagnostics`), where the appliance keeps things (`paths`),
 //! the sync status files that mirror-sync writes and others read (`status`), and the updater's
 //! (`update_status`), and the record of an adopted box's adoption (`adoption`).
 //!
@@ -11,6 +11,7 @@
 pub mod adoption;
 pub mod catalog;
 pub mod diagnostics;
+pub mod freshness;
 pub mod hardware;
 pub mod human;
 pub mod paths;

@@ -101,6 +101,12 @@ const ALERTS: &str = r#"groups:
         labels: { severity: ticket }
         annotations:
           summary: "{{ $labels.site }}: {{ $labels.project }} has not synced for two of its schedule's periods"
+      - alert: MicromirrorCheckerHalfway
+        expr: micromirror_sync_checker_behind_seconds > 0.5 * micromirror_sync_checker_limit_seconds
+        for: 30m
+        labels: { severity: ticket }
+        annotations:
+          summary: "{{ $labels.site }}: {{ $labels.project }} is past half of what {{ $labels.checker }}'s checker allows before it drops the mirror"
       - alert: MicromirrorCertificateExpiring
         expr: site:micromirror_certificate_days_left < 14
         for: 1h
@@ -195,7 +201,7 @@ mod tests {
         let (ok, out) = run(&["check", "config", "prometheus.yml"]);
         assert!(ok, "{out}");
         let (ok, out) = run(&["check", "rules", "rules/micromirror-recording.yml", "rules/micromirror-alerts.yml"]);
-        assert!(ok && out.contains("SUCCESS: 6 rules found"), "{out}");
+        assert!(ok && out.contains("SUCCESS: 7 rules found"), "{out}");
         let t: serde_json::Value =
             serde_json::from_str(&fs_err::read_to_string(dir.path().join("targets/micromirror.json")).unwrap())
                 .unwrap();
@@ -206,5 +212,39 @@ mod tests {
                 .unwrap();
         let titles: Vec<&str> = d["panels"].as_array().unwrap().iter().filter_map(|p| p["title"].as_str()).collect();
         assert_eq!(titles.len(), 4, "{titles:?}");
+    }
+
+    /// promtool's own rule tests: a box past half its checker's limit for 30 minutes warns, one
+    /// well inside it does not.
+    #[test]
+    fn the_checker_alert_fires_at_half_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &[]).unwrap();
+        let series = |site: &str, behind: u64| {
+            format!(
+                "      - series: 'micromirror_sync_checker_behind_seconds{{site=\"{site}\",project=\"archlinux\",checker=\"Arch\"}}'\n\
+                 \x20       values: '{behind}x60'\n\
+                 \x20     - series: 'micromirror_sync_checker_limit_seconds{{site=\"{site}\",project=\"archlinux\",checker=\"Arch\"}}'\n\
+                 \x20       values: '259200x60'\n"
+            )
+        };
+        let test = format!(
+            "rule_files:\n  - rules/micromirror-alerts.yml\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{}{}\
+             \x20   alert_rule_test:\n      - eval_time: 20m\n        alertname: MicromirrorCheckerHalfway\n        exp_alerts: []\n\
+             \x20     - eval_time: 40m\n        alertname: MicromirrorCheckerHalfway\n        exp_alerts:\n\
+             \x20         - exp_labels: {{severity: ticket, site: fmt2, project: archlinux, checker: Arch}}\n\
+             \x20           exp_annotations:\n\
+             \x20             summary: \"fmt2: archlinux is past half of what Arch's checker allows before it drops the mirror\"\n",
+            series("fmt2", 140_000),
+            series("lax1", 7_200)
+        );
+        fs_err::write(dir.path().join("checker-test.yml"), test).unwrap();
+        let out = std::process::Command::new("promtool")
+            .args(["test", "rules", "checker-test.yml"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && said.contains("SUCCESS"), "{said}");
     }
 }

@@ -1,10 +1,12 @@
 //! `cargo xtask fleet prometheus --out DIR` (the fleet on Prometheus and Grafana, written from
 //! the profiles) and `cargo xtask fleet status` (one table of every box, read from each box's
-//! metrics with a short timeout). `targets` says where each site's metrics are.
+//! metrics with a short timeout), and `cargo xtask fleet topology` (which box feeds which).
+//! `targets` says where each site's metrics are.
 
 pub(crate) mod exposition;
 mod prometheus;
 pub(crate) mod status;
+mod topology;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +43,15 @@ pub enum FleetCommand {
         #[command(flatten)]
         which: Which,
     },
+    /// Which box fetches each project from which (the upstream for a few, a box that holds the
+    /// change for the rest), derived from the profiles and profiles/fleet.toml
+    Topology {
+        /// One project only
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        which: Which,
+    },
 }
 
 /// Which profiles a fleet command takes.
@@ -60,6 +71,11 @@ pub fn run(command: FleetCommand) -> Result<()> {
         FleetCommand::Prometheus { out, address, which } => {
             let sites = sites(&which)?;
             prometheus::write(&out, &targets(&sites, &address)?)
+        }
+        FleetCommand::Topology { project, which } => {
+            let sites = sites(&which)?;
+            print!("{}", topology::render(&sites, topology::fanout(&which.folder())?, project.as_deref())?);
+            Ok(())
         }
         FleetCommand::Status { timeout_ms, address, which } => {
             let sites = sites(&which)?;

@@ -1,0 +1,165 @@
+//! The fleet's sync topology, derived from the profiles (never written by hand): for each
+//! project and upstream, at most `upstream_fetchers` boxes fetch a change from the upstream;
+//! every other box fetches the same state from a box of the fleet that already holds it, each
+//! holder feeding at most `feeds` boxes a round, so the holders grow geometrically (3, 12, 48 …
+//! with the defaults) while the upstream's load stays flat as boxes are added. Each box gets
+//! its sources in the order it tries them: the box that feeds it, other boxes of earlier rounds,
+//! and the upstream last (a box never depends on the fleet alone). Pure.
+
+use serde::{Deserialize, Serialize};
+
+/// The fleet's fan-out (`profiles/fleet.toml`, `[sync]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Fanout {
+    /// Boxes that fetch a change of a project from the upstream.
+    #[serde(default = "three")]
+    pub upstream_fetchers: usize,
+    /// Boxes a holder feeds in one round.
+    #[serde(default = "three")]
+    pub feeds: usize,
+}
+
+fn three() -> usize {
+    3
+}
+
+impl Default for Fanout {
+    fn default() -> Fanout {
+        Fanout { upstream_fetchers: 3, feeds: 3 }
+    }
+}
+
+/// Where a box fetches a project from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Source {
+    Upstream,
+    /// Another box, by site name.
+    Peer(String),
+}
+
+/// One box's place in a project's topology.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Feed {
+    pub site: String,
+    /// 1 for the boxes that fetch from the upstream, 2 for those they feed, …
+    pub round: u32,
+    /// In the order the box tries them; the upstream always last.
+    pub sources: Vec<Source>,
+}
+
+/// How many other boxes of earlier rounds a box may fall back to before the upstream.
+const ALTERNATES: usize = 2;
+
+/// The topology of one project among `sites` (the names of the boxes carrying it from the
+/// same upstream). The order of the sites is rotated by the project's name, so the upstream
+/// fetchers differ from project to project and no box carries every first round.
+pub fn plan(project: &str, sites: &[String], fanout: Fanout) -> Vec<Feed> {
+    let mut order: Vec<String> = sites.to_vec();
+    order.sort();
+    order.dedup();
+    if order.is_empty() {
+        return Vec::new();
+    }
+    let turn = project.bytes().map(usize::from).sum::<usize>() % order.len();
+    order.rotate_left(turn);
+    let fetchers = fanout.upstream_fetchers.max(1).min(order.len());
+    let mut feeds: Vec<Feed> =
+        order[..fetchers].iter().map(|s| Feed { site: s.clone(), round: 1, sources: vec![Source::Upstream] }).collect();
+    let mut rest = order[fetchers..].iter();
+    let mut round = 1;
+    'rounds: loop {
+        round += 1;
+        let holders: Vec<String> = feeds.iter().map(|f| f.site.clone()).collect();
+        for (i, parent) in holders.iter().enumerate() {
+            for _ in 0..fanout.feeds.max(1) {
+                let Some(site) = rest.next() else { break 'rounds };
+                let alternates = holders.iter().cycle().skip(i + 1).take(holders.len() - 1).take(ALTERNATES);
+                let mut sources = vec![Source::Peer(parent.clone())];
+                sources.extend(alternates.map(|a| Source::Peer(a.clone())));
+                sources.push(Source::Upstream);
+                feeds.push(Feed { site: site.clone(), round, sources });
+            }
+        }
+    }
+    feeds
+}
+
+/// The topology as an operator reads it: one line a box.
+pub fn render(project: &str, feeds: &[Feed]) -> String {
+    let boxes = if feeds.len() == 1 { "box" } else { "boxes" };
+    let mut out = format!("{project}: {} {boxes}, {} from the upstream\n", feeds.len(), upstream_fetchers(feeds));
+    for f in feeds {
+        let sources: Vec<String> = f
+            .sources
+            .iter()
+            .map(|s| match s {
+                Source::Upstream => "upstream".to_string(),
+                Source::Peer(p) => p.clone(),
+            })
+            .collect();
+        out.push_str(&format!("  round {}  {:<16} from {}\n", f.round, f.site, sources.join(", then ")));
+    }
+    out
+}
+
+fn upstream_fetchers(feeds: &[Feed]) -> usize {
+    feeds.iter().filter(|f| f.sources.first() == Some(&Source::Upstream)).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sites(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("site{i:02}")).collect()
+    }
+
+    #[test]
+    fn the_upstream_serves_k_boxes_whatever_the_fleet_size_and_the_rounds_grow_geometrically() {
+        for n in [1, 2, 6, 20, 44, 200] {
+            let feeds = plan("fedora", &sites(n), Fanout::default());
+            assert_eq!(feeds.len(), n, "every box has its place");
+            assert_eq!(upstream_fetchers(&feeds), n.min(3), "{n} boxes");
+            let rounds = feeds.iter().map(|f| f.round).max().unwrap();
+            // Holders after round r: 3·4^(r-1) with 3 fetchers each feeding 3.
+            let expected = (1..).find(|r| 3 * 4usize.pow(r - 1) >= n).unwrap();
+            assert_eq!(rounds, expected, "{n} boxes");
+        }
+    }
+
+    #[test]
+    fn each_box_is_fed_by_an_earlier_round_no_holder_feeds_more_than_its_share_and_the_upstream_comes_last() {
+        let feeds = plan("archlinux", &sites(44), Fanout::default());
+        let round_of = |s: &str| feeds.iter().find(|f| f.site == s).unwrap().round;
+        for f in &feeds {
+            assert_eq!(f.sources.last(), Some(&Source::Upstream), "{f:?}");
+            for s in &f.sources[..f.sources.len() - 1] {
+                let Source::Peer(p) = s else { panic!("the upstream only last: {f:?}") };
+                assert!(round_of(p) < f.round, "{} (round {}) from {p} (round {})", f.site, f.round, round_of(p));
+                assert_ne!(p, &f.site);
+            }
+        }
+        for r in 2..=3 {
+            let mut fed: std::collections::BTreeMap<&str, usize> = Default::default();
+            for f in feeds.iter().filter(|f| f.round == r) {
+                let Source::Peer(p) = &f.sources[0] else { panic!() };
+                *fed.entry(p.as_str()).or_default() += 1;
+            }
+            assert!(fed.values().all(|&n| n <= 3), "round {r}: {fed:?}");
+        }
+    }
+
+    #[test]
+    fn the_upstream_fetchers_differ_between_projects_and_the_order_is_stable() {
+        let first = |p: &str| -> Vec<String> {
+            plan(p, &sites(20), Fanout::default()).into_iter().filter(|f| f.round == 1).map(|f| f.site).collect()
+        };
+        assert_ne!(first("fedora"), first("archlinux"));
+        let mut shuffled = sites(20);
+        shuffled.reverse();
+        assert_eq!(plan("fedora", &shuffled, Fanout::default()), plan("fedora", &sites(20), Fanout::default()));
+        let text = render("fedora", &plan("fedora", &sites(5), Fanout::default()));
+        assert!(text.starts_with("fedora: 5 boxes, 3 from the upstream"), "{text}");
+        assert!(text.contains("round 2") && text.contains(", then upstream"), "{text}");
+    }
+}

@@ -1,0 +1,53 @@
+//! `cargo xtask fleet topology`: which box feeds which, per project, as the profiles make it
+//! (`schema::topology`), with the fleet's fan-out from `profiles/fleet.toml` (`[sync]`;
+//! defaults without the file).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use schema::profile::LoadedProfile;
+use schema::topology::{self, Fanout};
+
+#[derive(serde::Deserialize, Default)]
+struct FleetFile {
+    #[serde(default)]
+    sync: Option<Fanout>,
+}
+
+/// The fan-out the fleet file sets, or the defaults.
+pub fn fanout(profiles: &Path) -> Result<Fanout> {
+    let path = profiles.join("fleet.toml");
+    let Ok(text) = fs_err::read_to_string(&path) else {
+        return Ok(Fanout::default());
+    };
+    let file: FleetFile = toml_edit::de::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+    Ok(file.sync.unwrap_or_default())
+}
+
+/// Every project's topology, one block each (a project of several upstreams: one block each).
+pub fn render(sites: &[LoadedProfile], fanout: Fanout, only: Option<&str>) -> Result<String> {
+    let mut carriers: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for s in sites {
+        for p in &s.projects {
+            carriers
+                .entry((p.name.clone(), s.profile.mirror.upstream.clone()))
+                .or_default()
+                .push(s.profile.site.name.clone());
+        }
+    }
+    if let Some(p) = only {
+        if !carriers.keys().any(|(name, _)| name == p) {
+            bail!("no box carries `{p}`");
+        }
+    }
+    let mut out = format!(
+        "fan-out: {} boxes fetch each change from the upstream, each holder feeds {} a round\n",
+        fanout.upstream_fetchers, fanout.feeds
+    );
+    for ((project, upstream), boxes) in carriers.iter().filter(|((p, _), _)| only.is_none_or(|o| o == p)) {
+        out.push_str(&format!("\n(upstream {upstream}) "));
+        out.push_str(&topology::render(project, &topology::plan(project, boxes, fanout)));
+    }
+    Ok(out)
+}

@@ -36,6 +36,7 @@ pub fn env_from_profile(site: &LoadedProfile, paths: &Paths) -> runner::SyncEnv 
         retry_base: Duration::from_secs(30),
         log_retention: Duration::from_secs(2 * 86_400),
         echo: false,
+        peers: Default::default(),
     }
 }
 

@@ -37,6 +37,10 @@ struct Args {
     /// Seconds before the first retry of a network error (doubles each time)
     #[arg(long)]
     retry_base: Option<u64>,
+    /// A box of the fleet to fetch PROJECT from before the upstream, when it holds the
+    /// upstream's state (repeat; tried in order)
+    #[arg(long, value_name = "PROJECT=HOST[:PORT]")]
+    peer: Vec<String>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -91,6 +95,10 @@ fn main() -> Result<()> {
     }
     if let Some(u) = &args.upstream {
         env.ends.upstream = u.clone();
+    }
+    for p in &args.peer {
+        let (project, host) = p.split_once('=').with_context(|| format!("--peer {p}: write PROJECT=HOST[:PORT]"))?;
+        env.peers.entry(project.to_string()).or_default().push(host.to_string());
     }
     if let Some(s) = args.retry_base {
         env.retry_base = Duration::from_secs(s);

@@ -73,6 +73,13 @@ fn base_args(project: &Project, ends: &Endpoints, bwlimit_mbit: u32, max_delete:
         v.push(format!("--bwlimit={kib}"));
     }
     v.extend(project.flags.iter().cloned());
+    if let Some(m) = &project.marker {
+        // The marker comes last, put in place by the runner once every pass is done: a box whose
+        // marker matches the upstream's holds that state completely (and peers rely on it).
+        let m = m.trim_start_matches('/');
+        v.push(format!("--filter=protect /{m}"));
+        v.push(format!("--exclude=/{m}"));
+    }
     if let Some(n) = max_delete {
         v.push(format!("--max-delete={n}"));
     }
@@ -103,8 +110,55 @@ fn pass_args(pass: &Pass) -> Vec<String> {
     v
 }
 
-/// The invocations of one run of `project`, in order.
+/// Where a run fetches from: the upstream (its module), or a box of the fleet that holds the
+/// same state (its public module).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub host: String,
+    pub module: String,
+    pub peer: bool,
+}
+
+impl Origin {
+    pub fn upstream(project: &Project, ends: &Endpoints) -> Origin {
+        Origin { host: ends.upstream.clone(), module: project.module.clone(), peer: false }
+    }
+
+    /// "upstream" or "peer HOST", for the status.
+    pub fn describe(&self) -> String {
+        if self.peer {
+            format!("peer {}", self.host)
+        } else {
+            "upstream".into()
+        }
+    }
+}
+
+/// The origins a run tries, in order: the peers (host[:port] of boxes that carry the project),
+/// then the upstream.
+pub fn origins(project: &Project, ends: &Endpoints, peers: &[String]) -> Vec<Origin> {
+    let mut v: Vec<Origin> = peers
+        .iter()
+        .map(|h| Origin { host: h.clone(), module: project.rsync_module().to_string(), peer: true })
+        .collect();
+    v.push(Origin::upstream(project, ends));
+    v
+}
+
+/// The invocations of one run of `project` from the upstream, in order.
 pub fn plan(project: &Project, ends: &Endpoints, bwlimit_mbit: u32, max_delete: Option<u64>) -> Vec<Invocation> {
+    plan_from(project, &Origin::upstream(project, ends), ends, bwlimit_mbit, max_delete)
+}
+
+/// The invocations of one run of `project` from `origin`, in order: the same passes and guards
+/// whatever the origin.
+pub fn plan_from(
+    project: &Project,
+    origin: &Origin,
+    ends: &Endpoints,
+    bwlimit_mbit: u32,
+    max_delete: Option<u64>,
+) -> Vec<Invocation> {
     let dest_root = ends.mirror_root.join(&project.path);
     project
         .passes()
@@ -119,15 +173,15 @@ pub fn plan(project: &Project, ends: &Endpoints, bwlimit_mbit: u32, max_delete: 
                     let is_dir = only.ends_with('/');
                     let src = format!(
                         "rsync://{}/{}/{}{}",
-                        ends.upstream,
-                        project.module,
+                        origin.host,
+                        origin.module,
                         trimmed,
                         if is_dir { "/" } else { "" }
                     );
                     let dest = if is_dir { dest_root.join(trimmed) } else { parent_of(&dest_root.join(trimmed)) };
                     (src, dest)
                 }
-                None => (format!("rsync://{}/{}/", ends.upstream, project.module), dest_root.clone()),
+                None => (format!("rsync://{}/{}/", origin.host, origin.module), dest_root.clone()),
             };
             Invocation { label: pass.label.clone(), args, source, dest }
         })
@@ -153,7 +207,7 @@ pub fn marker_may_do(project: &Project, previous: Option<&Status>, now: i64) -> 
 
 /// The rsync invocation that fetches the upstream's marker file alone into the file `into`:
 /// no file list of the tree, one file's bytes.
-pub fn marker_fetch(project: &Project, ends: &Endpoints, into: &Path) -> Option<Invocation> {
+pub fn marker_fetch(project: &Project, origin: &Origin, into: &Path) -> Option<Invocation> {
     let marker = project.marker.as_deref()?.trim_start_matches('/');
     let mut args = vec!["--times".to_string(), format!("--contimeout={}", connect_timeout(project))];
     if let Some(t) = project.timeout_s.seconds() {
@@ -162,7 +216,7 @@ pub fn marker_fetch(project: &Project, ends: &Endpoints, into: &Path) -> Option<
     Some(Invocation {
         label: "marker".into(),
         args,
-        source: format!("rsync://{}/{}/{marker}", ends.upstream, project.module),
+        source: format!("rsync://{}/{}/{marker}", origin.host, origin.module),
         dest: into.to_path_buf(),
     })
 }
@@ -292,9 +346,31 @@ mod tests {
         assert!(!marker_may_do(&p, Some(&done(Outcome::Success, None)), now), "no full walk on record");
         assert!(!marker_may_do(&p, Some(&done(Outcome::Success, Some(now - 86_400))), now), "a day without a walk");
         assert!(!marker_may_do(&p, Some(&done(Outcome::Success, Some(now + 60))), now), "a walk in the future");
-        let fetch = marker_fetch(&p, &ends(), Path::new("/var/lib/mirror-sync/ubuntu.marker")).unwrap();
+        let up = Origin::upstream(&p, &ends());
+        let fetch = marker_fetch(&p, &up, Path::new("/var/lib/mirror-sync/ubuntu.marker")).unwrap();
         assert_eq!(fetch.source, "rsync://mirror.example.net/ubuntu/project/trace/master");
         assert!(!fetch.args.iter().any(|a| a.starts_with("--recursive") || a.starts_with("--delete")), "{fetch:?}");
+    }
+
+    #[test]
+    fn a_peer_is_asked_first_through_its_public_module_with_the_same_guards_and_the_marker_comes_last() {
+        let mut p = project(vec![]);
+        p.rsync_module = Some("ubuntu-public".into());
+        p.marker = Some("project/trace/master".into());
+        let all = origins(&p, &ends(), &["peer1.example.net:873".into(), "peer2.example.net".into()]);
+        assert_eq!(
+            all.iter().map(Origin::describe).collect::<Vec<_>>(),
+            ["peer peer1.example.net:873", "peer peer2.example.net", "upstream"]
+        );
+        let from_peer = plan_from(&p, &all[0], &ends(), 200, Some(500));
+        let from_up = plan_from(&p, &all[2], &ends(), 200, Some(500));
+        assert_eq!(from_peer[0].source, "rsync://peer1.example.net:873/ubuntu-public/");
+        assert_eq!(from_up[0].source, "rsync://mirror.example.net/ubuntu/");
+        assert_eq!(from_peer[0].args, from_up[0].args, "the same guards whatever the origin");
+        let args = &from_up[0].args;
+        let protect = args.iter().position(|a| a == "--filter=protect /project/trace/master").unwrap();
+        let exclude = args.iter().position(|a| a == "--exclude=/project/trace/master").unwrap();
+        assert!(protect < exclude, "protected before excluded (delete_excluded must not remove it): {args:?}");
     }
 
     #[test]

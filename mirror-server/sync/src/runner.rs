@@ -32,6 +32,9 @@ pub struct SyncEnv {
     pub log_retention: Duration,
     /// Echo rsync's output to stderr (`mirror-sync run` by hand).
     pub echo: bool,
+    /// Per project: boxes of the fleet (host[:port] of their rsync daemons) tried before the
+    /// upstream, in order, when they hold the upstream's current state.
+    pub peers: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 pub enum LockMode {
@@ -186,9 +189,18 @@ fn run_steps(
     let mut log = File::create(log_path)
         .map(std::io::BufWriter::new)
         .map_err(|e| RunError::Failed(format!("cannot create {}: {e}", log_path.display())))?;
-    if plan::marker_may_do(project, previous, now()) {
+    // The upstream's marker, read first when the catalog names one: the state this run brings.
+    let upstream = plan::Origin::upstream(project, &env.ends);
+    let wanted = env.state_dir.join(format!("{}.marker", project.name));
+    let marker = project.marker.is_some().then(|| {
         progress.doing("reading the upstream's marker file".into());
-        if marker_unchanged(env, project, &dest, &mut log) {
+        fetch_marker(env, project, &upstream, &wanted, &mut log)
+    });
+    let marker = marker.flatten();
+    if let (Some(theirs), Some(name)) = (&marker, &project.marker) {
+        let ours = std::fs::read(dest.join(name.trim_start_matches('/'))).ok();
+        if plan::marker_may_do(project, previous, now()) && ours.as_ref() == Some(theirs) {
+            let _ = writeln!(log, "### the upstream's marker is unchanged: no walk");
             return Ok(Walk::Unchanged);
         }
     }
@@ -209,14 +221,114 @@ fn run_steps(
         f64::from(env.max_delete_percent) / 100.0,
     );
     let started = SystemTime::now();
-    let passes = plan::plan(project, &env.ends, env.bwlimit_mbit, max_delete);
+    // Peers only for the state the upstream shows now, and only with a marker to tell it by.
+    let peers: &[String] = match &marker {
+        Some(_) => env.peers.get(&project.name).map_or(&[], Vec::as_slice),
+        None => &[],
+    };
+    let mut tried = Vec::new();
+    for origin in plan::origins(project, &env.ends, peers) {
+        if origin.peer {
+            let probe = env.state_dir.join(format!("{}.peer-marker", project.name));
+            progress.doing(format!("asking {} for its state", origin.host));
+            if fetch_marker(env, project, &origin, &probe, &mut log) != marker {
+                tried.push(format!("{}: not the upstream's state", origin.host));
+                continue;
+            }
+        }
+        let retries = if origin.peer { 0 } else { env.retries };
+        match run_passes(env, project, &origin, max_delete, retries, &mut log, progress) {
+            Ok(()) => {
+                progress.status.source = Some(origin.describe());
+                break;
+            }
+            Err(e) if origin.peer => {
+                let why = match e {
+                    RunError::Failed(m) | RunError::Refused(m) => m,
+                };
+                let _ = writeln!(log, "### {}: {why}; trying the next source", origin.describe());
+                tried.push(format!("{}: {why}", origin.host));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if !tried.is_empty() {
+        tracing::info!(project = %project.name, tried = %tried.join("; "), "peers passed over");
+    }
+    // Last, the marker this run fetched: the tree now holds that state completely.
+    if let (Some(_), Some(name)) = (&marker, &project.marker) {
+        install_marker(&wanted, &dest.join(name.trim_start_matches('/')))
+            .map_err(|e| RunError::Failed(format!("putting the marker {name} in place: {e:#}")))?;
+    }
+    if project.trace {
+        write_trace(env, project, started).map_err(|e| RunError::Failed(format!("writing the trace file: {e:#}")))?;
+    }
+    let _ = std::fs::remove_file(&in_progress);
+    Ok(Walk::Full)
+}
+
+/// Fetches `origin`'s marker file alone into `into` and returns its bytes; None when it cannot
+/// be had (no such file, the origin down or refusing).
+fn fetch_marker(
+    env: &SyncEnv,
+    project: &Project,
+    origin: &plan::Origin,
+    into: &Path,
+    log: &mut impl Write,
+) -> Option<Vec<u8>> {
+    let _ = std::fs::remove_file(into);
+    let fetch = plan::marker_fetch(project, origin, into)?;
+    let _ = writeln!(log, "### marker: {}", fetch.command_line().join(" "));
+    match run_rsync(&fetch.command_line(), log, env.echo) {
+        Ok((0, _)) => std::fs::read(into).ok(),
+        Ok((code, output)) => {
+            let _ = writeln!(
+                log,
+                "### no marker from {}: rsync exit {code}: {}",
+                origin.host,
+                rsync_output::cause(&output)
+            );
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Puts the fetched marker into the tree: a copy beside it, then a rename (the state folder may
+/// be another file system).
+fn install_marker(fetched: &Path, in_tree: &Path) -> Result<()> {
+    let tmp = in_tree.with_file_name(format!(
+        ".{}.mirror-sync",
+        in_tree.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    ));
+    if let Some(dir) = in_tree.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::copy(fetched, &tmp).with_context(|| format!("copying {}", fetched.display()))?;
+    if let Ok(modified) = std::fs::metadata(fetched).and_then(|m| m.modified()) {
+        let _ = File::options().write(true).open(&tmp).and_then(|f| f.set_modified(modified));
+    }
+    std::fs::rename(&tmp, in_tree).with_context(|| format!("renaming into {}", in_tree.display()))?;
+    Ok(())
+}
+/// The planned passes from `origin`, retrying network errors `retries` times.
+fn run_passes(
+    env: &SyncEnv,
+    project: &Project,
+    origin: &plan::Origin,
+    max_delete: Option<u64>,
+    retries: u32,
+    log: &mut impl Write,
+    progress: &mut Progress,
+) -> Result<(), RunError> {
+    let passes = plan::plan_from(project, origin, &env.ends, env.bwlimit_mbit, max_delete);
     let count = passes.len();
     for (n, inv) in passes.into_iter().enumerate() {
         let mut attempt = 0;
         loop {
             progress.doing(format!("pass {}/{count} ({}) from {}", n + 1, inv.label, inv.source));
             let _ = writeln!(log, "### pass: {} ({})", inv.label, inv.command_line().join(" "));
-            let (code, output) = run_rsync(&inv.command_line(), &mut log, env.echo)
+            let (code, output) = run_rsync(&inv.command_line(), log, env.echo)
                 .map_err(|e| RunError::Failed(format!("cannot run rsync: {e}")))?;
             match rsync_output::exit_meaning(code) {
                 ExitMeaning::Ok | ExitMeaning::OkVanished => {
@@ -232,7 +344,7 @@ fn run_steps(
                         project.name
                     )));
                 }
-                ExitMeaning::Transient if attempt < env.retries => {
+                ExitMeaning::Transient if attempt < retries => {
                     attempt += 1;
                     let wait = backoff(env.retry_base, attempt);
                     let why = format!(
@@ -240,12 +352,11 @@ fn run_steps(
                         rsync_output::describe_exit(code),
                         rsync_output::cause(&output)
                     );
-                    let _ = writeln!(log, "### {why}; retry {attempt}/{} in {:.0?}", env.retries, wait);
+                    let _ = writeln!(log, "### {why}; retry {attempt}/{retries} in {:.0?}", wait);
                     progress.doing(format!(
-                        "pass {}/{count}: {}; retry {attempt}/{} in {:.0?}",
+                        "pass {}/{count}: {}; retry {attempt}/{retries} in {:.0?}",
                         n + 1,
                         why.trim_end(),
-                        env.retries,
                         wait
                     ));
                     std::thread::sleep(wait);
@@ -270,41 +381,7 @@ fn run_steps(
             }
         }
     }
-    if project.trace {
-        write_trace(env, project, started).map_err(|e| RunError::Failed(format!("writing the trace file: {e:#}")))?;
-    }
-    let _ = std::fs::remove_file(&in_progress);
-    Ok(Walk::Full)
-}
-
-/// Whether the upstream's marker file is byte for byte the one in our tree (which the last full
-/// run brought). Any doubt (no marker here or there, rsync failing) says no: a full walk follows.
-fn marker_unchanged(env: &SyncEnv, project: &Project, dest: &Path, log: &mut impl Write) -> bool {
-    let fetched = env.state_dir.join(format!("{}.marker", project.name));
-    let _ = std::fs::remove_file(&fetched);
-    let Some(fetch) = plan::marker_fetch(project, &env.ends, &fetched) else {
-        return false;
-    };
-    let Some(ours) = project.marker.as_deref().and_then(|m| std::fs::read(dest.join(m.trim_start_matches('/'))).ok())
-    else {
-        return false;
-    };
-    let _ = writeln!(log, "### marker: {}", fetch.command_line().join(" "));
-    let same = match run_rsync(&fetch.command_line(), log, env.echo) {
-        Ok((0, _)) => std::fs::read(&fetched).is_ok_and(|theirs| theirs == ours),
-        _ => false,
-    };
-    let _ = writeln!(
-        log,
-        "### {}",
-        if same {
-            "the upstream's marker is unchanged: no walk"
-        } else {
-            "the marker differs or is unreadable: a full walk"
-        }
-    );
-    let _ = std::fs::remove_file(&fetched);
-    same
+    Ok(())
 }
 
 /// Exponential backoff with jitter: base·2^(attempt-1), ±25 %.

@@ -102,7 +102,10 @@ fn detail(s: &Status) -> String {
             Some(t) => format!("upstream unchanged (its marker file); last full walk {}", format_time(t)),
             None => "upstream unchanged (its marker file)".into(),
         },
-        Outcome::Success => String::new(),
+        Outcome::Success => match s.source.as_deref() {
+            Some(peer) if peer.starts_with("peer ") => format!("from {peer}"),
+            _ => String::new(),
+        },
         Outcome::Running => {
             format!("since {}: {}", format_time(s.started), s.activity.as_deref().unwrap_or("running"))
         }

@@ -197,8 +197,11 @@ fn every_playbook_project_syncs_as_the_playbook_does() {
             if timeout != r.timeout.into_iter().collect::<Vec<_>>() {
                 wrong.push(format!("{} ({}): --timeout {timeout:?}, the playbook {:?}", r.name, inv.label, r.timeout));
             }
-            // Our own protections (.~tmp~, index passes) come on top of the playbook's excludes.
-            let excludes: BTreeSet<&str> = values(args, "--exclude").into_iter().collect();
+            // Our own protections (.~tmp~, index passes, the marker that comes last) come on top
+            // of the playbook's excludes.
+            let marker = p.marker.as_ref().map(|m| format!("/{m}"));
+            let excludes: BTreeSet<&str> =
+                values(args, "--exclude").into_iter().filter(|e| Some(*e) != marker.as_deref()).collect();
             let missing: Vec<&&str> = r.excludes.iter().filter(|e| !excludes.contains(**e)).collect();
             let extra: Vec<&&str> = excludes
                 .iter()

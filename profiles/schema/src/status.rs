@@ -61,6 +61,10 @@ pub struct Status {
     /// The last run read only the upstream's marker file, found it unchanged, and moved nothing.
     #[serde(default)]
     pub unchanged: bool,
+    /// Where the last walk fetched from: "upstream", or "peer HOST" (a box of the fleet that
+    /// held the upstream's state).
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 impl Status {
@@ -82,6 +86,7 @@ impl Status {
             next_attempt: None,
             full_run: None,
             unchanged: false,
+            source: None,
         }
     }
 

@@ -210,8 +210,8 @@ fn a_fleet_box_is_checked_then_adopted_keeping_its_identity_and_its_data() {
         &key,
         &[],
         &format!(
-            "{runs} && ls -A /run/mmdisk && stat -c %U /srv/mirror/fixture-debian && sudo cat \
-             /var/lib/micromirror/acme/certbot/accounts/acme-v02.api.letsencrypt.org/directory/*/regr.json"
+            "{runs} && ls -A /run/mmdisk && stat -c %U /srv/mirror/fixture-debian && sudo sh -c 'cat \
+             /var/lib/micromirror/acme/certbot/accounts/acme-v02.api.letsencrypt.org/directory/*/regr.json'"
         ),
     );
     let text = String::from_utf8_lossy(&out.stdout).to_string();

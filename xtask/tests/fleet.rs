@@ -165,3 +165,44 @@ fn prometheus_scrapes_two_boxes_with_the_profiles_labels_and_status_shows_a_dead
     // Two profile loads take their time; the dead box adds at most its timeout.
     assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
 }
+
+/// Six copies of the demo, each its own box (name and host name apart).
+fn six_sites(dir: &Path) -> PathBuf {
+    let demo = testkit::images::demo_profile();
+    let sites: Vec<(String, String)> = (0..6)
+        .map(|i| {
+            let name = format!("box{i}");
+            let text = demo
+                .replace("name = \"demo\"", &format!("name = \"{name}\""))
+                .replace("hostname = \"demo.mm.example.net\"", &format!("hostname = \"{name}.mm.example.net\""));
+            (name, text)
+        })
+        .collect();
+    let refs: Vec<(&str, String)> = sites.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    testkit::images::scratch_profiles(&dir.join("profiles"), &refs)
+}
+
+#[test]
+fn the_topology_is_printed_from_the_profiles_and_each_box_is_given_its_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = six_sites(dir.path());
+    let (ok, out) = xtask(&profiles, &["fleet", "topology", "--project", "fixture-arch"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("fixture-arch: 6 boxes, 3 from the upstream"), "{out}");
+    assert_eq!(out.lines().filter(|l| l.contains("round 2")).count(), 3, "{out}");
+    // What each box's build writes into /etc/micromirror/sync-peers.json.
+    let mut fed = 0;
+    for i in 0..6 {
+        let site = build::load::load(&profiles, &format!("box{i}")).unwrap();
+        let peers = build::load::sync_peers(&site).unwrap();
+        if let Some(list) = peers.get("fixture-arch") {
+            fed += 1;
+            assert!(list.iter().all(|h| h.ends_with(".mm.example.net") && !h.starts_with(&format!("box{i}."))));
+            let line = out.lines().find(|l| l.contains(&format!(" box{i} "))).unwrap();
+            assert!(line.contains(&list[0].replace(".mm.example.net", "")), "{line} vs {list:?}");
+        }
+    }
+    assert_eq!(fed, 3, "three boxes fetch fixture-arch from a peer");
+    let (ok, out) = xtask(&profiles, &["fleet", "topology", "--project", "nothing-like-it"]);
+    assert!(!ok && out.contains("no box carries `nothing-like-it`"), "{out}");
+}

@@ -84,6 +84,11 @@ fn main() -> Result<()> {
     let profile_path = args.config.clone().unwrap_or_else(|| paths.site_profile());
     let site = site_config::load(&profile_path)?;
     let mut env = mirror_sync::env_from_profile(&site, &paths);
+    // The fleet's peers, beside the profile (written at build time from the fleet's topology).
+    let peers_file = profile_path.with_file_name(schema::paths::SYNC_PEERS_FILE);
+    if let Ok(text) = std::fs::read_to_string(&peers_file) {
+        env.peers = serde_json::from_str(&text).with_context(|| format!("reading {}", peers_file.display()))?;
+    }
     if let Some(p) = &args.mirror_root {
         env.ends.mirror_root = p.clone();
     }

@@ -5,6 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
+/// Beside the site profile: the boxes of the fleet mirror-sync fetches each project from before
+/// the upstream (JSON: project → host names in order), written at build time from `topology`.
+pub const SYNC_PEERS_FILE: &str = "sync-peers.json";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
     /// The rendered site profile, its catalog entries, site assets and CA files.

@@ -4,7 +4,8 @@
 //! holder feeding at most `feeds` boxes a round, so the holders grow geometrically (3, 12, 48 …
 //! with the defaults) while the upstream's load stays flat as boxes are added. Each box gets
 //! its sources in the order it tries them: the box that feeds it, other boxes of earlier rounds,
-//! and the upstream last (a box never depends on the fleet alone). Pure.
+//! and the upstream last (a box never depends on the fleet alone). Pure but for `fanout_in`,
+//! which reads profiles/fleet.toml.
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +28,21 @@ impl Default for Fanout {
     fn default() -> Fanout {
         Fanout { upstream_fetchers: 3, feeds: 3 }
     }
+}
+
+/// The fan-out `profiles/fleet.toml` sets (`[sync]`), or the defaults without the file.
+pub fn fanout_in(profiles: &std::path::Path) -> Result<Fanout, String> {
+    #[derive(Deserialize)]
+    struct FleetFile {
+        #[serde(default)]
+        sync: Option<Fanout>,
+    }
+    let path = profiles.join("fleet.toml");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(Fanout::default());
+    };
+    let file: FleetFile = toml_edit::de::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(file.sync.unwrap_or_default())
 }
 
 /// Where a box fetches a project from.
@@ -82,6 +98,32 @@ pub fn plan(project: &str, sites: &[String], fanout: Fanout) -> Vec<Feed> {
         }
     }
     feeds
+}
+
+/// The peers `site` fetches each of its projects from before the upstream, in order, from the
+/// fleet's `carriers` (project → sites carrying it from the same upstream): what the box's
+/// `sync-peers.json` holds. A project only it carries, or that it fetches from the upstream,
+/// has none.
+pub fn peers_of(
+    site: &str,
+    carriers: &std::collections::BTreeMap<String, Vec<String>>,
+    fanout: Fanout,
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    carriers
+        .iter()
+        .filter_map(|(project, sites)| {
+            let feed = plan(project, sites, fanout).into_iter().find(|f| f.site == site)?;
+            let peers: Vec<String> = feed
+                .sources
+                .into_iter()
+                .filter_map(|s| match s {
+                    Source::Peer(p) => Some(p),
+                    Source::Upstream => None,
+                })
+                .collect();
+            (!peers.is_empty()).then(|| (project.clone(), peers))
+        })
+        .collect()
 }
 
 /// The topology as an operator reads it: one line a box.
@@ -147,6 +189,21 @@ mod tests {
             }
             assert!(fed.values().all(|&n| n <= 3), "round {r}: {fed:?}");
         }
+    }
+
+    #[test]
+    fn a_box_knows_its_peers_per_project_and_an_upstream_fetcher_has_none() {
+        let mut carriers = std::collections::BTreeMap::new();
+        carriers.insert("fedora".to_string(), sites(6));
+        carriers.insert("kde".to_string(), vec!["site00".to_string()]);
+        let feeds = plan("fedora", &sites(6), Fanout::default());
+        let (first, later) = (&feeds[0].site, &feeds[5]);
+        assert!(peers_of(first, &carriers, Fanout::default()).is_empty(), "{first} fetches from the upstream");
+        let peers = peers_of(&later.site, &carriers, Fanout::default());
+        let wanted: Vec<String> =
+            later.sources.iter().filter_map(|s| if let Source::Peer(p) = s { Some(p.clone()) } else { None }).collect();
+        assert_eq!(peers.get("fedora"), Some(&wanted));
+        assert!(!peers.contains_key("kde"));
     }
 
     #[test]

@@ -56,3 +56,33 @@ pub fn sites_in(dir: &Path) -> Vec<String> {
     sites.sort();
     sites
 }
+
+/// The boxes `site` fetches each project from before the upstream (`schema::topology`), from
+/// every profile of its folder that carries the project from the same upstream (test sites
+/// with test sites only), by host name; the fan-out from `fleet.toml` beside them.
+pub fn sync_peers(site: &LoadedProfile) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
+    let dir = site.path.parent().unwrap_or(Path::new("."));
+    let fanout = schema::topology::fanout_in(dir).map_err(|e| anyhow::anyhow!(e))?;
+    let catalog = load_catalog(dir)?;
+    let mut hosts = std::collections::BTreeMap::new();
+    let mut carriers: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for name in sites_in(dir) {
+        let Ok(other) = schema::profile::check(&dir.join(format!("{name}.toml")), &catalog) else {
+            continue; // a profile with placeholders is not a box yet
+        };
+        let (o, me) = (&other.profile, &site.profile);
+        if o.site.test != me.site.test || o.mirror.upstream != me.mirror.upstream {
+            continue;
+        }
+        hosts.insert(o.site.name.clone(), o.site.hostname.clone());
+        for p in &other.projects {
+            carriers.entry(p.name.clone()).or_default().push(o.site.name.clone());
+        }
+    }
+    let mine: std::collections::BTreeSet<&str> = site.projects.iter().map(|p| p.name.as_str()).collect();
+    carriers.retain(|p, _| mine.contains(p.as_str()));
+    Ok(schema::topology::peers_of(&site.profile.site.name, &carriers, fanout)
+        .into_iter()
+        .map(|(p, sites)| (p, sites.iter().filter_map(|s| hosts.get(s).cloned()).collect()))
+        .collect())
+}

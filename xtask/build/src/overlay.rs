@@ -231,6 +231,12 @@ pub fn mode_for(rel: &Path, source_mode: u32) -> u32 {
 fn install_site_config(site: &LoadedProfile, catalog: &Path, root: &Path) -> Result<()> {
     let etc = root.join("etc/micromirror");
     tree::write_file(&etc.join("site.toml"), site.text.as_bytes(), 0o644)?;
+    let peers = crate::load::sync_peers(site)?;
+    tree::write_file(
+        &etc.join(schema::paths::SYNC_PEERS_FILE),
+        serde_json::to_string_pretty(&peers)?.as_bytes(),
+        0o644,
+    )?;
     let access = &site.profile.access;
     let keys: String = access.ssh_keys.iter().map(|k| format!("{}\n", k.trim())).collect();
     tree::write_file(&root.join("etc/ssh/authorized_keys").join(&access.admin_user), keys.as_bytes(), 0o644)?;

@@ -5,24 +5,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use schema::profile::LoadedProfile;
 use schema::topology::{self, Fanout};
 
-#[derive(serde::Deserialize, Default)]
-struct FleetFile {
-    #[serde(default)]
-    sync: Option<Fanout>,
-}
-
 /// The fan-out the fleet file sets, or the defaults.
 pub fn fanout(profiles: &Path) -> Result<Fanout> {
-    let path = profiles.join("fleet.toml");
-    let Ok(text) = fs_err::read_to_string(&path) else {
-        return Ok(Fanout::default());
-    };
-    let file: FleetFile = toml_edit::de::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
-    Ok(file.sync.unwrap_or_default())
+    topology::fanout_in(profiles).map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Every project's topology, one block each (a project of several upstreams: one block each).

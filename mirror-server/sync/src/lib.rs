@@ -37,6 +37,8 @@ pub fn env_from_profile(site: &LoadedProfile, paths: &Paths) -> runner::SyncEnv 
         log_retention: Duration::from_secs(2 * 86_400),
         echo: false,
         peers: Default::default(),
+        // Longer than a feeding box's typical run of a change, far shorter than a sync interval.
+        peer_wait: Duration::from_secs(30 * 60),
     }
 }
 

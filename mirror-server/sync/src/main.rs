@@ -41,6 +41,10 @@ struct Args {
     /// upstream's state (repeat; tried in order)
     #[arg(long, value_name = "PROJECT=HOST[:PORT]")]
     peer: Vec<String>,
+    /// Seconds a run waits for a peer to hold the upstream's state before it takes the upstream
+    /// (default 1800)
+    #[arg(long)]
+    peer_wait: Option<u64>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -104,6 +108,9 @@ fn main() -> Result<()> {
     for p in &args.peer {
         let (project, host) = p.split_once('=').with_context(|| format!("--peer {p}: write PROJECT=HOST[:PORT]"))?;
         env.peers.entry(project.to_string()).or_default().push(host.to_string());
+    }
+    if let Some(s) = args.peer_wait {
+        env.peer_wait = Duration::from_secs(s);
     }
     if let Some(s) = args.retry_base {
         env.retry_base = Duration::from_secs(s);

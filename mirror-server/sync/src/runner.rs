@@ -35,6 +35,8 @@ pub struct SyncEnv {
     /// Per project: boxes of the fleet (host[:port] of their rsync daemons) tried before the
     /// upstream, in order, when they hold the upstream's current state.
     pub peers: std::collections::BTreeMap<String, Vec<String>>,
+    /// How long a run waits for a peer to hold the upstream's state before it takes the upstream.
+    pub peer_wait: Duration,
 }
 
 pub enum LockMode {
@@ -226,34 +228,17 @@ fn run_steps(
         Some(_) => env.peers.get(&project.name).map_or(&[], Vec::as_slice),
         None => &[],
     };
-    let mut tried = Vec::new();
-    for origin in plan::origins(project, &env.ends, peers) {
-        if origin.peer {
-            let probe = env.state_dir.join(format!("{}.peer-marker", project.name));
-            progress.doing(format!("asking {} for its state", origin.host));
-            if fetch_marker(env, project, &origin, &probe, &mut log) != marker {
-                tried.push(format!("{}: not the upstream's state", origin.host));
-                continue;
-            }
+    let fed_by = match &marker {
+        Some(m) if !peers.is_empty() => from_peers(env, project, peers, m, max_delete, &mut log, progress),
+        _ => None,
+    };
+    match fed_by {
+        Some(peer) => progress.status.source = Some(peer.describe()),
+        None => {
+            let upstream = plan::Origin::upstream(project, &env.ends);
+            run_passes(env, project, &upstream, max_delete, env.retries, &mut log, progress)?;
+            progress.status.source = Some(upstream.describe());
         }
-        let retries = if origin.peer { 0 } else { env.retries };
-        match run_passes(env, project, &origin, max_delete, retries, &mut log, progress) {
-            Ok(()) => {
-                progress.status.source = Some(origin.describe());
-                break;
-            }
-            Err(e) if origin.peer => {
-                let why = match e {
-                    RunError::Failed(m) | RunError::Refused(m) => m,
-                };
-                let _ = writeln!(log, "### {}: {why}; trying the next source", origin.describe());
-                tried.push(format!("{}: {why}", origin.host));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    if !tried.is_empty() {
-        tracing::info!(project = %project.name, tried = %tried.join("; "), "peers passed over");
     }
     // Last, the marker this run fetched: the tree now holds that state completely.
     if let (Some(_), Some(name)) = (&marker, &project.marker) {
@@ -311,6 +296,59 @@ fn install_marker(fetched: &Path, in_tree: &Path) -> Result<()> {
     std::fs::rename(&tmp, in_tree).with_context(|| format!("renaming into {}", in_tree.display()))?;
     Ok(())
 }
+/// Walks the first peer that holds the upstream's state (`marker`), waiting up to
+/// `env.peer_wait` for one to get there (a push reaches every box at once: the peers are
+/// still at work). A peer that cannot be reached or fails a walk is dropped; the run's own
+/// guards apply to every walk. Returns the peer that fed the run, or None: the upstream's turn.
+fn from_peers(
+    env: &SyncEnv,
+    project: &Project,
+    peers: &[String],
+    marker: &[u8],
+    max_delete: Option<u64>,
+    log: &mut impl Write,
+    progress: &mut Progress,
+) -> Option<plan::Origin> {
+    let mut live: Vec<plan::Origin> = plan::origins(project, &env.ends, peers).into_iter().filter(|o| o.peer).collect();
+    let probe = env.state_dir.join(format!("{}.peer-marker", project.name));
+    let deadline = std::time::Instant::now() + env.peer_wait;
+    loop {
+        let mut stale = Vec::new();
+        for origin in std::mem::take(&mut live) {
+            progress.doing(format!("asking {} for its state", origin.host));
+            match fetch_marker(env, project, &origin, &probe, log) {
+                None => {
+                    let _ = writeln!(log, "### {}: unreachable or without the marker; passed over", origin.describe());
+                }
+                Some(theirs) if theirs != marker => stale.push(origin),
+                Some(_) => match run_passes(env, project, &origin, max_delete, 0, log, progress) {
+                    Ok(()) => return Some(origin),
+                    Err(RunError::Failed(why) | RunError::Refused(why)) => {
+                        let _ = writeln!(log, "### {}: {why}; passed over", origin.describe());
+                    }
+                },
+            }
+        }
+        live = stale;
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if live.is_empty() || left.is_zero() {
+            let _ = writeln!(log, "### no peer holds the upstream's state: the upstream");
+            return None;
+        }
+        progress.doing(format!(
+            "waiting for a peer to hold the upstream's state ({} left): {}",
+            schema::human::age(left.as_secs() as i64),
+            live.iter().map(|o| o.host.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+        std::thread::sleep(peer_poll(env.peer_wait).min(left));
+    }
+}
+
+/// How often a waiting box asks its peers again: a twentieth of the wait, 1 to 30 s.
+fn peer_poll(wait: Duration) -> Duration {
+    (wait / 20).clamp(Duration::from_secs(1), Duration::from_secs(30))
+}
+
 /// The planned passes from `origin`, retrying network errors `retries` times.
 fn run_passes(
     env: &SyncEnv,

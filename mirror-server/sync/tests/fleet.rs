@@ -1,7 +1,8 @@
 //! Boxes of a fleet feeding each other (issue: the upstream's load stays flat): a box fetches a
 //! project from a peer's rsync daemon when that peer holds the upstream's current state (its
-//! marker file is the upstream's), and from the upstream otherwise: a stale peer, a peer that is
-//! down. Real rsync daemons on loopback: the upstream, and box A serving its tree.
+//! marker file is the upstream's), waits a bounded time for a peer still at work on a push, and
+//! takes the upstream otherwise: a stale peer, a peer that is down. Real rsync daemons on
+//! loopback: the upstream, and box A serving its tree.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -27,8 +28,17 @@ struct BoxB {
 
 impl BoxB {
     fn run(&self, w: &World, peer: &str) -> (bool, String) {
-        let out = Command::new(testkit::bin("mirror-sync"))
-            .arg("--config")
+        let out = self.command(w, peer, 3).stdin(Stdio::null()).output().unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    }
+
+    /// `mirror-sync run fixture-arch` on B, waiting up to `wait_s` for the peer.
+    fn command(&self, w: &World, peer: &str, wait_s: u64) -> Command {
+        let mut c = Command::new(testkit::bin("mirror-sync"));
+        c.arg("--config")
             .arg(w.dir.path().join("etc/site.toml"))
             .arg("--mirror-root")
             .arg(self.dir.join("mirror"))
@@ -36,14 +46,9 @@ impl BoxB {
             .arg(self.dir.join("state"))
             .arg("--log-dir")
             .arg(self.dir.join("logs"))
-            .args(["--retry-base", "1", "--peer", &format!("fixture-arch={peer}"), "run", "fixture-arch"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
-        )
+            .args(["--retry-base", "1", "--peer", &format!("fixture-arch={peer}")])
+            .args(["--peer-wait", &wait_s.to_string(), "run", "fixture-arch"]);
+        c
     }
 
     fn status(&self) -> serde_json::Value {
@@ -109,7 +114,20 @@ fn a_box_fetches_from_a_peer_holding_the_upstreams_state_and_from_the_upstream_o
         "the stale peer was asked for its marker only, never walked:\n{asked_peer}"
     );
 
-    // 3. A is down: B loses no more than a refused connection and takes the upstream.
+    // 3. A push reaches both at once: B waits for A to hold the new state, then walks A.
+    write(&up.join("core/os/x86_64/pushed.pkg.tar.zst"), &bytes(5_000, 97));
+    rewrite(&up.join("lastupdate"), b"1700000250\n");
+    let waiting =
+        b.command(&w, &peer, 120).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pa = log_len(&peer_log);
+    assert!(w.run("fixture-arch").0, "A syncs the push from the upstream");
+    let out = waiting.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(b.status()["source"], format!("peer {peer}"), "B waited for A: {}", b.status());
+    assert_eq!(snapshot(&b.tree()), snapshot(&up));
+    assert!(since(&peer_log, pa).contains("rsync on fixture-arch/ "), "B walked A once A had the push");
+
+    // 4. A is down: B loses no more than a refused connection and takes the upstream.
     drop(peer_daemon);
     write(&up.join("core/os/x86_64/newer.pkg.tar.zst"), &bytes(5_000, 98));
     rewrite(&up.join("lastupdate"), b"1700000300\n");

@@ -197,11 +197,14 @@ fn parent_of(p: &Path) -> PathBuf {
 pub const FULL_WALK_EVERY_S: i64 = 86_400;
 
 /// Whether a run may settle for the upstream's marker file: the project has one, the last run
-/// succeeded and the last full walk is recent. (The marker itself is compared by the runner.)
+/// succeeded (the daemon shows a triggered run as queued, its failures still 0) and the last
+/// full walk is recent. (The marker itself is compared by the runner.)
 pub fn marker_may_do(project: &Project, previous: Option<&Status>, now: i64) -> bool {
     project.marker.is_some()
         && previous.is_some_and(|p| {
-            p.state == Outcome::Success && p.full_run.is_some_and(|t| now - t < FULL_WALK_EVERY_S && t <= now)
+            matches!(p.state, Outcome::Success | Outcome::Queued)
+                && p.failures == 0
+                && p.full_run.is_some_and(|t| now - t < FULL_WALK_EVERY_S && t <= now)
         })
 }
 
@@ -343,6 +346,10 @@ mod tests {
         assert!(marker_may_do(&p, Some(&ok), now));
         assert!(!marker_may_do(&p, None, now), "a first run walks");
         assert!(!marker_may_do(&p, Some(&done(Outcome::Failed, Some(now - 3_600))), now), "after a failure");
+        assert!(marker_may_do(&p, Some(&done(Outcome::Queued, Some(now - 3_600))), now), "queued after a success");
+        let queued_after_failure = Status { failures: 1, ..done(Outcome::Queued, Some(now - 3_600)) };
+        assert!(!marker_may_do(&p, Some(&queued_after_failure), now), "queued after a failure");
+        assert!(!marker_may_do(&p, Some(&done(Outcome::Running, Some(now - 3_600))), now), "an interrupted run");
         assert!(!marker_may_do(&p, Some(&done(Outcome::Success, None)), now), "no full walk on record");
         assert!(!marker_may_do(&p, Some(&done(Outcome::Success, Some(now - 86_400))), now), "a day without a walk");
         assert!(!marker_may_do(&p, Some(&done(Outcome::Success, Some(now + 60))), now), "a walk in the future");

@@ -196,7 +196,7 @@ fn run_steps(
     let wanted = env.state_dir.join(format!("{}.marker", project.name));
     let marker = project.marker.is_some().then(|| {
         progress.doing("reading the upstream's marker file".into());
-        fetch_marker(env, project, &upstream, &wanted, &mut log)
+        fetch_marker(env, project, &upstream, &wanted, &mut log).got()
     });
     let marker = marker.flatten();
     if let (Some(theirs), Some(name)) = (&marker, &project.marker) {
@@ -252,20 +252,39 @@ fn run_steps(
     Ok(Walk::Full)
 }
 
-/// Fetches `origin`'s marker file alone into `into` and returns its bytes; None when it cannot
-/// be had (no such file, the origin down or refusing).
+/// What an origin answered when asked for its marker file.
+enum MarkerReply {
+    Got(Vec<u8>),
+    /// Its daemon answered, but without the file (a box whose first sync is under way).
+    Absent,
+    /// No answer (down, refusing, timing out).
+    Unreachable,
+}
+
+impl MarkerReply {
+    fn got(self) -> Option<Vec<u8>> {
+        match self {
+            MarkerReply::Got(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+/// Fetches `origin`'s marker file alone into `into`.
 fn fetch_marker(
     env: &SyncEnv,
     project: &Project,
     origin: &plan::Origin,
     into: &Path,
     log: &mut impl Write,
-) -> Option<Vec<u8>> {
+) -> MarkerReply {
     let _ = std::fs::remove_file(into);
-    let fetch = plan::marker_fetch(project, origin, into)?;
+    let Some(fetch) = plan::marker_fetch(project, origin, into) else {
+        return MarkerReply::Absent;
+    };
     let _ = writeln!(log, "### marker: {}", fetch.command_line().join(" "));
     match run_rsync(&fetch.command_line(), log, env.echo) {
-        Ok((0, _)) => std::fs::read(into).ok(),
+        Ok((0, _)) => std::fs::read(into).map_or(MarkerReply::Absent, MarkerReply::Got),
         Ok((code, output)) => {
             let _ = writeln!(
                 log,
@@ -273,9 +292,14 @@ fn fetch_marker(
                 origin.host,
                 rsync_output::cause(&output)
             );
-            None
+            // 23: a partial transfer, here the file missing on a daemon that answered.
+            if code == 23 {
+                MarkerReply::Absent
+            } else {
+                MarkerReply::Unreachable
+            }
         }
-        Err(_) => None,
+        Err(_) => MarkerReply::Unreachable,
     }
 }
 
@@ -317,11 +341,13 @@ fn from_peers(
         for origin in std::mem::take(&mut live) {
             progress.doing(format!("asking {} for its state", origin.host));
             match fetch_marker(env, project, &origin, &probe, log) {
-                None => {
-                    let _ = writeln!(log, "### {}: unreachable or without the marker; passed over", origin.describe());
+                MarkerReply::Unreachable => {
+                    let _ = writeln!(log, "### {}: unreachable; passed over", origin.describe());
                 }
-                Some(theirs) if theirs != marker => stale.push(origin),
-                Some(_) => match run_passes(env, project, &origin, max_delete, 0, log, progress) {
+                // Without the marker (its first sync under way) or another state: not yet.
+                MarkerReply::Absent => stale.push(origin),
+                MarkerReply::Got(theirs) if theirs != marker => stale.push(origin),
+                MarkerReply::Got(_) => match run_passes(env, project, &origin, max_delete, 0, log, progress) {
                     Ok(()) => return Some(origin),
                     Err(RunError::Failed(why) | RunError::Refused(why)) => {
                         let _ = writeln!(log, "### {}: {why}; passed over", origin.describe());

@@ -1,9 +1,10 @@
-//! `cargo xtask bench server|image|sync|update|fleet|capacity`: speed and memory, always beside a peer run in the
+//! `cargo xtask bench server|image|sync|fleet-sync|update|fleet|capacity`: speed and memory, always beside a peer run in the
 //! same session (nginx, a bare rsync, the reference image builder's published figures), as
 //! ratios. Benchmarks are not tests: they print, they do not pass or fail.
 
 pub mod capacity;
 pub mod fleet;
+pub mod fleet_sync;
 pub mod image;
 pub mod parent;
 pub mod peers;
@@ -54,6 +55,13 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// One change reaching N simulated boxes: every box from the upstream (today) beside the
+    /// fan-out (three from the upstream, the rest from the fleet): upstream bytes and time
+    FleetSync {
+        /// Fleet sizes, comma-separated
+        #[arg(long, value_delimiter = ',', default_value = "6,20,44")]
+        boxes: Vec<usize>,
+    },
     /// Many sites from one cached base (`image --sites`) against one site built alone, as one
     /// after another would cost
     Fleet {
@@ -94,6 +102,11 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Fleet { sites } => {
             host::ensure(&[host::IMAGE_DEBIAN])?;
             ("many sites", "one by one", fleet::run(sites)?)
+        }
+        BenchCommand::FleetSync { boxes } => {
+            host::ensure(&[host::TESTS])?;
+            build::binaries::cargo_build_release(&crate::paths::target())?;
+            ("fleet sync, one change", "all from upstream", fleet_sync::run(&boxes)?)
         }
         BenchCommand::Sync { rounds } => {
             host::ensure(&[host::TESTS])?;

@@ -1,7 +1,8 @@
 //! Boxes of a fleet feeding each other (issue: the upstream's load stays flat): a box fetches a
 //! project from a peer's rsync daemon when that peer holds the upstream's current state (its
 //! marker file is the upstream's), waits a bounded time for a peer still at work on a push, and
-//! takes the upstream otherwise: a stale peer, a peer that is down. Real rsync daemons on
+//! takes the upstream otherwise: a stale peer, a peer that dies mid-walk, a peer that is down.
+//! Real rsync daemons on
 //! loopback: the upstream, and box A serving its tree.
 
 use std::path::{Path, PathBuf};
@@ -70,7 +71,8 @@ fn since(path: &Path, from: usize) -> String {
 
 #[test]
 fn a_box_fetches_from_a_peer_holding_the_upstreams_state_and_from_the_upstream_otherwise() {
-    let w = World::new();
+    // 8 Mbit/s: a walk of a few MB takes seconds, long enough to kill its peer mid-way.
+    let w = World::with(|p| p.push_str("bwlimit_mbit = 8\n"));
     let up = w.upstream("fixture-arch");
     write(&up.join("lastsync"), b"1700000000\n");
     write(&up.join("lastupdate"), b"1700000000\n");
@@ -127,8 +129,30 @@ fn a_box_fetches_from_a_peer_holding_the_upstreams_state_and_from_the_upstream_o
     assert_eq!(snapshot(&b.tree()), snapshot(&up));
     assert!(since(&peer_log, pa).contains("rsync on fixture-arch/ "), "B walked A once A had the push");
 
-    // 4. A is down: B loses no more than a refused connection and takes the upstream.
+    // 4. A dies while B walks it: B finishes from the next source, here the upstream.
+    for i in 0..3 {
+        write(&up.join(format!("core/os/x86_64/big-{i}.pkg.tar.zst")), &bytes(1_000_000, 50 + i));
+    }
+    rewrite(&up.join("lastupdate"), b"1700000280\n");
+    assert!(w.run("fixture-arch").0, "A takes the change from the upstream");
+    let walking =
+        b.command(&w, &peer, 30).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(b.dir.join("state/fixture-arch.json"))
+        .is_ok_and(|t| t.contains(&format!("from rsync://{peer}/fixture-arch/")))
+    {
+        assert!(start.elapsed() < Duration::from_secs(30), "B never started walking A");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     drop(peer_daemon);
+    let out = walking.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(b.status()["source"], "upstream", "{}", b.status());
+    assert_eq!(snapshot(&b.tree()), snapshot(&up), "B finished the change from the upstream");
+    let run_log = std::fs::read_to_string(b.status()["log_file"].as_str().unwrap()).unwrap();
+    assert!(run_log.contains(&format!("### peer {peer}: ")) && run_log.contains("passed over"), "{run_log}");
+
+    // 5. A is down: B loses no more than a refused connection and takes the upstream.
     write(&up.join("core/os/x86_64/newer.pkg.tar.zst"), &bytes(5_000, 98));
     rewrite(&up.join("lastupdate"), b"1700000300\n");
     let started = std::time::Instant::now();

@@ -12,50 +12,13 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use schema::topology::{self, Fanout, Source};
 
+use super::peers::rsync_daemon_logged;
 use super::Row;
 use crate::paths;
 
 /// The change every box fetches: this many new files of this size.
 const NEW_FILES: usize = 6;
 const NEW_FILE_BYTES: usize = 400_000;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// An rsync daemon on 127.0.0.1 serving `module` from `path`, logging each connection's bytes.
-fn rsyncd(dir: &Path, module: &str, path: &Path) -> Result<(Daemon, u16, PathBuf)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let (conf, log) = (dir.join(format!("rsyncd-{port}.conf")), dir.join(format!("rsyncd-{port}.log")));
-    fs_err::write(
-        &conf,
-        format!(
-            "port = {port}\naddress = 127.0.0.1\nuse chroot = no\nnumeric ids = yes\nmax connections = 0\n\
-             log file = {}\n[{module}]\n  path = {}\n  read only = yes\n",
-            log.display(),
-            path.display()
-        ),
-    )?;
-    let child = Command::new("rsync")
-        .args(["--daemon", "--no-detach"])
-        .arg(format!("--config={}", conf.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if start.elapsed().as_secs() > 10 {
-            bail!("the rsync daemon on {port} did not start");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    Ok((Daemon(child), port, log))
-}
 
 /// Bytes the daemon sent, from its log's "sent N bytes" lines after `from` bytes of it.
 fn sent_since(log: &Path, from: usize) -> u64 {
@@ -140,7 +103,7 @@ pub fn run(boxes: &[usize]) -> Result<Vec<Row>> {
     }
     write_text(&up.join("lastsync"), "1700000000\n")?;
     write_text(&up.join("lastupdate"), "1700000000\n")?;
-    let (_upstream, port, upstream_log) = rsyncd(&work, "fixture-arch", &up)?;
+    let (_upstream, port, upstream_log) = rsync_daemon_logged(&work, "fixture-arch", &up)?;
     let etc = work.join("etc");
     site_toml(&etc, port)?;
     let bin = paths::target().join("release/mirror-sync");
@@ -232,7 +195,7 @@ fn fleet(
     for d in &dirs {
         seed(template, d)?;
         if fan_out {
-            let (daemon, port, _) = rsyncd(d, "fixture-arch", &d.join("mirror/fixture-arch"))?;
+            let (daemon, port, _) = rsync_daemon_logged(d, "fixture-arch", &d.join("mirror/fixture-arch"))?;
             daemons.push(daemon);
             ports.push(port);
         }

@@ -205,6 +205,7 @@ fn stages(
     let disk = disk::assemble(site, &slot, &boot, &version, &staging)?;
     let update = update::make(site, request.signing_home.as_deref(), &disk, &boot, &version, epoch, &staging)?;
     let (source_id, catalog) = (source::source(&workspace()), source::catalog(&request.profiles));
+    let peers = source::peers(site)?;
     let parts = outputs::Parts {
         base: &base,
         disk: &disk,
@@ -214,6 +215,7 @@ fn stages(
         ssh_keys: fetched_keys,
         source: source_id.as_deref(),
         catalog: &catalog,
+        peers: &peers,
     };
     let built = outputs::finish(site, &parts, &staging, &request.out, epoch, request.compress, started)?;
     tree::remove_dir_all_if_exists(work)?;

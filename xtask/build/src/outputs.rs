@@ -32,6 +32,8 @@ pub struct Parts<'a> {
     /// The workspace's and the catalog's fingerprints (`source`), for `cargo xtask release`.
     pub source: Option<&'a str>,
     pub catalog: &'a str,
+    /// The fingerprint of the site's sync peers (`source::peers`).
+    pub peers: &'a str,
 }
 
 pub fn finish(
@@ -43,7 +45,7 @@ pub fn finish(
     compress: bool,
     started: Instant,
 ) -> Result<Built> {
-    let Parts { base, disk, update, root, version, ssh_keys, source, catalog } = *parts;
+    let Parts { base, disk, update, root, version, ssh_keys, source, catalog, peers } = *parts;
     let name = &site.profile.site.name;
     let stage = progress::stage("outputs", "hashing and compressing");
     let zst = compress.then(|| staging.join(format!("{name}.img.zst")));
@@ -62,7 +64,7 @@ pub fn finish(
         "distro": site.profile.base.distro.as_str(),
         "base": {"key": base.key, "reused_from_cache": base.reused},
         "profile_sha256": crate::source::profile(site),
-        "inputs": {"source": source, "catalog": catalog},
+        "inputs": {"source": source, "catalog": catalog, "peers": peers},
         "build_epoch": epoch,
         "version": version.as_str(),
         "artifacts": artifacts,

@@ -22,6 +22,13 @@ pub fn profile(site: &LoadedProfile) -> String {
     format!("{:x}", Sha256::digest(site.text.as_bytes()))
 }
 
+/// The fingerprint of the site's place in the fleet's sync topology (its `sync-peers.json`):
+/// another box added or removed changes it, and the site is built again.
+pub fn peers(site: &LoadedProfile) -> anyhow::Result<String> {
+    let peers = crate::load::sync_peers(site)?;
+    Ok(format!("{:x}", Sha256::digest(serde_json::to_string(&peers)?.as_bytes())))
+}
+
 /// The source fingerprint of `workspace`, or `None` outside a git work tree.
 pub fn source(workspace: &Path) -> Option<String> {
     let sh = cmd::shell().ok()?;

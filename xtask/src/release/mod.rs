@@ -165,6 +165,7 @@ fn build_changed(args: &ReleaseArgs, sites: &[LoadedProfile], images: &Path) -> 
             profile_sha256: build::source::profile(site),
             source: source.clone(),
             catalog: catalog.clone(),
+            peers: Some(build::source::peers(site)?),
             packages: bases[&key].clone(),
         };
         let out = images.join(name);

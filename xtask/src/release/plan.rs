@@ -17,6 +17,9 @@ pub struct Inputs {
     /// The workspace's fingerprint (`build::source`); `None` outside git.
     pub source: Option<String>,
     pub catalog: String,
+    /// The site's sync peers' fingerprint (`build::source::peers`); `None` in a manifest from
+    /// before the fleet's fan-out, which counts as changed (that image has no peers).
+    pub peers: Option<String>,
     /// name → version of every package of the base.
     pub packages: BTreeMap<String, String>,
 }
@@ -34,6 +37,7 @@ impl Inputs {
             profile_sha256: m["profile_sha256"].as_str()?.to_string(),
             source: m["inputs"]["source"].as_str().map(String::from),
             catalog: m["inputs"]["catalog"].as_str()?.to_string(),
+            peers: m["inputs"]["peers"].as_str().map(String::from),
             packages,
         })
     }
@@ -48,6 +52,8 @@ pub enum Change {
     /// Our programs, overlay or build code; `None` on either side: outside git, unknown.
     Source,
     Catalog,
+    /// Boxes joined or left the fleet: this box's peers changed.
+    Peers,
     Package {
         name: String,
         from: Option<String>,
@@ -62,6 +68,7 @@ impl fmt::Display for Change {
             Change::Profile => f.write_str("the profile"),
             Change::Source => f.write_str("the source (programs, overlay, build)"),
             Change::Catalog => f.write_str("the catalog or hardware classes"),
+            Change::Peers => f.write_str("its sync peers (boxes joined or left the fleet)"),
             Change::Package { name, from: Some(a), to: Some(b) } => write!(f, "{name} {a} → {b}"),
             Change::Package { name, from: None, to: Some(b) } => write!(f, "{name} {b} (new)"),
             Change::Package { name, from: Some(a), to: None } => write!(f, "{name} {a} (removed)"),
@@ -83,6 +90,9 @@ pub fn changes(last: Option<&Inputs>, now: &Inputs) -> Vec<Change> {
     }
     if last.catalog != now.catalog {
         out.push(Change::Catalog);
+    }
+    if last.peers.is_none() || last.peers != now.peers {
+        out.push(Change::Peers);
     }
     out.extend(package_changes(&last.packages, &now.packages));
     out
@@ -266,6 +276,7 @@ mod tests {
             profile_sha256: profile.into(),
             source: Some("src1".into()),
             catalog: "cat1".into(),
+            peers: Some("peers1".into()),
             packages: packages.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
         }
     }
@@ -277,12 +288,14 @@ mod tests {
         assert_eq!(changes(None, &last), vec![Change::NoEarlierBuild]);
         let mut now = inputs("p2", &[("openssl", "3.0.17-1"), ("rsync", "3.2.7-1"), ("htop", "3.2.2-2")]);
         now.catalog = "cat2".into();
+        now.peers = Some("peers2".into());
         let shown: Vec<String> = changes(Some(&last), &now).iter().map(ToString::to_string).collect();
         assert_eq!(
             shown,
             [
                 "the profile",
                 "the catalog or hardware classes",
+                "its sync peers (boxes joined or left the fleet)",
                 "htop 3.2.2-2 (new)",
                 "old 1 (removed)",
                 "openssl 3.0.15-1 → 3.0.17-1"

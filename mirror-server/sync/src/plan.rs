@@ -73,10 +73,9 @@ fn base_args(project: &Project, ends: &Endpoints, bwlimit_mbit: u32, max_delete:
         v.push(format!("--bwlimit={kib}"));
     }
     v.extend(project.flags.iter().cloned());
-    if let Some(m) = &project.marker {
+    if let Some(m) = marker_path(project, ends) {
         // The marker comes last, put in place by the runner once every pass is done: a box whose
         // marker matches the upstream's holds that state completely (and peers rely on it).
-        let m = m.trim_start_matches('/');
         v.push(format!("--filter=protect /{m}"));
         v.push(format!("--exclude=/{m}"));
     }
@@ -208,10 +207,23 @@ pub fn marker_may_do(project: &Project, previous: Option<&Status>, now: i64) -> 
         })
 }
 
-/// The rsync invocation that fetches the upstream's marker file alone into the file `into`:
-/// no file list of the tree, one file's bytes.
-pub fn marker_fetch(project: &Project, origin: &Origin, into: &Path) -> Option<Invocation> {
-    let marker = project.marker.as_deref()?.trim_start_matches('/');
+/// The marker's path in the tree: the catalog's, `{upstream}` standing for the upstream's host
+/// name (a Debian-style archive's own trace file, `project/trace/{upstream}`).
+pub fn marker_path(project: &Project, ends: &Endpoints) -> Option<String> {
+    let up = ends.upstream.as_str();
+    // host, host:port, [v6]:port or a bare v6 address.
+    let host = match up.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or(rest, |(h, _)| h),
+        None if up.matches(':').count() == 1 => up.split_once(':').map_or(up, |(h, _)| h),
+        None => up,
+    };
+    Some(project.marker.as_deref()?.replace("{upstream}", host).trim_start_matches('/').to_string())
+}
+
+/// The rsync invocation that fetches `origin`'s marker file alone into the file `into`: no file
+/// list of the tree, one file's bytes.
+pub fn marker_fetch(project: &Project, ends: &Endpoints, origin: &Origin, into: &Path) -> Option<Invocation> {
+    let marker = marker_path(project, ends)?;
     let mut args = vec!["--times".to_string(), format!("--contimeout={}", connect_timeout(project))];
     if let Some(t) = project.timeout_s.seconds() {
         args.push(format!("--timeout={t}"));
@@ -354,7 +366,7 @@ mod tests {
         assert!(!marker_may_do(&p, Some(&done(Outcome::Success, Some(now - 86_400))), now), "a day without a walk");
         assert!(!marker_may_do(&p, Some(&done(Outcome::Success, Some(now + 60))), now), "a walk in the future");
         let up = Origin::upstream(&p, &ends());
-        let fetch = marker_fetch(&p, &up, Path::new("/var/lib/mirror-sync/ubuntu.marker")).unwrap();
+        let fetch = marker_fetch(&p, &ends(), &up, Path::new("/var/lib/mirror-sync/ubuntu.marker")).unwrap();
         assert_eq!(fetch.source, "rsync://mirror.example.net/ubuntu/project/trace/master");
         assert!(!fetch.args.iter().any(|a| a.starts_with("--recursive") || a.starts_with("--delete")), "{fetch:?}");
     }
@@ -378,6 +390,22 @@ mod tests {
         let protect = args.iter().position(|a| a == "--filter=protect /project/trace/master").unwrap();
         let exclude = args.iter().position(|a| a == "--exclude=/project/trace/master").unwrap();
         assert!(protect < exclude, "protected before excluded (delete_excluded must not remove it): {args:?}");
+    }
+
+    #[test]
+    fn a_debian_style_marker_names_the_upstreams_own_trace_file() {
+        let mut p = project(vec![]);
+        p.marker = Some("project/trace/{upstream}".into());
+        let mut e = ends();
+        assert_eq!(marker_path(&p, &e).as_deref(), Some("project/trace/mirror.example.net"));
+        e.upstream = "mirror.example.net:8873".into();
+        assert_eq!(marker_path(&p, &e).as_deref(), Some("project/trace/mirror.example.net"), "no port");
+        e.upstream = "[2001:db8::1]:873".into();
+        assert_eq!(marker_path(&p, &e).as_deref(), Some("project/trace/2001:db8::1"));
+        let up = Origin::upstream(&p, &e);
+        let fetch = marker_fetch(&p, &e, &up, Path::new("/tmp/m")).unwrap();
+        assert_eq!(fetch.source, "rsync://[2001:db8::1]:873/ubuntu/project/trace/2001:db8::1");
+        assert!(plan(&p, &e, 200, None)[0].args.contains(&"--exclude=/project/trace/2001:db8::1".to_string()));
     }
 
     #[test]

@@ -199,8 +199,8 @@ fn run_steps(
         fetch_marker(env, project, &upstream, &wanted, &mut log).got()
     });
     let marker = marker.flatten();
-    if let (Some(theirs), Some(name)) = (&marker, &project.marker) {
-        let ours = std::fs::read(dest.join(name.trim_start_matches('/'))).ok();
+    if let (Some(theirs), Some(name)) = (&marker, plan::marker_path(project, &env.ends)) {
+        let ours = std::fs::read(dest.join(name)).ok();
         if plan::marker_may_do(project, previous, now()) && ours.as_ref() == Some(theirs) {
             let _ = writeln!(log, "### the upstream's marker is unchanged: no walk");
             return Ok(Walk::Unchanged);
@@ -241,8 +241,8 @@ fn run_steps(
         }
     }
     // Last, the marker this run fetched: the tree now holds that state completely.
-    if let (Some(_), Some(name)) = (&marker, &project.marker) {
-        install_marker(&wanted, &dest.join(name.trim_start_matches('/')))
+    if let (Some(_), Some(name)) = (&marker, plan::marker_path(project, &env.ends)) {
+        install_marker(&wanted, &dest.join(&name))
             .map_err(|e| RunError::Failed(format!("putting the marker {name} in place: {e:#}")))?;
     }
     if project.trace {
@@ -279,7 +279,7 @@ fn fetch_marker(
     log: &mut impl Write,
 ) -> MarkerReply {
     let _ = std::fs::remove_file(into);
-    let Some(fetch) = plan::marker_fetch(project, origin, into) else {
+    let Some(fetch) = plan::marker_fetch(project, &env.ends, origin, into) else {
         return MarkerReply::Absent;
     };
     let _ = writeln!(log, "### marker: {}", fetch.command_line().join(" "));

@@ -199,7 +199,7 @@ fn every_playbook_project_syncs_as_the_playbook_does() {
             }
             // Our own protections (.~tmp~, index passes, the marker that comes last) come on top
             // of the playbook's excludes.
-            let marker = p.marker.as_ref().map(|m| format!("/{m}"));
+            let marker = mirror_sync::plan::marker_path(p, &ends()).map(|m| format!("/{m}"));
             let excludes: BTreeSet<&str> =
                 values(args, "--exclude").into_iter().filter(|e| Some(*e) != marker.as_deref()).collect();
             let missing: Vec<&&str> = r.excludes.iter().filter(|e| !excludes.contains(**e)).collect();

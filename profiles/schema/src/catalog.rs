@@ -59,7 +59,8 @@ pub struct Project {
     #[serde(default)]
     pub debian_style: bool,
     /// A small file of the module the upstream rewrites whenever its tree changes (Arch's
-    /// `lastupdate`, AlmaLinux's `TIME`, Fedora's `fullfiletimelist-*`): a run first fetches it
+    /// `lastupdate`, AlmaLinux's `TIME`, Fedora's `fullfiletimelist-*`, a Debian-style archive's
+    /// `project/trace/{upstream}`, `{upstream}` being the upstream's host name): a run first fetches it
     /// alone and skips the full walk when it is the file the last full run brought (a full run
     /// still happens once a day, to catch drift).
     #[serde(default)]
@@ -342,7 +343,9 @@ fn validate_project(p: &Project, r: &mut Reporter) {
         );
     }
     if let Some(m) = &p.marker {
-        if !safe(m) || m.ends_with('/') {
+        // `{upstream}` stands for the upstream's host name (Debian-style trace files).
+        let m_expanded = m.replace("{upstream}", "upstream.example.net");
+        if !safe(&m_expanded) || m.ends_with('/') {
             r.error(
                 "marker",
                 format!("`{m}` is not a file inside the module"),

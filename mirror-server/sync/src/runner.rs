@@ -370,9 +370,11 @@ fn from_peers(
     }
 }
 
-/// How often a waiting box asks its peers again: a twentieth of the wait, 1 to 30 s.
+/// How often a waiting box asks its peers again: a fortieth of the wait, a quarter second to
+/// ten seconds (a marker read costs a peer one short connection; a round of the fan-out waits
+/// for it).
 fn peer_poll(wait: Duration) -> Duration {
-    (wait / 20).clamp(Duration::from_secs(1), Duration::from_secs(30))
+    (wait / 40).clamp(Duration::from_millis(250), Duration::from_secs(10))
 }
 
 /// The planned passes from `origin`, retrying network errors `retries` times.

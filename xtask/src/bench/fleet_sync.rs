@@ -55,7 +55,7 @@ fn run_box(bin: &Path, etc: &Path, dir: &Path, peers: &[String]) -> Result<Child
     let mut c = Command::new(bin);
     c.arg("--config").arg(etc.join("site.toml"));
     c.arg("--mirror-root").arg(dir.join("mirror")).arg("--state-dir").arg(dir.join("state"));
-    // A wait of 20 s asks the peers every second: the runs here take seconds, not minutes.
+    // A wait of 20 s asks the peers every half second: the runs here take seconds, not minutes.
     c.arg("--log-dir").arg(dir.join("logs")).args(["--peer-wait", "20"]);
     for p in peers {
         c.arg(format!("--peer=fixture-arch={p}"));

@@ -194,11 +194,14 @@ fn run_steps(
     // The upstream's marker, read first when the catalog names one: the state this run brings.
     let upstream = plan::Origin::upstream(project, &env.ends);
     let wanted = env.state_dir.join(format!("{}.marker", project.name));
-    let marker = project.marker.is_some().then(|| {
-        progress.doing("reading the upstream's marker file".into());
-        fetch_marker(env, project, &upstream, &wanted, &mut log).got()
-    });
-    let marker = marker.flatten();
+    let marker = project
+        .marker
+        .is_some()
+        .then(|| {
+            progress.doing("reading the upstream's marker file".into());
+            fetch_marker(env, project, &upstream, &wanted, &mut log).got()
+        })
+        .flatten();
     if let (Some(theirs), Some(name)) = (&marker, plan::marker_path(project, &env.ends)) {
         let ours = std::fs::read(dest.join(name)).ok();
         if plan::marker_may_do(project, previous, now()) && ours.as_ref() == Some(theirs) {
@@ -224,22 +227,19 @@ fn run_steps(
     );
     let started = SystemTime::now();
     // Peers only for the state the upstream shows now, and only with a marker to tell it by.
-    let peers: &[String] = match &marker {
-        Some(_) => env.peers.get(&project.name).map_or(&[], Vec::as_slice),
-        None => &[],
-    };
+    let peers = env.peers.get(&project.name).map_or(&[][..], Vec::as_slice);
     let fed_by = match &marker {
         Some(m) if !peers.is_empty() => from_peers(env, project, peers, m, max_delete, &mut log, progress),
         _ => None,
     };
-    match fed_by {
-        Some(peer) => progress.status.source = Some(peer.describe()),
+    let origin = match fed_by {
+        Some(peer) => peer,
         None => {
-            let upstream = plan::Origin::upstream(project, &env.ends);
             run_passes(env, project, &upstream, max_delete, env.retries, &mut log, progress)?;
-            progress.status.source = Some(upstream.describe());
+            upstream
         }
-    }
+    };
+    progress.status.source = Some(origin.describe());
     // Last, the marker this run fetched: the tree now holds that state completely.
     if let (Some(_), Some(name)) = (&marker, plan::marker_path(project, &env.ends)) {
         install_marker(&wanted, &dest.join(&name))

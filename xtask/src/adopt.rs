@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 
 use crate::paths;
-use crate::site_image::{self, esp_file, Built};
+use crate::site_image::{self, esp_files, Built};
 
 #[derive(clap::Args)]
 pub struct AdoptArgs {
@@ -312,8 +312,7 @@ fn trial(ssh: &Ssh, plan: &adoption::plan::Plan, built: &Built, hostname: &str) 
     println!("[trial] slot A reads back as written ({sent} bytes, sha256 {})", &wanted[..16]);
 
     let uki = fs_err::read(&built.uki)?;
-    let loader = esp_file(built, "EFI/BOOT/BOOTX64.EFI")?;
-    let loader_conf = esp_file(built, "loader/loader.conf")?;
+    let [loader, loader_conf] = esp_files(built, ["EFI/BOOT/BOOTX64.EFI", "loader/loader.conf"])?;
     for (name, bytes) in [("uki.efi", &uki), ("systemd-bootx64.efi", &loader), ("loader.conf", &loader_conf)] {
         ssh.feed("staging a file", &format!("sudo -n sh -c 'cat > {}/{name}'", trial::STAGING), bytes)?;
         sent += bytes.len() as u64;

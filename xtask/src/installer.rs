@@ -5,7 +5,6 @@
 //! out. Written beside the target and renamed into place, so a failed run leaves no stick image.
 
 use std::io::{Read, Seek, SeekFrom, Write};
-
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -107,14 +106,15 @@ impl Stick {
             image_size: built.disk_size,
             esp_needs: built.esp_needs(),
         };
+        let [loader, loader_conf] = site_image::esp_files(built, ["EFI/BOOT/BOOTX64.EFI", "loader/loader.conf"])?;
         let folder = |name: &str| format!("{}/{name}", payload::FOLDER);
         let esp_files = vec![
             ("EFI/BOOT/BOOTX64.EFI".to_string(), installer_uki),
             (folder(payload::MANIFEST), manifest.to_json().into_bytes()),
             (folder(payload::PROGRAM), fs_err::read(program)?),
             (folder(payload::UKI), uki),
-            (folder(payload::LOADER), site_image::esp_file(built, "EFI/BOOT/BOOTX64.EFI")?),
-            (folder(payload::LOADER_CONF), site_image::esp_file(built, "loader/loader.conf")?),
+            (folder(payload::LOADER), loader),
+            (folder(payload::LOADER_CONF), loader_conf),
             (folder(payload::BACKUP_GPT), backup),
         ];
         Ok(Stick { esp_files, root, head_len })

@@ -66,12 +66,19 @@ pub fn built_in(dir: &Path, site: &str) -> Result<Built> {
     })
 }
 
-/// A file of the built image's ESP (systemd-boot, its settings).
-pub fn esp_file(built: &Built, path: &str) -> Result<Vec<u8>> {
+/// Files of the built image's ESP (systemd-boot, its settings), the ESP read once.
+pub fn esp_files<const N: usize>(built: &Built, paths: [&str; N]) -> Result<[Vec<u8>; N]> {
     use std::io::{Read, Seek};
     let mut disk = fs_err::File::open(&built.disk)?;
     disk.seek(std::io::SeekFrom::Start(built.esp_offset))?;
     let mut esp = vec![0u8; built.esp_size as usize];
     disk.read_exact(&mut esp)?;
-    image::esp::read_file(&esp, path).with_context(|| format!("{path} in the ESP of {}", built.disk.display()))
+    let mut out = Vec::with_capacity(N);
+    for path in paths {
+        out.push(
+            image::esp::read_file(&esp, path)
+                .with_context(|| format!("{path} in the ESP of {}", built.disk.display()))?,
+        );
+    }
+    out.try_into().map_err(|_| anyhow::anyhow!("internal: one file per path"))
 }

@@ -80,17 +80,7 @@ fn check(distro: Distro, target: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut files = Vec::new();
     for name in PROGRAMS {
         let path = target.join("release").join(name);
-        let bytes = fs_err::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        let needed = max_glibc(&bytes);
-        let allowed = distro.glibc();
-        if let Some(v) = needed {
-            if v > allowed {
-                bail!(
-                    "{name} needs GLIBC_{}.{} but {} has {}.{}; build on an older host (e.g. AlmaLinux 9 or Debian 11) or avoid the symbol",
-                    v.0, v.1, distro.as_str(), allowed.0, allowed.1
-                );
-            }
-        }
+        runs_on(distro, name, &path)?;
         files.push((name.to_string(), path));
     }
     Ok(files)
@@ -120,12 +110,21 @@ pub fn build_program(package: &str, bin: &str, target: &Path, distro: Distro) ->
         .args(["-p", package, "--bin", bin]);
     cmd::run(build)?;
     let path = target.join("release").join(bin);
-    let bytes = fs_err::read(&path)?;
+    runs_on(distro, bin, &path)?;
+    Ok(path)
+}
+
+/// Refuses a program that needs a newer glibc than `distro` has.
+fn runs_on(distro: Distro, name: &str, path: &Path) -> Result<()> {
+    let bytes = fs_err::read(path).with_context(|| format!("reading {}", path.display()))?;
     let allowed = distro.glibc();
     if let Some(v) = max_glibc(&bytes).filter(|v| *v > allowed) {
-        bail!("{bin} needs GLIBC_{}.{} but {} has {}.{}", v.0, v.1, distro.as_str(), allowed.0, allowed.1);
+        bail!(
+            "{name} needs GLIBC_{}.{} but {} has {}.{}; build on an older host (e.g. AlmaLinux 9 or Debian 11) or avoid the symbol",
+            v.0, v.1, distro.as_str(), allowed.0, allowed.1
+        );
     }
-    Ok(path)
+    Ok(())
 }
 
 /// The highest `GLIBC_x.y` symbol version an ELF file references.

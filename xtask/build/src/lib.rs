@@ -190,7 +190,10 @@ fn stages(
     };
     let bins = bins.finish()?;
     base::extract(&base.archive, &root)?;
-    overlay::apply(site, &load::catalog_dir(&request.profiles), &root, &bins)?;
+    // The site's place in the fleet's sync topology: written into the tree, fingerprinted in
+    // the manifest (a box joining the fleet changes it).
+    let peers = load::sync_peers(site)?;
+    overlay::apply(site, &load::catalog_dir(&request.profiles), &root, &bins, &peers)?;
     if request.until == Some(Stage::Overlay) {
         eprintln!("tree with overlay: {}", root.display());
         return Ok(Built::Tree(root));
@@ -205,7 +208,7 @@ fn stages(
     let disk = disk::assemble(site, &slot, &boot, &version, &staging)?;
     let update = update::make(site, request.signing_home.as_deref(), &disk, &boot, &version, epoch, &staging)?;
     let (source_id, catalog) = (source::source(&workspace()), source::catalog(&request.profiles));
-    let peers = source::peers(site)?;
+    let peers = source::peers_fingerprint(&peers);
     let parts = outputs::Parts {
         base: &base,
         disk: &disk,

@@ -57,10 +57,13 @@ pub fn sites_in(dir: &Path) -> Vec<String> {
     sites
 }
 
+/// Project → the host names of the boxes it is fetched from before the upstream, in order.
+pub type Peers = std::collections::BTreeMap<String, Vec<String>>;
+
 /// The boxes `site` fetches each project from before the upstream (`schema::topology`), from
 /// every profile of its folder that carries the project from the same upstream (test sites
 /// with test sites only), by host name; the fan-out from `fleet.toml` beside them.
-pub fn sync_peers(site: &LoadedProfile) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
+pub fn sync_peers(site: &LoadedProfile) -> Result<Peers> {
     let dir = site.path.parent().unwrap_or(Path::new("."));
     let fanout = schema::topology::fanout_in(dir).map_err(|e| anyhow::anyhow!(e))?;
     let catalog = load_catalog(dir)?;

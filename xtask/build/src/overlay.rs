@@ -10,6 +10,7 @@ use schema::profile::{Distro, LoadedProfile};
 
 use crate::binaries::Binaries;
 use crate::cmd::{self, cmd};
+use crate::load::Peers;
 use crate::progress;
 use crate::tree;
 
@@ -77,7 +78,7 @@ pub const MACHINE_IDENTITY: &[&str] = &[
 
 /// Lays the overlay over the tree at `root`, with the site's configuration, the catalog entries
 /// of its projects (from `catalog`) and our programs.
-pub fn apply(site: &LoadedProfile, catalog: &Path, root: &Path, bins: &Binaries) -> Result<()> {
+pub fn apply(site: &LoadedProfile, catalog: &Path, root: &Path, bins: &Binaries, peers: &Peers) -> Result<()> {
     let stage = progress::stage("overlay", "rendering the site's files");
     let distro = site.profile.base.distro;
     let env = environment();
@@ -89,7 +90,7 @@ pub fn apply(site: &LoadedProfile, catalog: &Path, root: &Path, bins: &Binaries)
             count += lay(&dir, root, &env, &ctx)?;
         }
     }
-    install_site_config(site, catalog, root)?;
+    install_site_config(site, catalog, root, peers)?;
     for (name, path) in &bins.files {
         let data = fs_err::read(path).with_context(|| format!("reading {}", path.display()))?;
         tree::write_file(&root.join("usr/bin").join(name), &data, 0o755)?;
@@ -228,13 +229,12 @@ pub fn mode_for(rel: &Path, source_mode: u32) -> u32 {
 
 /// /etc/micromirror: the profile as written, the files it names beside itself (CA certificates),
 /// and the catalog entries of the hosted projects.
-fn install_site_config(site: &LoadedProfile, catalog: &Path, root: &Path) -> Result<()> {
+fn install_site_config(site: &LoadedProfile, catalog: &Path, root: &Path, peers: &Peers) -> Result<()> {
     let etc = root.join("etc/micromirror");
     tree::write_file(&etc.join("site.toml"), site.text.as_bytes(), 0o644)?;
-    let peers = crate::load::sync_peers(site)?;
     tree::write_file(
         &etc.join(schema::paths::SYNC_PEERS_FILE),
-        serde_json::to_string_pretty(&peers)?.as_bytes(),
+        serde_json::to_string_pretty(peers)?.as_bytes(),
         0o644,
     )?;
     let access = &site.profile.access;

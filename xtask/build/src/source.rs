@@ -25,8 +25,12 @@ pub fn profile(site: &LoadedProfile) -> String {
 /// The fingerprint of the site's place in the fleet's sync topology (its `sync-peers.json`):
 /// another box added or removed changes it, and the site is built again.
 pub fn peers(site: &LoadedProfile) -> anyhow::Result<String> {
-    let peers = crate::load::sync_peers(site)?;
-    Ok(format!("{:x}", Sha256::digest(serde_json::to_string(&peers)?.as_bytes())))
+    Ok(peers_fingerprint(&crate::load::sync_peers(site)?))
+}
+
+/// The fingerprint of a site's peers (`load::sync_peers`), for a build that has them already.
+pub fn peers_fingerprint(peers: &std::collections::BTreeMap<String, Vec<String>>) -> String {
+    format!("{:x}", Sha256::digest(serde_json::to_string(peers).unwrap_or_default().as_bytes()))
 }
 
 /// The source fingerprint of `workspace`, or `None` outside a git work tree.

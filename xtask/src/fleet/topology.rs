@@ -16,17 +16,18 @@ pub fn fanout(profiles: &Path) -> Result<Fanout> {
 
 /// Every project's topology, one block each (a project of several upstreams: one block each).
 pub fn render(sites: &[LoadedProfile], fanout: Fanout, only: Option<&str>) -> Result<String> {
-    let mut carriers: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    // As each box's build groups them (`build::load::sync_peers`): by upstream, test sites apart.
+    let mut carriers: BTreeMap<(String, String, bool), Vec<String>> = BTreeMap::new();
     for s in sites {
         for p in &s.projects {
             carriers
-                .entry((p.name.clone(), s.profile.mirror.upstream.clone()))
+                .entry((p.name.clone(), s.profile.mirror.upstream.clone(), s.profile.site.test))
                 .or_default()
                 .push(s.profile.site.name.clone());
         }
     }
     if let Some(p) = only {
-        if !carriers.keys().any(|(name, _)| name == p) {
+        if !carriers.keys().any(|(name, _, _)| name == p) {
             bail!("no box carries `{p}`");
         }
     }
@@ -34,8 +35,8 @@ pub fn render(sites: &[LoadedProfile], fanout: Fanout, only: Option<&str>) -> Re
         "fan-out: {} boxes fetch each change from the upstream, each holder feeds {} a round\n",
         fanout.upstream_fetchers, fanout.feeds
     );
-    for ((project, upstream), boxes) in carriers.iter().filter(|((p, _), _)| only.is_none_or(|o| o == p)) {
-        out.push_str(&format!("\n(upstream {upstream}) "));
+    for ((project, upstream, test), boxes) in carriers.iter().filter(|((p, _, _), _)| only.is_none_or(|o| o == p)) {
+        out.push_str(&format!("\n(upstream {upstream}{}) ", if *test { ", test sites" } else { "" }));
         out.push_str(&topology::render(project, &topology::plan(project, boxes, fanout)));
     }
     Ok(out)

@@ -4,18 +4,27 @@
 //! rules to host services, a serial log, an i6300esb watchdog, and guest reboots when asked.
 //! `cargo xtask boot`, the end-to-end tests and every benchmark boot through it.
 //!
+//! A guest's reboot (or the watchdog's reset) with its console in a file is a power cycle: that
+//! QEMU ends and a fresh one cold-starts the same disk and firmware variables (`power`). A warm
+//! reset under TCG now and then left OVMF silent for good, which a real box's reset never does.
+//!
 //! It never leaves QEMU behind: QEMU runs in its own process group (guestfwd's helpers with
 //! it), which dropping a `Vm` ends; and it is started with a parent-death signal, so a test or
 //! benchmark that is killed or interrupted takes its QEMU with it. Every wait is bounded and a
 //! failed wait shows the console's last lines.
 
+mod power;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use rustix::process::{kill_process_group, Pid, Signal};
 use schema::profile::LoadedProfile;
+
+use power::Power;
 
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
@@ -30,7 +39,7 @@ pub enum Serial {
     /// This terminal, with QEMU's monitor (Ctrl-A X ends it); QEMU stays in the terminal's
     /// process group so it may read the keyboard.
     Terminal,
-    /// A file, replaced at each start.
+    /// A file, replaced at each start (kept across the power cycles of a guest's reboots).
     File(PathBuf),
 }
 
@@ -98,7 +107,8 @@ pub struct Config {
     /// Extra guestfwd rules, e.g. "tcp:192.0.2.2:873-cmd:socat - TCP:127.0.0.1:8873".
     pub guestfwd: Vec<String>,
     pub serial: Serial,
-    /// Let the guest reboot (QEMU stays up); otherwise a reboot ends QEMU.
+    /// Let the guest reboot (a power cycle, or QEMU's own reset on a terminal); otherwise a
+    /// reboot ends the VM.
     pub reboot: bool,
     pub memory_mib: u32,
     /// Use KVM when /dev/kvm exists (it cannot run stock firmware on the development machines).
@@ -152,6 +162,12 @@ impl Config {
         }
     }
 
+    /// Whether a guest's reset is a power cycle (a fresh QEMU) rather than QEMU's own reset:
+    /// so with the console in a file, where QEMU's standard I/O carries its QMP events.
+    fn power_cycles(&self) -> bool {
+        self.reboot && matches!(self.serial, Serial::File(_))
+    }
+
     fn command(&self) -> Command {
         // setpriv gives QEMU a parent-death signal without an unsafe pre_exec hook: when the
         // process that started it dies (a killed test, an interrupted benchmark), so does QEMU.
@@ -167,34 +183,44 @@ impl Config {
             c.args(["-device", "usb-storage,bus=xhci.0,drive=stick,bootindex=0"]);
         }
         c.arg("-netdev").arg(self.network.netdev(self.port_base, &self.guestfwd));
-        c.args(["-device", "virtio-net-pci,netdev=wan,mac=52:54:00:12:34:56", "-device", "virtio-rng-pci"]);
+        // No network boot (no iPXE ROM, none of OVMF's PXE): no box in the fleet boots so, and a
+        // disk with nothing to boot reaches the firmware's shell in seconds, not minutes.
+        c.args(["-device", "virtio-net-pci,netdev=wan,mac=52:54:00:12:34:56,romfile=", "-device", "virtio-rng-pci"]);
+        for knob in ["IPv4PXESupport", "IPv6PXESupport", "IPv4Support", "IPv6Support"] {
+            c.arg("-fw_cfg").arg(format!("name=opt/org.tianocore/{knob},string=n"));
+        }
         c.args(["-device", "i6300esb", "-action", "watchdog=reset", "-serial"]);
         match (&self.serial, self.keyboard_socket()) {
             (Serial::Terminal, _) => c.arg("mon:stdio"),
-            (Serial::File(log), None) => c.arg(format!("file:{}", log.display())),
+            (Serial::File(log), None) => {
+                c.arg("chardev:console").arg("-chardev").arg(format!("file,id=console,path={},append=on", log.display()))
+            }
             (Serial::File(log), Some(socket)) => {
                 // QEMU logs the console to the file whether or not a client is connected.
                 c.arg("chardev:console").arg("-chardev").arg(format!(
-                    "socket,id=console,path={},server=on,wait=off,logfile={}",
+                    "socket,id=console,path={},server=on,wait=off,logfile={},logappend=on",
                     socket.display(),
                     log.display()
                 ))
             }
         };
-        if !self.reboot {
+        if self.power_cycles() {
+            c.args(["-chardev", "stdio,id=qmp,signal=off", "-mon", "chardev=qmp,mode=control"]);
+        }
+        if !self.reboot || self.power_cycles() {
             c.arg("-no-reboot");
         }
         c
     }
 }
 
-/// A running QEMU; stopped when dropped.
+/// A running VM: one QEMU, or one after another across the guest's power cycles; stopped when
+/// dropped.
 pub struct Vm {
-    child: Child,
+    power: Arc<Power>,
+    supervisor: Option<JoinHandle<()>>,
     pub serial: Option<PathBuf>,
     pub port_base: u16,
-    /// Whether QEMU leads a process group of its own (not so on a terminal).
-    own_group: bool,
     keyboard: Option<PathBuf>,
 }
 
@@ -208,31 +234,32 @@ impl Vm {
         if config.fresh_vars || !vars.exists() {
             fs_err::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS} (is ovmf installed?)"))?;
         }
-        let mut c = config.command();
         let keyboard = config.keyboard_socket();
         if let Some(socket) = &keyboard {
             // A unix socket's path is at most 107 bytes.
             if socket.as_os_str().len() > 107 {
                 bail!("the console's socket path {} is too long for a unix socket", socket.display());
             }
-            let _ = fs_err::remove_file(socket);
         }
         let serial = match &config.serial {
             Serial::File(log) => {
                 let _ = fs_err::remove_file(log);
-                c.stdin(Stdio::null()).stdout(Stdio::null()).process_group(0);
                 Some(log.clone())
             }
             Serial::Terminal => None,
         };
-        use std::os::unix::process::CommandExt;
-        let child = c.spawn().context("starting QEMU (setpriv and qemu-system-x86_64)")?;
-        let own_group = serial.is_some();
-        Ok(Vm { child, serial, port_base: config.port_base, own_group, keyboard })
+        let (power, supervisor) = power::start(config.clone())?;
+        Ok(Vm { power, supervisor: Some(supervisor), serial, port_base: config.port_base, keyboard })
     }
 
+    /// The process id of the QEMU running now.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.power.pid()
+    }
+
+    /// How many times the guest has been power-cycled (its reboots and watchdog resets).
+    pub fn power_cycles(&self) -> u32 {
+        self.power.cycles()
     }
 
     pub fn port(&self, guest: u16) -> u16 {
@@ -265,9 +292,17 @@ impl Vm {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    /// Whether QEMU is still running.
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+    /// Whether the VM still runs (a power cycle in progress counts).
+    pub fn running(&self) -> bool {
+        self.power.ended().is_none()
+    }
+
+    /// Why the VM ended, when it has.
+    fn ended_because(&self) -> Option<String> {
+        self.power.ended().map(|end| match end {
+            Ok(status) => format!("QEMU exited ({status})"),
+            Err(e) => format!("QEMU could not start again after the guest's reset: {e}"),
+        })
     }
 
     /// Waits for a console line holding `marker`; returns it from the marker on.
@@ -279,8 +314,8 @@ impl Vm {
             {
                 return Ok(line);
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                bail!("QEMU exited ({status}) before `{marker}` appeared; console:\n{}", self.console_tail(80));
+            if let Some(why) = self.ended_because() {
+                bail!("{why} before `{marker}` appeared; console:\n{}", self.console_tail(80));
             }
             if start.elapsed() > limit {
                 bail!("no `{marker}` on the console within {limit:?}; console:\n{}", self.console_tail(80));
@@ -293,6 +328,9 @@ impl Vm {
     pub fn wait_for(&self, limit: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Result<()> {
         let start = Instant::now();
         while !ok() {
+            if let Some(why) = self.ended_because() {
+                bail!("{why} before {what}; console:\n{}", self.console_tail(60));
+            }
             if start.elapsed() > limit {
                 bail!("{what} did not happen within {limit:?}; console:\n{}", self.console_tail(60));
             }
@@ -301,32 +339,25 @@ impl Vm {
         Ok(())
     }
 
-    /// Waits for QEMU to end by itself (the guest powered off, or Ctrl-A X on a terminal).
+    /// Waits for the VM to end by itself (the guest powered off, or Ctrl-A X on a terminal).
     pub fn wait(mut self) -> Result<ExitStatus> {
-        Ok(self.child.wait()?)
+        if let Some(supervisor) = self.supervisor.take() {
+            let _ = supervisor.join();
+        }
+        match self.power.ended() {
+            Some(Ok(status)) => Ok(status),
+            Some(Err(e)) => bail!("QEMU could not start again after the guest's reset: {e}"),
+            None => bail!("the VM's supervisor ended without an exit status"),
+        }
     }
 
-    /// Stops QEMU and everything in its process group (the guest loses nothing the kernel has
-    /// written; XFS and ext4 recover).
+    /// Stops QEMU and everything in its process group, and power cycles no more (the guest
+    /// loses nothing the kernel has written; XFS and ext4 recover).
     pub fn stop(&mut self) {
-        if !self.running() {
-            let _ = self.child.wait();
-            return;
+        self.power.stop();
+        if let Some(supervisor) = self.supervisor.take() {
+            let _ = supervisor.join();
         }
-        let pid = Pid::from_child(&self.child);
-        let signal = |s| {
-            let _ = if self.own_group { kill_process_group(pid, s) } else { rustix::process::kill_process(pid, s) };
-        };
-        signal(Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        signal(Signal::KILL);
-        let _ = self.child.wait();
     }
 }
 

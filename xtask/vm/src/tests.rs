@@ -1,3 +1,4 @@
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -50,7 +51,7 @@ fn firmware_only(dir: &Path) -> Vm {
 #[test]
 fn a_dropped_vm_leaves_no_qemu_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let mut vm = firmware_only(dir.path());
+    let vm = firmware_only(dir.path());
     let pid = vm.pid();
     wait_until(Duration::from_secs(30), "QEMU running", || alive(pid));
     assert!(vm.running(), "QEMU ended by itself: {}", vm.console_tail(20));
@@ -85,4 +86,36 @@ fn a_killed_owner_takes_its_qemu_with_it() {
     owner.kill().unwrap();
     owner.wait().unwrap();
     wait_until(Duration::from_secs(30), "QEMU gone after its owner was killed", || !alive(pid));
+}
+
+/// A disk whose only content is a FAT volume with the UEFI shell's `startup.nsh`: OVMF finds
+/// nothing to boot, falls to its built-in shell, and the shell runs `script`.
+fn shell_script_disk(dir: &Path, script: &str) -> PathBuf {
+    let mut files = [image::esp::EspFile { path: "startup.nsh", data: script.as_bytes() }];
+    let volume = image::esp::build_esp(64 << 20, 0x1234_5678, &mut files).unwrap();
+    let disk = dir.join("shell.img");
+    std::fs::write(&disk, volume).unwrap();
+    disk
+}
+
+#[test]
+fn a_guest_reset_is_a_power_cycle_and_a_power_off_ends_the_vm() {
+    let dir = tempfile::tempdir().unwrap();
+    // The firmware's own reset (ResetSystem, as the shell's `reset` calls it) on the first start;
+    // the file it leaves makes the second start power off instead.
+    let script = "echo -off\r\nif exist fs0:\\cycled then\r\n  reset -s\r\nendif\r\n\
+                  echo cycled > fs0:\\cycled\r\necho VM-TEST resetting\r\nreset\r\n";
+    let disk = shell_script_disk(dir.path(), script);
+    let mut config = Config::new(&disk, lab_network(), Serial::File(dir.path().join("serial.log")));
+    config.memory_mib = 128;
+    config.reboot = true;
+    let vm = Vm::start(&config).unwrap();
+    let first = vm.pid();
+    wait_until(Duration::from_secs(300), "the guest's reset to power-cycle the VM", || vm.power_cycles() == 1);
+    assert_ne!(vm.pid(), first, "a power cycle starts a fresh QEMU");
+    let status = vm.wait().unwrap();
+    assert!(status.success(), "the guest's power-off ends the VM cleanly: {status}");
+    let console = std::fs::read_to_string(dir.path().join("serial.log")).unwrap();
+    assert_eq!(console.matches("VM-TEST resetting").count(), 1, "one reset, then a power-off:\n{console}");
+    assert!(console.contains("power cycle 1: a fresh QEMU cold-starts the disk"), "{console}");
 }

@@ -102,9 +102,12 @@ fn detail(s: &Status) -> String {
             Some(t) => format!("upstream unchanged (its marker file); last full walk {}", format_time(t)),
             None => "upstream unchanged (its marker file)".into(),
         },
+        // Where the walk came from and what it moved, so an operator sees the fleet's fan-out.
         Outcome::Success => match s.source.as_deref() {
-            Some(peer) if peer.starts_with("peer ") => format!("from {peer}"),
-            _ => String::new(),
+            Some(source) => {
+                format!("from {source}: {} files, {}", s.stats.files_transferred, human_bytes(s.stats.bytes_received))
+            }
+            None => String::new(),
         },
         Outcome::Running => {
             format!("since {}: {}", format_time(s.started), s.activity.as_deref().unwrap_or("running"))
@@ -129,6 +132,8 @@ mod tests {
             last_success: Some(now - 3600),
             next_attempt: Some(now + 82_800),
             size_bytes: 3 << 30,
+            source: Some("peer box2.example.net".into()),
+            stats: schema::status::Stats { files_transferred: 12, bytes_received: 5 << 20, ..Default::default() },
             ..Status::running("archlinux", "archlinux", now - 3700)
         };
         let running = Status {
@@ -164,6 +169,7 @@ mod tests {
             "{text}"
         );
         assert!(line("archlinux").contains("as Arch sees it: 2h 5m behind (lastsync), out of sync at 72 h"), "{text}");
+        assert!(line("archlinux").contains("from peer box2.example.net: 12 files, 5.0 MiB;"), "{text}");
         let json = serde_json::to_value(&rows[0]).unwrap();
         assert_eq!(json["project"], "archlinux", "the status's fields stay at the top: {json}");
         assert_eq!(json["as_checker_sees_it"]["behind_s"], 7_500, "{json}");

@@ -1,7 +1,8 @@
 //! Boxes of a fleet feeding each other (issue: the upstream's load stays flat): a box fetches a
 //! project from a peer's rsync daemon when that peer holds the upstream's current state (its
 //! marker file is the upstream's), waits a bounded time for a peer still at work on a push, and
-//! takes the upstream otherwise: a stale peer, a peer that dies mid-walk, a peer that is down.
+//! takes the upstream otherwise: a stale peer, a peer that dies mid-walk, a peer that is down,
+//! a peer that is busy.
 //! Real rsync daemons on
 //! loopback: the upstream, and box A serving its tree.
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 mod world;
 
 use testkit::fixtures::{bytes, snapshot, write_file as write};
-use testkit::peers::{rsync_daemon, rsync_log};
+use testkit::peers::{hold_rsync_session, rsync_daemon, rsync_daemon_with, rsync_log};
 use world::World;
 
 /// Writes `path` dated two minutes ahead, so rsync's quick check sees a same-size rewrite.
@@ -161,6 +162,24 @@ fn a_box_fetches_from_a_peer_holding_the_upstreams_state_and_from_the_upstream_o
     assert_eq!(b.status()["source"], "upstream");
     assert_eq!(snapshot(&b.tree()), snapshot(&up));
     assert!(started.elapsed() < Duration::from_secs(60), "a peer that is down costs a bounded wait");
+
+    // 6. A holds the state but is busy (its one connection slot taken): B passes it over at
+    //    once and takes the upstream.
+    write(&up.join("core/os/x86_64/busy.pkg.tar.zst"), &bytes(5_000, 99));
+    rewrite(&up.join("lastupdate"), b"1700000400\n");
+    assert!(w.run("fixture-arch").0, "A takes the change from the upstream");
+    let busy = [("fixture-arch", w.local("fixture-arch"))];
+    let _busy_daemon = rsync_daemon_with(w.dir.path(), peer_port, &busy, "max connections = 1");
+    let _held = hold_rsync_session(peer_port, "fixture-arch");
+    let started = std::time::Instant::now();
+    let (ok, out) = b.run(&w, &peer);
+    assert!(ok, "{out}");
+    assert_eq!(b.status()["source"], "upstream", "{}", b.status());
+    assert_eq!(snapshot(&b.tree()), snapshot(&up));
+    let run_log = std::fs::read_to_string(b.status()["log_file"].as_str().unwrap()).unwrap();
+    assert!(run_log.contains("max connections (1) reached"), "B was refused by the busy peer:\n{run_log}");
+    assert!(run_log.contains(&format!("### peer {peer}: unreachable; passed over")), "{run_log}");
+    assert!(started.elapsed() < Duration::from_secs(60), "a busy peer costs a bounded wait");
 }
 
 /// A box of the simulated fleet: its own tree, state, logs and rsync daemon, and mirror-sync's

@@ -45,8 +45,20 @@ pub fn rsync_daemon(dir: &Path, modules: &[(&str, PathBuf)]) -> (Peer, u16) {
 /// An rsync daemon on 127.0.0.1:`port` (an upstream that comes up late, on the port a profile
 /// already names).
 pub fn rsync_daemon_on(dir: &Path, port: u16, modules: &[(&str, PathBuf)]) -> Peer {
-    let list: String =
-        modules.iter().map(|(m, p)| format!("[{m}]\n  path = {}\n  read only = yes\n", p.display())).collect();
+    rsync_daemon_with(dir, port, modules, "")
+}
+
+/// An rsync daemon on 127.0.0.1:`port` whose modules carry `options` too, one per line (e.g.
+/// "max connections = 1").
+pub fn rsync_daemon_with(dir: &Path, port: u16, modules: &[(&str, PathBuf)], options: &str) -> Peer {
+    let lock = dir.join(format!("rsyncd-{port}.lock"));
+    let extra: String = options.lines().map(|o| format!("  {o}\n")).collect();
+    let list: String = modules
+        .iter()
+        .map(|(m, p)| {
+            format!("[{m}]\n  path = {}\n  read only = yes\n  lock file = {}\n{extra}", p.display(), lock.display())
+        })
+        .collect();
     let conf = dir.join(format!("rsyncd-{port}.conf"));
     let pid = dir.join(format!("rsyncd-{port}.pid"));
     std::fs::write(
@@ -66,6 +78,23 @@ pub fn rsync_daemon_on(dir: &Path, port: u16, modules: &[(&str, PathBuf)]) -> Pe
     );
     wait_listening(port, "the rsync daemon");
     peer
+}
+
+/// Takes one of the daemon's connection slots for `module` and holds it while the stream lives:
+/// the rsync protocol's greeting and the module's name, as a client starting a transfer sends.
+pub fn hold_rsync_session(port: u16, module: &str) -> std::net::TcpStream {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the rsync daemon");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("a read timeout");
+    let mut reader = BufReader::new(stream.try_clone().expect("a second handle on the stream"));
+    let mut greeting = String::new();
+    reader.read_line(&mut greeting).expect("the daemon's greeting");
+    assert!(greeting.starts_with("@RSYNCD:"), "not an rsync daemon: {greeting}");
+    stream.write_all(format!("@RSYNCD: 31.0\n{module}\n").as_bytes()).expect("ask for the module");
+    let mut reply = String::new();
+    reader.read_line(&mut reply).expect("the daemon's reply");
+    assert!(reply.starts_with("@RSYNCD: OK"), "the daemon did not let the session in: {reply}");
+    stream
 }
 
 /// The transfer log of the rsync daemon on `port` started in `dir`: a `send` line per file sent.

@@ -192,9 +192,10 @@ impl Config {
         c.args(["-device", "i6300esb", "-action", "watchdog=reset", "-serial"]);
         match (&self.serial, self.keyboard_socket()) {
             (Serial::Terminal, _) => c.arg("mon:stdio"),
-            (Serial::File(log), None) => {
-                c.arg("chardev:console").arg("-chardev").arg(format!("file,id=console,path={},append=on", log.display()))
-            }
+            (Serial::File(log), None) => c
+                .arg("chardev:console")
+                .arg("-chardev")
+                .arg(format!("file,id=console,path={},append=on", log.display())),
             (Serial::File(log), Some(socket)) => {
                 // QEMU logs the console to the file whether or not a client is connected.
                 c.arg("chardev:console").arg("-chardev").arg(format!(

@@ -83,11 +83,8 @@ impl Power {
         loop {
             let status = running.child.wait();
             // QEMU wrote its event before it exited; the reader hands it over at end of output.
-            let reason = running
-                .shutdown_reason
-                .take()
-                .and_then(|r| r.recv_timeout(Duration::from_secs(10)).ok())
-                .flatten();
+            let reason =
+                running.shutdown_reason.take().and_then(|r| r.recv_timeout(Duration::from_secs(10)).ok()).flatten();
             let mut state = self.lock();
             let reset = reason.as_deref() == Some("guest-reset");
             if state.stopping || !reset {

@@ -372,7 +372,7 @@ fn the_usb_installer_converts_a_box_in_one_boot_and_the_disk_then_boots_the_imag
     let old_key = standin_host_key(&old);
     let mut config = vm::Config::new(&disk, e2e::demo_network(), vm::Serial::File(e2e::console_log("installer.log")));
     config.usb = Some(stick);
-    let mut vm = vm::Vm::start(&config).unwrap();
+    let vm = vm::Vm::start(&config).unwrap();
     vm.wait_for(Duration::from_secs(900), "the installer's verdict", || {
         let c = vm.console();
         c.contains("MICROMIRROR-INSTALLER done") || c.contains("MICROMIRROR-INSTALLER failed")

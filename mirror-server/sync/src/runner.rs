@@ -336,9 +336,13 @@ fn from_peers(
     let mut live: Vec<plan::Origin> = plan::origins(project, &env.ends, peers).into_iter().filter(|o| o.peer).collect();
     let probe = env.state_dir.join(format!("{}.peer-marker", project.name));
     let deadline = std::time::Instant::now() + env.peer_wait;
-    loop {
+    for round in 0.. {
         let mut stale = Vec::new();
-        for origin in std::mem::take(&mut live) {
+        for (i, origin) in std::mem::take(&mut live).into_iter().enumerate() {
+            if !asked_this_round(i, round) {
+                stale.push(origin);
+                continue;
+            }
             progress.doing(format!("asking {} for its state", origin.host));
             match fetch_marker(env, project, &origin, &probe, log) {
                 MarkerReply::Unreachable => {
@@ -368,6 +372,14 @@ fn from_peers(
         ));
         std::thread::sleep(peer_poll(env.peer_wait).min(left));
     }
+    None
+}
+
+/// Whether a waiting box asks its `i`th live peer in this round of asking: the first (the box
+/// that feeds it by the topology, which is the one to hold the state first) every round, the
+/// others every fourth; a fleet's waiting boxes, many on one peer, ask a third as often.
+fn asked_this_round(i: usize, round: u32) -> bool {
+    i == 0 || round.is_multiple_of(4)
 }
 
 /// How often a waiting box asks its peers again: a fortieth of the wait, a quarter second to

@@ -133,6 +133,7 @@ pub fn context(site: &LoadedProfile) -> minijinja::Value {
         location => site.profile.site.location.to_string(),
         drivers => super::boot::initrd_drivers(site),
         watchdogs => super::boot::WATCHDOGS,
+        root_openers => super::boot::ROOT_OPENERS,
         hardware_title => site.profile.site.hardware_class().map_or("no class: every class's drivers", |c| c.title.as_str()),
         net => minijinja::context! { admin_v4, admin_v6, block_v4, block_v6 },
         image => minijinja::context! { esp_partuuid },
@@ -471,17 +472,23 @@ mod render_tests {
                 &render_layer(&with_class("demo", Distro::Debian12, class), "debian-12"),
                 "initramfs-tools/modules",
             );
-            let lines: Vec<&str> = modules.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
-            assert!(
-                lines.contains(&must) && lines.contains(&"virtio_blk") && lines.contains(&"i6300esb"),
-                "{class}: {lines:?}"
+            let loaded: Vec<&str> = modules.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
+            assert!(loaded.contains(&"i6300esb") && loaded.contains(&"dm_verity"), "{class}: {loaded:?}");
+            assert!(!loaded.contains(&must) && !loaded.contains(&"virtio_blk"), "udev loads what is there: {loaded:?}");
+            let carried = file(
+                &render_layer(&with_class("demo", Distro::Debian12, class), "debian-12"),
+                "initramfs-tools/micromirror-drivers",
             );
+            let carried: Vec<&str> = carried.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
+            assert!(carried.contains(&must) && carried.contains(&"virtio_blk"), "{class}: {carried:?}");
             let dracut =
                 file(&render_layer(&with_class("demo", Distro::Almalinux9, class), "almalinux-9"), "micromirror.conf");
             assert!(dracut.contains(must) && dracut.contains("force_drivers+=\" i6300esb"), "{class}: {dracut}");
         }
-        let t620 =
-            file(&render_layer(&with_class("demo", Distro::Debian12, "t620"), "debian-12"), "initramfs-tools/modules");
+        let t620 = file(
+            &render_layer(&with_class("demo", Distro::Debian12, "t620"), "debian-12"),
+            "initramfs-tools/micromirror-drivers",
+        );
         assert!(!t620.contains("mlx4_en"), "a T620 image carries no ConnectX driver");
     }
 

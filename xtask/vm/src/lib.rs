@@ -302,7 +302,7 @@ impl Vm {
     fn ended_because(&self) -> Option<String> {
         self.power.ended().map(|end| match end {
             Ok(status) => format!("QEMU exited ({status})"),
-            Err(e) => format!("QEMU could not start again after the guest's reset: {e}"),
+            Err(e) => e,
         })
     }
 
@@ -347,7 +347,7 @@ impl Vm {
         }
         match self.power.ended() {
             Some(Ok(status)) => Ok(status),
-            Some(Err(e)) => bail!("QEMU could not start again after the guest's reset: {e}"),
+            Some(Err(e)) => bail!("{e}"),
             None => bail!("the VM's supervisor ended without an exit status"),
         }
     }

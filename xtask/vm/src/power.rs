@@ -28,6 +28,7 @@ struct State {
     own_group: bool,
     cycles: u32,
     stopping: bool,
+    /// How the VM ended: QEMU's exit status, or what went wrong, in words.
     ended: Option<Result<ExitStatus, String>>,
 }
 
@@ -100,7 +101,7 @@ impl Power {
                     running = next;
                 }
                 Err(e) => {
-                    state.ended = Some(Err(format!("{e:#}")));
+                    state.ended = Some(Err(format!("QEMU could not start again after the guest's reset: {e:#}")));
                     return;
                 }
             }

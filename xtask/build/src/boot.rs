@@ -17,10 +17,8 @@ use crate::cmd::{self, cmd};
 use crate::progress;
 use crate::slot_image::Verity;
 
-/// Drivers every image carries besides its hardware class's: QEMU's (the boot tests run any
-/// site's image), the file systems, efivarfs, and what opens the read-only root (dm-verity,
-/// EROFS; sha256_ssse3, so verity hashes with the CPU's SSSE3/AVX/SHA instructions rather than
-/// generic C) and lays the writable /var over it (overlay); and a USB stick's (the USB installer
+/// Drivers every image carries besides its hardware class's and `ROOT_OPENERS`: QEMU's (the boot
+/// tests run any site's image), the file systems, efivarfs, and a USB stick's (the USB installer
 /// boots this UKI from one).
 const COMMON_DRIVERS: &[&str] = &[
     "virtio_pci",
@@ -30,10 +28,6 @@ const COMMON_DRIVERS: &[&str] = &[
     "ext4",
     "xfs",
     "efivarfs",
-    "sha256_ssse3",
-    "dm_verity",
-    "erofs",
-    "overlay",
     "xhci_pci",
     "ehci_pci",
     "usb_storage",
@@ -43,7 +37,8 @@ const COMMON_DRIVERS: &[&str] = &[
 
 /// The modules the initramfs loads before udev's coldplug, whatever the hardware: what opens the
 /// read-only root (the local-top script runs veritysetup and mounts EROFS, then lays overlayfs
-/// over /var) and the fast SHA-256 verity hashes with. Every other driver of `initrd_drivers` is
+/// over /var) and sha256_ssse3, so verity hashes with the CPU's SSSE3/AVX/SHA instructions
+/// rather than generic C. Every other driver of `initrd_drivers` is
 /// only carried, and udev loads it when its hardware is there: loading a T740's and an R220's
 /// drivers on a T620 (or under TCG) costs seconds of every boot.
 pub const ROOT_OPENERS: &[&str] = &["sha256_ssse3", "dm_verity", "erofs", "overlay"];
@@ -60,7 +55,7 @@ pub fn initrd_drivers(site: &LoadedProfile) -> Vec<String> {
         None => schema::hardware::all_drivers(),
     };
     let mut v = class;
-    for d in COMMON_DRIVERS {
+    for d in COMMON_DRIVERS.iter().chain(ROOT_OPENERS) {
         if !v.iter().any(|x| x == d) {
             v.push(d.to_string());
         }

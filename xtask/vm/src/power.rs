@@ -141,10 +141,9 @@ fn spawn(config: &Config) -> Result<Running> {
         let _ = fs_err::remove_file(socket);
     }
     if matches!(config.serial, Serial::File(_)) {
-        c.stdin(Stdio::null()).stdout(Stdio::null()).process_group(0);
-    }
-    if config.power_cycles() {
-        c.stdin(Stdio::piped()).stdout(Stdio::piped());
+        // Standard I/O carries QMP when the VM power-cycles, and nothing otherwise.
+        let io = || if config.power_cycles() { Stdio::piped() } else { Stdio::null() };
+        c.stdin(io()).stdout(io()).process_group(0);
     }
     let mut child = c.spawn().context("starting QEMU (setpriv and qemu-system-x86_64)")?;
     let shutdown_reason = match (child.stdin.take(), child.stdout.take()) {

@@ -78,8 +78,21 @@ pub fn disk() -> PathBuf {
         let partial = dir.join(format!(".standin-{key}.partial"));
         build(&partial).unwrap_or_else(|e| panic!("building the stand-in disk: {e:#}"));
         std::fs::rename(&partial, &disk).expect("storing the stand-in disk");
+        remove_other_builds(&dir, &disk);
     }
     disk
+}
+
+/// Each stand-in disk holds gigabytes: one built from an older version of this file is never
+/// used again.
+fn remove_other_builds(dir: &Path, keep: &Path) {
+    for entry in std::fs::read_dir(dir).expect("target/e2e/standin").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stale = name.starts_with("standin-") || name.starts_with(".standin-");
+        if stale && entry.path() != keep {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn run(c: &mut Command) -> anyhow::Result<String> {

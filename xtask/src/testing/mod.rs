@@ -50,6 +50,7 @@ pub fn run(args: TestArgs) -> Result<()> {
     // Every tool any test uses, whatever the filter selects: the AlmaLinux base test needs dnf
     // as much as the boot tests need QEMU.
     host::ensure(&[host::IMAGE_DEBIAN, host::IMAGE_ALMALINUX, host::BOOT, host::TESTS])?;
+    warn_when_disk_is_short();
     let sh = cmd::shell()?;
     if !args.no_lint {
         eprintln!("[test] cargo fmt --check");
@@ -108,6 +109,26 @@ pub fn run(args: TestArgs) -> Result<()> {
         bail!("no test ran: does the filter match any test name?");
     }
     Ok(())
+}
+
+/// What a whole run writes under target/ at its peak, from an empty target/: the test binaries
+/// (3.2 GB), the demo and stand-in disks and the QEMU tests' copies of them.
+const DISK_A_RUN_NEEDS_GB: f64 = 12.0;
+
+/// Says so up front when target/'s file system has less room than a run needs: a full disk
+/// otherwise shows up much later as a linker's bus error or a QEMU test's I/O error.
+fn warn_when_disk_is_short() {
+    let target = paths::target();
+    let _ = fs_err::create_dir_all(&target);
+    let Ok(fs) = rustix::fs::statvfs(&target) else { return };
+    let free_gb = (fs.f_bavail as f64 * fs.f_frsize as f64) / 1e9;
+    if free_gb < DISK_A_RUN_NEEDS_GB {
+        eprintln!(
+            "[test] warning: {free_gb:.1} GB free under {}, and a whole run needs about {DISK_A_RUN_NEEDS_GB:.0} GB; \
+             free some (`cargo clean` removes every build) or the run may fail part way",
+            target.display()
+        );
+    }
 }
 
 /// The shared demo builds of runs (target/e2e/run-*): a gigabyte each.

@@ -35,9 +35,19 @@ pub fn run(config: Config, threads: usize, reload: impl Fn() -> Result<Config> +
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(%addr, scheme, root = %config.root.display(), threads, "serving");
     }
+    tell_systemd_serving();
     control::run(&config, &lasting, &shared, &active, metrics, reload)?;
     lasting.finish(&config);
     Ok(())
+}
+
+/// Type=notify: every listener is bound, so what is ordered after the server (the boot's health
+/// check, the sync service) starts when it answers, not when its process was forked. Outside
+/// systemd (no NOTIFY_SOCKET) this does nothing.
+fn tell_systemd_serving() {
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "cannot tell systemd the server is ready");
+    }
 }
 
 /// Every address the workers bind: plain HTTP, and HTTPS with the certificate store's acceptor.

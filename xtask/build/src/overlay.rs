@@ -52,17 +52,51 @@ pub fn units_to_enable(distro: Distro, updates: bool) -> Vec<&'static str> {
     v
 }
 
-/// Units that must not run on an appliance nobody answers prompts on.
+/// Units that must not run on an appliance nobody answers prompts on, whose root nothing
+/// changes, or that only cost a boot its time: under TCG each unit's process is a tenth of a
+/// second or more, and the first boot's critical chain shares two CPUs with all of them.
 pub fn units_to_mask(distro: Distro) -> Vec<&'static str> {
-    let mut v = vec!["systemd-firstboot.service"];
+    let mut v = vec![
+        "systemd-firstboot.service",
+        // Kernel interfaces nothing on the box uses (debugging, tracing, huge pages, FUSE,
+        // configfs, foreign binary formats); each is a mount(8) or modprobe at boot.
+        "sys-kernel-debug.mount",
+        "sys-kernel-tracing.mount",
+        "dev-hugepages.mount",
+        "sys-fs-fuse-connections.mount",
+        "sys-kernel-config.mount",
+        "proc-sys-fs-binfmt_misc.automount",
+        "systemd-binfmt.service",
+        "modprobe@drm.service",
+        "modprobe@fuse.service",
+        "modprobe@configfs.service",
+    ];
     if distro == Distro::Debian12 {
         // Debian's sshd-keygen equivalent is in the package's postinst; ours runs at first boot.
         v.push("e2scrub_reap.service");
         // It would replace the loader on the ESP behind the updater's back.
         v.push("systemd-boot-update.service");
+        // The root is a read-only image: packages change only by a new image, so apt's and
+        // dpkg's timers have nothing to do; there is no LVM for e2scrub.
+        v.extend(["apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "e2scrub_all.timer"]);
     }
     v
 }
+
+/// systemd's generators that have nothing to find here: the partitions are mounted by our own
+/// units and the initramfs opens the verity root (gpt-auto, veritysetup, cryptsetup,
+/// integritysetup, hibernate-resume), and the image has no SysV scripts without a unit, no
+/// rc.local and no offline updates. Masked by a link to /dev/null in /etc/systemd/system-generators.
+pub const GENERATORS_TO_MASK: &[&str] = &[
+    "systemd-gpt-auto-generator",
+    "systemd-veritysetup-generator",
+    "systemd-cryptsetup-generator",
+    "systemd-integritysetup-generator",
+    "systemd-hibernate-resume-generator",
+    "systemd-sysv-generator",
+    "systemd-rc-local-generator",
+    "systemd-system-update-generator",
+];
 
 /// Files that would make every box written from one image the same machine.
 pub const MACHINE_IDENTITY: &[&str] = &[
@@ -101,6 +135,8 @@ pub fn apply(site: &LoadedProfile, catalog: &Path, root: &Path, bins: &Binaries,
     let enable = units_to_enable(distro, site.profile.update.is_some());
     systemctl(root, "enable", &enable)?;
     systemctl(root, "mask", &units_to_mask(distro))?;
+    systemctl(root, "set-default", &["multi-user.target"])?;
+    mask_generators(root)?;
     stage.done(&format!("{count} overlay files, {} units enabled", enable.len()));
     Ok(())
 }
@@ -331,6 +367,17 @@ fn mount_points(dir: &Path) -> Result<Vec<String>> {
     }
     points.sort();
     Ok(points)
+}
+
+fn mask_generators(root: &Path) -> Result<()> {
+    let dir = root.join("etc/systemd/system-generators");
+    fs_err::create_dir_all(&dir)?;
+    for name in GENERATORS_TO_MASK {
+        let link = dir.join(name);
+        let _ = fs_err::remove_file(&link);
+        fs_err::os::unix::fs::symlink("/dev/null", &link)?;
+    }
+    Ok(())
 }
 
 fn systemctl(root: &Path, verb: &str, units: &[&str]) -> Result<()> {

@@ -68,14 +68,6 @@ pub const BENCH: &[Need] = &[
     need("mosquitto", "mosquitto", "mosquitto"),
     need("mosquitto_pub", "mosquitto-clients", "mosquitto"),
     need("socat", "socat", "socat"),
-    // The AlmaLinux image's NetworkManager keyfiles and chrony.conf, loaded by the real programs
-    // (in a network namespace with a private D-Bus).
-    need("NetworkManager", "network-manager", "NetworkManager"),
-    need("nmcli", "network-manager", "NetworkManager"),
-    need("dbus-daemon", "dbus", "dbus-daemon"),
-    need("chronyd", "chrony", "chrony"),
-    // Lists the modules inside each hardware class's UKI initramfs.
-    need("lsinitramfs", "initramfs-tools-core", "initramfs-tools"),
     // Peak memory of `mirror-server capacity` in the capacity benchmark.
     need("/usr/bin/time", "time", "time"),
 ];
@@ -117,6 +109,14 @@ pub const TESTS: &[Need] = &[
     need("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1", "libfaketime", "libfaketime"),
     // A slow FUSE disk for the page-cache-miss test (mirror-server/tests/fixtures/slowfs.py).
     need("/usr/lib/python3/dist-packages/fusepy.py", "python3-fusepy", "python3-fusepy"),
+    // The AlmaLinux image's NetworkManager keyfiles and chrony.conf, loaded by the real programs
+    // (in a network namespace with a private D-Bus).
+    need("NetworkManager", "network-manager", "NetworkManager"),
+    need("nmcli", "network-manager", "NetworkManager"),
+    need("dbus-daemon", "dbus", "dbus-daemon"),
+    need("chronyd", "chrony", "chrony"),
+    // Lists the modules inside each hardware class's UKI initramfs.
+    need("lsinitramfs", "initramfs-tools-core", "initramfs-tools"),
 ];
 
 fn present(n: &Need) -> bool {

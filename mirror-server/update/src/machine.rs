@@ -71,30 +71,31 @@ pub fn running_from_cmdline(line: &str) -> Option<Version> {
     line.split_whitespace().find_map(|arg| arg.strip_prefix(KERNEL_ARG)).and_then(Version::parse)
 }
 
-/// The whole-disk device under the root filesystem: /dev/vda2 → /dev/vda, via sysfs.
+/// The whole-disk device under the root filesystem: /dev/vda2 → /dev/vda, via sysfs. The root
+/// is found by its device number (mountinfo's third field), not by the name it was mounted
+/// from: the initramfs makes /dev/mapper/root as a node of its own, not udev's link to dm-0.
 fn disk_of_root() -> Result<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    let source = mounts
-        .lines()
-        .find_map(|l| {
-            let fields: Vec<&str> = l.split(' ').collect();
-            let sep = fields.iter().position(|f| *f == "-")?;
-            (fields.get(4) == Some(&"/")).then(|| fields.get(sep + 2).map(|s| s.to_string())).flatten()
-        })
-        .context("no root mount in /proc/self/mountinfo")?;
-    let dev = std::fs::canonicalize(&source).with_context(|| format!("resolving {source}"))?;
-    let name = dev.file_name().and_then(|n| n.to_str()).context("odd root device name")?;
-    let mut sys = std::fs::canonicalize(Path::new("/sys/class/block").join(name))
-        .with_context(|| format!("finding {name} in /sys/class/block"))?;
+    let number = root_device_number(&mounts).context("no root mount in /proc/self/mountinfo")?;
+    let mut sys = std::fs::canonicalize(Path::new("/sys/dev/block").join(number))
+        .with_context(|| format!("finding the root's device {number} in /sys/dev/block"))?;
     // The root is the slot opened through dm-verity: the partition is the device under it.
     if let Some(under) = only_slave(&sys) {
         sys = std::fs::canonicalize(&under).with_context(|| format!("resolving {}", under.display()))?;
     }
     if !sys.join("partition").exists() {
-        bail!("the root {} is not a partition", dev.display());
+        bail!("the root (device {number}, {}) is not a partition", sys.display());
     }
     let parent = sys.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()).context("no parent disk")?;
     Ok(PathBuf::from("/dev").join(parent))
+}
+
+/// The "major:minor" of the file system mounted at / in a mountinfo text.
+fn root_device_number(mountinfo: &str) -> Option<&str> {
+    mountinfo.lines().find_map(|l| {
+        let fields: Vec<&str> = l.split(' ').collect();
+        (fields.get(4) == Some(&"/")).then(|| fields.get(2).copied()).flatten()
+    })
 }
 
 /// The one device a device-mapper device is made of (/sys/block/dm-0/slaves/vda2), if it is one.
@@ -107,6 +108,14 @@ fn only_slave(sys: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_root_is_found_by_its_device_number() {
+        let mountinfo = "22 1 254:0 / / ro,relatime - erofs /dev/mapper/root ro\n\
+                         23 22 0:21 / /var rw - overlay overlay rw\n";
+        assert_eq!(root_device_number(mountinfo), Some("254:0"));
+        assert_eq!(root_device_number("23 22 0:21 / /var rw - overlay overlay rw\n"), None);
+    }
 
     #[test]
     fn the_running_version_comes_from_the_command_line() {

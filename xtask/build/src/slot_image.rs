@@ -1,5 +1,6 @@
-//! Stage 5: the root slot's image. The finished tree becomes a read-only, compressed EROFS
-//! (mkfs.erofs, lz4: both bases' kernels read it; Debian 12's has no LZMA for EROFS), and its
+//! Stage 5: the root slot's image. The finished tree becomes a read-only EROFS (mkfs.erofs,
+//! compressed as the base's kernel can read it: lz4 on Debian 12, none on AlmaLinux 9, whose
+//! kernel has EROFS without compression: `Distro::erofs_compression`), and its
 //! dm-verity hash tree is appended after it (veritysetup format, salt and UUID seeded by the
 //! site, so two builds give the same bytes). The root hash goes onto the UKI's command line: the signed update pins every byte of
 //! the root, and the kernel refuses a block that does not match it at read time.
@@ -60,7 +61,8 @@ pub fn make(site: &LoadedProfile, root: &Path, epoch: i64, staging: &Path) -> Re
     // zstd); 64 KiB clusters saved 12 MiB and nothing of the update, but a page fault then
     // decompresses, and dm-verity hashes, sixteen blocks instead of one (systemd took 4.5 s
     // longer to start under TCG than from ext4); lz4hc level 1 took 9.6 s for 190 MiB (136 MiB).
-    let mkfs = cmd!(sh, "mkfs.erofs --quiet -zlz4 -C4096 -T{time} -U{uuid} {labels...} {file} {root}");
+    let compression = compression_options(site.profile.base.distro);
+    let mkfs = cmd!(sh, "mkfs.erofs --quiet {compression...} -T{time} -U{uuid} {labels...} {file} {root}");
     cmd::run(mkfs).context("making the read-only root file system (mkfs.erofs)")?;
     let fs_size = fs_err::metadata(&file)?.len();
     if !fs_size.is_multiple_of(4096) {
@@ -120,9 +122,48 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// mkfs.erofs's compression options for a base: its kernel's algorithm in 4 KiB clusters, or
+/// none where the kernel reads no compressed EROFS (the update's zstd still shrinks the
+/// download, and `check_fits` still guards the slot).
+fn compression_options(distro: Distro) -> Vec<String> {
+    match distro.erofs_compression() {
+        Some(algorithm) => vec![format!("-z{algorithm}"), "-C4096".into()],
+        None => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// dump.erofs's feature list of an EROFS made from `tree` with `distro`'s options.
+    fn features(distro: Distro, tree: &Path, out: &Path) -> String {
+        let made = std::process::Command::new("mkfs.erofs")
+            .arg("--quiet")
+            .args(compression_options(distro))
+            .arg(out)
+            .arg(tree)
+            .status()
+            .expect("mkfs.erofs (cargo xtask test installs erofs-utils)");
+        assert!(made.success());
+        let said = std::process::Command::new("dump.erofs").arg("-s").arg(out).output().unwrap();
+        let text = String::from_utf8_lossy(&said.stdout).into_owned();
+        text.lines().find(|l| l.starts_with("Filesystem features:")).unwrap_or_else(|| panic!("{text}")).to_string()
+    }
+
+    #[test]
+    fn almalinux_roots_are_uncompressed_since_its_kernel_reads_no_compressed_erofs() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        fs_err::create_dir_all(&tree).unwrap();
+        fs_err::write(tree.join("compressible"), "a mirror's root\n".repeat(20_000)).unwrap();
+        // "0padding" marks an image with compressed (lz4) extents: a kernel without
+        // CONFIG_EROFS_FS_ZIP cannot read them.
+        let debian = features(Distro::Debian12, &tree, &dir.path().join("debian.erofs"));
+        assert!(debian.contains("0padding"), "Debian's root is lz4-compressed: {debian}");
+        let alma = features(Distro::Almalinux9, &tree, &dir.path().join("alma.erofs"));
+        assert!(!alma.contains("0padding"), "AlmaLinux's root has no compressed extent: {alma}");
+    }
 
     #[test]
     fn the_root_hash_is_read_from_veritysetup_s_report() {

@@ -30,6 +30,19 @@ impl Distro {
         }
     }
 
+    /// The compression the base's kernel reads in an EROFS root, if any. Debian 12's 6.1 has
+    /// EROFS with lz4 (CONFIG_EROFS_FS_ZIP=y, no LZMA). RHEL 9's, which AlmaLinux 9 rebuilds,
+    /// builds EROFS for composefs without compression (CONFIG_EROFS_FS=m, CONFIG_EROFS_FS_ZIP
+    /// unset: SOURCES/kernel-x86_64-rhel.config of Rocky's 9 LTS kernel, ciq-rocky-lts/kernel,
+    /// and redhat/configs/rhel/generic of a RHEL 9 tree, OpenVZ/vzkernel; an older EL9 config,
+    /// openela-main/kernel, has no EROFS at all), so its root is stored uncompressed.
+    pub fn erofs_compression(self) -> Option<&'static str> {
+        match self {
+            Distro::Almalinux9 => None,
+            Distro::Debian12 => Some("lz4"),
+        }
+    }
+
     pub fn default_mirror(self) -> &'static str {
         match self {
             Distro::Almalinux9 => "https://repo.almalinux.org/almalinux",

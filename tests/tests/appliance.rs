@@ -174,7 +174,7 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
         .iter()
         .map(|p| {
             Command::new("curl")
-                .args(["-sS", "--limit-rate", "1M", "-o"])
+                .args(["-sS", "--limit-rate", "512K", "-o"])
                 .arg(p)
                 .arg(&url)
                 .stderr(std::process::Stdio::null())
@@ -198,9 +198,17 @@ fn demo_appliance_syncs_serves_takes_pushes_and_keeps_state_across_reboot() {
     for c in &mut slow {
         let _ = c.wait();
     }
-    let cut = partials.iter().filter(|p| std::fs::metadata(p).is_ok_and(|m| (m.len() as usize) < big.len())).count();
-    assert!(cut > 0, "the kill cut the downloads short");
-    for p in &partials {
+    // Sockets on both sides of QEMU's user network buffer megabytes, so a download can still
+    // arrive whole after the kill; only the cut ones resume (a range from a whole file's end is
+    // rightly a 416). The whole ones must be right too.
+    let (cut, whole): (Vec<&PathBuf>, Vec<&PathBuf>) =
+        partials.iter().partition(|p| std::fs::metadata(p).is_ok_and(|m| (m.len() as usize) < big.len()));
+    assert!(!cut.is_empty(), "the kill cut none of the downloads short");
+    println!("the kill cut {} of {} downloads short", cut.len(), partials.len());
+    for p in whole {
+        assert!(std::fs::read(p).unwrap() == big, "{} arrived whole, byte for byte", p.display());
+    }
+    for p in cut {
         let out = Command::new("curl").args(["-sS", "--fail", "-C", "-", "-o"]).arg(p).arg(&url).output().unwrap();
         assert!(out.status.success(), "resuming {}: {}", p.display(), String::from_utf8_lossy(&out.stderr));
         assert!(std::fs::read(p).unwrap() == big, "{} resumed byte for byte", p.display());

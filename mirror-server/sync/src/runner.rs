@@ -186,6 +186,7 @@ fn run_steps(
 ) -> Result<Walk, RunError> {
     let dest = env.ends.mirror_root.join(&project.path);
     std::fs::create_dir_all(&dest).map_err(|e| RunError::Failed(format!("cannot create {}: {e}", dest.display())))?;
+    check_writable(&dest)?;
     std::fs::create_dir_all(&env.log_dir)
         .map_err(|e| RunError::Failed(format!("cannot create {}: {e}", env.log_dir.display())))?;
     let mut log = File::create(log_path)
@@ -537,6 +538,22 @@ fn remove_rsync_temporaries(dir: &Path) {
 pub fn free_mb(path: &Path) -> Option<u64> {
     let s = rustix::fs::statvfs(path).ok()?;
     Some(s.f_bavail * s.f_frsize / (1 << 20))
+}
+
+/// A tree this user cannot write (an adopted box on trial, whose tree is still the old
+/// system's; a hand-made chown) fails before the upstream is asked anything, not halfway
+/// through rsync's transfer.
+fn check_writable(dest: &Path) -> Result<(), RunError> {
+    rustix::fs::access(dest, rustix::fs::Access::WRITE_OK).map_err(|e| {
+        RunError::Failed(format!(
+            "{} is not writable by this user (uid {}): {e}; not starting. The tree must belong to \
+             the user the sync runs as (on a box: chown -R mirror-sync: {}); an adopted box hands \
+             it over at its commit",
+            dest.display(),
+            rustix::process::getuid().as_raw(),
+            dest.display()
+        ))
+    })
 }
 
 fn check_free_space(root: &Path, min_mb: u64) -> Result<(), RunError> {

@@ -169,6 +169,39 @@ fn an_unreadable_status_file_is_set_aside_said_so_and_the_project_syncs_again() 
 }
 
 #[test]
+fn a_tree_the_sync_user_cannot_write_fails_before_the_upstream_is_asked_anything() {
+    // An adopted box on trial: the tree is still the old system's admin's, and the sync runs as
+    // its own user. Here the tree is root's and the sync runs as nobody.
+    use std::os::unix::fs::{chown, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65534;
+    let w = World::new();
+    fill_upstream(&w);
+    std::fs::set_permissions(w.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(w.local("fixture-arch")).unwrap();
+    for own in [w.state(), w.dir.path().join("logs")] {
+        std::fs::create_dir_all(&own).unwrap();
+        chown(&own, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let log = testkit::peers::rsync_log(w.dir.path(), w.port);
+    // A request names its module; the daemon's own readiness probe names none.
+    let asked = || std::fs::read_to_string(&log).unwrap_or_default().matches("fixture-arch").count();
+    let before = asked();
+
+    let out = w.sync_cmd().args(["run", "fixture-arch"]).uid(NOBODY).gid(NOBODY).stdin(Stdio::null()).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{text}");
+    let dest = w.local("fixture-arch");
+    assert!(text.contains(&format!("{} is not writable by this user (uid {NOBODY})", dest.display())), "{text}");
+    assert!(text.contains(&format!("chown -R mirror-sync: {}", dest.display())), "the fix is named: {text}");
+    let status = w.status("fixture-arch");
+    assert_eq!(status["state"], "failed", "{status}");
+    assert!(status["error"].as_str().is_some_and(|e| e.contains("not writable")), "{status}");
+    assert_eq!(asked(), before, "the upstream was asked nothing:\n{}", std::fs::read_to_string(&log).unwrap());
+    assert!(std::fs::read_dir(&dest).unwrap().next().is_none(), "nothing was written into the tree");
+}
+
+#[test]
 fn bytes_of_a_large_upstream_file_are_never_served_half_written() {
     // rsync's --delay-updates keeps a file out of place until the pass ends: a reader of the
     // served tree sees the old bytes or the new ones, never a mix. (The fixture is checked by

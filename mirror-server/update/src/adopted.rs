@@ -2,10 +2,11 @@
 //! left in the state folder, and `mirror-update adopt-commit`, which adopt runs over SSH once the
 //! new system has passed its health check: the new system first in the firmware's BootOrder,
 //! the old /boot retyped and relabelled as the empty root slot B, the record marked committed,
-//! then the old system's files removed from the data file system and the mirror tree handed to
-//! the sync service's user. That order keeps a box that is cut off at any step booting: until
-//! BootOrder changes the old system is first and whole; after it the new one is, and the old
-//! files are removed only once nothing can boot them any more. A USB installer's adoption has
+//! then the old system's files removed from the data file system, the mirror tree handed to the
+//! sync service's user and that service restarted, so the first sync follows. That order keeps
+//! a box that is cut off at any step booting: until BootOrder changes the old system is first
+//! and whole; after it the new one is, and the old files are removed only once nothing can boot
+//! them any more. A USB installer's adoption has
 //! nobody outside to commit it: its record says so, and its first healthy boot commits itself.
 
 use std::path::Path;
@@ -76,8 +77,25 @@ pub fn commit(m: &Machine, data_root: &Path) -> Result<()> {
         bail!("chown of {}: {}", tree.display(), String::from_utf8_lossy(&out.stderr).trim());
     }
     step(&format!("the mirror tree belongs to {SYNC_USER}"));
+    start_syncing_now();
     step("committed");
     Ok(())
+}
+
+/// The sync service failed its runs during the trial (the tree was not yet its user's) and
+/// waits out a backoff of minutes; a restart forgets that backoff, and a project that has never
+/// synced on this system is due at once. A failure here is only said: the schedule's retry
+/// still comes, and the box is committed either way. `--no-block`: the installer's adoption
+/// commits from the health check, which mirror-sync is ordered after.
+fn start_syncing_now() {
+    match Command::new("systemctl").args(["--no-block", "try-restart", "mirror-sync.service"]).output() {
+        Ok(out) if out.status.success() => step("mirror-sync restarted: the first sync starts now"),
+        Ok(out) => step(&format!(
+            "mirror-sync not restarted ({}): it syncs at its next retry",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => step(&format!("mirror-sync not restarted ({e}): it syncs at its next retry")),
+    }
 }
 
 /// Puts the entry the firmware booted this system from (BootCurrent) first in BootOrder.

@@ -200,6 +200,7 @@ fn a_fleet_box_is_checked_then_adopted_keeping_its_identity_and_its_data() {
         std::fs::read_to_string(&log).unwrap_or_default().lines().filter(|l| l.contains(" send ")).count();
     let (ok, said) = adopt(&key, &matching, &images, vm.port(22), &["--http", &http, "--trial-minutes", "20"]);
     assert!(ok, "the stand-in is adopted:\n{said}\n{}", vm.console_tail(60));
+    step(said.lines().rfind(|l| l.starts_with("[trial]") && l.contains(" serves ")).unwrap_or("serving"));
     step(said.lines().rfind(|l| l.starts_with("adopted:")).unwrap_or("adopted"));
     assert_eq!(host_key(vm.port(22)), host_key_before, "the box kept its SSH host key");
     assert_served(vm.port(80), &v1);

@@ -172,8 +172,10 @@ fn six_sites(dir: &Path) -> PathBuf {
     let sites: Vec<(String, String)> = (0..6)
         .map(|i| {
             let name = format!("box{i}");
+            // box5 is a T740 (10 GbE card): the topology lets it fetch from the upstream.
+            let class = if i == 5 { "\nhardware = \"t740\"" } else { "" };
             let text = demo
-                .replace("name = \"demo\"", &format!("name = \"{name}\""))
+                .replace("name = \"demo\"", &format!("name = \"{name}\"{class}"))
                 .replace("hostname = \"demo.mm.example.net\"", &format!("hostname = \"{name}.mm.example.net\""));
             (name, text)
         })
@@ -190,6 +192,8 @@ fn the_topology_is_printed_from_the_profiles_and_each_box_is_given_its_peers() {
     assert!(ok, "{out}");
     assert!(out.contains("fixture-arch: 6 boxes, 3 from the upstream"), "{out}");
     assert_eq!(out.lines().filter(|l| l.contains("round 2")).count(), 3, "{out}");
+    let t740 = out.lines().find(|l| l.contains(" box5 ")).unwrap_or_default();
+    assert!(t740.contains("round 1") && t740.contains("10 Gbit/s  from upstream"), "the fastest box first:\n{out}");
     // What each box's build writes into /etc/micromirror/sync-peers.json.
     let mut fed = 0;
     for i in 0..6 {

@@ -1,7 +1,8 @@
 //! `mirror-sync daemon`: the triggers. A schedule per project (`schedule`: an interval after a
 //! success, a growing backoff after a failure, so a first sync that fails at first boot is
-//! retried by itself), MQTT push from the upstream's broker, and one dispatcher that owns which
-//! project runs: each runs once at a time, a push that arrives while its project runs causes
+//! retried by itself), MQTT push from the upstream's broker, SIGUSR1 (every project now, as if
+//! pushed: what an adopted box's commit sends once the tree is the sync's), and one dispatcher
+//! that owns which project runs: each runs once at a time, a push that arrives while its project runs causes
 //! exactly one more run after it, and a project waiting for a run slot says "queued".
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,6 +34,7 @@ enum Msg {
     Tick,
     Push {
         project: String,
+        reason: &'static str,
     },
     /// A run ended; `ran` is false when it could not even start (no status was written).
     Finished {
@@ -63,6 +65,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         tokio::spawn(listen_push(host, port, prefix, config.projects.clone(), tx.clone()));
     }
     tokio::spawn(ticker(tick_for(&config.policy), tx.clone()));
+    tokio::spawn(on_sigusr1(config.projects.iter().map(|p| p.name.clone()).collect(), tx.clone()));
     let mut dispatcher = Dispatcher::new(config, tx);
     while let Some(msg) = rx.recv().await {
         dispatcher.handle(msg);
@@ -73,6 +76,22 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
 /// How often the schedule is looked at: every 20 s, more often when retries come sooner.
 fn tick_for(policy: &Policy) -> Duration {
     (policy.retry_after / 2).clamp(Duration::from_secs(1), Duration::from_secs(20))
+}
+
+/// SIGUSR1: every project now, whatever its schedule or backoff says.
+async fn on_sigusr1(projects: Vec<String>, tx: mpsc::UnboundedSender<Msg>) {
+    let Ok(mut signals) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) else {
+        tracing::warn!("SIGUSR1 cannot be caught: only the schedule and pushes start syncs");
+        return;
+    };
+    while signals.recv().await.is_some() {
+        tracing::info!("SIGUSR1: every project now");
+        for project in &projects {
+            if tx.send(Msg::Push { project: project.clone(), reason: "SIGUSR1" }).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 async fn ticker(every: Duration, tx: mpsc::UnboundedSender<Msg>) {
@@ -132,12 +151,12 @@ impl Dispatcher {
                     }
                 }
             }
-            Msg::Push { project } => {
+            Msg::Push { project, reason } => {
                 if self.running.contains(&project) {
-                    tracing::info!(%project, reason = "push", "already running: one more run queued after it");
+                    tracing::info!(%project, reason, "already running: one more run queued after it");
                     self.pending.insert(project);
                 } else {
-                    self.start(&project, "push");
+                    self.start(&project, reason);
                 }
             }
             Msg::Finished { project, ran } => {
@@ -250,7 +269,7 @@ async fn listen_push(host: String, port: u16, prefix: String, projects: Vec<Proj
             tracing::debug!(%topic, "push for a project we do not host");
         }
         for project in hits {
-            let _ = tx.send(Msg::Push { project: project.name.clone() });
+            let _ = tx.send(Msg::Push { project: project.name.clone(), reason: "push" });
         }
     })
     .await

@@ -169,6 +169,29 @@ fn an_unreadable_status_file_is_set_aside_said_so_and_the_project_syncs_again() 
 }
 
 #[test]
+fn sigusr1_syncs_every_project_at_once_whatever_its_backoff_says() {
+    // What an adopted box's commit sends once the tree is the sync's: the trial's failed runs
+    // would otherwise wait out their backoff (here an hour).
+    let mut w = World::with_upstream_down(|_| {});
+    fill_upstream(&w);
+    let daemon = w.daemon(&["--retry-after", "3600"]);
+    for p in PROJECTS {
+        w.wait_status(p, Duration::from_secs(60), "a failed first sync", |s| s["state"] == "failed");
+        let next = w.wait_status(p, Duration::from_secs(10), "a next attempt", |s| s["next_attempt"].is_i64());
+        let wait = next["next_attempt"].as_i64().unwrap_or(0) - next["ended"].as_i64().unwrap_or(0);
+        assert!(wait > 1800, "{p} waits its backoff: {next}");
+    }
+    w.start_upstream();
+    daemon.signal(testkit::Signal::USR1);
+    for p in PROJECTS {
+        w.wait_status(p, Duration::from_secs(60), "synced after SIGUSR1", |s| s["state"] == "success");
+        assert_eq!(served(&w.local(p)), snapshot(&w.upstream(p)), "{p}");
+    }
+    assert!(daemon.text().contains("SIGUSR1: every project now"), "{}", daemon.text());
+    assert_eq!(daemon.text().matches("\"SIGUSR1\"").count(), 3, "{}", daemon.text());
+}
+
+#[test]
 fn a_tree_the_sync_user_cannot_write_fails_before_the_upstream_is_asked_anything() {
     // An adopted box on trial: the tree is still the old system's admin's, and the sync runs as
     // its own user. Here the tree is root's and the sync runs as nobody.

@@ -253,7 +253,8 @@ fn a_fleet_of_six_takes_each_change_from_the_upstream_three_times_and_the_rest_f
             FleetBox { dir, daemon: None, _rsyncd: rsyncd, port }
         })
         .collect();
-    let feeds = schema::topology::plan("fixture-arch", &names, schema::topology::Fanout::default());
+    let carriers: Vec<_> = names.iter().map(|n| schema::topology::Carrier::gigabit(n)).collect();
+    let feeds = schema::topology::plan("fixture-arch", &carriers, schema::topology::Fanout::default());
     let ports: Vec<u16> = boxes.iter().map(|b| b.port).collect();
     let upstream_log = rsync_log(w.dir.path(), w.port);
     let start_daemon = |b: &FleetBox, name: &str| {

@@ -3,11 +3,11 @@
 //! new system has passed its health check: the new system first in the firmware's BootOrder,
 //! the old /boot retyped and relabelled as the empty root slot B, the record marked committed,
 //! then the old system's files removed from the data file system, the mirror tree handed to the
-//! sync service's user and that service restarted, so the first sync follows. That order keeps
-//! a box that is cut off at any step booting: until BootOrder changes the old system is first
-//! and whole; after it the new one is, and the old files are removed only once nothing can boot
-//! them any more. A USB installer's adoption has
-//! nobody outside to commit it: its record says so, and its first healthy boot commits itself.
+//! sync service's user and that service asked to sync now, so the first sync follows. That
+//! order keeps a box that is cut off at any step booting: until BootOrder changes the old system
+//! is first and whole; after it the new one is, and the old files are removed only once nothing
+//! can boot them any more. A USB installer's adoption has nobody outside to commit it: its
+//! record says so, and its first healthy boot commits itself.
 
 use std::path::Path;
 use std::process::Command;
@@ -82,19 +82,19 @@ pub fn commit(m: &Machine, data_root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The sync service failed its runs during the trial (the tree was not yet its user's) and
-/// waits out a backoff of minutes; a restart forgets that backoff, and a project that has never
-/// synced on this system is due at once. A failure here is only said: the schedule's retry
-/// still comes, and the box is committed either way. `--no-block`: the installer's adoption
-/// commits from the health check, which mirror-sync is ordered after.
+/// The sync service's runs failed during the trial (the tree was not yet its user's) and wait
+/// out their backoff, minutes; SIGUSR1 (to its main process only, not to an rsync of it) asks
+/// it to sync every project now. A failure here is only said: the backoff's retry still comes,
+/// and the box is committed either way.
 fn start_syncing_now() {
-    match Command::new("systemctl").args(["--no-block", "try-restart", "mirror-sync.service"]).output() {
-        Ok(out) if out.status.success() => step("mirror-sync restarted: the first sync starts now"),
+    let signal = ["kill", "--kill-whom=main", "--signal=SIGUSR1", "mirror-sync.service"];
+    match Command::new("systemctl").args(signal).output() {
+        Ok(out) if out.status.success() => step("mirror-sync asked to sync every project now"),
         Ok(out) => step(&format!(
-            "mirror-sync not restarted ({}): it syncs at its next retry",
+            "mirror-sync not reached ({}): it syncs at its next retry",
             String::from_utf8_lossy(&out.stderr).trim()
         )),
-        Err(e) => step(&format!("mirror-sync not restarted ({e}): it syncs at its next retry")),
+        Err(e) => step(&format!("mirror-sync not reached ({e}): it syncs at its next retry")),
     }
 }
 

@@ -1,11 +1,12 @@
 //! The fleet's sync topology, derived from the profiles (never written by hand): for each
 //! project and upstream, at most `upstream_fetchers` boxes fetch a change from the upstream;
 //! every other box fetches the same state from a box of the fleet that already holds it, each
-//! holder feeding at most `feeds` boxes a round, so the holders grow geometrically (3, 12, 48 …
-//! with the defaults) while the upstream's load stays flat as boxes are added. Each box gets
-//! its sources in the order it tries them: the box that feeds it, other boxes of earlier rounds,
-//! and the upstream last (a box never depends on the fleet alone). Pure but for `fanout_in`,
-//! which reads profiles/fleet.toml.
+//! holder feeding `feeds` boxes a round per Gbit/s of its link (up to five), so the holders grow
+//! geometrically (3, 12, 48 … with the defaults and 1 GbE boxes; a fleet whose fastest boxes
+//! fetch first needs fewer rounds) while the upstream's load stays flat as boxes are added.
+//! Each box gets its sources in the order it tries them: the box that feeds it, other boxes of
+//! earlier rounds, and the upstream last (a box never depends on the fleet alone). Pure but for
+//! `fanout_in`, which reads profiles/fleet.toml.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,9 +16,45 @@ pub struct Fanout {
     /// Boxes that fetch a change of a project from the upstream.
     #[serde(default = "three")]
     pub upstream_fetchers: usize,
-    /// Boxes a holder feeds in one round.
+    /// Boxes a holder feeds in one round per Gbit/s of its link (`link_factor`).
     #[serde(default = "three")]
     pub feeds: usize,
+}
+
+/// A box carrying a project, with its link's speed (the hardware class's `link_mbit`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Carrier {
+    pub site: String,
+    pub link_mbit: u32,
+}
+
+impl Carrier {
+    /// A box with the fleet's usual 1 Gbit/s port.
+    pub fn gigabit(site: &str) -> Carrier {
+        Carrier { site: site.to_string(), link_mbit: crate::hardware::DEFAULT_LINK_MBIT }
+    }
+}
+
+/// Gbit/s of a box's link that count for feeding the fleet and for its rsync daemon's
+/// connections: 1 to 5. A 10 GbE box feeds five times a 1 GbE box's share, not ten: its
+/// clients keep most of the link, and each rsync connection is a process with the file list
+/// in memory.
+pub fn link_factor(link_mbit: u32) -> usize {
+    (link_mbit / 1000).clamp(1, 5) as usize
+}
+
+/// Public rsync connections a box's daemon takes per `link_factor`: 20 on a 1 GbE box, as the
+/// playbook's rsyncd has; a holder's children of one push come on top of its clients.
+pub const RSYNC_CONNECTIONS_PER_GBIT: usize = 20;
+
+/// The rsync daemon's `max connections` for a box with this link.
+pub fn rsync_connections(link_mbit: u32) -> usize {
+    RSYNC_CONNECTIONS_PER_GBIT * link_factor(link_mbit)
+}
+
+/// Boxes a holder with this link feeds in one round.
+pub fn feeds_of(link_mbit: u32, fanout: Fanout) -> usize {
+    fanout.feeds.max(1) * link_factor(link_mbit)
 }
 
 fn three() -> usize {
@@ -57,6 +94,7 @@ pub enum Source {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Feed {
     pub site: String,
+    pub link_mbit: u32,
     /// 1 for the boxes that fetch from the upstream, 2 for those they feed, …
     pub round: u32,
     /// In the order the box tries them; the upstream always last.
@@ -66,34 +104,50 @@ pub struct Feed {
 /// How many other boxes of earlier rounds a box may fall back to before the upstream.
 const ALTERNATES: usize = 2;
 
-/// The topology of one project among `sites` (the names of the boxes carrying it from the
-/// same upstream). The order of the sites is rotated by the project's name, so the upstream
-/// fetchers differ from project to project and no box carries every first round.
-pub fn plan(project: &str, sites: &[String], fanout: Fanout) -> Vec<Feed> {
-    let mut order: Vec<String> = sites.to_vec();
-    order.sort();
-    order.dedup();
+/// The topology of one project among `carriers` (the boxes carrying it from the same
+/// upstream). The order of the boxes is rotated by the project's name, so the upstream fetchers
+/// differ from project to project and no box carries every first round; then the fastest links
+/// go first, since a box of an early round feeds the most. Each round hands the boxes left to
+/// the holders in turn, one each, until every holder feeds its share.
+pub fn plan(project: &str, carriers: &[Carrier], fanout: Fanout) -> Vec<Feed> {
+    let mut order: Vec<Carrier> = carriers.to_vec();
+    order.sort_by(|a, b| a.site.cmp(&b.site));
+    order.dedup_by(|a, b| a.site == b.site);
     if order.is_empty() {
         return Vec::new();
     }
     let turn = project.bytes().map(usize::from).sum::<usize>() % order.len();
     order.rotate_left(turn);
+    order.sort_by_key(|c| std::cmp::Reverse(link_factor(c.link_mbit)));
     let fetchers = fanout.upstream_fetchers.max(1).min(order.len());
-    let mut feeds: Vec<Feed> =
-        order[..fetchers].iter().map(|s| Feed { site: s.clone(), round: 1, sources: vec![Source::Upstream] }).collect();
-    let mut rest = order[fetchers..].iter();
+    let mut feeds: Vec<Feed> = order[..fetchers]
+        .iter()
+        .map(|c| Feed { site: c.site.clone(), link_mbit: c.link_mbit, round: 1, sources: vec![Source::Upstream] })
+        .collect();
+    let mut rest = order[fetchers..].iter().peekable();
     let mut round = 1;
-    'rounds: loop {
+    while rest.peek().is_some() {
         round += 1;
-        let holders: Vec<String> = feeds.iter().map(|f| f.site.clone()).collect();
-        for (i, parent) in holders.iter().enumerate() {
-            for _ in 0..fanout.feeds.max(1) {
-                let Some(site) = rest.next() else { break 'rounds };
+        let holders: Vec<(String, usize)> =
+            feeds.iter().map(|f| (f.site.clone(), feeds_of(f.link_mbit, fanout))).collect();
+        let mut fed = vec![0; holders.len()];
+        'turns: while rest.peek().is_some() {
+            let mut handed = false;
+            for (i, (parent, share)) in holders.iter().enumerate() {
+                if fed[i] == *share {
+                    continue;
+                }
+                let Some(child) = rest.next() else { break 'turns };
+                fed[i] += 1;
+                handed = true;
                 let alternates = holders.iter().cycle().skip(i + 1).take(holders.len() - 1).take(ALTERNATES);
                 let mut sources = vec![Source::Peer(parent.clone())];
-                sources.extend(alternates.map(|a| Source::Peer(a.clone())));
+                sources.extend(alternates.map(|(a, _)| Source::Peer(a.clone())));
                 sources.push(Source::Upstream);
-                feeds.push(Feed { site: site.clone(), round, sources });
+                feeds.push(Feed { site: child.site.clone(), link_mbit: child.link_mbit, round, sources });
+            }
+            if !handed {
+                break;
             }
         }
     }
@@ -106,7 +160,7 @@ pub fn plan(project: &str, sites: &[String], fanout: Fanout) -> Vec<Feed> {
 /// has none.
 pub fn peers_of(
     site: &str,
-    carriers: &std::collections::BTreeMap<String, Vec<String>>,
+    carriers: &std::collections::BTreeMap<String, Vec<Carrier>>,
     fanout: Fanout,
 ) -> std::collections::BTreeMap<String, Vec<String>> {
     carriers
@@ -139,7 +193,8 @@ pub fn render(project: &str, feeds: &[Feed]) -> String {
                 Source::Peer(p) => p.clone(),
             })
             .collect();
-        out.push_str(&format!("  round {}  {:<16} from {}\n", f.round, f.site, sources.join(", then ")));
+        let link = format!("{} Gbit/s", f.link_mbit as f64 / 1000.0);
+        out.push_str(&format!("  round {}  {:<16} {link:>9}  from {}\n", f.round, f.site, sources.join(", then ")));
     }
     out
 }
@@ -152,8 +207,8 @@ fn upstream_fetchers(feeds: &[Feed]) -> usize {
 mod tests {
     use super::*;
 
-    fn sites(n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("site{i:02}")).collect()
+    fn sites(n: usize) -> Vec<Carrier> {
+        (0..n).map(|i| Carrier::gigabit(&format!("site{i:02}"))).collect()
     }
 
     #[test]
@@ -195,7 +250,7 @@ mod tests {
     fn a_box_knows_its_peers_per_project_and_an_upstream_fetcher_has_none() {
         let mut carriers = std::collections::BTreeMap::new();
         carriers.insert("fedora".to_string(), sites(6));
-        carriers.insert("kde".to_string(), vec!["site00".to_string()]);
+        carriers.insert("kde".to_string(), vec![Carrier::gigabit("site00")]);
         let feeds = plan("fedora", &sites(6), Fanout::default());
         let (first, later) = (&feeds[0].site, &feeds[5]);
         assert!(peers_of(first, &carriers, Fanout::default()).is_empty(), "{first} fetches from the upstream");
@@ -218,5 +273,34 @@ mod tests {
         let text = render("fedora", &plan("fedora", &sites(5), Fanout::default()));
         assert!(text.starts_with("fedora: 5 boxes, 3 from the upstream"), "{text}");
         assert!(text.contains("round 2") && text.contains(", then upstream"), "{text}");
+    }
+
+    #[test]
+    fn the_fastest_links_fetch_first_and_feed_more_so_a_fleet_with_a_few_needs_fewer_rounds() {
+        let mut fleet = sites(41);
+        for name in ["big1", "big2", "big3"] {
+            fleet.push(Carrier { site: name.to_string(), link_mbit: 10_000 });
+        }
+        let feeds = plan("fedora", &fleet, Fanout::default());
+        assert_eq!(feeds.len(), 44);
+        let first: Vec<&str> = feeds.iter().filter(|f| f.round == 1).map(|f| f.site.as_str()).collect();
+        assert_eq!(first.len(), 3);
+        assert!(first.iter().all(|s| s.starts_with("big")), "the 10 GbE boxes fetch from the upstream: {first:?}");
+        assert_eq!(feeds.iter().map(|f| f.round).max(), Some(2), "3 holders feeding 15 each cover 41 boxes");
+        let mut fed: std::collections::BTreeMap<&str, usize> = Default::default();
+        for f in feeds.iter().filter(|f| f.round == 2) {
+            let Source::Peer(p) = &f.sources[0] else { panic!("{f:?}") };
+            *fed.entry(p.as_str()).or_default() += 1;
+        }
+        // Handed in turn: the three share the round evenly, none beyond its 15.
+        assert_eq!(fed.values().copied().collect::<Vec<_>>(), [14, 14, 13], "{fed:?}");
+        // All 1 GbE, the same fleet needs three rounds; a 1 GbE holder feeds three.
+        let slow = plan("fedora", &sites(44), Fanout::default());
+        assert_eq!(slow.iter().map(|f| f.round).max(), Some(3));
+        assert_eq!((feeds_of(1000, Fanout::default()), feeds_of(10_000, Fanout::default())), (3, 15));
+        assert_eq!((feeds_of(100, Fanout::default()), feeds_of(20_000, Fanout::default())), (3, 15));
+        assert_eq!((rsync_connections(1000), rsync_connections(10_000)), (20, 100));
+        let text = render("fedora", &feeds);
+        assert!(text.contains("10 Gbit/s  from upstream"), "{text}");
     }
 }

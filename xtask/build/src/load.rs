@@ -68,7 +68,7 @@ pub fn sync_peers(site: &LoadedProfile) -> Result<Peers> {
     let fanout = schema::topology::fanout_in(dir).map_err(|e| anyhow::anyhow!(e))?;
     let catalog = load_catalog(dir)?;
     let mut hosts = std::collections::BTreeMap::new();
-    let mut carriers: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut carriers: std::collections::BTreeMap<String, Vec<schema::topology::Carrier>> = Default::default();
     for name in sites_in(dir) {
         let Ok(other) = schema::profile::check(&dir.join(format!("{name}.toml")), &catalog) else {
             continue; // a profile with placeholders is not a box yet
@@ -79,7 +79,8 @@ pub fn sync_peers(site: &LoadedProfile) -> Result<Peers> {
         }
         hosts.insert(o.site.name.clone(), o.site.hostname.clone());
         for p in &other.projects {
-            carriers.entry(p.name.clone()).or_default().push(o.site.name.clone());
+            let carrier = schema::topology::Carrier { site: o.site.name.clone(), link_mbit: o.site.link_mbit() };
+            carriers.entry(p.name.clone()).or_default().push(carrier);
         }
     }
     let mine: std::collections::BTreeSet<&str> = site.projects.iter().map(|p| p.name.as_str()).collect();

@@ -154,8 +154,9 @@ pub fn environment() -> Environment<'static> {
 }
 
 /// What templates see: the whole profile, its projects' catalog entries, the distro, `net`: the
-/// profile's prefix lists split by address family (nftables wants them apart), and `image`:
-/// facts of the disk layout (the ESP's partition UUID).
+/// profile's prefix lists split by address family (nftables wants them apart), `image`: facts
+/// of the disk layout (the ESP's partition UUID), and the rsync daemon's connections for the
+/// box's link (`schema::topology::rsync_connections`: its clients and the boxes it feeds).
 pub fn context(site: &LoadedProfile) -> minijinja::Value {
     let split =
         |list: &[String]| -> (Vec<String>, Vec<String>) { list.iter().cloned().partition(|p| !p.contains(':')) };
@@ -171,6 +172,7 @@ pub fn context(site: &LoadedProfile) -> minijinja::Value {
         watchdogs => super::boot::WATCHDOGS,
         root_openers => super::boot::ROOT_OPENERS,
         hardware_title => site.profile.site.hardware_class().map_or("no class: every class's drivers", |c| c.title.as_str()),
+        rsync_max_connections => schema::topology::rsync_connections(site.profile.site.link_mbit()),
         net => minijinja::context! { admin_v4, admin_v6, block_v4, block_v6 },
         image => minijinja::context! { esp_partuuid },
     }
@@ -537,6 +539,23 @@ mod render_tests {
             "initramfs-tools/micromirror-drivers",
         );
         assert!(!t620.contains("mlx4_en"), "a T620 image carries no ConnectX driver");
+    }
+
+    #[test]
+    fn the_rsync_daemon_takes_connections_by_the_box_s_link_for_its_clients_and_the_boxes_it_feeds() {
+        let max = |files: &[(String, String)]| -> String {
+            file(files, "rsyncd.conf")
+                .lines()
+                .find(|l| l.starts_with("max connections"))
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert_eq!(max(&render_layer(&site("demo", Distro::Debian12), "common")), "max connections = 20");
+        assert_eq!(max(&render_layer(&with_class("demo", Distro::Debian12, "t620"), "common")), "max connections = 20");
+        assert_eq!(
+            max(&render_layer(&with_class("demo", Distro::Almalinux9, "r220"), "common")),
+            "max connections = 100"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 use schema::profile::LoadedProfile;
-use schema::topology::{self, Fanout};
+use schema::topology::{self, Carrier, Fanout};
 
 /// The fan-out the fleet file sets, or the defaults.
 pub fn fanout(profiles: &Path) -> Result<Fanout> {
@@ -17,13 +17,13 @@ pub fn fanout(profiles: &Path) -> Result<Fanout> {
 /// Every project's topology, one block each (a project of several upstreams: one block each).
 pub fn render(sites: &[LoadedProfile], fanout: Fanout, only: Option<&str>) -> Result<String> {
     // As each box's build groups them (`build::load::sync_peers`): by upstream, test sites apart.
-    let mut carriers: BTreeMap<(String, String, bool), Vec<String>> = BTreeMap::new();
+    let mut carriers: BTreeMap<(String, String, bool), Vec<Carrier>> = BTreeMap::new();
     for s in sites {
         for p in &s.projects {
             carriers
                 .entry((p.name.clone(), s.profile.mirror.upstream.clone(), s.profile.site.test))
                 .or_default()
-                .push(s.profile.site.name.clone());
+                .push(Carrier { site: s.profile.site.name.clone(), link_mbit: s.profile.site.link_mbit() });
         }
     }
     if let Some(p) = only {
@@ -32,7 +32,8 @@ pub fn render(sites: &[LoadedProfile], fanout: Fanout, only: Option<&str>) -> Re
         }
     }
     let mut out = format!(
-        "fan-out: {} boxes fetch each change from the upstream, each holder feeds {} a round\n",
+        "fan-out: {} boxes fetch each change from the upstream (the fastest links first), each holder \
+         feeds {} a round per Gbit/s of its link (up to five)\n",
         fanout.upstream_fetchers, fanout.feeds
     );
     for ((project, upstream, test), boxes) in carriers.iter().filter(|((p, _, _), _)| only.is_none_or(|o| o == p)) {

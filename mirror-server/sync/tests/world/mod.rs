@@ -169,6 +169,11 @@ impl Daemon {
         }
     }
 
+    /// Sends `signal` to the daemon's own process only (not its rsync children).
+    pub fn signal(&self, signal: Signal) {
+        rustix::process::kill_process(Pid::from_child(&self.child), signal).unwrap();
+    }
+
     pub fn kill(&mut self) {
         let _ = kill_process_group(Pid::from_child(&self.child), Signal::KILL);
         let _ = self.child.wait();

@@ -1,12 +1,14 @@
 //! The fleet's sync topology, derived from the profiles (never written by hand): for each
 //! project and upstream, at most `upstream_fetchers` boxes fetch a change from the upstream;
-//! every other box fetches the same state from a box of the fleet that already holds it, each
-//! holder feeding `feeds` boxes a round per Gbit/s of its link (up to five), so the holders grow
-//! geometrically (3, 12, 48 … with the defaults and 1 GbE boxes; a fleet whose fastest boxes
-//! fetch first needs fewer rounds) while the upstream's load stays flat as boxes are added.
-//! Each box gets its sources in the order it tries them: the box that feeds it, other boxes of
-//! earlier rounds, and the upstream last (a box never depends on the fleet alone). Pure but for
-//! `fanout_in`, which reads profiles/fleet.toml.
+//! every other box fetches the same state from a box of the fleet that already holds it. A
+//! holder feeds `feeds` boxes per Gbit/s of its link (up to five Gbit/s count), all at once as
+//! soon as it holds the change (each child starts then), so that share counts once, not once a
+//! round. The holders grow geometrically (3, 15, 63 … after one, two, three rounds with the
+//! defaults and 1 GbE boxes; a fleet whose fastest boxes fetch first needs fewer rounds) while
+//! the upstream's load stays flat as boxes are added. Each box gets its sources in the order
+//! it tries them: the box that feeds it, other boxes of earlier rounds, and the upstream last (a
+//! box never depends on the fleet alone). Pure but for `fanout_in`, which reads
+//! profiles/fleet.toml.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,8 +18,10 @@ pub struct Fanout {
     /// Boxes that fetch a change of a project from the upstream.
     #[serde(default = "three")]
     pub upstream_fetchers: usize,
-    /// Boxes a holder feeds in one round per Gbit/s of its link (`link_factor`).
-    #[serde(default = "three")]
+    /// Boxes a holder feeds per Gbit/s of its link (`link_factor`), all at once: 4 × 200 Mbit/s
+    /// (the fleet's per-project rate) leaves a 1 GbE box a fifth of its link for its clients
+    /// while a push spreads.
+    #[serde(default = "four")]
     pub feeds: usize,
 }
 
@@ -52,7 +56,7 @@ pub fn rsync_connections(link_mbit: u32) -> usize {
     RSYNC_CONNECTIONS_PER_GBIT * link_factor(link_mbit)
 }
 
-/// Boxes a holder with this link feeds in one round.
+/// Boxes a holder with this link feeds, all at once.
 pub fn feeds_of(link_mbit: u32, fanout: Fanout) -> usize {
     fanout.feeds.max(1) * link_factor(link_mbit)
 }
@@ -61,9 +65,13 @@ fn three() -> usize {
     3
 }
 
+fn four() -> usize {
+    4
+}
+
 impl Default for Fanout {
     fn default() -> Fanout {
-        Fanout { upstream_fetchers: 3, feeds: 3 }
+        Fanout { upstream_fetchers: 3, feeds: 4 }
     }
 }
 
@@ -108,7 +116,8 @@ const ALTERNATES: usize = 2;
 /// upstream). The order of the boxes is rotated by the project's name, so the upstream fetchers
 /// differ from project to project and no box carries every first round; then the fastest links
 /// go first, since a box of an early round feeds the most. Each round hands the boxes left to
-/// the holders in turn, one each, until every holder feeds its share.
+/// the holders that still have room, one each in turn, until every one feeds its share; the
+/// boxes it handed out are the next round's holders.
 pub fn plan(project: &str, carriers: &[Carrier], fanout: Fanout) -> Vec<Feed> {
     let mut order: Vec<Carrier> = carriers.to_vec();
     order.sort_by(|a, b| a.site.cmp(&b.site));
@@ -124,27 +133,34 @@ pub fn plan(project: &str, carriers: &[Carrier], fanout: Fanout) -> Vec<Feed> {
         .iter()
         .map(|c| Feed { site: c.site.clone(), link_mbit: c.link_mbit, round: 1, sources: vec![Source::Upstream] })
         .collect();
+    // What each holder may still feed: its children all start once it holds the change, so
+    // its share counts once, not once a round.
+    let mut left: Vec<usize> = feeds.iter().map(|f| feeds_of(f.link_mbit, fanout)).collect();
     let mut rest = order[fetchers..].iter().peekable();
     let mut round = 1;
     while rest.peek().is_some() {
         round += 1;
-        let holders: Vec<(String, usize)> =
-            feeds.iter().map(|f| (f.site.clone(), feeds_of(f.link_mbit, fanout))).collect();
-        let mut fed = vec![0; holders.len()];
-        'turns: while rest.peek().is_some() {
+        let earlier: Vec<String> = feeds.iter().map(|f| f.site.clone()).collect();
+        let holders: Vec<usize> = (0..feeds.len()).filter(|&h| left[h] > 0).collect();
+        if holders.is_empty() {
+            break; // cannot happen: every box of the last round may feed at least one
+        }
+        'turns: loop {
             let mut handed = false;
-            for (i, (parent, share)) in holders.iter().enumerate() {
-                if fed[i] == *share {
+            for &h in &holders {
+                if left[h] == 0 {
                     continue;
                 }
                 let Some(child) = rest.next() else { break 'turns };
-                fed[i] += 1;
+                left[h] -= 1;
                 handed = true;
-                let alternates = holders.iter().cycle().skip(i + 1).take(holders.len() - 1).take(ALTERNATES);
-                let mut sources = vec![Source::Peer(parent.clone())];
-                sources.extend(alternates.map(|(a, _)| Source::Peer(a.clone())));
+                let parent = earlier[h].clone();
+                let alternates = earlier.iter().cycle().skip(h + 1).take(earlier.len() - 1).take(ALTERNATES);
+                let mut sources = vec![Source::Peer(parent)];
+                sources.extend(alternates.map(|a| Source::Peer(a.clone())));
                 sources.push(Source::Upstream);
                 feeds.push(Feed { site: child.site.clone(), link_mbit: child.link_mbit, round, sources });
+                left.push(feeds_of(child.link_mbit, fanout));
             }
             if !handed {
                 break;
@@ -218,8 +234,8 @@ mod tests {
             assert_eq!(feeds.len(), n, "every box has its place");
             assert_eq!(upstream_fetchers(&feeds), n.min(3), "{n} boxes");
             let rounds = feeds.iter().map(|f| f.round).max().unwrap();
-            // Holders after round r: 3·4^(r-1) with 3 fetchers each feeding 3.
-            let expected = (1..).find(|r| 3 * 4usize.pow(r - 1) >= n).unwrap();
+            // Holders after round r: 4^r - 1 with 3 fetchers and each box feeding 4 (3, 15, 63).
+            let expected = (1..).find(|r| 4usize.pow(*r) > n).unwrap();
             assert_eq!(rounds, expected, "{n} boxes");
         }
     }
@@ -236,14 +252,16 @@ mod tests {
                 assert_ne!(p, &f.site);
             }
         }
-        for r in 2..=3 {
-            let mut fed: std::collections::BTreeMap<&str, usize> = Default::default();
-            for f in feeds.iter().filter(|f| f.round == r) {
-                let Source::Peer(p) = &f.sources[0] else { panic!() };
-                *fed.entry(p.as_str()).or_default() += 1;
-            }
-            assert!(fed.values().all(|&n| n <= 3), "round {r}: {fed:?}");
+        // A holder's children all start once it holds the change: its share counts over every
+        // round, never once a round.
+        let mut fed: std::collections::BTreeMap<&str, usize> = Default::default();
+        for f in feeds.iter().filter(|f| f.round > 1) {
+            let Source::Peer(p) = &f.sources[0] else { panic!() };
+            *fed.entry(p.as_str()).or_default() += 1;
         }
+        assert!(fed.values().all(|&n| n <= 4), "{fed:?}");
+        let first: Vec<&str> = feeds.iter().filter(|f| f.round == 1).map(|f| f.site.as_str()).collect();
+        assert!(first.iter().all(|s| fed.get(s) == Some(&4)), "the first round feeds its whole share: {fed:?}");
     }
 
     #[test]
@@ -286,19 +304,19 @@ mod tests {
         let first: Vec<&str> = feeds.iter().filter(|f| f.round == 1).map(|f| f.site.as_str()).collect();
         assert_eq!(first.len(), 3);
         assert!(first.iter().all(|s| s.starts_with("big")), "the 10 GbE boxes fetch from the upstream: {first:?}");
-        assert_eq!(feeds.iter().map(|f| f.round).max(), Some(2), "3 holders feeding 15 each cover 41 boxes");
+        assert_eq!(feeds.iter().map(|f| f.round).max(), Some(2), "3 holders feeding 20 each cover 41 boxes");
         let mut fed: std::collections::BTreeMap<&str, usize> = Default::default();
         for f in feeds.iter().filter(|f| f.round == 2) {
             let Source::Peer(p) = &f.sources[0] else { panic!("{f:?}") };
             *fed.entry(p.as_str()).or_default() += 1;
         }
-        // Handed in turn: the three share the round evenly, none beyond its 15.
+        // Handed in turn: the three share the round evenly, none beyond its 20.
         assert_eq!(fed.values().copied().collect::<Vec<_>>(), [14, 14, 13], "{fed:?}");
-        // All 1 GbE, the same fleet needs three rounds; a 1 GbE holder feeds three.
+        // All 1 GbE, the same fleet needs three rounds; a 1 GbE holder feeds four.
         let slow = plan("fedora", &sites(44), Fanout::default());
         assert_eq!(slow.iter().map(|f| f.round).max(), Some(3));
-        assert_eq!((feeds_of(1000, Fanout::default()), feeds_of(10_000, Fanout::default())), (3, 15));
-        assert_eq!((feeds_of(100, Fanout::default()), feeds_of(20_000, Fanout::default())), (3, 15));
+        assert_eq!((feeds_of(1000, Fanout::default()), feeds_of(10_000, Fanout::default())), (4, 20));
+        assert_eq!((feeds_of(100, Fanout::default()), feeds_of(20_000, Fanout::default())), (4, 20));
         assert_eq!((rsync_connections(1000), rsync_connections(10_000)), (20, 100));
         let text = render("fedora", &feeds);
         assert!(text.contains("10 Gbit/s  from upstream"), "{text}");

@@ -33,7 +33,7 @@ pub fn render(sites: &[LoadedProfile], fanout: Fanout, only: Option<&str>) -> Re
     }
     let mut out = format!(
         "fan-out: {} boxes fetch each change from the upstream (the fastest links first), each holder \
-         feeds {} a round per Gbit/s of its link (up to five)\n",
+         feeds {} per Gbit/s of its link (up to five), all at once\n",
         fanout.upstream_fetchers, fanout.feeds
     );
     for ((project, upstream, test), boxes) in carriers.iter().filter(|((p, _, _), _)| only.is_none_or(|o| o == p)) {

@@ -2,8 +2,9 @@
 //! success, a growing backoff after a failure, so a first sync that fails at first boot is
 //! retried by itself), MQTT push from the upstream's broker, SIGUSR1 (every project now, as if
 //! pushed: what an adopted box's commit sends once the tree is the sync's), and one dispatcher
-//! that owns which project runs: each runs once at a time, a push that arrives while its project runs causes
-//! exactly one more run after it, and a project waiting for a run slot says "queued".
+//! that owns which project runs: each runs once at a time, a push that arrives while its
+//! project runs causes exactly one more run after it, and a project waiting for a run slot says
+//! "queued".
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -33,6 +33,11 @@ pub struct Carrier {
 }
 
 impl Carrier {
+    /// The box a profile describes, with its hardware class's link.
+    pub fn of(site: &crate::profile::Site) -> Carrier {
+        Carrier { site: site.name.clone(), link_mbit: site.link_mbit() }
+    }
+
     /// A box with the fleet's usual 1 Gbit/s port.
     pub fn gigabit(site: &str) -> Carrier {
         Carrier { site: site.to_string(), link_mbit: crate::hardware::DEFAULT_LINK_MBIT }

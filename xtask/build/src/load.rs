@@ -79,8 +79,7 @@ pub fn sync_peers(site: &LoadedProfile) -> Result<Peers> {
         }
         hosts.insert(o.site.name.clone(), o.site.hostname.clone());
         for p in &other.projects {
-            let carrier = schema::topology::Carrier { site: o.site.name.clone(), link_mbit: o.site.link_mbit() };
-            carriers.entry(p.name.clone()).or_default().push(carrier);
+            carriers.entry(p.name.clone()).or_default().push(schema::topology::Carrier::of(&o.site));
         }
     }
     let mine: std::collections::BTreeSet<&str> = site.projects.iter().map(|p| p.name.as_str()).collect();

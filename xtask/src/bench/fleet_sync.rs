@@ -234,11 +234,18 @@ fn fleet(
             ports.push(port);
         }
     }
-    let carriers: Vec<Carrier> = names
-        .iter()
-        .enumerate()
-        .map(|(i, b)| Carrier { site: b.clone(), link_mbit: if i < fast.unwrap_or(0) { 10_000 } else { 1000 } })
-        .collect();
+    let carriers: Vec<Carrier> =
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                if i < fast.unwrap_or(0) {
+                    Carrier { site: b.clone(), link_mbit: 10_000 }
+                } else {
+                    Carrier::gigabit(b)
+                }
+            })
+            .collect();
     let feeds = topology::plan("fixture-arch", &carriers, Fanout::default());
     let (from, start) = (log_len(upstream_log), Instant::now());
     let mut children = Vec::new();

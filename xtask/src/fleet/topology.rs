@@ -23,7 +23,7 @@ pub fn render(sites: &[LoadedProfile], fanout: Fanout, only: Option<&str>) -> Re
             carriers
                 .entry((p.name.clone(), s.profile.mirror.upstream.clone(), s.profile.site.test))
                 .or_default()
-                .push(Carrier { site: s.profile.site.name.clone(), link_mbit: s.profile.site.link_mbit() });
+                .push(Carrier::of(&s.profile.site));
         }
     }
     if let Some(p) = only {
